@@ -1,0 +1,3 @@
+from tui_connector.cli import main
+
+main()
