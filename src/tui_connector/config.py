@@ -39,7 +39,9 @@ def _check_jmespath(expression: str) -> str:
     try:
         jmespath.compile(expression)
     except JMESPathError as exc:
-        raise ValueError(f"not a valid JMESPath expression ({exc}); see https://jmespath.org") from exc
+        raise ValueError(
+            f"not a valid JMESPath expression ({exc}); see https://jmespath.org"
+        ) from exc
     return expression
 
 
@@ -270,14 +272,19 @@ class Source(Strict):
     @model_validator(mode="after")
     def _coherent(self) -> Source:
         if self.body is not None and self.method == "GET":
-            raise ValueError("'body' is sent only with 'method: POST'; set the method or drop the body")
+            raise ValueError(
+                "'body' is sent only with 'method: POST'; set the method or drop the body"
+            )
         pagination = self.pagination
-        if isinstance(pagination, CursorPagination) and pagination.cursor_body_field:
-            if self.method != "POST":
-                raise ValueError(
-                    "pagination.cursor_body_field puts the cursor in the JSON body, "
-                    "which needs 'method: POST'"
-                )
+        if (
+            isinstance(pagination, CursorPagination)
+            and pagination.cursor_body_field
+            and self.method != "POST"
+        ):
+            raise ValueError(
+                "pagination.cursor_body_field puts the cursor in the JSON body, "
+                "which needs 'method: POST'"
+            )
         return self
 
 
@@ -312,7 +319,13 @@ class SourceSpec:
     body: Mapping[str, Any] | None
     records: str | None
     errors: str | None
-    pagination: NoPagination | PageNumberPagination | OffsetPagination | CursorPagination | NextUrlPagination
+    pagination: (
+        NoPagination
+        | PageNumberPagination
+        | OffsetPagination
+        | CursorPagination
+        | NextUrlPagination
+    )
     auth: BearerAuth | BasicAuth | ApiKeyAuth | None
     concurrency: int
     rate_limit: float | None
@@ -416,14 +429,13 @@ def _field_name(loc: Loc) -> str:
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{([^}]*)\}?")
 
 
-def _interpolate(
-    value: str, env: Mapping[str, str], secrets: set[str]
-) -> str:
+def _interpolate(value: str, env: Mapping[str, str], secrets: set[str]) -> str:
     def substitute(match: re.Match[str]) -> str:
         name, default, malformed = match.group(1), match.group(2), match.group(3)
         if name is None:
             raise ValueError(
-                f"malformed variable reference '${{{malformed}'; write ${{NAME}} or ${{NAME:-default}}"
+                f"malformed variable reference '${{{malformed}'; "
+                "write ${NAME} or ${NAME:-default}"
             )
         if name in env:
             resolved = env[name]
@@ -516,19 +528,32 @@ def _explain(error: dict[str, Any]) -> str:
         return f"'type' is missing; use one of {expected}"
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
-    if kind in ("int_parsing", "int_type", "float_parsing", "float_type", "bool_parsing",
-                "bool_type", "string_type", "dict_type", "list_type", "tuple_type",
-                "model_type", "literal_error"):
+    if kind in (
+        "int_parsing",
+        "int_type",
+        "float_parsing",
+        "float_type",
+        "bool_parsing",
+        "bool_type",
+        "string_type",
+        "dict_type",
+        "list_type",
+        "tuple_type",
+        "model_type",
+        "literal_error",
+    ):
         message += f" (got {error.get('input')!r})"
     return message
 
 
 def _loc_for(error: dict[str, Any]) -> Loc:
-    # pydantic appends the union member's tag ("page_number") or a function name to the loc;
-    # drop the parts that are not keys of the user's document.
+    """The error's path in the user's document: pydantic inserts the union member's tag
+    ("page_number") after a discriminated field, and validator names; drop those."""
+    raw = error["loc"]
     loc: list[str | int] = []
-    for part in error["loc"]:
-        if isinstance(part, str) and (part in PAGINATION_TYPES or part in AUTH_TYPES) and loc and loc[-1] in ("pagination", "auth"):
+    for index, part in enumerate(raw):
+        after_union = index > 0 and raw[index - 1] in ("pagination", "auth")
+        if after_union and part in (*PAGINATION_TYPES, *AUTH_TYPES):
             continue
         if isinstance(part, str) and ("[" in part or "function-" in part):
             continue
@@ -536,9 +561,7 @@ def _loc_for(error: dict[str, Any]) -> Loc:
     return tuple(loc)
 
 
-def load_config(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
-) -> LoadedConfig:
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Read, interpolate and validate a config file. Raises ConfigError, never anything else."""
     env = os.environ if env is None else env
     file = Path(path)
@@ -546,9 +569,13 @@ def load_config(
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{shown}: file not found; pass the path of your sources.yaml"]) from None
+        raise ConfigError(
+            [f"{shown}: file not found; pass the path of your sources.yaml"]
+        ) from None
     except IsADirectoryError:
-        raise ConfigError([f"{shown}: is a directory; pass the path of your sources.yaml"]) from None
+        raise ConfigError(
+            [f"{shown}: is a directory; pass the path of your sources.yaml"]
+        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except OSError as exc:
@@ -557,11 +584,13 @@ def load_config(
     try:
         if _count_aliases(text) > _MAX_ALIASES:
             raise ConfigError(
-                [f"{shown}:1:1: (top level): more than {_MAX_ALIASES} YAML aliases; "
-                 "write the values out instead of nesting anchors"]
+                [
+                    f"{shown}:1:1: (top level): more than {_MAX_ALIASES} YAML aliases; "
+                    "write the values out instead of nesting anchors"
+                ]
             )
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
@@ -578,8 +607,10 @@ def load_config(
     locations.record(node)
     if not isinstance(data, dict):
         raise ConfigError(
-            [f"{shown}:1:1: (top level): expected a mapping with a 'sources:' key, "
-             f"got {type(data).__name__}"]
+            [
+                f"{shown}:1:1: (top level): expected a mapping with a 'sources:' key, "
+                f"got {type(data).__name__}"
+            ]
         )
 
     secrets: set[str] = set()

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Set up a local virtualenv (.venv) with tui-connector and its dev tools, then run a command.
+
+    python3 scripts/dev.py demo     # the dashboard on the built-in demo API
+    python3 scripts/dev.py test     # the test suite
+    python3 scripts/dev.py lint     # ruff and mypy, as CI runs them
+
+Needs only Python 3.11+. The virtualenv is (re)installed when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".installed-from"
+
+
+def _fingerprint() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"tui-connector needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        print("creating .venv ...", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    if not STAMP.exists() or STAMP.read_text() != _fingerprint():
+        print("installing tui-connector and its dev tools into .venv ...", file=sys.stderr)
+        subprocess.run(
+            [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-e", f"{ROOT}[dev]"],
+            check=True,
+        )
+        STAMP.write_text(_fingerprint())
+
+
+def main() -> int:
+    commands = {
+        "demo": [[str(BIN / "tui-connector"), "demo", *sys.argv[2:]]],
+        "test": [[str(BIN / "python"), "-m", "pytest", *sys.argv[2:]]],
+        "lint": [
+            [str(BIN / "ruff"), "check", "src", "tests"],
+            [str(BIN / "ruff"), "format", "--check", "src", "tests"],
+            [str(BIN / "mypy")],
+        ],
+    }
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ensure_venv()
+    for command in commands[sys.argv[1]]:
+        code = subprocess.run(command, cwd=ROOT).returncode
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

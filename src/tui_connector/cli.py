@@ -1,0 +1,473 @@
+"""The `tui-connector` command.
+
+Exit codes: 0 every source done; 1 some source failed; 2 bad config or usage; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from tui_connector import __version__
+from tui_connector.config import ConfigError, LoadedConfig, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_CONFIG = "sources.yaml"
+DEMO_PORT = 8765  # preferred, so that checkpointed next-links stay valid across demo runs
+DEMO_URL_VARIABLE = "DEMO_URL"
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"tui-connector: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(path: str) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _split_names(values: tuple[str, ...]) -> list[str]:
+    return [name for value in values for name in value.split(",") if name]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tui-connector")
+def cli() -> None:
+    """Pull HTTP/JSON APIs into a local data lake, concurrently, and resume exactly."""
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("config", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="No dashboard: print progress lines instead.")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="State database (default: the config's 'state').",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Lake directory (default: the config's 'out').",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SOURCE",
+    help="Run only these sources (repeat, or separate with commas).",
+)
+@click.option(
+    "--full-refresh", is_flag=True, help="Ignore checkpoints and start every stream over."
+)
+@click.option(
+    "--progress",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Headless progress format.",
+)
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between headless progress reports.",
+)
+def run(
+    config: str,
+    headless: bool,
+    state_path: Path | None,
+    out: Path | None,
+    only: tuple[str, ...],
+    full_refresh: bool,
+    progress: str,
+    progress_interval: float,
+) -> None:
+    """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints."""
+    loaded = _load(config)
+    code = _run_headless(
+        loaded,
+        state_path=state_path,
+        out=out,
+        only=_split_names(only),
+        full_refresh=full_refresh,
+        progress=progress,
+        interval=progress_interval,
+    )
+    sys.exit(code)
+
+
+def _run_headless(
+    loaded: LoadedConfig,
+    *,
+    state_path: Path | None,
+    out: Path | None,
+    only: list[str],
+    full_refresh: bool,
+    progress: str,
+    interval: float,
+) -> int:
+    from tui_connector.engine import Engine
+    from tui_connector.headless import HeadlessReporter
+    from tui_connector.state import StateError
+
+    async def main() -> int:
+        try:
+            engine = Engine(
+                loaded, state_path=state_path, out=out, only=only, full_refresh=full_refresh
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+        reporter = HeadlessReporter(engine.telemetry, mode=progress, interval=interval)
+        try:
+            async with engine:
+                _install_signal_handlers(engine)
+                ticker = asyncio.create_task(reporter.run())
+                try:
+                    result = await engine.run()
+                finally:
+                    ticker.cancel()
+        except StateError as exc:
+            _fail(str(exc))
+        reporter.summary(result)
+        return result.exit_code
+
+    return asyncio.run(main())
+
+
+def _install_signal_handlers(engine: object) -> None:
+    """First SIGINT/SIGTERM: graceful stop. Second: exit at once (safe: data before cursor)."""
+    from tui_connector.engine import Engine
+
+    assert isinstance(engine, Engine)
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if engine.stopping:
+            os._exit(EXIT_INTERRUPTED)
+        in_flight = len(engine.telemetry.in_flight)
+        click.echo(
+            f"\n{signal.Signals(signum).name}: stopping; letting {in_flight} request(s) in flight "
+            f"finish (at most {engine.stop_grace:g} s). Press Ctrl-C again to exit at once.",
+            err=True,
+        )
+        engine.request_stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+# -- validate, status, reset ------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("config", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+def validate(config: str) -> None:
+    """Check CONFIG and list its sources; exit 2 with located errors if it is wrong."""
+    loaded = _load(config)
+    click.echo(f"{config}: OK, {len(loaded.sources)} source(s)")
+    for name, spec in loaded.sources.items():
+        limit = f", {spec.rate_limit:g} req/s" if spec.rate_limit else ""
+        click.echo(
+            f"  {name}: {spec.method} {loaded.redactor(spec.url)}  "
+            f"pagination={spec.pagination.type} concurrency={spec.concurrency}{limit}"
+        )
+
+
+def _state_path(config: str, state: Path | None) -> Path:
+    if state is not None:
+        return state
+    if Path(config).exists():
+        return _load(config).state
+    return Path(".tui-connector/state.db")
+
+
+@cli.command()
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="State database (default: from ./sources.yaml).",
+)
+@click.option(
+    "--config",
+    default=DEFAULT_CONFIG,
+    type=click.Path(dir_okay=False),
+    help="Config whose 'state' to read.",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the streams as JSON.")
+def status(state: Path | None, config: str, as_json: bool) -> None:
+    """Show every stream's checkpoint."""
+    from tui_connector.state import StateError, StateStore
+
+    path = _state_path(config, state)
+    if not path.exists():
+        _fail(f"no state database at {path}; nothing has run yet (or pass --state)", EXIT_FAILED)
+
+    async def read() -> list[dict[str, object]]:
+        store = StateStore(path)
+        try:
+            await store.open()
+            return [row.__dict__ for row in await store.streams()]
+        finally:
+            await store.close()
+
+    try:
+        rows = asyncio.run(read())
+    except StateError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"{path}: no streams yet")
+        return
+    header = ("SOURCE", "PARTITION", "STATUS", "PAGES", "RECORDS", "UPDATED", "CURSOR")
+    table = [header]
+    for row in rows:
+        cursor = json.dumps(row["cursor"], separators=(",", ":"))
+        table.append(
+            (
+                str(row["source"]),
+                str(row["partition"]),
+                str(row["status"]),
+                str(row["pages"]),
+                str(row["records"]),
+                str(row["updated_at"]),
+                cursor if len(cursor) <= 60 else cursor[:59] + "…",
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    for row in rows:
+        if row["last_error"]:
+            click.echo(f"{row['source']}/{row['partition']}: {row['last_error']}")
+
+
+@cli.command()
+@click.argument("sources", nargs=-1)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="State database (default: from ./sources.yaml).",
+)
+@click.option(
+    "--config",
+    default=DEFAULT_CONFIG,
+    type=click.Path(dir_okay=False),
+    help="Config whose 'state' to use.",
+    show_default=True,
+)
+def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
+    """Forget the checkpoints of SOURCES (all when none given): the next run starts them over
+    and replaces their files in the lake."""
+    from tui_connector.state import RunLock, StateError, StateStore
+
+    path = _state_path(config, state)
+    if not path.exists():
+        _fail(f"no state database at {path}; nothing to reset", EXIT_FAILED)
+    names = _split_names(sources) or None
+
+    async def forget() -> int:
+        store = StateStore(path)
+        try:
+            await store.open()
+            return await store.delete_streams(names)
+        finally:
+            await store.close()
+
+    lock = RunLock(path)
+    try:
+        lock.acquire()
+        try:
+            removed = asyncio.run(forget())
+        finally:
+            lock.release()
+    except StateError as exc:
+        _fail(str(exc))
+    what = ", ".join(names) if names else "all sources"
+    click.echo(f"reset {what}: {removed} stream checkpoint(s) removed from {path}")
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+
+def _demo_knob_options(func):  # type: ignore[no-untyped-def]
+    options = [
+        click.option(
+            "--records",
+            type=click.IntRange(min=0),
+            default=1000,
+            show_default=True,
+            help="Records per dataset.",
+        ),
+        click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True),
+        click.option(
+            "--latency-ms",
+            type=click.FloatRange(min=0),
+            default=0,
+            show_default=True,
+            help="Added to every request.",
+        ),
+        click.option(
+            "--fault-rate",
+            type=click.FloatRange(0, 1),
+            default=0,
+            show_default=True,
+            help="Share of requests answered with a fault (429, 5xx, drops, ...).",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Makes the faults reproducible."
+        ),
+        click.option("--token", default=None, help="Token required under /secure/."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command("serve-demo")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="0 picks a free port.",
+)
+@_demo_knob_options
+def serve_demo(port: int, **knobs: object) -> None:
+    """Serve the built-in demo API on 127.0.0.1 (every pagination style, with fault knobs)."""
+    from tui_connector.demo.server import DemoKnobs, serve_forever
+
+    try:
+        serve_forever(DemoKnobs(**knobs), port=port)  # type: ignore[arg-type]
+    except OSError as exc:
+        _fail(f"cannot serve on port {port}: {exc.strerror or exc}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def demo_server(args: list[str]) -> Iterator[str]:
+    """Start `serve-demo` as a child process; yield its base URL; stop it on exit."""
+    port = DEMO_PORT if _port_free(DEMO_PORT) else 0
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tui_connector", "serve-demo", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            _fail(f"the demo server did not start (it said {line!r})", EXIT_FAILED)
+        yield line.removeprefix("listening on ")
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+@cli.command()
+@click.argument("config", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="No dashboard: print progress lines instead.")
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Demo server latency per request.",
+)
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Demo server fault rate.",
+)
+def demo(config: str, headless: bool, latency_ms: float, fault_rate: float) -> None:
+    """Start the demo API and run CONFIG (default ./sources.yaml) against it.
+
+    Unfinished streams resume; when everything was already done, it starts over.
+    """
+    if not Path(config).exists():
+        _fail(f"{config} not found; run this from the tui-connector checkout, or pass a config")
+    knobs = [
+        "--latency-ms",
+        str(latency_ms),
+        "--fault-rate",
+        str(fault_rate),
+        "--token",
+        os.environ.get("DEMO_TOKEN", "demo-token"),
+    ]
+    with demo_server(knobs) as url:
+        os.environ[DEMO_URL_VARIABLE] = url
+        os.environ.setdefault("DEMO_TOKEN", "demo-token")
+        loaded = _load(config)
+        click.echo(f"demo API at {url}; lake: {loaded.out}; state: {loaded.state}", err=True)
+        full_refresh = asyncio.run(_everything_done(loaded))
+        if full_refresh:
+            click.echo("every stream was already complete: starting over", err=True)
+        code = _run_headless(
+            loaded,
+            state_path=None,
+            out=None,
+            only=[],
+            full_refresh=full_refresh,
+            progress="text",
+            interval=2.0,
+        )
+    sys.exit(code)
+
+
+async def _everything_done(loaded: LoadedConfig) -> bool:
+    from tui_connector.state import StateError, StateStore
+
+    if not loaded.state.exists():
+        return False
+    store = StateStore(loaded.state)
+    try:
+        await store.open()
+        rows = await store.streams()
+    except StateError:
+        return False
+    finally:
+        await store.close()
+    done = {row.source for row in rows if row.status == "done"}
+    return bool(rows) and done >= set(loaded.sources)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,327 @@
+"""HTTP for one source: a pooled `httpx.AsyncClient` (aiohttp transport by default), auth,
+rate limiting, retries with backoff and `Retry-After`, and the in-flight registry.
+
+It knows nothing of pagination, storage or the UI: it turns a `PageRequest` into decoded JSON
+or raises a `FetchError` that says what happened, with every secret redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from aiolimiter import AsyncLimiter
+from httpx_aiohttp import AiohttpTransport
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from tui_connector.config import ApiKeyAuth, BasicAuth, BearerAuth, RetryPolicy, SourceSpec
+from tui_connector.paginate import PageRequest
+from tui_connector.redact import Redactor
+from tui_connector.telemetry import ErrorEvent, RunTelemetry, SourceStatus
+
+USER_AGENT = "tui-connector"
+_EXCERPT = 300
+
+
+class FetchError(Exception):
+    """A request that failed; `retryable` says whether trying again may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        body_excerpt: str = "",
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+        self.status = status
+        self.body_excerpt = body_excerpt
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Response:
+    url: str  # the URL requested, with its query (not redacted: pagination resolves links on it)
+    headers: httpx.Headers
+    body: Any
+    size: int
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _auth_and_params(spec: SourceSpec) -> tuple[httpx.Auth | None, dict[str, str], dict[str, str]]:
+    headers: dict[str, str] = {}
+    params: dict[str, str] = {}
+    auth: httpx.Auth | None = None
+    match spec.auth:
+        case BearerAuth(token=token):
+            headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        case BasicAuth(username=username, password=password):
+            auth = httpx.BasicAuth(username, password.get_secret_value())
+        case ApiKeyAuth(key=key, header=header, param=param):
+            if header:
+                headers[header] = key.get_secret_value()
+            elif param:
+                params[param] = key.get_secret_value()
+    return auth, headers, params
+
+
+def build_client(spec: SourceSpec, pool_size: int) -> httpx.AsyncClient:
+    """One client per source; the pool is as large as the most the source may ever run at once,
+    so no request waits in the pool behind the concurrency limiter's back."""
+    limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+    timeout = httpx.Timeout(
+        connect=spec.timeout.connect,
+        read=spec.timeout.read,
+        write=spec.timeout.read,
+        pool=spec.timeout.total,
+    )
+    transport: httpx.AsyncBaseTransport
+    if spec.transport == "httpx":
+        transport = httpx.AsyncHTTPTransport(limits=limits, http2=False)
+    else:
+        transport = AiohttpTransport(limits=limits)
+    auth, auth_headers, auth_params = _auth_and_params(spec)
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    headers.update({name: str(value) for name, value in spec.headers.items()})
+    headers.update(auth_headers)
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        headers=headers,
+        params=auth_params or None,
+        auth=auth,
+        follow_redirects=True,
+        max_redirects=10,
+    )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, FetchError) and exc.retryable
+
+
+class SourceHttp:
+    """Fetches pages for one source with its client, limiter and retry policy."""
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        telemetry: RunTelemetry,
+        redactor: Redactor,
+        pool_size: int,
+    ) -> None:
+        self.spec = spec
+        self.telemetry = telemetry
+        self.redact = redactor
+        self.client = build_client(spec, pool_size)
+        self.policy: RetryPolicy = spec.retry
+        self._limiter: AsyncLimiter | None = None
+        self.set_rate_limit(spec.rate_limit)
+        self._backoff_jitter = wait_random_exponential(
+            multiplier=max(self.policy.backoff_base, 0.001), max=self.policy.backoff_max
+        )
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        # A one-second bucket of `per_second` tokens allows a burst of at most one second's worth.
+        self._limiter = AsyncLimiter(per_second, 1.0) if per_second else None
+        self.telemetry.source(self.spec.name).rate_limit = per_second
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def fetch(
+        self, request: PageRequest, before_attempt: Callable[[], Awaitable[None]] | None = None
+    ) -> Response:
+        """Fetch and decode one page, retrying as the policy says. Raises FetchError."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        attempt_number = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_number = attempt.retry_state.attempt_number
+                    if before_attempt is not None:
+                        await before_attempt()
+                    return await self._attempt(request, attempt_number)
+        except FetchError as exc:
+            exc.attempts = attempt_number
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _attempt(self, request: PageRequest, attempt: int) -> Response:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        stats = self.telemetry.source(self.spec.name)
+        if stats.status is SourceStatus.BACKING_OFF:
+            stats.status = SourceStatus.RUNNING
+        stats.backoff_until = None
+        http_request = self.client.build_request(
+            request.method, request.url, params=request.params or None, json=request.json
+        )
+        shown_url = self.redact(str(http_request.url))
+        source = self.spec.name
+        request_id = self.telemetry.request_started(source, request.method, shown_url, attempt)
+        size = 0
+        try:
+            async with asyncio.timeout(self.spec.timeout.total):
+                response = await self.client.send(http_request)
+            size = len(response.content)
+        except TimeoutError:
+            raise self._error(
+                f"no complete response within {self.spec.timeout.total:g} s (timeout.total)",
+                shown_url,
+                attempt,
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise self._error(f"timed out ({type(exc).__name__})", shown_url, attempt) from None
+        except httpx.TooManyRedirects:
+            raise self._error(
+                "too many redirects (a redirect loop?)", shown_url, attempt, retryable=False
+            ) from None
+        except httpx.TransportError as exc:
+            detail = self.redact(str(exc)) or type(exc).__name__
+            raise self._error(f"connection failed: {detail}", shown_url, attempt) from None
+        finally:
+            self.telemetry.request_finished(request_id, size)
+        return self._decode(response, shown_url, attempt)
+
+    def _decode(self, response: httpx.Response, shown_url: str, attempt: int) -> Response:
+        status = response.status_code
+        if status >= 400:
+            retryable = status in self.policy.statuses
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self.policy.max_wait:
+                raise self._error(
+                    f"HTTP {status}: the server asks to wait {retry_after:.0f} s (Retry-After), "
+                    f"more than retry.max_wait ({self.policy.max_wait:g} s); "
+                    "raise retry.max_wait or run again later",
+                    shown_url,
+                    attempt,
+                    response=response,
+                    retryable=False,
+                )
+            hint = "" if retryable else _status_hint(status)
+            raise self._error(
+                f"HTTP {status} {response.reason_phrase}{hint}",
+                shown_url,
+                attempt,
+                response=response,
+                retryable=retryable,
+                retry_after=retry_after,
+            )
+        try:
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            content_type = response.headers.get("Content-Type", "no content type")
+            raise self._error(
+                f"response is not valid JSON ({content_type}; {exc})",
+                shown_url,
+                attempt,
+                response=response,
+            ) from None
+        return Response(str(response.url), response.headers, body, len(response.content))
+
+    def _error(
+        self,
+        message: str,
+        shown_url: str,
+        attempt: int,
+        *,
+        response: httpx.Response | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> FetchError:
+        excerpt = ""
+        if response is not None:
+            excerpt = self.redact(response.content[:_EXCERPT].decode("utf-8", "replace"))
+        error = FetchError(
+            self.redact(message),
+            url=shown_url,
+            status=response.status_code if response is not None else None,
+            body_excerpt=excerpt,
+            retryable=retryable,
+            retry_after=retry_after,
+        )
+        error.attempts = attempt
+        return error
+
+    # -- retry policy ----------------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, FetchError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff_jitter(state))
+
+    async def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.upcoming_sleep
+        stats = self.telemetry.source(self.spec.name)
+        if isinstance(exc, FetchError):
+            self.telemetry.error(
+                ErrorEvent(
+                    at=time.time(),
+                    source=self.spec.name,
+                    status=exc.status,
+                    error=exc.message,
+                    url=exc.url,
+                    body_excerpt=exc.body_excerpt,
+                    attempt=state.attempt_number,
+                    next_step=f"retrying in {wait:.1f} s",
+                )
+            )
+        stats.backoff_until = time.monotonic() + wait
+        if stats.status is SourceStatus.RUNNING:
+            stats.status = SourceStatus.BACKING_OFF
+
+
+def _status_hint(status: int) -> str:
+    if status in (401, 403):
+        return "; check the source's auth credentials (and the environment variable behind them)"
+    if status == 404:
+        return "; check the source's url"
+    return ""

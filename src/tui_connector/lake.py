@@ -1,0 +1,115 @@
+"""Writing records to the lake: `<out>/<source>/<partition>/page-<position>.jsonl`.
+
+Each file is written whole to a temporary name, closed (and fsynced when asked), then
+renamed into place: a reader, or a process killed at any instant, sees the complete file or
+none. A page fetched again after a crash has the same position, hence the same name, and
+replaces its own file: the lake never holds a record twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PAGE_GLOB = "page-*.jsonl"
+_TEMP_SUFFIX = ".tmp"
+
+
+class LakeError(Exception):
+    """The lake directory cannot be written (permissions, disk full, ...)."""
+
+
+def stream_dir(out: Path, source: str, partition: str) -> Path:
+    return out / source / partition
+
+
+def page_path(directory: Path, position: int) -> Path:
+    return directory / f"page-{position:09d}.jsonl"
+
+
+def _encode(records: Sequence[Any]) -> bytes:
+    lines = [json.dumps(record, ensure_ascii=False, separators=(",", ":")) for record in records]
+    lines.append("")
+    return "\n".join(lines).encode("utf-8")
+
+
+def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsync: bool) -> int:
+    """Write one page atomically; returns the bytes written. Runs in a worker thread."""
+    target = page_path(directory, position)
+    temp = target.with_name(target.name + _TEMP_SUFFIX)
+    data = _encode(records)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, target)
+        if fsync:
+            _fsync_dir(directory)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    return len(data)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clear_stream_sync(directory: Path, keep_below: int = 0) -> int:
+    """Remove page files at positions >= keep_below and stale temporary files.
+
+    A stream that starts over, or resumes at position N, owns nothing at or past N: such files
+    come from an earlier run whose checkpoint was reset, and keeping them would duplicate
+    records once the new run writes fewer pages.
+    """
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for path in directory.iterdir():
+        name = path.name
+        if name.endswith(_TEMP_SUFFIX):
+            path.unlink(missing_ok=True)
+        elif name.startswith("page-") and name.endswith(".jsonl"):
+            try:
+                position = int(name[5:-6])
+            except ValueError:
+                continue
+            if position >= keep_below:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+class LakeWriter:
+    """Async front of the writer: file work goes to a thread so the event loop never blocks."""
+
+    def __init__(self, out: Path, fsync: bool = False) -> None:
+        self.out = out
+        self.fsync = fsync
+
+    def directory(self, source: str, partition: str) -> Path:
+        return stream_dir(self.out, source, partition)
+
+    async def write_page(
+        self, source: str, partition: str, position: int, records: Sequence[Any]
+    ) -> int:
+        directory = self.directory(source, partition)
+        return await asyncio.to_thread(write_page_sync, directory, position, records, self.fsync)
+
+    async def clear_stream(self, source: str, partition: str, keep_below: int = 0) -> int:
+        directory = self.directory(source, partition)
+        try:
+            return await asyncio.to_thread(clear_stream_sync, directory, keep_below)
+        except OSError as exc:
+            raise LakeError(f"cannot clean {directory}: {exc.strerror or exc}") from exc

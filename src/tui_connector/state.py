@@ -1,0 +1,384 @@
+"""The checkpoint store: SQLite (WAL) through aiosqlite.
+
+Each stream (source × partition) has one row: its pagination state as JSON, the position of
+the next page (which names its lake file), counts and status. Checkpoints are group-committed:
+the engine queues the newest state of a stream and a flusher writes all queued states in one
+transaction, because one commit per page costs a thread round trip and an fsync each.
+A queued checkpoint is always for a page whose file is already complete, so losing queued
+checkpoints in a crash only means fetching those pages again, rewriting the same files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+# Forward migrations: index i upgrades a database at user_version i to i + 1.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL,
+        config_path TEXT NOT NULL,
+        pid INTEGER NOT NULL
+    );
+    CREATE TABLE streams (
+        source TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        cursor TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        pages INTEGER NOT NULL DEFAULT 0,
+        records INTEGER NOT NULL DEFAULT 0,
+        out_dir TEXT NOT NULL,
+        last_error TEXT,
+        run_id INTEGER,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (source, partition)
+    );
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+# How many queued checkpoints, or how long, before the flusher commits.
+GROUP_COMMIT_SIZE = 200
+GROUP_COMMIT_INTERVAL = 0.05
+
+
+class StateError(Exception):
+    """The state database cannot be used; the message says why and what to do."""
+
+
+class StateLockedError(StateError):
+    pass
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    source: str
+    partition: str
+    cursor: dict[str, Any]
+    position: int
+    status: str
+    pages: int
+    records: int
+    out_dir: str
+    last_error: str | None
+    started_at: str
+    updated_at: str
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    source: str
+    partition: str
+    cursor: dict[str, Any]
+    position: int
+    status: str
+    pages: int
+    records: int
+    last_error: str | None = None
+
+
+class RunLock:
+    """An exclusive `flock` on `<state>.lock`: released by the kernel when the process dies,
+    so a killed run never leaves a stale lock behind."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.with_name(state_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(f"cannot create {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise StateLockedError(
+                f"state database {self.path.with_suffix('')} is in use by another run "
+                f"({_describe_holder(holder)}); wait for it to finish, stop it, "
+                "or use another --state"
+            ) from None
+        os.ftruncate(fd, 0)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": _now()}
+        os.write(fd, json.dumps(info).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"process {info['pid']} on {info['host']}, started {info['started_at']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+class StateStore:
+    def __init__(self, path: Path, *, durable: bool = False) -> None:
+        self.path = path
+        self.durable = durable
+        self._db: aiosqlite.Connection | None = None
+        self._pending: dict[tuple[str, str], Checkpoint] = {}
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._writing = False
+        self.last_commit_at: dict[str, float] = {}
+        self.run_id: int | None = None
+
+    # -- opening -----------------------------------------------------------------------
+
+    async def open(self) -> StateStore:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            synchronous = "FULL" if self.durable else "NORMAL"
+            await self._db.execute(f"PRAGMA synchronous={synchronous}")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate()
+        except sqlite3.DatabaseError as exc:
+            await self._close_quietly()
+            raise StateError(
+                f"{self.path} is not a usable tui-connector state database ({exc}); "
+                "move it aside, or point --state at another file"
+            ) from exc
+        except OSError as exc:
+            await self._close_quietly()
+            raise StateError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
+        return self
+
+    async def _close_quietly(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        db = self._require()
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} was written by a newer tui-connector (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade tui-connector"
+            )
+        if version == 0:
+            # A non-empty database at version 0 is somebody else's file.
+            async with db.execute("SELECT count(*) FROM sqlite_master") as cursor:
+                row = await cursor.fetchone()
+            if row and row[0]:
+                raise StateError(
+                    f"{self.path} is an SQLite database but not a tui-connector state; "
+                    "point --state at another file"
+                )
+        for index in range(version, SCHEMA_VERSION):
+            await db.executescript(
+                f"BEGIN; {_MIGRATIONS[index]}; PRAGMA user_version={index + 1}; COMMIT;"
+            )
+
+    def _require(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StateError("state database is not open")
+        return self._db
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self.flush()
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self._close_quietly()
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def begin_run(self, config_path: str) -> int:
+        db = self._require()
+        cursor = await db.execute(
+            "INSERT INTO runs (started_at, status, config_path, pid) VALUES (?, 'running', ?, ?)",
+            (_now(), config_path, os.getpid()),
+        )
+        await db.commit()
+        self.run_id = cursor.lastrowid
+        self._flusher = asyncio.create_task(self._flush_loop(), name="checkpoint-flusher")
+        return int(cursor.lastrowid or 0)
+
+    async def end_run(self, status: str) -> None:
+        await self.flush()
+        db = self._require()
+        await db.execute(
+            "UPDATE runs SET finished_at = ?, status = ? WHERE id = ?",
+            (_now(), status, self.run_id),
+        )
+        await db.commit()
+
+    # -- streams -------------------------------------------------------------------------
+
+    async def streams(self, source: str | None = None) -> list[StreamRow]:
+        db = self._require()
+        query = (
+            "SELECT source, partition, cursor, position, status, pages, records, out_dir, "
+            "last_error, started_at, updated_at, finished_at FROM streams"
+        )
+        args: tuple[str, ...] = ()
+        if source is not None:
+            query += " WHERE source = ?"
+            args = (source,)
+        async with db.execute(query + " ORDER BY source, partition", args) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            StreamRow(
+                source=r[0],
+                partition=r[1],
+                cursor=json.loads(r[2]),
+                position=r[3],
+                status=r[4],
+                pages=r[5],
+                records=r[6],
+                out_dir=r[7],
+                last_error=r[8],
+                started_at=r[9],
+                updated_at=r[10],
+                finished_at=r[11],
+            )
+            for r in rows
+        ]
+
+    async def start_stream(
+        self, source: str, partition: str, cursor: dict[str, Any], out_dir: str
+    ) -> None:
+        """Create (or reset) a stream's row at its starting position, committed at once."""
+        db = self._require()
+        now = _now()
+        await db.execute(
+            "INSERT OR REPLACE INTO streams (source, partition, cursor, position, status, pages,"
+            " records, out_dir, run_id, started_at, updated_at)"
+            " VALUES (?, ?, ?, 0, 'running', 0, 0, ?, ?, ?, ?)",
+            (source, partition, json.dumps(cursor), out_dir, self.run_id, now, now),
+        )
+        await db.commit()
+
+    async def delete_streams(self, sources: list[str] | None = None) -> int:
+        db = self._require()
+        if sources is None:
+            cursor = await db.execute("DELETE FROM streams")
+        else:
+            marks = ",".join("?" * len(sources))
+            cursor = await db.execute(f"DELETE FROM streams WHERE source IN ({marks})", sources)
+        await db.commit()
+        return cursor.rowcount
+
+    # -- checkpoints (group commit) --------------------------------------------------------
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Queue a stream's newest state. Call only after the page's file is complete."""
+        if self._failure is not None:
+            raise StateError(f"checkpoints cannot be written: {self._failure}")
+        self._pending[(checkpoint.source, checkpoint.partition)] = checkpoint
+        self._flushed.clear()
+        if len(self._pending) >= GROUP_COMMIT_SIZE:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until every queued checkpoint is committed."""
+        if self._flusher is None or self._flusher.done():
+            await self._write(self._take())
+            return
+        while self._pending or self._writing:
+            self._wake.set()
+            self._flushed.clear()
+            await self._flushed.wait()
+        if self._failure is not None:
+            raise StateError(f"checkpoints cannot be written: {self._failure}")
+
+    def _take(self) -> list[Checkpoint]:
+        batch = list(self._pending.values())
+        self._pending.clear()
+        return batch
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), GROUP_COMMIT_INTERVAL)
+            self._wake.clear()
+            batch = self._take()
+            if batch:
+                self._writing = True
+                try:
+                    await self._write(batch)
+                except (sqlite3.Error, OSError) as exc:
+                    self._failure = exc
+                    self._flushed.set()
+                    return
+                finally:
+                    self._writing = False
+            self._flushed.set()
+
+    async def _write(self, batch: list[Checkpoint]) -> None:
+        if not batch:
+            return
+        db = self._require()
+        now = _now()
+        await db.executemany(
+            "UPDATE streams SET cursor = ?, position = ?, status = ?, pages = ?, records = ?,"
+            " last_error = ?, updated_at = ?, run_id = ?,"
+            " finished_at = CASE WHEN ? IN ('done', 'failed', 'stopped') THEN ? ELSE NULL END"
+            " WHERE source = ? AND partition = ?",
+            [
+                (
+                    json.dumps(c.cursor),
+                    c.position,
+                    c.status,
+                    c.pages,
+                    c.records,
+                    c.last_error,
+                    now,
+                    self.run_id,
+                    c.status,
+                    now,
+                    c.source,
+                    c.partition,
+                )
+                for c in batch
+            ],
+        )
+        await db.commit()
+        committed_at = time.monotonic()
+        for c in batch:
+            self.last_commit_at[c.source] = committed_at

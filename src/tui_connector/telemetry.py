@@ -1,0 +1,169 @@
+"""The live picture of a run: plain objects the engine updates in O(1) per event, and the
+dashboard and the headless reporter read on a timer. No Textual here, no I/O."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class SourceStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    BACKING_OFF = "backing off"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def finished(self) -> bool:
+        return self in (SourceStatus.DONE, SourceStatus.FAILED, SourceStatus.STOPPED)
+
+
+class RateWindow:
+    """Events per second over a sliding window, kept in one-second buckets (O(1) per add)."""
+
+    def __init__(self, seconds: int = 10) -> None:
+        self._seconds = seconds
+        self._buckets = [0.0] * seconds
+        self._stamps = [-1] * seconds
+        self._started = time.monotonic()
+
+    def add(self, amount: float = 1.0, now: float | None = None) -> None:
+        second = int(time.monotonic() if now is None else now)
+        slot = second % self._seconds
+        if self._stamps[slot] != second:
+            self._stamps[slot] = second
+            self._buckets[slot] = 0.0
+        self._buckets[slot] += amount
+
+    def rate(self, now: float | None = None) -> float:
+        current = time.monotonic() if now is None else now
+        second = int(current)
+        # The current second is partial; count it, and divide by the time really covered.
+        total = sum(
+            amount
+            for amount, stamp in zip(self._buckets, self._stamps, strict=True)
+            if second - self._seconds < stamp <= second
+        )
+        covered = min(float(self._seconds - 1) + (current - second), current - self._started)
+        return total / covered if covered > 0.05 else 0.0
+
+
+@dataclass
+class SourceStats:
+    name: str
+    status: SourceStatus = SourceStatus.PENDING
+    concurrency: int = 1
+    rate_limit: float | None = None
+    streams_total: int = 0
+    streams_done: int = 0
+    pages: int = 0
+    records: int = 0
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    total_records: int | None = None
+    position: str = ""
+    last_checkpoint_at: float | None = None
+    backoff_until: float | None = None
+    last_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+    records_rate: RateWindow = field(default_factory=RateWindow, repr=False)
+    requests_rate: RateWindow = field(default_factory=RateWindow, repr=False)
+
+
+@dataclass
+class InFlightRequest:
+    id: int
+    source: str
+    method: str
+    url: str  # already redacted
+    started_at: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    at: float  # wall clock, for display
+    source: str
+    status: int | None
+    error: str  # exception type or HTTP status text, redacted
+    url: str  # redacted
+    body_excerpt: str  # redacted
+    attempt: int
+    next_step: str  # "retrying in 2.0 s", "source failed", ...
+
+
+class RunTelemetry:
+    """Counters, the in-flight map and a bounded ring of errors for one run."""
+
+    def __init__(self, max_errors: int = 500) -> None:
+        self.sources: dict[str, SourceStats] = {}
+        self.in_flight: dict[int, InFlightRequest] = {}
+        self.errors: deque[ErrorEvent] = deque(maxlen=max_errors)
+        self.started_at = time.monotonic()
+        self.finished_at: float | None = None
+        self._ids: Iterator[int] = itertools.count(1)
+
+    def source(self, name: str) -> SourceStats:
+        stats = self.sources.get(name)
+        if stats is None:
+            stats = self.sources[name] = SourceStats(name)
+        return stats
+
+    def request_started(self, source: str, method: str, url: str, attempt: int) -> int:
+        request_id = next(self._ids)
+        self.in_flight[request_id] = InFlightRequest(
+            request_id, source, method, url, time.monotonic(), attempt
+        )
+        stats = self.sources[source]
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.requests_rate.add()
+        if attempt > 1:
+            stats.retries += 1
+        return request_id
+
+    def request_finished(self, request_id: int, received_bytes: int = 0) -> None:
+        request = self.in_flight.pop(request_id, None)
+        if request is not None:
+            stats = self.sources[request.source]
+            stats.in_flight -= 1
+            stats.bytes += received_bytes
+
+    def page_committed(self, source: str, records: int, position: str) -> None:
+        stats = self.sources[source]
+        stats.pages += 1
+        stats.records += records
+        stats.records_rate.add(records)
+        stats.position = position
+
+    def error(self, event: ErrorEvent) -> None:
+        self.errors.append(event)
+        stats = self.sources.get(event.source)
+        if stats is not None:
+            stats.errors += 1
+            stats.last_error = (
+                f"{event.error}: {event.body_excerpt}" if event.body_excerpt else event.error
+            )
+
+    def totals(self) -> dict[str, int]:
+        records = sum(s.records for s in self.sources.values())
+        return {
+            "sources": len(self.sources),
+            "done": sum(1 for s in self.sources.values() if s.status is SourceStatus.DONE),
+            "failed": sum(1 for s in self.sources.values() if s.status is SourceStatus.FAILED),
+            "running": sum(1 for s in self.sources.values() if not s.status.finished),
+            "records": records,
+        }
