@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -311,7 +311,7 @@ def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
 # -- the demo ---------------------------------------------------------------------------------
 
 
-def _demo_knob_options(func):  # type: ignore[no-untyped-def]
+def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
     options = [
         click.option(
             "--records",

@@ -483,7 +483,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     loader.flatten_mapping(node)
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -497,7 +497,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 # A document of aliases can expand exponentially ("billion laughs"); real configs use few.
@@ -624,11 +624,11 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         model = Config.model_validate(data)
     except ValidationError as exc:
         messages = []
-        for error in exc.errors():
+        for details in exc.errors():
+            error = dict(details)
             loc = _loc_for(error)
-            key_level = error["type"] in ("extra_forbidden",)
-            mark = locations.find(loc, key=key_level)
-            messages.append(_format(shown, mark, loc, _explain(error)))
+            place = locations.find(loc, key=error["type"] == "extra_forbidden")
+            messages.append(_format(shown, place, loc, _explain(error)))
         raise ConfigError(sorted(set(messages), key=messages.index)) from None
 
     base = file.resolve().parent

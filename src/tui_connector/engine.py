@@ -270,7 +270,7 @@ class SourceRunner:
             await engine.lake.clear_stream(self.name, partition)
             directory = str(engine.lake.directory(self.name, partition))
             await engine.state.start_stream(self.name, partition, cursor, directory)
-        stats.position = self.paginator.describe(cursor)
+        stats.position = self._describe(cursor)
 
         while True:
             if not await self._gate():
@@ -320,7 +320,7 @@ class SourceRunner:
                 engine.telemetry.page_committed(
                     self.name,
                     len(page_records),
-                    "finished" if finished else self.paginator.describe(next_cursor),  # type: ignore[arg-type]
+                    "finished" if finished else self._describe(next_cursor),  # type: ignore[arg-type]
                 )
                 if pages == 1 and not page_records:
                     stats.warnings.append(
@@ -334,6 +334,10 @@ class SourceRunner:
                 self._busy -= 1
                 if self.paused:
                     self._settle_soon()
+
+    def _describe(self, cursor: dict[str, Any]) -> str:
+        # A server may echo a key into its next links: positions are shown only redacted.
+        return self.engine.redactor(self.paginator.describe(cursor))
 
     async def _fetch_page(
         self, cursor: dict[str, Any], position: int

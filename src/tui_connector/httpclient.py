@@ -105,7 +105,7 @@ def _auth_and_params(spec: SourceSpec) -> tuple[httpx.Auth | None, dict[str, str
     return auth, headers, params
 
 
-def build_client(spec: SourceSpec, pool_size: int) -> httpx.AsyncClient:
+def build_client(spec: SourceSpec, pool_size: int) -> tuple[httpx.AsyncClient, dict[str, str]]:
     """One client per source; the pool is as large as the most the source may ever run at once,
     so no request waits in the pool behind the concurrency limiter's back."""
     limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
@@ -124,15 +124,17 @@ def build_client(spec: SourceSpec, pool_size: int) -> httpx.AsyncClient:
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     headers.update({name: str(value) for name, value in spec.headers.items()})
     headers.update(auth_headers)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         transport=transport,
         timeout=timeout,
         headers=headers,
-        params=auth_params or None,
         auth=auth,
         follow_redirects=True,
         max_redirects=10,
     )
+    # Query params are merged into each URL by the caller: httpx replaces a URL's query with
+    # any params given (client-level ones included), which would drop a next link's query.
+    return client, auth_params
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -152,7 +154,7 @@ class SourceHttp:
         self.spec = spec
         self.telemetry = telemetry
         self.redact = redactor
-        self.client = build_client(spec, pool_size)
+        self.client, self._auth_params = build_client(spec, pool_size)
         self.policy: RetryPolicy = spec.retry
         self._limiter: AsyncLimiter | None = None
         self.set_rate_limit(spec.rate_limit)
@@ -199,9 +201,10 @@ class SourceHttp:
         if stats.status is SourceStatus.BACKING_OFF:
             stats.status = SourceStatus.RUNNING
         stats.backoff_until = None
-        http_request = self.client.build_request(
-            request.method, request.url, params=request.params or None, json=request.json
-        )
+        url = httpx.URL(request.url)
+        if request.params or self._auth_params:
+            url = url.copy_merge_params({**request.params, **self._auth_params})
+        http_request = self.client.build_request(request.method, url, json=request.json)
         shown_url = self.redact(str(http_request.url))
         source = self.spec.name
         request_id = self.telemetry.request_started(source, request.method, shown_url, attempt)

@@ -180,6 +180,9 @@ class StateStore:
         except OSError as exc:
             await self._close_quietly()
             raise StateError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            await self._close_quietly()
+            raise
         return self
 
     async def _close_quietly(self) -> None:

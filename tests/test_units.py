@@ -1,0 +1,133 @@
+"""Small pieces with subtle logic, tested on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from tui_connector.engine import ResizableLimit
+from tui_connector.httpclient import parse_retry_after
+from tui_connector.lake import clear_stream_sync, page_path, write_page_sync
+from tui_connector.redact import Redactor
+from tui_connector.state import SCHEMA_VERSION, Checkpoint, StateError, StateStore
+from tui_connector.telemetry import RateWindow
+
+
+async def test_resizable_limit_bounds_and_grows_live() -> None:
+    limit = ResizableLimit(2)
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def worker() -> None:
+        nonlocal running, peak
+        async with limit.slot():
+            running += 1
+            peak = max(peak, running)
+            await release.wait()
+            running -= 1
+
+    tasks = [asyncio.create_task(worker()) for _ in range(6)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert running == 2
+    limit.set_limit(5)
+    await asyncio.sleep(0)
+    assert running == 5
+    limit.set_limit(1)  # shrinking lets holders finish; no new slot until below the limit
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 5
+    assert limit.in_use == 0
+
+
+async def test_resizable_limit_cancelled_waiter_leaks_no_slot() -> None:
+    limit = ResizableLimit(1)
+    await limit.acquire()
+    waiter = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    limit.release()
+    assert limit.in_use == 0
+    await asyncio.wait_for(limit.acquire(), 1)
+
+
+def test_rate_window_counts_recent_events_only() -> None:
+    window = RateWindow(seconds=5)
+    window._started = 0.0
+    for second in range(10):
+        window.add(10, now=second + 0.5)
+    # At t=10.0 the window holds seconds 6..9 (+ the empty current one): 40 events / 4 s.
+    assert window.rate(now=10.0) == pytest.approx(10.0)
+    assert window.rate(now=100.0) == 0.0
+
+
+def test_retry_after_both_forms() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_redactor_replaces_plain_and_url_encoded_values() -> None:
+    redact = Redactor(["s3cr3t/+value"])
+    assert redact("a s3cr3t/+value b") == "a *** b"
+    assert redact("?k=s3cr3t%2F%2Bvalue") == "?k=***"
+    assert Redactor(["ab"])("ab") == "ab"  # too short to be a real secret
+
+
+def test_lake_write_is_atomic_and_cleanup_removes_stale_pages(tmp_path: Path) -> None:
+    directory = tmp_path / "src" / "all"
+    for position in range(4):
+        write_page_sync(directory, position, [{"id": position}], fsync=True)
+    (directory / "page-000000009.jsonl.tmp").write_text("partial")
+    assert page_path(directory, 2).read_text() == '{"id":2}\n'
+    assert clear_stream_sync(directory, keep_below=2) == 2
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "page-000000000.jsonl",
+        "page-000000001.jsonl",
+    ]
+
+
+async def test_state_checkpoints_group_commit_and_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await StateStore(path).open()
+    await store.begin_run("sources.yaml")
+    await store.start_stream("s", "all", {"page": 1}, str(tmp_path))
+    for page in range(2, 50):
+        store.checkpoint(Checkpoint("s", "all", {"page": page}, page - 1, "running", page - 1, 0))
+    await store.flush()
+    await store.close()
+    store = await StateStore(path).open()
+    [row] = await store.streams()
+    await store.close()
+    assert row.cursor == {"page": 49} and row.position == 48
+
+
+async def test_state_refuses_foreign_corrupt_and_newer_databases(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE something (x)")
+    with pytest.raises(StateError, match="not a tui-connector state"):
+        await StateStore(foreign).open()
+
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StateError, match="not a usable tui-connector state database"):
+        await StateStore(corrupt).open()
+
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StateError, match="newer tui-connector"):
+        await StateStore(newer).open()
