@@ -92,7 +92,8 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
     (
         "cursor-body-with-get",
         GOOD_SOURCE
-        + "    pagination:\n      type: cursor\n      cursor: next\n      cursor_body_field: v.after\n",
+        + "    pagination:\n      type: cursor\n      cursor: next\n"
+        + "      cursor_body_field: v.after\n",
         {},
         "sources.items: pagination.cursor_body_field puts the cursor in the JSON body, "
         "which needs 'method: POST'",
@@ -193,8 +194,10 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
     (
         "alias-bomb",
         "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-        + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n"
-                  for i in range(11))
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n"
+            for i in range(11)
+        )
         + GOOD_SOURCE,
         {},
         "(top level): more than 100 YAML aliases",
@@ -279,7 +282,9 @@ def test_validate_command_exits_2_without_traceback(tmp_path: Path) -> None:
     path.write_text(GOOD_SOURCE + "    concurrency: -1\n")
     proc = subprocess.run(
         [sys.executable, "-m", "tui_connector", "validate", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert f"{path}:5:18: sources.items.concurrency:" in proc.stderr

@@ -1,0 +1,267 @@
+"""The command line as an operator uses it: real subprocesses, real signals, real files."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tui_connector.demo.server import DemoServer
+
+from conftest import expected_ids, lake_ids, wait_for
+
+CLI = [sys.executable, "-m", "tui_connector"]
+
+
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def backfill_config(tmp_path: Path, url: str, records_per_page: int = 20) -> Path:
+    """Three sources in three pagination styles, retrying hard so faults never fail them."""
+    retry = "{max_attempts: 30, backoff_base: 0.01, backoff_max: 0.1}"
+    path = tmp_path / "sources.yaml"
+    path.write_text(f"""\
+defaults:
+  retry: {retry}
+  timeout: {{read: 5, total: 10}}
+sources:
+  pages:
+    url: {url}/v1/pages/pages
+    records: data
+    pagination: {{type: page_number, size_param: per_page, size: {records_per_page}}}
+  cursor:
+    url: {url}/v1/cursor/cursor
+    records: items
+    params: {{limit: {records_per_page}}}
+    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
+  links:
+    url: {url}/v1/link/links
+    params: {{per_page: {records_per_page}}}
+    pagination: {{type: next_url, next: {{header: Link}}}}
+""")
+    return path
+
+
+def stream_pages(state: Path) -> int:
+    if not state.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1) as db:
+            row = db.execute("SELECT coalesce(sum(pages), 0) FROM streams").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+def assert_lake_exact(out: Path, records: int) -> None:
+    for source in ("pages", "cursor", "links"):
+        assert lake_ids(out, source) == expected_ids(source, records), source
+
+
+@pytest.mark.parametrize(
+    ("seed", "fault_rate"), [(1, 0.0), (2, 0.15), (3, 0.3)], ids=["clean", "faults15", "faults30"]
+)
+def test_sigkill_at_random_instants_then_resume_is_exact(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path, seed: int, fault_rate: float
+) -> None:
+    records = 1500  # 75 pages per source at 15 ms each: long enough to be killed mid-stream
+    server = demo_server_factory(
+        records=records,
+        latency_ms=15,
+        fault_rate=fault_rate,
+        seed=seed,
+        retry_after_s=0.05,
+        faults=("429", "429-date", "500", "503", "drop", "truncate"),
+    )
+    config = backfill_config(tmp_path, server.url)
+    state = tmp_path / ".tui-connector" / "state.db"
+    chooser = random.Random(seed)
+    kills = 0
+    for _ in range(6):
+        process = start("run", "--headless", str(config), "--progress-interval", "60")
+        pages_before = stream_pages(state)
+        # Kill once the run is doing real work: some at start-up, most mid-stream.
+        if chooser.random() < 0.7:
+            wait_for(
+                lambda p=pages_before, run=process: (
+                    stream_pages(state) > p or run.poll() is not None
+                ),
+                timeout=60,
+                what="progress",
+            )
+        time.sleep(chooser.uniform(0.0, 0.4))  # the random instant of the kill
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            assert process.returncode == 0, stderr
+            break
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        kills += 1
+    assert kills >= 1
+    final = cli("run", "--headless", str(config), "--progress-interval", "60")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert_lake_exact(tmp_path / "lake", records)
+    leftovers = list((tmp_path / "lake").rglob("*.tmp"))
+    assert leftovers == []
+
+
+def test_sigint_commits_then_resume_refetches_nothing(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    records = 400
+    server = demo_server_factory(records=records, latency_ms=10)
+    config = backfill_config(tmp_path, server.url)
+    state = tmp_path / ".tui-connector" / "state.db"
+    process = start("run", "--headless", str(config), "--progress-interval", "60")
+    wait_for(lambda: stream_pages(state) >= 6, timeout=60, what="some pages committed")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "stopping" in stderr and "Traceback" not in stderr
+    fetched = [(e.path, e.query) for e in server.log()]
+    final = cli("run", "--headless", str(config))
+    assert final.returncode == 0, final.stderr
+    assert_lake_exact(tmp_path / "lake", records)
+    # Nothing fetched before the interrupt was fetched again.
+    refetched = [(e.path, e.query) for e in server.log()[len(fetched) :]]
+    assert not set(fetched) & set(refetched)
+
+
+def test_second_sigint_exits_at_once_and_stays_safe(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    # Every request takes 3 s: a graceful stop would wait for them, an immediate exit doesn't.
+    server = demo_server_factory(records=300, latency_ms=3000)
+    config = backfill_config(tmp_path, server.url)
+    process = start("run", "--headless", str(config), "--progress-interval", "60")
+    wait_for(
+        lambda: len(server.log()) >= 1 or process.poll() is not None,
+        timeout=30,
+        what="requests in flight",
+    )
+    process.send_signal(signal.SIGINT)
+    assert process.stderr is not None
+    while "stopping" not in process.stderr.readline():
+        pass
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=10)
+    assert process.returncode == 130
+    assert time.monotonic() - interrupted_at < 2.0
+    server.update_knobs(latency_ms=0)
+    final = cli("run", "--headless", str(config))
+    assert final.returncode == 0
+    assert_lake_exact(tmp_path / "lake", 300)
+
+
+def test_json_progress_and_exit_codes(demo: DemoServer, tmp_path: Path) -> None:
+    config = tmp_path / "sources.yaml"
+    config.write_text(
+        f"sources:\n  ok:\n    url: {demo.url}/v1/all/ok\n"
+        f"  missing:\n    url: {demo.url}/v1/nothing-here\n"
+    )
+    result = cli("run", "--headless", str(config), "--progress", "json")
+    assert result.returncode == 1, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    assert summary["done"] == ["ok"] and summary["failed"] == ["missing"]
+    assert summary["exit_code"] == 1
+    final = {e["source"]: e for e in events if e["event"] == "final"}
+    assert final["ok"]["records"] == 237 and final["ok"]["status"] == "done"
+    assert "HTTP 404" in final["missing"]["last_error"]
+
+
+def test_status_reset_and_only(demo: DemoServer, tmp_path: Path) -> None:
+    config = tmp_path / "sources.yaml"
+    config.write_text(
+        f"sources:\n  alpha:\n    url: {demo.url}/v1/all/alpha\n"
+        f"  beta:\n    url: {demo.url}/v1/all/beta\n"
+    )
+    assert cli("run", "--headless", str(config), "--only", "alpha").returncode == 0
+    status = cli("status", "--config", str(config))
+    assert status.returncode == 0, status.stderr
+    assert "alpha" in status.stdout and "beta" not in status.stdout and "done" in status.stdout
+    reset = cli("reset", "alpha", "--config", str(config))
+    assert reset.returncode == 0 and "1 stream checkpoint(s) removed" in reset.stdout
+    rows = json.loads(cli("status", "--config", str(config), "--json").stdout)
+    assert rows == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--headless", "--only", "nope"], "unknown source nope"),
+        (["run", "--headless", "--progress", "xml"], "Invalid value for '--progress'"),
+        (["run", "--bogus"], "No such option '--bogus'"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_message(
+    demo: DemoServer, tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "sources.yaml").write_text(f"sources:\n  a:\n    url: {demo.url}/v1/all/a\n")
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_engine_imports_without_textual() -> None:
+    code = (
+        "import sys; sys.modules['textual'] = None\n"
+        "import tui_connector.engine, tui_connector.headless, tui_connector.cli\n"
+        "import tui_connector.config, tui_connector.state, tui_connector.httpclient\n"
+        "assert not any(m == 'textual' or m.startswith('textual.') for m in sys.modules"
+        " if sys.modules[m] is not None)\n"
+        "print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_serve_demo_prints_its_port_and_serves(tmp_path: Path) -> None:
+    process = start("serve-demo", "--port", "0", "--records", "5")
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("listening on http://127.0.0.1:")
+        import httpx
+
+        body = httpx.get(line.removeprefix("listening on ") + "/v1/all/x", timeout=10).json()
+        assert [r["id"] for r in body] == [f"x-{n:06d}" for n in range(5)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    assert "Traceback" not in stderr

@@ -1,0 +1,412 @@
+"""The engine end to end, in-process, against the real demo API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tui_connector.config import LoadedConfig, load_config
+from tui_connector.demo.server import DemoServer
+from tui_connector.engine import Engine, RunResult
+from tui_connector.state import StateLockedError
+from tui_connector.telemetry import SourceStatus
+
+from conftest import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids
+
+TOKEN = "test-token-5f3a9"
+
+
+async def run(config: LoadedConfig, **options: object) -> tuple[RunResult, Engine]:
+    engine = Engine(config, **options)  # type: ignore[arg-type]
+    async with engine:
+        result = await asyncio.wait_for(engine.run(), timeout=60)
+    return result, engine
+
+
+def one_source(url: str, body: str) -> str:
+    return f"sources:\n  items:\n    url: {url}\n" + "".join(
+        f"    {line}\n" for line in body.splitlines()
+    )
+
+
+# -- the documented example: every pagination style ----------------------------------------
+
+
+async def test_documented_example_fetches_every_record_exactly_once(
+    demo: DemoServer, tmp_path: Path
+) -> None:
+    config_path = tmp_path / "sources.yaml"
+    config_path.write_text((ROOT / "sources.yaml").read_text())
+    config = load_config(config_path, env={"DEMO_URL": demo.url, "DEMO_TOKEN": TOKEN})
+    result, engine = await run(config)
+    assert result.failed == [], [engine.telemetry.sources[n].last_error for n in result.failed]
+    assert sorted(result.done) == sorted(config.sources)
+    datasets = {
+        "customers": "customers",
+        "orders": "orders",
+        "invoices": "invoices",
+        "events": "events",
+        "products": "products",
+        "shipments": "shipments",
+        "tickets": "tickets",
+        "regions": "regions",
+    }
+    for source, dataset in datasets.items():
+        assert lake_ids(config.out, source) == expected_ids(dataset), source
+    # Resume after a finished run fetches nothing.
+    requests_before = len(demo.log())
+    result, _ = await run(config)
+    assert result.exit_code == 0
+    assert len(demo.log()) == requests_before
+
+
+# -- stop rules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "pagination", "expected_pages"),
+    [
+        # An empty page ends a page-number stream (default rule): 5 pages of data + 1 empty.
+        ("pages/sr1", "type: page_number\nsize_param: per_page\nsize: 50", 6),
+        # total_records stops before the empty page.
+        (
+            "pages/sr2",
+            "type: page_number\nsize_param: per_page\nsize: 50\nstop: {total_records: total}",
+            5,
+        ),
+        (
+            "pages/sr3",
+            "type: page_number\nsize_param: per_page\nsize: 50\nstop: {total_pages: total_pages}",
+            5,
+        ),
+        (
+            "pages/sr4",
+            "type: page_number\nsize_param: per_page\nsize: 50\n"
+            "stop: {total_records: {header: X-Total-Count}}",
+            5,
+        ),
+        # A short page ends the stream only when asked: page 5 has 37 records.
+        (
+            "pages/sr5",
+            "type: page_number\nsize_param: per_page\nsize: 50\nstop: {short_page: true}",
+            5,
+        ),
+        ("pages/sr6", "type: page_number\nsize_param: per_page\nsize: 50\nstop: {max_pages: 2}", 2),
+        (
+            "cursor/sr7",
+            "type: cursor\ncursor: next_cursor\ncursor_param: cursor\nstop: {has_more: has_more}",
+            5,
+        ),
+        ("offset/sr8", "type: offset\nlimit: 50\nstop: {total_records: count}", 5),
+    ],
+)
+async def test_stop_rules(
+    demo: DemoServer,
+    write_config: Callable[..., LoadedConfig],
+    route: str,
+    pagination: str,
+    expected_pages: int,
+) -> None:
+    records = (
+        "items"
+        if route.startswith("cursor")
+        else ("results" if route.startswith("offset") else "data")
+    )
+    body = f"records: {records}\npagination:\n" + "".join(
+        f"  {line}\n" for line in pagination.splitlines()
+    )
+    config = write_config(one_source(f"{demo.url}/v1/{route}", body))
+    result, engine = await run(config)
+    assert result.done == ["items"], engine.telemetry.sources["items"].last_error
+    assert engine.telemetry.sources["items"].pages == expected_pages
+    dataset = route.split("/")[1]
+    want = expected_ids(dataset, 100) if expected_pages == 2 else expected_ids(dataset)
+    assert lake_ids(config.out) == want
+
+
+async def test_short_pages_mid_stream_do_not_end_it(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    # The server caps per_page at 1000 but here we ask 60 while 'size' says 100: every page is
+    # "short" compared to 100, yet the stream must read all of them.
+    config = write_config(
+        one_source(
+            f"{demo.url}/v1/offset/short?limit=40",
+            "records: results\npagination:\n  type: offset\n  limit_param: lim\n  limit: 100\n",
+        )
+    )
+    result, _ = await run(config)
+    assert result.done == ["items"]
+    assert lake_ids(config.out) == expected_ids("short")
+
+
+# -- misbehaving servers ------------------------------------------------------------------
+
+
+async def test_loop_guard_same_next_link(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        one_source(
+            f"{demo.url}/v1/bad/same-next/loop",
+            "records: data\npagination:\n  type: next_url\n  next: links.next\n",
+        )
+    )
+    result, engine = await run(config)
+    assert result.failed == ["items"]
+    error = engine.telemetry.sources["items"].last_error or ""
+    assert "same" in error and "twice" in error, error
+    # The guard fires before the repeated page is written: no id is in the lake twice.
+    assert all(count == 1 for count in lake_ids(config.out).values())
+
+
+async def test_loop_guard_last_page_forever(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        one_source(
+            f"{demo.url}/v1/bad/last-page-forever/lpf",
+            "records: data\npagination:\n  type: page_number\n  size_param: per_page\n  size: 50\n",
+        )
+    )
+    result, engine = await run(config)
+    assert result.failed == ["items"]
+    assert "same records" in (engine.telemetry.sources["items"].last_error or "")
+    assert lake_ids(config.out) == expected_ids("lpf")
+
+
+async def test_errors_with_http_200_fail_the_source(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        one_source(f"{demo.url}/v1/bad/errors-200/e", "records: data\nerrors: errors\n")
+    )
+    result, engine = await run(config)
+    assert result.failed == ["items"]
+    assert "rate limited by upstream" in (engine.telemetry.sources["items"].last_error or "")
+
+
+async def test_text_plain_json_is_accepted(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        one_source(
+            f"{demo.url}/v1/bad/text-plain/tp",
+            "records: data\npagination:\n  type: page_number\n  size_param: per_page\n  size: 50\n",
+        )
+    )
+    result, _ = await run(config)
+    assert result.done == ["items"]
+    assert lake_ids(config.out) == expected_ids("tp")
+
+
+async def test_one_failing_source_does_not_stop_the_others(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        "sources:\n"
+        f"  good:\n    url: {demo.url}/v1/all/good\n"
+        f"  denied:\n    url: {demo.url}/secure/all/denied\n"
+        "    auth: {type: bearer, token: wrong-token-123}\n"
+    )
+    result, engine = await run(config)
+    assert result.done == ["good"] and result.failed == ["denied"]
+    assert result.exit_code == 1
+    error = engine.telemetry.sources["denied"].last_error or ""
+    assert "HTTP 401" in error and "wrong-token-123" not in error
+    assert lake_ids(config.out, "good") == expected_ids("good")
+
+
+# -- retries --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["429", "429-date"])
+async def test_retry_after_is_honoured(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+    fault: str,
+) -> None:
+    server = demo_server_factory(
+        records=40, page_size=10, fault_rate=0.3, faults=(fault,), retry_after_s=1.0, seed=3
+    )
+    config = write_config(
+        one_source(
+            f"{server.url}/v1/pages/ra",
+            "records: data\nretry: {max_attempts: 10, backoff_base: 0}\npagination:\n"
+            "  type: page_number\n  size_param: per_page\n  size: 10\n",
+        )
+    )
+    result, engine = await run(config)
+    assert result.done == ["items"]
+    assert lake_ids(config.out) == expected_ids("ra", 40)
+    log = server.log()
+    throttled = [entry for entry in log if entry.status == 429]
+    assert throttled, "the seed should produce at least one 429"
+    assert engine.telemetry.sources["items"].retries == len(throttled)
+    for entry in throttled:
+        retry = next(e for e in log if e.started > entry.ended and e.query == entry.query)
+        # The HTTP-date form has one-second resolution; the server rounds it up.
+        assert retry.started - entry.ended >= 0.9, (entry, retry)
+
+
+async def test_retry_after_beyond_the_cap_fails_fast(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(fault_rate=1.0, faults=("429",), retry_after_s=3600)
+    config = write_config(one_source(f"{server.url}/v1/all/cap", "retry: {max_wait: 5}\n"))
+    started = time.monotonic()
+    result, engine = await run(config)
+    assert time.monotonic() - started < 5
+    assert result.failed == ["items"]
+    assert "retry.max_wait" in (engine.telemetry.sources["items"].last_error or "")
+
+
+async def test_faults_are_retried_to_an_exact_lake(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(
+        records=300,
+        page_size=20,
+        fault_rate=0.25,
+        seed=5,
+        faults=("429", "500", "503", "drop", "truncate"),
+        retry_after_s=0.05,
+    )
+    config = write_config(
+        one_source(
+            f"{server.url}/v1/cursor/faulty",
+            "records: items\nparams: {limit: 20}\n"
+            "retry: {max_attempts: 12, backoff_base: 0.01, backoff_max: 0.05}\n"
+            "pagination:\n  type: cursor\n  cursor: next_cursor\n  cursor_param: cursor\n",
+        )
+    )
+    result, engine = await run(config)
+    assert result.done == ["items"], engine.telemetry.sources["items"].last_error
+    assert lake_ids(config.out) == expected_ids("faulty", 300)
+    assert engine.telemetry.sources["items"].retries > 0
+    assert engine.telemetry.errors, "each failed attempt is recorded in the error ring"
+
+
+# -- controls -------------------------------------------------------------------------------
+
+
+async def test_pause_issues_no_request_until_resumed(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=400, page_size=10, latency_ms=5)
+    page = "records: data\npagination:\n  type: page_number\n  size_param: per_page\n  size: 10\n"
+    config = write_config(
+        "sources:\n"
+        + "".join(
+            f"  {name}:\n    url: {server.url}/v1/pages/{name}\n"
+            + "".join(f"    {line}\n" for line in page.splitlines())
+            for name in ("paused", "busy")
+        )
+    )
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run())
+        stats = engine.telemetry.sources
+        await async_wait_for(lambda: stats["paused"].pages >= 3, what="first pages")
+        engine.pause("paused")
+        await async_wait_for(
+            lambda: stats["paused"].status is SourceStatus.PAUSED, what="paused status"
+        )
+        requests_while_paused = sum(1 for e in server.log() if "/paused" in e.path)
+        busy_pages = stats["busy"].pages
+        # While the other source makes real progress, the paused one sends nothing.
+        await async_wait_for(lambda: stats["busy"].pages >= busy_pages + 10, what="busy progress")
+        assert sum(1 for e in server.log() if "/paused" in e.path) == requests_while_paused
+        assert stats["paused"].in_flight == 0
+        engine.resume("paused")
+        result = await asyncio.wait_for(task, timeout=60)
+    assert sorted(result.done) == ["busy", "paused"]
+    assert lake_ids(config.out, "paused") == expected_ids("paused", 400)
+
+
+async def test_stop_request_commits_and_resume_finishes(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=300, page_size=10, latency_ms=5)
+    config = write_config(
+        one_source(
+            f"{server.url}/v1/pages/st",
+            "records: data\npagination:\n  type: page_number\n  size_param: per_page\n  size: 10\n",
+        )
+    )
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run())
+        await async_wait_for(lambda: engine.telemetry.sources["items"].pages >= 5)
+        engine.request_stop()
+        result = await asyncio.wait_for(task, timeout=30)
+    assert result.interrupted and result.exit_code == 130
+    fetched = len(server.log())
+    # Everything fetched was committed: the resume asks only for the pages not yet fetched.
+    result, _ = await run(config)
+    assert result.done == ["items"]
+    # 30 pages of data and the empty one that ends the stream, none of them fetched twice.
+    assert fetched < 31
+    assert len(server.log()) == 31
+    assert lake_ids(config.out) == expected_ids("st", 300)
+
+
+async def test_concurrency_and_rate_limit_can_change_live(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(one_source(f"{demo.url}/v1/all/live", "concurrency: 2\n"))
+    engine = Engine(config)
+    async with engine:
+        engine.set_concurrency("items", 9)
+        engine.set_rate_limit("items", 50)
+        assert engine.runners["items"].limit.limit == 9
+        assert engine.telemetry.sources["items"].concurrency == 9
+        assert engine.telemetry.sources["items"].rate_limit == 50
+        result = await engine.run()
+    assert result.done == ["items"]
+
+
+# -- state ------------------------------------------------------------------------------------
+
+
+async def test_second_run_on_the_same_state_refuses(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(one_source(f"{demo.url}/v1/all/lock", ""))
+    async with Engine(config):
+        with pytest.raises(StateLockedError, match=r"in use by another run \(process \d+"):
+            async with Engine(config):
+                pass
+
+
+async def test_state_records_streams_and_secrets_stay_out(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        one_source(
+            f"{demo.url}/secure/cursor/sec",
+            "records: items\nauth: {type: api_key, key: '${API_TOKEN}', param: api_key}\n"
+            "pagination:\n  type: cursor\n  cursor: next_cursor\n  cursor_param: cursor\n",
+        ),
+        env={"API_TOKEN": TOKEN},
+    )
+    result, _ = await run(config)
+    assert result.done == ["items"]
+    with sqlite3.connect(config.state) as db:
+        rows = db.execute("SELECT source, partition, status, records FROM streams").fetchall()
+        dump = "\n".join(db.iterdump())
+    assert rows == [("items", "all", "done", RECORDS)]
+    assert TOKEN not in dump
+    for page in config.out.rglob("*.jsonl"):
+        assert TOKEN not in page.read_text()
+    json.dumps(rows)
