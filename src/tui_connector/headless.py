@@ -18,6 +18,12 @@ from tui_connector.telemetry import RunTelemetry, SourceStats
 def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
     """The figures of one source as plain data (what JSON progress prints)."""
     backoff = max(0.0, stats.backoff_until - now) if stats.backoff_until else None
+    if stats.status.finished and stats.started_at and stats.finished_at:
+        # A finished source's sliding window only decays: show its average instead.
+        elapsed = max(stats.finished_at - stats.started_at, 1e-3)
+        records_per_s = stats.records_this_run / elapsed
+    else:
+        records_per_s = stats.records_rate.rate(now)
     return {
         "source": stats.name,
         "status": stats.status.value,
@@ -29,7 +35,7 @@ def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
         "errors": stats.errors,
         "in_flight": stats.in_flight,
         "concurrency": stats.concurrency,
-        "records_per_s": round(stats.records_rate.rate(now), 1),
+        "records_per_s": round(records_per_s, 1),
         "requests_per_s": round(stats.requests_rate.rate(now), 1),
         "total_records": stats.total_records,
         "position": stats.position,
@@ -39,15 +45,18 @@ def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
 
 
 def format_line(snapshot: dict[str, Any], name_width: int) -> str:
-    records = humanize.intcomma(snapshot["records"])
+    records = f"{humanize.intcomma(snapshot['records'])} records"
     if snapshot["total_records"]:
         percent = 100 * snapshot["records"] / max(snapshot["total_records"], 1)
-        records += f"/{humanize.intcomma(snapshot['total_records'])} ({percent:.0f}%)"
+        records = (
+            f"{humanize.intcomma(snapshot['records'])}/"
+            f"{humanize.intcomma(snapshot['total_records'])} records ({percent:.0f}%)"
+        )
     parts = [
         f"{snapshot['source']:<{name_width}}",
         f"{snapshot['status']:<11}",
         f"{humanize.intcomma(snapshot['pages'])} pages",
-        f"{records} records",
+        records,
         f"{humanize.intcomma(round(snapshot['records_per_s']))} rec/s",
         f"{humanize.naturalsize(snapshot['bytes'])}",
     ]
@@ -57,7 +66,7 @@ def format_line(snapshot: dict[str, Any], name_width: int) -> str:
         parts.append(f"{snapshot['errors']} errors")
     if snapshot["backoff_s"]:
         parts.append(f"backing off {snapshot['backoff_s']:.0f} s")
-    if snapshot["position"]:
+    if snapshot["position"] and snapshot["status"] not in ("done", "failed", "stopped"):
         parts.append(f"at {snapshot['position']}")
     if snapshot["status"] == "failed" and snapshot["last_error"]:
         parts.append(f"error: {snapshot['last_error']}")

@@ -79,6 +79,7 @@ class SourceStats:
     warnings: list[str] = field(default_factory=list)
     started_at: float | None = None
     finished_at: float | None = None
+    records_this_run: int = 0  # fetched by this run; `records` includes resumed counts
     records_rate: RateWindow = field(default_factory=RateWindow, repr=False)
     requests_rate: RateWindow = field(default_factory=RateWindow, repr=False)
 
@@ -146,6 +147,7 @@ class RunTelemetry:
         stats = self.sources[source]
         stats.pages += 1
         stats.records += records
+        stats.records_this_run += records
         stats.records_rate.add(records)
         stats.position = position
 
