@@ -410,3 +410,23 @@ async def test_state_records_streams_and_secrets_stay_out(
     for page in config.out.rglob("*.jsonl"):
         assert TOKEN not in page.read_text()
     json.dumps(rows)
+
+
+async def test_stop_cuts_a_retry_after_wait_short(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(fault_rate=1.0, faults=("429",), retry_after_s=60)
+    config = write_config(one_source(f"{server.url}/v1/all/wait", ""))
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run())
+        stats = engine.telemetry.sources["items"]
+        await async_wait_for(lambda: stats.status is SourceStatus.BACKING_OFF, what="backoff")
+        assert stats.backoff_until is not None and stats.backoff_until - time.monotonic() > 30
+        stopped_at = time.monotonic()
+        engine.request_stop()
+        result = await asyncio.wait_for(task, timeout=30)
+    assert time.monotonic() - stopped_at < 2
+    assert result.interrupted and result.stopped == ["items"]
+    assert len(server.log()) == 1  # the retry was never sent

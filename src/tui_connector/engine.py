@@ -128,6 +128,7 @@ class SourceRunner:
         self.stop_requested = False
         self._unpaused = asyncio.Event()
         self._unpaused.set()
+        self._stopping = asyncio.Event()
         self._busy = 0  # streams between the pause gate and their page's checkpoint
         self._settling: asyncio.Task[None] | None = None
 
@@ -135,6 +136,7 @@ class SourceRunner:
 
     def start(self, group: asyncio.TaskGroup) -> None:
         self.stop_requested = False
+        self._stopping.clear()
         self.task = group.create_task(self.run(), name=f"source:{self.name}")
 
     def pause(self) -> None:
@@ -155,6 +157,7 @@ class SourceRunner:
 
     def stop(self) -> None:
         self.stop_requested = True
+        self._stopping.set()
         self._unpaused.set()
 
     def set_concurrency(self, limit: int) -> None:
@@ -344,7 +347,9 @@ class SourceRunner:
     ) -> tuple[dict[str, Any] | None, list[Any]]:
         request = self.paginator.request(cursor)
         async with self.limit.slot(), self.engine.global_limit.slot():
-            response = await self.http.fetch(request, self._hold_between_attempts)
+            response = await self.http.fetch(
+                request, self._hold_between_attempts, interrupt=self._stopping
+            )
         spec = self.spec
         check_errors(response.body, spec.errors)
         records = extract_records(response.body, spec.records)

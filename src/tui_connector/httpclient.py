@@ -8,6 +8,7 @@ or raises a `FetchError` that says what happened, with every secret redacted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -171,10 +172,26 @@ class SourceHttp:
         await self.client.aclose()
 
     async def fetch(
-        self, request: PageRequest, before_attempt: Callable[[], Awaitable[None]] | None = None
+        self,
+        request: PageRequest,
+        before_attempt: Callable[[], Awaitable[None]] | None = None,
+        interrupt: asyncio.Event | None = None,
     ) -> Response:
-        """Fetch and decode one page, retrying as the policy says. Raises FetchError."""
+        """Fetch and decode one page, retrying as the policy says. Raises FetchError.
+
+        `before_attempt` runs before every attempt (the engine holds paused sources there);
+        setting `interrupt` cuts a backoff sleep short, so a stop never waits out a Retry-After.
+        """
+
+        async def sleep(seconds: float) -> None:
+            if interrupt is None:
+                await asyncio.sleep(seconds)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupt.wait(), seconds)
+
         retrying = AsyncRetrying(
+            sleep=sleep,
             stop=stop_after_attempt(self.policy.max_attempts),
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
