@@ -1,0 +1,623 @@
+"""The built-in demo API over real HTTP: paging shapes, auth, faults, knobs and the log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+import pytest
+
+from tui_connector.demo import data
+from tui_connector.demo.faults import decide, request_key
+from tui_connector.demo.server import DemoKnobs, DemoServer
+
+from conftest import RECORDS, expected_ids, wait_for
+
+TOKEN = "test-token-5f3a9"  # the session `demo` server's token (conftest)
+Factory = Callable[..., DemoServer]
+
+
+@pytest.fixture
+def client(demo: DemoServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=demo.url, timeout=10) as http:
+        yield http
+
+
+def ids(records: list[dict[str, Any]]) -> list[str]:
+    return [record["id"] for record in records]
+
+
+# -- records and cursors ----------------------------------------------------------------------
+
+
+def test_records_are_deterministic_and_well_formed() -> None:
+    record = data.record("ds", 42)
+    assert record["id"] == "ds-000042" and record["n"] == 42 and record["name"] == "ds item 42"
+    assert record["updated_at"] == "2024-01-01T00:42:00Z"
+    assert data.record("ds", 24 * 60)["updated_at"] == "2024-01-02T00:00:00Z"
+    assert isinstance(record["value"], float) and record["value"] == data.record("ds", 42)["value"]
+    assert len({data.record("ds", n)["value"] for n in range(100)}) > 90
+    assert ids(data.records("ds", 230, 300, RECORDS)) == [f"ds-{n:06d}" for n in range(230, 237)]
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, 0), (0, 1), (5, 3), (0, 2000), (1439, 1500)])
+def test_records_json_is_the_json_of_records(start: int, stop: int) -> None:
+    for dataset in ("a", "x_y-9"):
+        text = data.records_json(dataset, start, stop, 1441)
+        assert json.loads(text) == data.records(dataset, start, stop, 1441)
+        assert text == json.dumps(data.records(dataset, start, stop, 1441), separators=(",", ":"))
+
+
+def test_cursors_round_trip_and_reject_garbage() -> None:
+    for offset in (0, 1, 50, 999_999):
+        cursor = data.encode_cursor(offset)
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor)
+        assert data.decode_cursor(cursor) == offset
+    for bad in ("", "zz", "!!!", "bm9wZQ", data.encode_cursor(5)[:-1] + "$"):
+        with pytest.raises(ValueError):
+            data.decode_cursor(bad)
+
+
+# -- every paging style walks every record exactly once ---------------------------------------
+
+
+def walk_pages(http: httpx.Client, route: str) -> tuple[list[str], int]:
+    seen: list[str] = []
+    requests = 0
+    for page in range(1, 100):
+        response = http.get(f"/v1/{route}/pg", params={"page": page, "per_page": 50})
+        requests += 1
+        body = response.json()
+        assert response.headers["X-Total-Count"] == str(RECORDS)
+        assert (body["page"], body["per_page"], body["total"], body["total_pages"]) == (
+            page,
+            50,
+            RECORDS,
+            5,
+        )
+        if not body["data"]:
+            break
+        seen += ids(body["data"])
+    return seen, requests
+
+
+def test_pages(client: httpx.Client) -> None:
+    seen, requests = walk_pages(client, "pages")
+    assert Counter(seen) == expected_ids("pg") and requests == 6  # 5 pages, then an empty one
+
+
+def test_offset(client: httpx.Client) -> None:
+    seen: list[str] = []
+    offset = 0
+    while True:
+        response = client.get("/v1/offset/off", params={"offset": offset, "limit": 50})
+        body = response.json()
+        assert body["count"] == RECORDS and response.headers["X-Total-Count"] == str(RECORDS)
+        if not body["results"]:
+            break
+        seen += ids(body["results"])
+        offset += len(body["results"])
+    assert Counter(seen) == expected_ids("off") and offset == RECORDS
+
+
+def test_cursor(client: httpx.Client) -> None:
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 50}
+    pages = 0
+    while True:
+        body = client.get("/v1/cursor/cur", params=params).json()
+        pages += 1
+        seen += ids(body["items"])
+        assert body["has_more"] is (body["next_cursor"] is not None)
+        if not body["has_more"]:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert Counter(seen) == expected_ids("cur") and pages == 5
+
+
+def test_header_cursor(client: httpx.Client) -> None:
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 50}
+    pages = 0
+    while True:
+        response = client.get("/v1/header-cursor/hc", params=params)
+        pages += 1
+        assert isinstance(response.json(), list)
+        seen += ids(response.json())
+        if "X-Next-Cursor" not in response.headers:
+            break
+        params["after"] = response.headers["X-Next-Cursor"]
+    assert Counter(seen) == expected_ids("hc") and pages == 5
+
+
+def test_next_link_in_body_is_absolute(demo: DemoServer, client: httpx.Client) -> None:
+    seen: list[str] = []
+    url: str | None = f"{demo.url}/v1/next/nx?per_page=50&keep=me&odd=%00records%00"
+    pages = 0
+    while url is not None:
+        assert url.startswith(f"{demo.url}/v1/next/nx?")
+        body = client.get(url).json()
+        pages += 1
+        seen += ids(body["data"])
+        url = body["links"]["next"]
+        if url is not None:
+            assert "keep=me&odd=%00records%00" in url  # other query params survive
+    assert Counter(seen) == expected_ids("nx") and pages == 5
+
+
+LINK = re.compile(r'<([^>]*)>\s*;\s*rel="([^"]*)"')
+
+
+def parse_link(header: str) -> dict[str, str]:
+    return {rel: target for target, rel in LINK.findall(header)}
+
+
+def test_link_header_is_relative_and_parseable(client: httpx.Client) -> None:
+    seen: list[str] = []
+    url: str | None = "/v1/link/lk?page=1&per_page=50"
+    pages = 0
+    while url is not None:
+        response = client.get(url)
+        pages += 1
+        seen += ids(response.json())
+        links = parse_link(response.headers["Link"])
+        assert links["first"] == "/v1/link/lk?page=1&per_page=50"
+        url = links.get("next")
+        if url is not None:
+            assert url.startswith("/v1/link/lk?") and "://" not in url
+            url = urljoin(str(response.url), url)
+    assert Counter(seen) == expected_ids("lk") and pages == 5
+    assert parse_link(client.get("/v1/link/lk?page=2&per_page=50").headers["Link"])["next"] == (
+        "/v1/link/lk?page=3&per_page=50"
+    )
+
+
+def test_graphql(client: httpx.Client) -> None:
+    seen: list[str] = []
+    variables: dict[str, Any] = {"dataset": "gql", "first": 50, "after": None}
+    pages = 0
+    while True:
+        response = client.post("/v1/graphql", json={"query": "{ items }", "variables": variables})
+        assert response.status_code == 200
+        items = response.json()["data"]["items"]
+        pages += 1
+        seen += ids(items["nodes"])
+        if not items["pageInfo"]["hasNextPage"]:
+            break
+        variables["after"] = items["pageInfo"]["endCursor"]
+    assert Counter(seen) == expected_ids("gql") and pages == 5
+
+
+def test_all(client: httpx.Client) -> None:
+    assert Counter(ids(client.get("/v1/all/everything").json())) == expected_ids("everything")
+
+
+def test_no_next_page_when_the_last_page_is_exactly_full(client: httpx.Client) -> None:
+    # 237 = 3 x 79: page 3 is full and the last one.
+    last = client.get("/v1/link/ex?page=3&per_page=79")
+    assert len(last.json()) == 79 and "next" not in parse_link(last.headers["Link"])
+    assert "next" in parse_link(client.get("/v1/link/ex?page=2&per_page=79").headers["Link"])
+    assert client.get("/v1/next/ex?page=3&per_page=79").json()["links"]["next"] is None
+    assert client.get("/v1/next/ex?page=2&per_page=79").json()["links"]["next"] is not None
+    cursor = data.encode_cursor(158)
+    body = client.get(f"/v1/cursor/ex?cursor={cursor}&limit=79").json()
+    assert (len(body["items"]), body["has_more"], body["next_cursor"]) == (79, False, None)
+    assert (
+        "X-Next-Cursor" not in client.get(f"/v1/header-cursor/ex?after={cursor}&limit=79").headers
+    )
+    variables = {"dataset": "ex", "first": 79, "after": cursor}
+    info = client.post("/v1/graphql", json={"variables": variables}).json()["data"]["items"]
+    assert len(info["nodes"]) == 79 and info["pageInfo"]["hasNextPage"] is False
+
+
+def test_page_size_default_and_clamping(client: httpx.Client) -> None:
+    assert len(client.get("/v1/pages/c").json()["data"]) == 50  # the page_size knob
+    big = client.get("/v1/pages/c?per_page=5000").json()
+    assert big["per_page"] == 1000 and len(big["data"]) == RECORDS
+    assert client.get("/v1/pages/c?per_page=0").json()["per_page"] == 1
+    assert len(client.get("/v1/offset/c?limit=7").json()["results"]) == 7
+    assert client.get("/v1/pages/c?page=99").json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/v1/cursor/c?cursor=zz", "/v1/header-cursor/c?after=%21", "/v1/pages/c?page=x"],
+)
+def test_bad_parameters_are_400_with_json(client: httpx.Client, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_graphql_errors_are_http_200(client: httpx.Client) -> None:
+    for variables in ({}, {"first": 5}, {"dataset": "g", "after": "zz"}):
+        response = client.post("/v1/graphql", json={"query": "{}", "variables": variables})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["data"] is None and body["errors"][0]["message"]
+
+
+# -- misbehaving endpoints ----------------------------------------------------------------------
+
+
+def test_same_next_link_forever(demo: DemoServer, client: httpx.Client) -> None:
+    url = f"{demo.url}/v1/bad/same-next/sn"
+    first = client.get(url).json()
+    assert first["links"]["next"] == url
+    again = client.get(first["links"]["next"]).json()
+    assert again == first and ids(first["data"]) == [f"sn-{n:06d}" for n in range(50)]
+
+
+def test_last_page_forever(client: httpx.Client) -> None:
+    last = client.get("/v1/bad/last-page-forever/lp?page=5&per_page=50").json()
+    beyond = client.get("/v1/bad/last-page-forever/lp?page=9&per_page=50").json()
+    assert ids(last["data"]) == ids(beyond["data"]) == [f"lp-{n:06d}" for n in range(200, 237)]
+    assert "total" not in beyond
+
+
+def test_errors_200(client: httpx.Client) -> None:
+    response = client.get("/v1/bad/errors-200/e")
+    assert response.status_code == 200
+    assert response.json() == {"data": None, "errors": [{"message": "rate limited by upstream"}]}
+
+
+def test_text_plain(client: httpx.Client) -> None:
+    response = client.get("/v1/bad/text-plain/tp?page=2")
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert ids(json.loads(response.text)["data"])[0] == "tp-000050"
+
+
+def test_unknown_routes_are_404(client: httpx.Client) -> None:
+    assert client.get("/v1/nothing-here").status_code == 404
+    assert client.get("/v1/pages/UPPER").status_code == 404
+
+
+# -- auth ---------------------------------------------------------------------------------------
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        ({"Authorization": f"Bearer {TOKEN}"}, {}),
+        ({"X-API-Key": TOKEN}, {}),
+        ({}, {"api_key": TOKEN}),
+        ({"Authorization": basic("demo", TOKEN)}, {}),
+    ],
+    ids=["bearer", "x-api-key", "query", "basic"],
+)
+def test_secure_accepts_each_auth_form(
+    client: httpx.Client, headers: dict[str, str], params: dict[str, str]
+) -> None:
+    response = client.get("/secure/pages/s", headers=headers, params=params)
+    assert response.status_code == 200
+    assert len(response.json()["data"]) == 50
+    gql = client.post(
+        "/secure/graphql",
+        headers=headers,
+        params=params,
+        json={"query": "{}", "variables": {"dataset": "s", "first": 3}},
+    )
+    assert len(gql.json()["data"]["items"]["nodes"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        ({}, {}),
+        ({"Authorization": "Bearer wrong"}, {}),
+        ({"Authorization": f"Bearer {TOKEN}x"}, {}),
+        ({"X-API-Key": TOKEN.upper()}, {}),
+        ({}, {"api_key": "nope"}),
+        ({"Authorization": basic("admin", TOKEN)}, {}),
+        ({"Authorization": basic("demo", "wrong")}, {}),
+        ({"Authorization": "Basic %%%"}, {}),
+        ({"Authorization": TOKEN}, {}),
+    ],
+)
+def test_secure_refuses_without_the_token(
+    client: httpx.Client, headers: dict[str, str], params: dict[str, str]
+) -> None:
+    for path in ("/secure/pages/s", "/secure/all/s", "/secure/echo"):
+        response = client.get(path, headers=headers, params=params)
+        assert response.status_code == 401
+        assert response.json() == {"error": "unauthorized"}
+        assert TOKEN not in response.text and TOKEN.lower() not in response.text.lower()
+        assert all(TOKEN not in value for value in response.headers.values())
+
+
+def test_v1_needs_no_auth_and_secure_is_open_without_a_token(factory: Factory) -> None:
+    server = factory(records=3)
+    assert httpx.get(f"{server.url}/v1/all/x").status_code == 200
+    assert httpx.get(f"{server.url}/secure/all/x").status_code == 200
+
+
+def test_echo_reflects_headers_and_query(client: httpx.Client) -> None:
+    body = client.get(
+        "/secure/echo", params={"api_key": TOKEN, "q": "1"}, headers={"X-Custom": "v"}
+    ).json()
+    assert body["query"] == {"api_key": TOKEN, "q": "1"}
+    assert body["headers"]["x-custom"] == "v"
+    body = client.get("/secure/echo", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert body["headers"]["authorization"] == f"Bearer {TOKEN}"
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def factory(demo_server_factory: Factory) -> Factory:
+    return demo_server_factory
+
+
+def test_every_dataset_request_faults_but_control_routes_do_not(factory: Factory) -> None:
+    server = factory(records=RECORDS, fault_rate=1.0, faults=("500",))
+    with httpx.Client(base_url=server.url) as http:
+        for url in ("/v1/pages/f", "/v1/cursor/f", "/v1/all/f", "/secure/link/f"):
+            response = http.get(url)
+            assert response.status_code == 500 and "error" in response.json()
+        assert http.post("/v1/graphql", json={"variables": {"dataset": "f"}}).status_code == 500
+        assert http.get("/_demo/knobs").status_code == 200
+        assert http.get("/_demo/log").status_code == 200
+        assert http.post("/_demo/reset").status_code == 200
+        assert http.get("/secure/echo").status_code == 200
+    assert server.log() == []  # reset cleared it; control requests are never logged
+
+
+REQUESTS = [f"/v1/pages/det?page={n % 7 + 1}" for n in range(60)] + ["/v1/all/det"] * 10
+
+
+def statuses(server: DemoServer) -> list[tuple[int, str | None]]:
+    with httpx.Client(base_url=server.url) as http:
+        codes = [http.get(url).status_code for url in REQUESTS]
+        gql = [
+            http.post("/v1/graphql", json={"variables": {"dataset": "det", "first": n}})
+            for n in (1, 2, 1, 2, 1, 2)
+        ]
+    codes += [response.status_code for response in gql]
+    return list(zip(codes, [entry.fault for entry in server.log()], strict=True))
+
+
+def test_faults_are_deterministic(factory: Factory) -> None:
+    knobs = {"fault_rate": 0.3, "faults": ("429", "500", "503"), "retry_after_s": 0.01}
+    first = statuses(factory(seed=7, **knobs))
+    second = statuses(factory(seed=7, **knobs))
+    assert first == second
+    faulted = [status for status, fault in first if fault]
+    assert 0.15 * len(first) < len(faulted) < 0.45 * len(first)
+    assert {status for status, _ in first} == {200, 429, 500, 503}
+    assert statuses(factory(seed=8, **knobs)) != first
+
+
+def test_a_retried_request_gets_a_fresh_decision(factory: Factory) -> None:
+    server = factory(fault_rate=0.5, faults=("500",), seed=1)
+    attempts: list[int] = []
+    with httpx.Client(base_url=server.url) as http:
+        for page in range(1, 9):
+            for attempt in range(1, 50):
+                if http.get(f"/v1/pages/retry?page={page}").status_code == 200:
+                    attempts.append(attempt)
+                    break
+    assert len(attempts) == 8  # every page eventually succeeded
+    assert max(attempts) > 1  # and some only after a retry
+
+
+def test_reset_restarts_the_occurrence_counters(factory: Factory) -> None:
+    server = factory(fault_rate=0.5, faults=("500",), seed=2)
+    with httpx.Client(base_url=server.url) as http:
+        before = [http.get("/v1/all/r?x=1").status_code for _ in range(12)]
+        server.reset()
+        after = [http.get("/v1/all/r?x=1").status_code for _ in range(12)]
+    assert before == after and len(set(before)) == 2
+
+
+def test_fault_decision_is_a_pure_function() -> None:
+    key = request_key("GET", "/v1/pages/a", "per_page=5&page=2", b"")
+    assert key == request_key("GET", "/v1/pages/a", "page=2&per_page=5", b"")  # sorted query
+    assert key != request_key("POST", "/v1/pages/a", "page=2&per_page=5", b"")
+    assert key != request_key("GET", "/v1/pages/a", "page=2&per_page=5", b"{}")
+    faults = ("429", "500")
+    runs = [[decide(0, key, k, 0.5, faults) for k in range(200)] for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert {None, "429", "500"} == set(runs[0])
+    assert all(decide(0, key, k, 0.0, faults) is None for k in range(50))
+    assert all(decide(0, key, k, 1.0, faults) in faults for k in range(50))
+    assert runs[0] != [decide(1, key, k, 0.5, faults) for k in range(200)]
+
+
+def test_429_retry_after_seconds_and_date(factory: Factory) -> None:
+    server = factory(fault_rate=1.0, faults=("429",), retry_after_s=2.5)
+    response = httpx.get(f"{server.url}/v1/pages/t")
+    assert response.status_code == 429 and response.headers["Retry-After"] == "2.5"
+    server.update_knobs(retry_after_s=1.0)
+    assert httpx.get(f"{server.url}/v1/pages/t").headers["Retry-After"] == "1"
+    server.update_knobs(faults=("503",))
+    response = httpx.get(f"{server.url}/v1/pages/t")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+
+    server.update_knobs(faults=("429-date",), retry_after_s=2.5)
+    before = datetime.now(UTC)
+    response = httpx.get(f"{server.url}/v1/pages/t")
+    after = datetime.now(UTC)
+    assert response.status_code == 429
+    when = parsedate_to_datetime(response.headers["Retry-After"])
+    assert when.tzinfo is not None and when.microsecond == 0
+    # Rounded up to whole seconds: never earlier than asked, at most one second later.
+    assert before + timedelta(seconds=2.5) <= when <= after + timedelta(seconds=3.5)
+
+
+def test_drop_closes_the_connection_without_a_response(factory: Factory) -> None:
+    server = factory(fault_rate=1.0, faults=("drop",))
+    with httpx.Client(base_url=server.url) as http:
+        with pytest.raises(httpx.TransportError):
+            http.get("/v1/pages/d")
+        server.update_knobs(fault_rate=0.0)
+        assert http.get("/v1/pages/d").status_code == 200  # the server lives on
+    assert [(e.status, e.fault) for e in server.log()] == [(0, "drop"), (200, None)]
+
+
+def test_truncate_sends_half_the_json(factory: Factory) -> None:
+    server = factory(fault_rate=1.0, faults=("truncate",))
+    url = f"{server.url}/v1/cursor/tr?limit=10"
+    truncated = httpx.get(url)
+    assert truncated.status_code == 200
+    assert truncated.headers["Content-Type"].startswith("application/json")
+    with pytest.raises(json.JSONDecodeError):
+        truncated.json()
+    server.update_knobs(fault_rate=0.0)
+    full = httpx.get(url).content
+    assert truncated.content == full[: len(full) // 2]
+
+
+def test_latency_and_slow(factory: Factory) -> None:
+    server = factory(latency_ms=100)
+    started = time.monotonic()
+    assert httpx.get(f"{server.url}/v1/all/l").status_code == 200
+    assert time.monotonic() - started >= 0.1
+    started = time.monotonic()
+    assert httpx.get(f"{server.url}/_demo/knobs").status_code == 200
+    assert time.monotonic() - started < 0.1  # control routes have no latency
+    server.update_knobs(latency_ms=0, fault_rate=1.0, faults=("slow",), slow_ms=150)
+    started = time.monotonic()
+    assert httpx.get(f"{server.url}/v1/all/l").status_code == 200
+    assert time.monotonic() - started >= 0.15
+    assert server.log()[-1].fault == "slow"
+
+
+# -- knobs and the log --------------------------------------------------------------------------
+
+
+def test_knobs_over_http(factory: Factory) -> None:
+    server = factory(records=10, token="knob-secret-123")
+    with httpx.Client(base_url=server.url) as http:
+        knobs = http.get("/_demo/knobs").json()
+        assert knobs["records"] == 10 and knobs["faults"][0] == "429"
+        assert knobs["token"] == "***"  # control routes are unauthenticated
+        changed = http.post("/_demo/knobs", json={"records": 3, "faults": ["500"]}).json()
+        assert changed["records"] == 3 and changed["faults"] == ["500"]
+        assert server.knobs.records == 3 and server.knobs.faults == ("500",)
+        assert len(http.get("/v1/all/k").json()) == 3
+        for bad in (
+            {"nope": 1},
+            {"records": "3"},
+            {"records": True},
+            {"fault_rate": 2},
+            {"faults": ["explode"]},
+            {"page_size": 0},
+            {"latency_ms": -1},
+        ):
+            response = http.post("/_demo/knobs", json=bad)
+            assert response.status_code == 400, bad
+            assert "error" in response.json()
+        assert http.post("/_demo/knobs", content=b"[1]").status_code == 400
+        assert http.post("/_demo/knobs", content=b"{").status_code == 400
+        assert server.knobs.records == 3  # nothing applied by the bad requests
+
+
+def test_update_knobs(factory: Factory) -> None:
+    server = factory(records=5, page_size=2)
+    assert len(httpx.get(f"{server.url}/v1/pages/u").json()["data"]) == 2
+    server.update_knobs(page_size=4, records=9)
+    body = httpx.get(f"{server.url}/v1/pages/u").json()
+    assert (len(body["data"]), body["total"]) == (4, 9)
+    with pytest.raises(TypeError):
+        server.update_knobs(bogus=1)
+    with pytest.raises(ValueError):
+        server.update_knobs(fault_rate=-0.5)
+    with pytest.raises(ValueError):
+        DemoKnobs(faults=("nope",))
+
+
+def test_log_records_dataset_requests(factory: Factory) -> None:
+    server = factory(records=20)
+    with httpx.Client(base_url=server.url) as http:
+        http.get("/v1/pages/lg?page=2&per_page=5")
+        http.get("/v1/cursor/lg?cursor=zz")
+        http.post("/v1/graphql", json={"variables": {"dataset": "lg"}})
+        http.get("/_demo/knobs")
+        http.get("/nothing")
+        remote = http.get("/_demo/log").json()
+    log = server.log()
+    assert [(e.method, e.path, e.query, e.status, e.fault) for e in log] == [
+        ("GET", "/v1/pages/lg", "page=2&per_page=5", 200, None),
+        ("GET", "/v1/cursor/lg", "cursor=zz", 400, None),
+        ("POST", "/v1/graphql", "", 200, None),
+    ]
+    assert all(e.started <= e.ended for e in log)
+    assert log[0].ended <= log[1].started
+    assert [entry["path"] for entry in remote] == [e.path for e in log]
+    assert set(remote[0]) == {"started", "ended", "method", "path", "query", "status", "fault"}
+    server.reset()
+    assert server.log() == []
+
+
+# -- lifecycle ----------------------------------------------------------------------------------
+
+
+def test_start_stop_and_a_busy_port() -> None:
+    with DemoServer(DemoKnobs(records=1)) as server:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        assert httpx.get(f"{server.url}/v1/all/a").json()[0]["id"] == "a-000000"
+        with pytest.raises(OSError):
+            DemoServer(port=server.port).start()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v1/all/a")
+
+
+def test_stop_does_not_wait_for_slow_requests() -> None:
+    server = DemoServer(DemoKnobs(latency_ms=30_000)).start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        failed = threading.Event()
+
+        def call() -> None:
+            try:
+                http.get("/v1/all/slow")
+            except httpx.TransportError:
+                failed.set()
+
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        wait_for(lambda: server.in_flight == 1, timeout=5, what="the request to arrive")
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 3
+        worker.join(timeout=5)
+        assert failed.is_set()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_forever_prints_its_url_and_stops_on_a_signal(signum: int) -> None:
+    code = (
+        "from tui_connector.demo.server import DemoKnobs, serve_forever\n"
+        "serve_forever(DemoKnobs(records=2))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert re.fullmatch(r"listening on http://127\.0\.0\.1:\d+\n", line)
+        url = line.removeprefix("listening on ").strip()
+        assert ids(httpx.get(f"{url}/v1/all/z", timeout=10).json()) == ["z-000000", "z-000001"]
+    finally:
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert stdout == "" and stderr == ""
