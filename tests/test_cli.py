@@ -265,3 +265,15 @@ def test_serve_demo_prints_its_port_and_serves(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=10)
     assert "Traceback" not in stderr
+
+
+def test_an_empty_first_page_is_reported_as_suspicious(demo: DemoServer, tmp_path: Path) -> None:
+    config = tmp_path / "sources.yaml"
+    # A page far past the end: the kind of empty result a misspelt filter param gives.
+    config.write_text(
+        f"sources:\n  empty:\n    url: {demo.url}/v1/pages/e\n    records: data\n"
+        "    pagination: {type: page_number, start: 999}\n"
+    )
+    result = cli("run", "--headless", str(config))
+    assert result.returncode == 0
+    assert "empty: warning: the first page had no records" in result.stdout

@@ -430,3 +430,35 @@ async def test_stop_cuts_a_retry_after_wait_short(
     assert time.monotonic() - stopped_at < 2
     assert result.interrupted and result.stopped == ["items"]
     assert len(server.log()) == 1  # the retry was never sent
+
+
+async def test_retry_restarts_a_failed_source_from_its_checkpoint(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=200, page_size=10)
+    config = write_config(
+        one_source(
+            f"{server.url}/v1/pages/again",
+            "records: data\nretry: {max_attempts: 2, backoff_base: 0}\npagination:\n"
+            "  type: page_number\n  size_param: per_page\n  size: 10\n",
+        )
+    )
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run(until_done=False))
+        stats = engine.telemetry.sources["items"]
+        await async_wait_for(lambda: stats.pages >= 5, what="some pages")
+        server.update_knobs(fault_rate=1.0, faults=("500",))
+        await async_wait_for(lambda: stats.status is SourceStatus.FAILED, what="failure")
+        assert "HTTP 500" in (stats.last_error or "") and "after 2 attempts" in stats.last_error
+        pages_at_failure = stats.pages
+        server.update_knobs(fault_rate=0.0)
+        assert engine.retry("items")
+        await async_wait_for(lambda: stats.status is SourceStatus.DONE, what="done after retry")
+        engine.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+    assert stats.pages == 21 and pages_at_failure < 21
+    assert lake_ids(config.out) == expected_ids("again", 200)
+    ok_pages = [e.query for e in server.log() if e.status == 200]
+    assert len(ok_pages) == len(set(ok_pages))  # no page fetched twice

@@ -41,6 +41,7 @@ def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
         "position": stats.position,
         "backoff_s": round(backoff, 1) if backoff is not None else None,
         "last_error": stats.last_error,
+        "warnings": list(stats.warnings),
     }
 
 
@@ -142,5 +143,8 @@ class HeadlessReporter:
         for name in result.failed:
             error = self.telemetry.sources[name].last_error
             self._emit(f"  {name}: {error}")
+        for name, stats in self.telemetry.sources.items():
+            for warning in stats.warnings:
+                self._emit(f"  {name}: warning: {warning}")
         if result.interrupted or result.stopped:
             self._emit("run the same command again to resume from the last checkpoint")
