@@ -103,7 +103,7 @@ async def test_state_checkpoints_group_commit_and_survive_reopen(tmp_path: Path)
     path = tmp_path / "state.db"
     store = await StateStore(path).open()
     await store.begin_run("sources.yaml")
-    await store.start_stream("s", "all", {"page": 1}, str(tmp_path))
+    await store.start_stream("s", "all", {"page": 1}, str(tmp_path), "fp")
     for page in range(2, 50):
         store.checkpoint(Checkpoint("s", "all", {"page": page}, page - 1, "running", page - 1, 0))
     await store.flush()
@@ -131,3 +131,22 @@ async def test_state_refuses_foreign_corrupt_and_newer_databases(tmp_path: Path)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StateError, match="newer tui-connector"):
         await StateStore(newer).open()
+
+
+async def test_state_from_an_older_schema_is_migrated(tmp_path: Path) -> None:
+    from tui_connector.state import _MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO streams (source, partition, cursor, position, status, out_dir,"
+            " started_at, updated_at) VALUES ('s', 'all', '{\"page\": 3}', 2, 'running', 'x',"
+            " 'then', 'then')"
+        )
+    store = await StateStore(path).open()
+    [row] = await store.streams()
+    await store.close()
+    assert row.cursor == {"page": 3} and row.fingerprint == ""
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

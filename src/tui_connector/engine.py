@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections import deque
@@ -131,12 +133,15 @@ class SourceRunner:
         self._stopping = asyncio.Event()
         self._busy = 0  # streams between the pause gate and their page's checkpoint
         self._settling: asyncio.Task[None] | None = None
+        self._restarted: set[str] = set()  # streams a --full-refresh already started over
 
     # -- controls ---------------------------------------------------------------------------
 
     def start(self, group: asyncio.TaskGroup) -> None:
         self.stop_requested = False
         self._stopping.clear()
+        self.paused = False
+        self._unpaused.set()
         self.task = group.create_task(self.run(), name=f"source:{self.name}")
 
     def pause(self) -> None:
@@ -174,7 +179,8 @@ class SourceRunner:
     async def _settle(self) -> None:
         """Once a pausing source has nothing in flight, commit its checkpoints: then it is
         really paused (a kill now loses nothing and re-fetches nothing)."""
-        await self.engine.state.flush()
+        with contextlib.suppress(StateError):  # the streams report it when they next commit
+            await self.engine.state.flush()
         if self.paused and self._busy == 0 and self.stats.status is SourceStatus.PAUSING:
             self.stats.status = SourceStatus.PAUSED
 
@@ -184,7 +190,9 @@ class SourceRunner:
             await self._unpaused.wait()
         return not self.stop_requested
 
-    async def _hold_between_attempts(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _attempt_slot(self) -> AsyncIterator[None]:
+        """Held for one attempt only: a backoff sleep or a paused retry holds no slot."""
         # A retry is a new request: a paused source does not send it until resumed.
         if self.paused and not self.stop_requested:
             self._busy -= 1
@@ -195,6 +203,8 @@ class SourceRunner:
                 self._busy += 1
         if self.stop_requested:
             raise _StopRequested
+        async with self.limit.slot(), self.engine.global_limit.slot():
+            yield
 
     # -- running ----------------------------------------------------------------------------
 
@@ -256,12 +266,26 @@ class SourceRunner:
         """Run one stream from its checkpoint. True when finished, False when stopped."""
         engine = self.engine
         stats = self.stats
-        if row is not None and row.status == "done" and not engine.full_refresh:
+        directory = engine.lake.directory(self.name, partition)
+        fingerprint = self._fingerprint(directory)
+        start_over = row is None or (engine.full_refresh and partition not in self._restarted)
+        if row is not None and not start_over and row.fingerprint not in ("", fingerprint):
+            event = self._record_failure(
+                f"sources.{self.name} changed since its checkpoint (url, params, body, records, "
+                "pagination or the lake directory): resuming would mix two page layouts. "
+                f"Run with --full-refresh, or `tui-connector reset {self.name}`, to start over",
+                url="",
+                status=None,
+                excerpt="",
+                attempts=0,
+            )
+            raise StreamFailed(event.error, event)
+        if row is not None and not start_over and row.status == "done":
             stats.pages += row.pages
             stats.records += row.records
             stats.position = "already complete"
             return True
-        if row is not None and not engine.full_refresh:
+        if row is not None and not start_over:
             cursor: dict[str, Any] = row.cursor
             position, pages, records = row.position, row.pages, row.records
             stats.pages += pages
@@ -270,9 +294,13 @@ class SourceRunner:
         else:
             cursor = self.paginator.start()
             position = pages = records = 0
+            # The reset checkpoint is committed before any file goes: a crash in between
+            # leaves a stream that starts over, never a "done" stream with an emptied lake.
+            await engine.state.start_stream(
+                self.name, partition, cursor, str(directory), fingerprint
+            )
+            self._restarted.add(partition)
             await engine.lake.clear_stream(self.name, partition)
-            directory = str(engine.lake.directory(self.name, partition))
-            await engine.state.start_stream(self.name, partition, cursor, directory)
         stats.position = self._describe(cursor)
 
         while True:
@@ -338,6 +366,21 @@ class SourceRunner:
                 if self.paused:
                     self._settle_soon()
 
+    def _fingerprint(self, directory: Path) -> str:
+        """What a checkpoint is valid for: the request, its pagination, and where pages go."""
+        spec = self.spec
+        identity = {
+            "url": spec.url,
+            "method": spec.method,
+            "params": dict(spec.params),
+            "body": spec.body,
+            "records": spec.records,
+            "pagination": spec.pagination.model_dump(mode="json"),
+            "lake": str(directory.resolve()),
+        }
+        encoded = json.dumps(identity, sort_keys=True, default=str).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
     def _describe(self, cursor: dict[str, Any]) -> str:
         # A server may echo a key into its next links: positions are shown only redacted.
         return self.engine.redactor(self.paginator.describe(cursor))
@@ -346,10 +389,7 @@ class SourceRunner:
         self, cursor: dict[str, Any], position: int
     ) -> tuple[dict[str, Any] | None, list[Any]]:
         request = self.paginator.request(cursor)
-        async with self.limit.slot(), self.engine.global_limit.slot():
-            response = await self.http.fetch(
-                request, self._hold_between_attempts, interrupt=self._stopping
-            )
+        response = await self.http.fetch(request, self._attempt_slot, interrupt=self._stopping)
         spec = self.spec
         check_errors(response.body, spec.errors)
         records = extract_records(response.body, spec.records)

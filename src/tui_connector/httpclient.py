@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -28,12 +29,20 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from tui_connector.config import ApiKeyAuth, BasicAuth, BearerAuth, RetryPolicy, SourceSpec
+from tui_connector.config import (
+    ApiKeyAuth,
+    BasicAuth,
+    BearerAuth,
+    NextUrlPagination,
+    RetryPolicy,
+    SourceSpec,
+)
 from tui_connector.paginate import PageRequest
 from tui_connector.redact import Redactor
 from tui_connector.telemetry import ErrorEvent, RunTelemetry, SourceStatus
 
 USER_AGENT = "tui-connector"
+MAX_REDIRECTS = 10
 _EXCERPT = 300
 
 
@@ -130,8 +139,7 @@ def build_client(spec: SourceSpec, pool_size: int) -> tuple[httpx.AsyncClient, d
         timeout=timeout,
         headers=headers,
         auth=auth,
-        follow_redirects=True,
-        max_redirects=10,
+        follow_redirects=False,  # SourceHttp follows them, refusing other hosts
     )
     # Query params are merged into each URL by the caller: httpx replaces a URL's query with
     # any params given (client-level ones included), which would drop a next link's query.
@@ -157,6 +165,10 @@ class SourceHttp:
         self.redact = redactor
         self.client, self._auth_params = build_client(spec, pool_size)
         self.policy: RetryPolicy = spec.retry
+        pagination = spec.pagination
+        self._allow_other_hosts = (
+            isinstance(pagination, NextUrlPagination) and pagination.allow_other_hosts
+        )
         self._limiter: AsyncLimiter | None = None
         self.set_rate_limit(spec.rate_limit)
         self._backoff_jitter = wait_random_exponential(
@@ -164,8 +176,13 @@ class SourceHttp:
         )
 
     def set_rate_limit(self, per_second: float | None) -> None:
-        # A one-second bucket of `per_second` tokens allows a burst of at most one second's worth.
-        self._limiter = AsyncLimiter(per_second, 1.0) if per_second else None
+        # A bucket of one second's worth of requests; below 1/s, one request per period.
+        if not per_second:
+            self._limiter = None
+        elif per_second >= 1:
+            self._limiter = AsyncLimiter(per_second, 1.0)
+        else:
+            self._limiter = AsyncLimiter(1, 1.0 / per_second)
         self.telemetry.source(self.spec.name).rate_limit = per_second
 
     async def aclose(self) -> None:
@@ -174,13 +191,14 @@ class SourceHttp:
     async def fetch(
         self,
         request: PageRequest,
-        before_attempt: Callable[[], Awaitable[None]] | None = None,
+        attempt_slot: Callable[[], AbstractAsyncContextManager[None]] | None = None,
         interrupt: asyncio.Event | None = None,
     ) -> Response:
         """Fetch and decode one page, retrying as the policy says. Raises FetchError.
 
-        `before_attempt` runs before every attempt (the engine holds paused sources there);
-        setting `interrupt` cuts a backoff sleep short, so a stop never waits out a Retry-After.
+        `attempt_slot` is entered around each attempt's request only (the engine's pause gate
+        and concurrency slots), so a backoff sleep holds no slot; setting `interrupt` cuts a
+        backoff sleep short, so a stop never waits out a Retry-After.
         """
 
         async def sleep(seconds: float) -> None:
@@ -203,51 +221,96 @@ class SourceHttp:
             async for attempt in retrying:
                 with attempt:
                     attempt_number = attempt.retry_state.attempt_number
-                    if before_attempt is not None:
-                        await before_attempt()
-                    return await self._attempt(request, attempt_number)
+                    return await self._attempt(request, attempt_number, attempt_slot)
         except FetchError as exc:
             exc.attempts = attempt_number
             raise
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    async def _attempt(self, request: PageRequest, attempt: int) -> Response:
+    async def _attempt(
+        self,
+        request: PageRequest,
+        attempt: int,
+        attempt_slot: Callable[[], AbstractAsyncContextManager[None]] | None,
+    ) -> Response:
         if self._limiter is not None:
             await self._limiter.acquire()
-        stats = self.telemetry.source(self.spec.name)
-        if stats.status is SourceStatus.BACKING_OFF:
-            stats.status = SourceStatus.RUNNING
-        stats.backoff_until = None
         url = httpx.URL(request.url)
         if request.params or self._auth_params:
             url = url.copy_merge_params({**request.params, **self._auth_params})
         http_request = self.client.build_request(request.method, url, json=request.json)
         shown_url = self.redact(str(http_request.url))
-        source = self.spec.name
-        request_id = self.telemetry.request_started(source, request.method, shown_url, attempt)
-        size = 0
-        try:
-            async with asyncio.timeout(self.spec.timeout.total):
-                response = await self.client.send(http_request)
-            size = len(response.content)
-        except TimeoutError:
-            raise self._error(
-                f"no complete response within {self.spec.timeout.total:g} s (timeout.total)",
-                shown_url,
-                attempt,
-            ) from None
-        except httpx.TimeoutException as exc:
-            raise self._error(f"timed out ({type(exc).__name__})", shown_url, attempt) from None
-        except httpx.TooManyRedirects:
-            raise self._error(
-                "too many redirects (a redirect loop?)", shown_url, attempt, retryable=False
-            ) from None
-        except httpx.TransportError as exc:
-            detail = self.redact(str(exc)) or type(exc).__name__
-            raise self._error(f"connection failed: {detail}", shown_url, attempt) from None
-        finally:
-            self.telemetry.request_finished(request_id, size)
+        async with attempt_slot() if attempt_slot else contextlib.nullcontext():
+            stats = self.telemetry.source(self.spec.name)
+            if stats.status is SourceStatus.BACKING_OFF:
+                stats.status = SourceStatus.RUNNING
+            stats.backoff_until = None
+            request_id = self.telemetry.request_started(
+                self.spec.name, request.method, shown_url, attempt
+            )
+            size = 0
+            try:
+                async with asyncio.timeout(self.spec.timeout.total):
+                    response = await self._send_following_redirects(http_request, attempt)
+                size = len(response.content)
+            except TimeoutError:
+                raise self._error(
+                    f"no complete response within {self.spec.timeout.total:g} s (timeout.total)",
+                    shown_url,
+                    attempt,
+                ) from None
+            except httpx.TimeoutException as exc:
+                raise self._error(f"timed out ({type(exc).__name__})", shown_url, attempt) from None
+            except httpx.TransportError as exc:
+                detail = self.redact(str(exc)) or type(exc).__name__
+                raise self._error(f"connection failed: {detail}", shown_url, attempt) from None
+            finally:
+                self.telemetry.request_finished(request_id, size)
         return self._decode(response, shown_url, attempt)
+
+    async def _send_following_redirects(
+        self, http_request: httpx.Request, attempt: int
+    ) -> httpx.Response:
+        """Follow redirects by hand: httpx would forward custom auth headers (an API key) to
+        another host, where only `Authorization` is dropped."""
+        origin = http_request.url.copy_with(path="/", query=None, fragment=None)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self.client.send(http_request)
+            if not response.has_redirect_location:
+                return response
+            target = http_request.url.join(response.headers["Location"])
+            if (
+                target.copy_with(path="/", query=None, fragment=None) != origin
+                and not self._allow_other_hosts
+            ):
+                raise self._error(
+                    f"HTTP {response.status_code} redirect to another host "
+                    f"({self.redact(str(target.copy_with(query=None)))}) refused: it would "
+                    "receive your credentials; set pagination.allow_other_hosts: true "
+                    "if you trust it",
+                    self.redact(str(http_request.url)),
+                    attempt,
+                    retryable=False,
+                )
+            keeps_body = response.status_code in (307, 308)
+            headers = {
+                name: value
+                for name, value in http_request.headers.items()
+                if name.lower() not in ("host", "content-length")
+                and (keeps_body or name.lower() != "content-type")
+            }
+            http_request = self.client.build_request(
+                http_request.method if keeps_body else "GET",
+                target,
+                content=http_request.content if keeps_body else None,
+                headers=headers,
+            )
+        raise self._error(
+            f"more than {MAX_REDIRECTS} redirects (a redirect loop?)",
+            self.redact(str(http_request.url)),
+            attempt,
+            retryable=False,
+        )
 
     def _decode(self, response: httpx.Response, shown_url: str, attempt: int) -> Response:
         status = response.status_code

@@ -18,6 +18,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,11 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (source, partition)
     );
     """,
+    # 2: what a stream's checkpoint was made for (request, pagination, lake directory), so a
+    # resume under a changed config refuses instead of mixing two page layouts in one lake.
+    """
+    ALTER TABLE streams ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -87,6 +93,16 @@ class StreamRow:
     started_at: str
     updated_at: str
     finished_at: str | None
+    fingerprint: str
+
+
+@contextlib.contextmanager
+def _database_errors(path: Path, doing: str) -> Iterator[None]:
+    """Every SQLite or OS failure leaves the store as a StateError that says what failed."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StateError(f"{path}: cannot {doing}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -222,7 +238,8 @@ class StateStore:
 
     async def close(self) -> None:
         if self._flusher is not None:
-            await self.flush()
+            with contextlib.suppress(StateError):  # already reported to the sources that failed
+                await self.flush()
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
@@ -233,11 +250,13 @@ class StateStore:
 
     async def begin_run(self, config_path: str) -> int:
         db = self._require()
-        cursor = await db.execute(
-            "INSERT INTO runs (started_at, status, config_path, pid) VALUES (?, 'running', ?, ?)",
-            (_now(), config_path, os.getpid()),
-        )
-        await db.commit()
+        with _database_errors(self.path, "record the run"):
+            cursor = await db.execute(
+                "INSERT INTO runs (started_at, status, config_path, pid)"
+                " VALUES (?, 'running', ?, ?)",
+                (_now(), config_path, os.getpid()),
+            )
+            await db.commit()
         self.run_id = cursor.lastrowid
         self._flusher = asyncio.create_task(self._flush_loop(), name="checkpoint-flusher")
         return int(cursor.lastrowid or 0)
@@ -257,14 +276,15 @@ class StateStore:
         db = self._require()
         query = (
             "SELECT source, partition, cursor, position, status, pages, records, out_dir, "
-            "last_error, started_at, updated_at, finished_at FROM streams"
+            "last_error, started_at, updated_at, finished_at, fingerprint FROM streams"
         )
         args: tuple[str, ...] = ()
         if source is not None:
             query += " WHERE source = ?"
             args = (source,)
-        async with db.execute(query + " ORDER BY source, partition", args) as cursor:
-            rows = await cursor.fetchall()
+        with _database_errors(self.path, "read the streams"):
+            async with db.execute(query + " ORDER BY source, partition", args) as cursor:
+                rows = await cursor.fetchall()
         return [
             StreamRow(
                 source=r[0],
@@ -279,32 +299,50 @@ class StateStore:
                 started_at=r[9],
                 updated_at=r[10],
                 finished_at=r[11],
+                fingerprint=r[12],
             )
             for r in rows
         ]
 
     async def start_stream(
-        self, source: str, partition: str, cursor: dict[str, Any], out_dir: str
+        self,
+        source: str,
+        partition: str,
+        cursor: dict[str, Any],
+        out_dir: str,
+        fingerprint: str,
     ) -> None:
         """Create (or reset) a stream's row at its starting position, committed at once."""
+        self._pending.pop((source, partition), None)  # an older state must not overwrite it
         db = self._require()
         now = _now()
-        await db.execute(
-            "INSERT OR REPLACE INTO streams (source, partition, cursor, position, status, pages,"
-            " records, out_dir, run_id, started_at, updated_at)"
-            " VALUES (?, ?, ?, 0, 'running', 0, 0, ?, ?, ?, ?)",
-            (source, partition, json.dumps(cursor), out_dir, self.run_id, now, now),
-        )
-        await db.commit()
+        with _database_errors(self.path, "start the stream"):
+            await db.execute(
+                "INSERT OR REPLACE INTO streams (source, partition, cursor, position, status,"
+                " pages, records, out_dir, run_id, started_at, updated_at, fingerprint)"
+                " VALUES (?, ?, ?, 0, 'running', 0, 0, ?, ?, ?, ?, ?)",
+                (
+                    source,
+                    partition,
+                    json.dumps(cursor),
+                    out_dir,
+                    self.run_id,
+                    now,
+                    now,
+                    fingerprint,
+                ),
+            )
+            await db.commit()
 
     async def delete_streams(self, sources: list[str] | None = None) -> int:
         db = self._require()
-        if sources is None:
-            cursor = await db.execute("DELETE FROM streams")
-        else:
-            marks = ",".join("?" * len(sources))
-            cursor = await db.execute(f"DELETE FROM streams WHERE source IN ({marks})", sources)
-        await db.commit()
+        with _database_errors(self.path, "delete the streams"):
+            if sources is None:
+                cursor = await db.execute("DELETE FROM streams")
+            else:
+                marks = ",".join("?" * len(sources))
+                cursor = await db.execute(f"DELETE FROM streams WHERE source IN ({marks})", sources)
+            await db.commit()
         return cursor.rowcount
 
     # -- checkpoints (group commit) --------------------------------------------------------
@@ -320,10 +358,12 @@ class StateStore:
 
     async def flush(self) -> None:
         """Wait until every queued checkpoint is committed."""
+        if self._failure is not None:
+            raise StateError(f"checkpoints cannot be written: {self._failure}")
         if self._flusher is None or self._flusher.done():
             await self._write(self._take())
             return
-        while self._pending or self._writing:
+        while (self._pending or self._writing) and self._failure is None:
             self._wake.set()
             self._flushed.clear()
             await self._flushed.wait()
@@ -345,7 +385,7 @@ class StateStore:
                 self._writing = True
                 try:
                     await self._write(batch)
-                except (sqlite3.Error, OSError) as exc:
+                except StateError as exc:
                     self._failure = exc
                     self._flushed.set()
                     return
@@ -358,6 +398,15 @@ class StateStore:
             return
         db = self._require()
         now = _now()
+        with _database_errors(self.path, "commit checkpoints"):
+            await self._write_batch(db, batch, now)
+        committed_at = time.monotonic()
+        for c in batch:
+            self.last_commit_at[c.source] = committed_at
+
+    async def _write_batch(
+        self, db: aiosqlite.Connection, batch: list[Checkpoint], now: str
+    ) -> None:
         await db.executemany(
             "UPDATE streams SET cursor = ?, position = ?, status = ?, pages = ?, records = ?,"
             " last_error = ?, updated_at = ?, run_id = ?,"
@@ -382,6 +431,3 @@ class StateStore:
             ],
         )
         await db.commit()
-        committed_at = time.monotonic()
-        for c in batch:
-            self.last_commit_at[c.source] = committed_at
