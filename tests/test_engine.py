@@ -394,9 +394,9 @@ async def test_state_records_streams_and_secrets_stay_out(
 ) -> None:
     config = write_config(
         one_source(
-            f"{demo.url}/secure/cursor/sec",
-            "records: items\nauth: {type: api_key, key: '${API_TOKEN}', param: api_key}\n"
-            "pagination:\n  type: cursor\n  cursor: next_cursor\n  cursor_param: cursor\n",
+            f"{demo.url}/secure/next/sec",
+            "records: data\nauth: {type: api_key, key: '${API_TOKEN}', param: api_key}\n"
+            "pagination:\n  type: next_url\n  next: links.next\n",
         ),
         env={"API_TOKEN": TOKEN},
     )
@@ -462,3 +462,64 @@ async def test_retry_restarts_a_failed_source_from_its_checkpoint(
     assert lake_ids(config.out) == expected_ids("again", 200)
     ok_pages = [e.query for e in server.log() if e.status == 200]
     assert len(ok_pages) == len(set(ok_pages))  # no page fetched twice
+
+
+async def test_a_changed_config_refuses_to_resume_until_full_refresh(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=300, latency_ms=5)
+    pages = "records: data\npagination:\n  type: page_number\n  size_param: per_page\n"
+    config = write_config(one_source(f"{server.url}/v1/pages/fp", pages + "  size: 10\n"))
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run())
+        await async_wait_for(lambda: engine.telemetry.sources["items"].pages >= 3)
+        engine.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+    changed = write_config(one_source(f"{server.url}/v1/pages/fp", pages + "  size: 25\n"))
+    result, engine = await run(changed)
+    assert result.failed == ["items"]
+    assert "changed since its checkpoint" in (engine.telemetry.sources["items"].last_error or "")
+    result, _ = await run(changed, full_refresh=True)
+    assert result.done == ["items"]
+    assert lake_ids(changed.out) == expected_ids("fp", 300)
+
+
+async def test_redirects_stay_on_the_source_host(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    from aiohttp import web
+
+    async def same_host(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/target")
+
+    async def target(request: web.Request) -> web.Response:
+        return web.json_response([{"id": "moved-1"}])
+
+    async def other_host(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://localhost:{demo.port}/v1/all/moved")
+
+    app = web.Application()
+    app.router.add_get("/same", same_host)
+    app.router.add_get("/other", other_host)
+    app.router.add_get("/target", target)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        config = write_config(
+            "sources:\n"
+            f"  same:\n    url: http://127.0.0.1:{port}/same\n"
+            f"  other:\n    url: http://127.0.0.1:{port}/other\n"
+            "    auth: {type: api_key, key: k-123456, header: X-Api-Key}\n"
+        )
+        result, engine = await run(config)
+    finally:
+        await runner.cleanup()
+    assert result.done == ["same"] and result.failed == ["other"]
+    assert lake_ids(config.out, "same") == {"moved-1": 1}
+    error = engine.telemetry.sources["other"].last_error or ""
+    assert "redirect to another host" in error and "k-123456" not in error

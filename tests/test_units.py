@@ -150,3 +150,12 @@ async def test_state_from_an_older_schema_is_migrated(tmp_path: Path) -> None:
     assert row.cursor == {"page": 3} and row.fingerprint == ""
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_secret_names_are_recognised_broadly() -> None:
+    from tui_connector.redact import looks_secret
+
+    for name in ("key", "MAPS_KEY", "access_key", "X-Api-Key", "DB_PASS", "gh_pat", "token"):
+        assert looks_secret(name), name
+    for name in ("page", "per_page", "cursor", "DEMO_URL", "limit"):
+        assert not looks_secret(name), name

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -103,6 +104,7 @@ def run(
 ) -> None:
     """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints."""
     loaded = _load(config)
+    _log_to_file(state_path or loaded.state)
     code = _run_headless(
         loaded,
         state_path=state_path,
@@ -466,8 +468,33 @@ async def _everything_done(loaded: LoadedConfig) -> bool:
     return bool(rows) and done >= set(loaded.sources)
 
 
+def _log_to_file(state_path: Path) -> Path:
+    """Tracebacks of unexpected errors go to a log beside the state, never to the terminal
+    (the user sees one line naming the error; the dashboard's screen stays intact)."""
+    log_path = state_path.with_name("tui-connector.log")
+    with contextlib.suppress(OSError):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    return log_path
+
+
 def main() -> None:
     try:
-        cli(standalone_mode=True)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        code = cli.main(standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more can be shown; exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

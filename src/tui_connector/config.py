@@ -7,6 +7,7 @@ validated `Config` or a `ConfigError` whose message is ready to print.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -654,9 +655,15 @@ def _secret_values(sources: Mapping[str, SourceSpec]) -> Iterator[str]:
         if isinstance(auth, BearerAuth):
             yield auth.token.get_secret_value()
         elif isinstance(auth, BasicAuth):
-            yield auth.password.get_secret_value()
+            password = auth.password.get_secret_value()
+            yield password
+            # The Authorization header carries it base64-encoded; a body may echo that.
+            yield base64.b64encode(f"{auth.username}:{password}".encode()).decode()
         elif isinstance(auth, ApiKeyAuth):
             yield auth.key.get_secret_value()
+        url_password = urlsplit(spec.url).password
+        if url_password:
+            yield url_password
         for mapping in (spec.headers, spec.params):
             for name, value in mapping.items():
                 if looks_secret(name) and isinstance(value, str) and value:

@@ -237,7 +237,9 @@ class SourceRunner:
             stats.status = SourceStatus.FAILED
         except Exception as exc:  # a bug must fail one source, not the run
             log.exception("source %s: unexpected error", self.name)
-            message = self.engine.redactor(f"internal error: {type(exc).__name__}: {exc}")
+            message = self.engine.redactor(
+                f"internal error: {type(exc).__name__}: {exc} (traceback in tui-connector.log)"
+            )
             self._record_failure(message, url="", status=None, excerpt="", attempts=0)
             stats.status = SourceStatus.FAILED
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -89,8 +90,12 @@ class HeadlessReporter:
         self.out = out or sys.stdout
 
     def _emit(self, line: str) -> None:
-        self.out.write(line + "\n")
-        self.out.flush()
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`); the run goes on without progress lines.
+            self.out = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the reporter
 
     def report(self, event: str = "progress") -> None:
         now = time.monotonic()

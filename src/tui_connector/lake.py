@@ -9,6 +9,7 @@ replaces its own file: the lake never holds a record twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -53,7 +54,8 @@ def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsyn
         if fsync:
             _fsync_dir(directory)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
         raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return len(data)
 

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from tui_connector.config import (
+    ApiKeyAuth,
     CursorPagination,
     NextUrlPagination,
     NoPagination,
@@ -88,6 +89,10 @@ class Paginator:
             **{name: _param_text(value) for name, value in spec.params.items()},
         }
         self._origin = _origin(spec.url)
+        # The HTTP layer adds an API key param to every request; servers echo it into their
+        # next links. It is kept out of the checkpoint (the state DB is not a secret store).
+        auth = spec.auth
+        self._auth_param = auth.param if isinstance(auth, ApiKeyAuth) else None
 
     # -- the three steps ------------------------------------------------------------------------
 
@@ -299,7 +304,7 @@ class Paginator:
             raise PaginationError(
                 f"the next link read from {_where(ref)} is not a URL string: {excerpt(raw, 80)}"
             )
-        next_url = urljoin(page.url, raw.strip())
+        next_url = self._without_auth_param(urljoin(page.url, raw.strip()))
         shown = _shorten(_shown_url(next_url), _URL_SHOWN)
         origin = _origin(next_url)
         if origin[0] not in _DEFAULT_PORTS:
@@ -310,12 +315,22 @@ class Paginator:
                 f"({_shown_url(_origin_text(self._origin))}); it could leak your credentials; "
                 "set pagination.allow_other_hosts: true if you trust it"
             )
-        if next_url in (state["next"], page.url):
+        if next_url in (state["next"], self._without_auth_param(page.url)):
             raise PaginationError(
                 f"the server returned the same next link twice in a row ({shown}); "
                 "stopping instead of looping forever"
             )
         return next_url
+
+    def _without_auth_param(self, url: str) -> str:
+        if self._auth_param is None:
+            return url
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if not any(name == self._auth_param for name, _ in pairs):
+            return url
+        query = urlencode([(name, value) for name, value in pairs if name != self._auth_param])
+        return urlunsplit(parts._replace(query=query))
 
 
 # -- RFC 8288 Link header ----------------------------------------------------------------------

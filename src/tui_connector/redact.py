@@ -8,8 +8,9 @@ from collections.abc import Iterable
 
 REDACTED = "***"
 
+# Broad on purpose: redacting a harmless value costs a little clarity, a leaked key costs more.
 _SECRET_NAME = re.compile(
-    r"(token|secret|passw(or)?d|api[-_]?key|apikey|auth|credential|session|signature|private)",
+    r"(token|secret|pass|pwd|key|auth|credential|session|signature|private|access|pat$|sig$)",
     re.IGNORECASE,
 )
 
