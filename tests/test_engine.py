@@ -523,3 +523,18 @@ async def test_redirects_stay_on_the_source_host(
     assert lake_ids(config.out, "same") == {"moved-1": 1}
     error = engine.telemetry.sources["other"].last_error or ""
     assert "redirect to another host" in error and "k-123456" not in error
+
+
+async def test_the_plain_httpx_transport_is_selectable(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        one_source(
+            f"{demo.url}/v1/link/plain",
+            "transport: httpx\nparams: {per_page: 50}\npagination:\n  type: next_url\n",
+        )
+    )
+    assert config.sources["items"].transport == "httpx"
+    result, engine = await run(config)
+    assert result.done == ["items"], engine.telemetry.sources["items"].last_error
+    assert lake_ids(config.out) == expected_ids("plain")
