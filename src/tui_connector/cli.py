@@ -16,12 +16,15 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from tui_connector import __version__
 from tui_connector.config import ConfigError, LoadedConfig, load_config
+
+if TYPE_CHECKING:  # the engine is imported when a command needs it: `validate` stays fast
+    from tui_connector.engine import Engine
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONFIG = "sources.yaml"
@@ -92,6 +95,11 @@ def cli() -> None:
     show_default=True,
     help="Seconds between headless progress reports.",
 )
+@click.option(
+    "--exit-when-done",
+    is_flag=True,
+    help="Dashboard: exit when every source has finished instead of staying open.",
+)
 def run(
     config: str,
     headless: bool,
@@ -101,43 +109,57 @@ def run(
     full_refresh: bool,
     progress: str,
     progress_interval: float,
+    exit_when_done: bool,
 ) -> None:
-    """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints."""
+    """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints.
+
+    Opens the dashboard in a terminal; --headless (or no terminal) prints progress lines.
+    """
     loaded = _load(config)
     _log_to_file(state_path or loaded.state)
-    code = _run_headless(
-        loaded,
-        state_path=state_path,
-        out=out,
-        only=_split_names(only),
-        full_refresh=full_refresh,
-        progress=progress,
-        interval=progress_interval,
-    )
+    engine = _engine(loaded, state_path, out, _split_names(only), full_refresh)
+    if _use_dashboard(headless):
+        code = _run_dashboard(engine, exit_when_done=exit_when_done)
+    else:
+        code = _run_headless(engine, progress=progress, interval=progress_interval)
     sys.exit(code)
 
 
-def _run_headless(
+def _engine(
     loaded: LoadedConfig,
-    *,
     state_path: Path | None,
     out: Path | None,
     only: list[str],
     full_refresh: bool,
-    progress: str,
-    interval: float,
-) -> int:
+) -> Engine:
     from tui_connector.engine import Engine
+
+    try:
+        return Engine(loaded, state_path=state_path, out=out, only=only, full_refresh=full_refresh)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _use_dashboard(headless: bool) -> bool:
+    if headless:
+        return False
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return True
+    click.echo("no terminal: running headless (pass --headless to say so)", err=True)
+    return False
+
+
+def _run_dashboard(engine: Engine, *, exit_when_done: bool) -> int:
+    from tui_connector.tui import run_dashboard
+
+    return run_dashboard(engine, exit_when_done=exit_when_done)
+
+
+def _run_headless(engine: Engine, *, progress: str, interval: float) -> int:
     from tui_connector.headless import HeadlessReporter
     from tui_connector.state import StateError
 
     async def main() -> int:
-        try:
-            engine = Engine(
-                loaded, state_path=state_path, out=out, only=only, full_refresh=full_refresh
-            )
-        except ValueError as exc:
-            _fail(str(exc))
         reporter = HeadlessReporter(engine.telemetry, mode=progress, interval=interval)
         try:
             async with engine:
@@ -155,11 +177,8 @@ def _run_headless(
     return asyncio.run(main())
 
 
-def _install_signal_handlers(engine: object) -> None:
+def _install_signal_handlers(engine: Engine) -> None:
     """First SIGINT/SIGTERM: graceful stop. Second: exit at once (safe: data before cursor)."""
-    from tui_connector.engine import Engine
-
-    assert isinstance(engine, Engine)
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -416,7 +435,14 @@ def demo_server(args: list[str]) -> Iterator[str]:
     show_default=True,
     help="Demo server fault rate.",
 )
-def demo(config: str, headless: bool, latency_ms: float, fault_rate: float) -> None:
+@click.option(
+    "--records",
+    type=click.IntRange(min=0),
+    default=20000,
+    show_default=True,
+    help="Records per demo dataset: enough to watch a backfill.",
+)
+def demo(config: str, headless: bool, latency_ms: float, fault_rate: float, records: int) -> None:
     """Start the demo API and run CONFIG (default ./sources.yaml) against it.
 
     Unfinished streams resume; when everything was already done, it starts over.
@@ -424,6 +450,8 @@ def demo(config: str, headless: bool, latency_ms: float, fault_rate: float) -> N
     if not Path(config).exists():
         _fail(f"{config} not found; run this from the tui-connector checkout, or pass a config")
     knobs = [
+        "--records",
+        str(records),
         "--latency-ms",
         str(latency_ms),
         "--fault-rate",
@@ -439,15 +467,12 @@ def demo(config: str, headless: bool, latency_ms: float, fault_rate: float) -> N
         full_refresh = asyncio.run(_everything_done(loaded))
         if full_refresh:
             click.echo("every stream was already complete: starting over", err=True)
-        code = _run_headless(
-            loaded,
-            state_path=None,
-            out=None,
-            only=[],
-            full_refresh=full_refresh,
-            progress="text",
-            interval=2.0,
-        )
+        _log_to_file(loaded.state)
+        engine = _engine(loaded, None, None, [], full_refresh)
+        if _use_dashboard(headless):
+            code = _run_dashboard(engine, exit_when_done=False)
+        else:
+            code = _run_headless(engine, progress="text", interval=2.0)
     sys.exit(code)
 
 
