@@ -213,6 +213,22 @@ def validate(config: str) -> None:
         )
 
 
+def _state_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--state and --config, for the commands that read the state of a config's runs."""
+    command = click.option(
+        "--config",
+        default=DEFAULT_CONFIG,
+        type=click.Path(dir_okay=False),
+        help="Config whose 'state' to use.",
+        show_default=True,
+    )(command)
+    return click.option(
+        "--state",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="State database (default: from ./sources.yaml).",
+    )(command)
+
+
 def _state_path(config: str, state: Path | None) -> Path:
     if state is not None:
         return state
@@ -222,18 +238,7 @@ def _state_path(config: str, state: Path | None) -> Path:
 
 
 @cli.command()
-@click.option(
-    "--state",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="State database (default: from ./sources.yaml).",
-)
-@click.option(
-    "--config",
-    default=DEFAULT_CONFIG,
-    type=click.Path(dir_okay=False),
-    help="Config whose 'state' to read.",
-    show_default=True,
-)
+@_state_options
 @click.option("--json", "as_json", is_flag=True, help="Print the streams as JSON.")
 def status(state: Path | None, config: str, as_json: bool) -> None:
     """Show every stream's checkpoint."""
@@ -286,18 +291,7 @@ def status(state: Path | None, config: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("sources", nargs=-1)
-@click.option(
-    "--state",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="State database (default: from ./sources.yaml).",
-)
-@click.option(
-    "--config",
-    default=DEFAULT_CONFIG,
-    type=click.Path(dir_okay=False),
-    help="Config whose 'state' to use.",
-    show_default=True,
-)
+@_state_options
 def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
     """Forget the checkpoints of SOURCES (all when none given): the next run starts them over
     and replaces their files in the lake."""
