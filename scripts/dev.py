@@ -28,7 +28,7 @@ def _fingerprint() -> str:
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - runs under any python3 the user has
         sys.exit(f"tui-connector needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print("creating .venv ...", file=sys.stderr)
@@ -36,8 +36,16 @@ def ensure_venv() -> None:
     if not STAMP.exists() or STAMP.read_text() != _fingerprint():
         print("installing tui-connector and its dev tools into .venv ...", file=sys.stderr)
         subprocess.run(
-            [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-e", f"{ROOT}[dev]"],
+            [
+                str(BIN / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-e",
+                f"{ROOT}[dev]",
+            ],
             check=True,
         )
         STAMP.write_text(_fingerprint())
@@ -48,8 +56,8 @@ def main() -> int:
         "demo": [[str(BIN / "tui-connector"), "demo", *sys.argv[2:]]],
         "test": [[str(BIN / "python"), "-m", "pytest", *sys.argv[2:]]],
         "lint": [
-            [str(BIN / "ruff"), "check", "src", "tests"],
-            [str(BIN / "ruff"), "format", "--check", "src", "tests"],
+            [str(BIN / "ruff"), "check", "src", "tests", "scripts"],
+            [str(BIN / "ruff"), "format", "--check", "src", "tests", "scripts"],
             [str(BIN / "mypy")],
         ],
     }

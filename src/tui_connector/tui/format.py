@@ -1,0 +1,156 @@
+"""How the dashboard turns telemetry into short strings: pure functions of a `SourceStats` and
+a clock reading, so that they can be tested and reused without an app."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import humanize
+
+from tui_connector.telemetry import SourceStats, SourceStatus
+
+PLACEHOLDER = "—"
+BAR_WIDTH = 10
+BAR_FILLED = "━"
+BAR_EMPTY = "─"
+
+
+def count(value: int) -> str:
+    return humanize.intcomma(value)
+
+
+def size(value: int) -> str:
+    return humanize.naturalsize(value) if value else PLACEHOLDER
+
+
+def rate(per_second: float) -> str:
+    if per_second <= 0:
+        return "0"
+    if per_second < 10:
+        return f"{per_second:.1f}"
+    return humanize.intcomma(round(per_second))
+
+
+def duration(seconds: float) -> str:
+    """A rough duration for ETAs and ages: "3 seconds", "a minute", "2 hours"."""
+    return humanize.naturaldelta(max(0.0, seconds))
+
+
+def elapsed(seconds: float) -> str:
+    """A precise duration for the run's elapsed time: "1 minute and 2 seconds"."""
+    return humanize.precisedelta(max(0.0, seconds), minimum_unit="seconds", format="%0.0f")
+
+
+def countdown(seconds: float) -> str:
+    """Whole seconds left, rounded up, so that a countdown never shows 0 while waiting."""
+    return f"{math.ceil(max(0.0, seconds))}s"
+
+
+def clock_time(wall: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working directory when it lies beneath it, else absolute."""
+    absolute = path.absolute()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# -- per-source figures ------------------------------------------------------------------------
+
+
+def active_seconds(stats: SourceStats, now: float) -> float:
+    """How long the source has been running in this run (up to its end once finished)."""
+    if stats.started_at is None:
+        return 0.0
+    end = stats.finished_at if stats.finished_at is not None else now
+    return max(end - stats.started_at, 0.0)
+
+
+def records_per_second(stats: SourceStats, now: float) -> float:
+    # A finished source's sliding window only decays towards zero: show its average instead.
+    if stats.status.finished:
+        seconds = active_seconds(stats, now)
+        return stats.records_this_run / seconds if seconds > 0 else 0.0
+    return stats.records_rate.rate(now)
+
+
+def requests_per_second(stats: SourceStats, now: float) -> float:
+    if stats.status.finished:
+        seconds = active_seconds(stats, now)
+        return stats.requests / seconds if seconds > 0 else 0.0
+    return stats.requests_rate.rate(now)
+
+
+def status_text(stats: SourceStats | None, now: float) -> str:
+    if stats is None:
+        return SourceStatus.PENDING.value
+    if stats.status is SourceStatus.BACKING_OFF and stats.backoff_until is not None:
+        return f"backing off {countdown(stats.backoff_until - now)}"
+    return stats.status.value
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    filled = round(max(0.0, min(fraction, 1.0)) * width)
+    return BAR_FILLED * filled + BAR_EMPTY * (width - filled)
+
+
+def eta_seconds(stats: SourceStats, now: float) -> float | None:
+    if stats.total_records is None or stats.status.finished:
+        return None
+    remaining = stats.total_records - stats.records
+    per_second = stats.records_rate.rate(now)
+    if remaining <= 0 or per_second <= 0:
+        return None
+    return remaining / per_second
+
+
+def progress_fraction(stats: SourceStats) -> float | None:
+    total = stats.total_records
+    if stats.status is SourceStatus.DONE:
+        return 1.0
+    if total is None or total <= 0:
+        return None
+    return min(stats.records / total, 1.0)
+
+
+def progress_text(stats: SourceStats | None) -> str:
+    """A bar and a percentage when the total is known; else where the source is."""
+    if stats is None:
+        return PLACEHOLDER
+    fraction = progress_fraction(stats)
+    if fraction is not None:
+        return f"{bar(fraction)} {fraction:4.0%}"
+    return f"{count(stats.records)} so far"
+
+
+def eta_text(stats: SourceStats | None, now: float) -> str:
+    if stats is None:
+        return PLACEHOLDER
+    eta = eta_seconds(stats, now)
+    return duration(eta) if eta is not None else PLACEHOLDER
+
+
+def concurrency_text(stats: SourceStats | None) -> str:
+    if stats is None:
+        return PLACEHOLDER
+    return f"{stats.in_flight}/{stats.concurrency}"
+
+
+def checkpoint_age(last_commit_at: float | None, now: float) -> str:
+    if last_commit_at is None:
+        return PLACEHOLDER
+    return duration(now - last_commit_at)

@@ -1,0 +1,578 @@
+"""The dashboard, driven by Textual's Pilot against the real demo API: keys reach the engine,
+the screen tells the truth, quitting commits. Snapshots pin its appearance."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.text import Text
+from textual.binding import Binding
+from textual.command import CommandList
+from textual.content import Content
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets import Static
+
+from tui_connector.config import LoadedConfig
+from tui_connector.demo.server import DemoServer
+from tui_connector.engine import Engine
+from tui_connector.telemetry import SourceStatus
+from tui_connector.tui import Dashboard
+from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
+from tui_connector.tui.widgets import MAX_IN_FLIGHT_SHOWN, InFlightPane
+
+from conftest import RECORDS, async_wait_for, expected_ids, lake_ids
+
+SIZE = (140, 40)
+TOKEN = "test-token-5f3a9"  # the session demo server's token (see conftest)
+PAGES = "records: data\npagination:\n  type: page_number\n  size_param: per_page\n  size: 10\n"
+
+
+def sources_yaml(base_url: str, names: list[str], options: str = PAGES) -> str:
+    """Page-number sources, one per name, each on its own dataset of the demo server."""
+    body = "".join(f"    {line}\n" for line in options.splitlines())
+    return "sources:\n" + "".join(
+        f"  {name}:\n    url: {base_url}/v1/pages/{name}\n{body}" for name in names
+    )
+
+
+def cell(app: Dashboard, source: str, column: str) -> str:
+    value = app.sources_table.get_cell(source, column)
+    return value.plain if isinstance(value, Text) else str(value)
+
+
+def shown(static: Widget) -> str:
+    """The text a Static shows, whatever it was given (a string, Text or a Rich table)."""
+    assert isinstance(static, Static)
+    content = static.content
+    if isinstance(content, str):
+        return content
+    console = Console(width=200, file=io.StringIO(), record=True, color_system=None)
+    console.print(content)
+    return console.export_text()
+
+
+def requests_for(server: DemoServer, source: str) -> list[float]:
+    return [entry.started for entry in server.log() if entry.path.endswith(f"/{source}")]
+
+
+# -- controls ---------------------------------------------------------------------------------
+
+
+async def test_p_pauses_the_selected_source_and_p_again_resumes_it(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=1000, page_size=10, latency_ms=20)
+    busy = sources_yaml(server.url, ["busy"], PAGES.replace("size: 10", "size: 2"))
+    idle = sources_yaml(server.url, ["idle"]).removeprefix("sources:\n")
+    config = write_config(busy + idle)
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await pilot.press("down")
+        assert app.sources_table.selected_source == "idle"
+        await async_wait_for(lambda: "idle" in stats and stats["idle"].pages >= 3, what="pages")
+        await pilot.press("p")
+        assert app.engine.runners["idle"].paused
+        await async_wait_for(lambda: stats["idle"].status is SourceStatus.PAUSED, what="paused")
+        paused_at = time.monotonic()
+        await async_wait_for(lambda: cell(app, "idle", "status") == "paused", what="shown")
+        busy_pages = stats["busy"].pages
+        # The other source makes real progress meanwhile...
+        await async_wait_for(lambda: stats["busy"].pages >= busy_pages + 10, what="busy")
+        assert "idle: paused" in shown(app.query_one(InFlightPane))
+        # ...while the paused one starts no request at all.
+        assert [t for t in requests_for(server, "idle") if t > paused_at] == []
+        assert stats["idle"].in_flight == 0
+        await pilot.press("p")
+        assert not app.engine.runners["idle"].paused
+        await async_wait_for(lambda: stats["idle"].status is SourceStatus.DONE, what="done")
+        await async_wait_for(lambda: cell(app, "idle", "status") == "done", what="done shown")
+        assert [t for t in requests_for(server, "idle") if t > paused_at]
+    assert lake_ids(config.out, "idle") == expected_ids("idle", 1000)
+
+
+async def test_pausing_is_shown_until_the_request_in_flight_has_committed(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=100, page_size=10, latency_ms=400)
+    config = write_config(sources_yaml(server.url, ["slow"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "slow" in stats and stats["slow"].in_flight == 1)
+        await pilot.press("p")
+        await async_wait_for(lambda: cell(app, "slow", "status") == "pausing", what="pausing")
+        assert stats["slow"].in_flight == 1
+        await async_wait_for(lambda: cell(app, "slow", "status") == "paused", what="paused")
+        assert stats["slow"].in_flight == 0
+        assert app.engine.state.last_commit_at.get("slow") is not None
+        await pilot.press("q", "q")
+
+
+async def test_shift_p_pauses_and_resumes_every_source(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=1000, page_size=10, latency_ms=20)
+    config = write_config(sources_yaml(server.url, ["one", "two", "three"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        engine = app.engine
+        await async_wait_for(lambda: len(engine.runners) == 3 and engine.telemetry.sources)
+        await pilot.press("P")
+        assert all(runner.paused for runner in engine.runners.values())
+        await async_wait_for(
+            lambda: all(cell(app, name, "status") == "paused" for name in engine.runners),
+            what="all paused",
+        )
+        await pilot.press("P")
+        assert not any(runner.paused for runner in engine.runners.values())
+        await async_wait_for(app.all_finished, what="all done")
+    for name in ("one", "two", "three"):
+        assert lake_ids(config.out, name) == expected_ids(name, 1000)
+
+
+async def test_plus_and_minus_change_the_concurrency_the_engine_uses(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(sources_yaml(demo.url, ["first", "second"], "concurrency: 3\n"))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        runners = app.engine.runners
+        await async_wait_for(lambda: len(runners) == 2 and len(app.engine.telemetry.sources) == 2)
+        await pilot.press("down", "+")
+        assert runners["second"].limit.limit == 4
+        assert runners["first"].limit.limit == 3
+        await async_wait_for(lambda: cell(app, "second", "concurrency").endswith("/4"))
+        await pilot.press("-", "-", "-")
+        assert runners["second"].limit.limit == 1
+        await pilot.press("-")  # already at the minimum: stays, and says so
+        assert runners["second"].limit.limit == 1
+        assert app.engine.telemetry.sources["second"].concurrency == 1
+        await async_wait_for(lambda: cell(app, "second", "concurrency").endswith("/1"))
+
+
+async def test_r_retries_a_failed_source_to_completion(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=200, page_size=10, latency_ms=20)
+    config = write_config(
+        sources_yaml(server.url, ["again"], "retry: {max_attempts: 2, backoff_base: 0}\n" + PAGES)
+    )
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "again" in stats and stats["again"].pages >= 5)
+        server.update_knobs(fault_rate=1.0, faults=("500",))
+        await async_wait_for(lambda: cell(app, "again", "status") == "failed", what="failed")
+        assert "HTTP 500" in (stats["again"].last_error or "")
+        assert app.errors_table.row_count >= 2  # the retried attempt and the final failure
+        server.update_knobs(fault_rate=0.0)
+        await pilot.press("r")
+        await async_wait_for(lambda: cell(app, "again", "status") == "done", what="done")
+        await pilot.press("q")
+    assert app.return_value == 0
+    assert lake_ids(config.out) == expected_ids("again", 200)
+    pages = [entry.query for entry in server.log() if entry.status == 200]
+    assert len(pages) == len(set(pages))  # no page fetched twice
+
+
+async def test_s_stops_the_selected_source_and_r_resumes_it(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=300, page_size=10, latency_ms=10)
+    config = write_config(sources_yaml(server.url, ["halted"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "halted" in stats and stats["halted"].pages >= 3)
+        await pilot.press("s")
+        await async_wait_for(lambda: cell(app, "halted", "status") == "stopped", what="stopped")
+        assert stats["halted"].pages < 31
+        await pilot.press("r")
+        await async_wait_for(lambda: cell(app, "halted", "status") == "done", what="done")
+    assert lake_ids(config.out) == expected_ids("halted", 300)
+
+
+# -- what the screen says ---------------------------------------------------------------------
+
+
+async def test_a_backing_off_source_shows_a_live_countdown(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(fault_rate=1.0, faults=("429",), retry_after_s=30)
+    config = write_config(sources_yaml(server.url, ["throttled"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(
+            lambda: cell(app, "throttled", "status").startswith("backing off"), what="backoff"
+        )
+        seconds = int(cell(app, "throttled", "status").removeprefix("backing off ").rstrip("s"))
+        assert 25 <= seconds <= 30
+        in_flight = shown(app.query_one(InFlightPane))
+        assert "throttled: backing off, next attempt in" in in_flight
+        assert "HTTP 429" in in_flight
+        await async_wait_for(
+            lambda: cell(app, "throttled", "status") == f"backing off {seconds - 1}s",
+            within=3,
+            what="the countdown to tick",
+        )
+        await pilot.press("q")
+    assert app.return_value == 130
+
+
+async def test_errors_pane_filters_to_the_selected_source_with_f(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        f"sources:\n  good:\n    url: {demo.url}/v1/all/good\n"
+        f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
+    )
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        errors = app.errors_table
+        await async_wait_for(app.all_finished, what="the run")
+        await async_wait_for(lambda: errors.row_count == 1, what="the error")
+        assert errors.row_sources == {next(iter(errors.row_sources)): "broken"}
+        await pilot.press("f")  # the selected source is "good": it has no errors
+        assert errors.row_count == 0
+        assert "Errors of good" in str(errors.border_title)
+        await pilot.press("down")
+        await async_wait_for(lambda: errors.row_count == 1, what="broken's error")
+        await pilot.press("f")
+        assert errors.row_count == 1
+        assert "all sources" in str(errors.border_title)
+        await pilot.press("e", "enter")
+        assert isinstance(app.screen, SourceDetailScreen)
+        assert app.screen.source == "broken"
+
+
+async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        f"sources:\n  invoices:\n    url: {demo.url}/secure/cursor/invoices\n"
+        "    records: items\n    params: {limit: 50}\n"
+        "    auth: {type: bearer, token: '${API_TOKEN}'}\n"
+        "    pagination: {type: cursor, cursor: next_cursor, cursor_param: cursor}\n",
+        env={"API_TOKEN": TOKEN},
+    )
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, SourceDetailScreen)
+        streams = screen.query_one("#streams")
+        await async_wait_for(lambda: streams.row_count == 1, what="the stream row")  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert "bearer token (hidden)" in shown(screen.query_one("#config-summary"))
+        assert shown(screen.query_one("#detail-title")) == "invoices — done"
+        assert TOKEN not in app.export_screenshot()
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SourceDetailScreen)
+
+
+async def test_the_in_flight_pane_is_bounded(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=20, page_size=10)
+    config = write_config(sources_yaml(server.url, ["a", "b", "c"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        engine = app.engine
+        in_flight = engine.telemetry.in_flight
+        for number in range(120):  # a synthetic burst, to measure what one tick costs
+            engine.telemetry.request_started("abc"[number % 3], "GET", f"http://x/{number}", 1)
+        app.refresh_view()
+        lines = shown(app.query_one(InFlightPane)).splitlines()
+        assert len(lines) == MAX_IN_FLIGHT_SHOWN + 1
+        assert lines[-1] == f"… and {120 - MAX_IN_FLIGHT_SHOWN} more"
+        assert app.query_one("#in-flight-box").border_title == "In flight: 120"
+        for request_id in list(in_flight):
+            engine.telemetry.request_finished(request_id)
+        await pilot.press("q")
+
+
+async def test_a_tick_with_nothing_new_updates_no_cell(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(sources_yaml(demo.url, ["calm", "quiet"]))
+    app = Dashboard(Engine(config), clock=lambda: 1_000.0)
+    async with app.run_test(size=SIZE):
+        await async_wait_for(app.all_finished, what="the run")
+        await async_wait_for(lambda: not app.engine.telemetry.in_flight)
+        app.refresh_view()
+        updated = app.sources_table.cells_updated
+        for _ in range(5):
+            app.refresh_view()
+        assert app.sources_table.cells_updated == updated
+
+
+async def test_help_lists_every_key(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(sources_yaml(demo.url, ["any"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = {
+            line.split()[0]
+            for line in shown(app.screen.query_one("#help-keys")).splitlines()
+            if line.strip()
+        }
+        for binding in Dashboard.BINDINGS:
+            assert isinstance(binding, Binding) and binding.description
+            assert (binding.key_display or binding.key) in keys, binding
+        assert {"enter", "escape", "ctrl+p"} <= keys
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_the_command_palette_pauses_a_source_by_name(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    # Slow requests keep the process idle, so that Pilot types without waiting for it.
+    server = demo_server_factory(records=1000, page_size=10, latency_ms=300)
+    config = write_config(sources_yaml(server.url, ["alpha", "beta"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(lambda: len(app.engine.telemetry.sources) == 2)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"pause beta")
+        commands = app.screen.query_one(CommandList)
+
+        def first_command_highlighted() -> bool:
+            if commands.option_count == 0 or commands.highlighted != 0:
+                return False
+            prompt = commands.get_option_at_index(0).prompt
+            return isinstance(prompt, Content) and prompt.plain.startswith("Pause beta")
+
+        await async_wait_for(first_command_highlighted, what="the command")
+        await pilot.press("enter")
+        await async_wait_for(lambda: app.engine.runners["beta"].paused, what="beta paused")
+        assert not app.engine.runners["alpha"].paused
+        await pilot.press("q", "q")
+
+
+# -- quitting -----------------------------------------------------------------------------------
+
+
+async def test_q_after_the_run_exits_0_with_everything_committed(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=RECORDS, page_size=50)
+    config = write_config(sources_yaml(server.url, ["kept", "also"], PAGES.replace("10", "50")))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        await pilot.press("q")
+        await async_wait_for(lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 0
+    assert app.result is not None and not app.result.interrupted
+    requests = len(server.log())
+    # Nothing left to fetch: a new run on the same state makes no request.
+    async with Engine(config) as engine:
+        result = await asyncio.wait_for(engine.run(), timeout=30)
+    assert result.exit_code == 0
+    assert len(server.log()) == requests
+    assert lake_ids(config.out, "kept") == expected_ids("kept")
+    assert lake_ids(config.out, "also") == expected_ids("also")
+
+
+async def test_q_mid_run_shows_the_grace_countdown_and_commits_before_exiting(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=300, page_size=10, latency_ms=1_000)
+    config = write_config(sources_yaml(server.url, ["long"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "long" in stats and stats["long"].in_flight == 1)
+        await pilot.press("q")
+        banner = app.query_one("#quit-banner")
+        assert banner.display
+        assert "1 request in flight" in shown(banner)
+        assert "Press q again" in shown(banner)
+        await async_wait_for(lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 130
+    fetched = {entry.query for entry in server.log() if entry.status == 200}
+    server.update_knobs(latency_ms=0)
+    # Every page fetched was committed: the resume fetches only the others, none twice.
+    async with Engine(config) as engine:
+        result = await asyncio.wait_for(engine.run(), timeout=60)
+    assert result.done == ["long"]
+    refetched = [e.query for e in server.log() if e.status == 200 and e.query in fetched]
+    assert len(refetched) == len(fetched)
+    assert lake_ids(config.out) == expected_ids("long", 300)
+
+
+async def test_a_second_q_quits_at_once_and_releases_the_state(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=300, page_size=10, latency_ms=2_000)
+    config = write_config(sources_yaml(server.url, ["stuck"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "stuck" in stats and stats["stuck"].in_flight == 1)
+        quit_at = time.monotonic()
+        await pilot.press("q", "q")
+        await async_wait_for(lambda: app.return_value is not None, within=3, what="exit")
+    assert time.monotonic() - quit_at < 1.5  # did not wait for the 2 s request
+    assert app.return_value == 130
+    server.update_knobs(latency_ms=0)
+    async with Engine(config) as engine:  # the lock was released
+        result = await asyncio.wait_for(engine.run(), timeout=60)
+    assert result.done == ["stuck"]
+    assert lake_ids(config.out) == expected_ids("stuck", 300)
+
+
+async def test_exit_when_done_exits_with_the_runs_code(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        f"sources:\n  fine:\n    url: {demo.url}/v1/all/fine\n"
+        f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
+    )
+    app = Dashboard(Engine(config), exit_when_done=True)
+    async with app.run_test(size=SIZE):
+        await async_wait_for(lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 1
+    assert app.result is not None
+    assert app.result.done == ["fine"] and app.result.failed == ["broken"]
+
+
+async def test_a_locked_state_exits_2_with_the_reason(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(sources_yaml(demo.url, ["locked"]))
+    async with Engine(config):
+        app = Dashboard(Engine(config))
+        async with app.run_test(size=SIZE):
+            await async_wait_for(lambda: app.return_value is not None, what="exit")
+    assert app.return_value == 2
+    assert app.startup_error is not None and "in use by another run" in app.startup_error
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+FROZEN_AT = 1_000.0  # the dashboard's clock, stopped, so that nothing on screen moves
+SNAPSHOT_CONFIG = """\
+sources:
+  customers:
+    url: {url}/v1/pages/customers
+    records: data
+    pagination:
+      type: page_number
+      size_param: per_page
+      size: 50
+      stop: {{total_records: total}}
+  orders:
+    url: {url}/v1/offset/orders
+    records: results
+    concurrency: 2
+    pagination: {{type: offset, limit: 50, stop: {{total_records: {{header: X-Total-Count}}}}}}
+  invoices:
+    url: {url}/secure/cursor/invoices
+    records: items
+    params: {{limit: 50}}
+    auth: {{type: bearer, token: "${{API_TOKEN}}"}}
+    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
+  regions:
+    url: {url}/v1/all/regions
+  missing:
+    url: {url}/v1/nowhere/missing
+"""
+
+
+@pytest.fixture
+def finished_run(
+    demo: DemoServer,
+    write_config: Callable[..., LoadedConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[[], Dashboard]]:
+    """A dashboard whose run has finished, every time-dependent value pinned."""
+    monkeypatch.chdir(tmp_path)  # paths are shown relative to the working directory
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    config = write_config(SNAPSHOT_CONFIG.format(url=demo.url), env={"API_TOKEN": TOKEN})
+    # The demo server's port changes with every session: hide it like a secret.
+    config.redactor.add(f"127.0.0.1:{demo.port}")
+    yield lambda: Dashboard(Engine(config), clock=lambda: FROZEN_AT)
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+async def settle(pilot: Pilot[int]) -> None:
+    """Wait for the run to finish, then pin what the engine stamped with the real clock."""
+    app = pilot.app
+    assert isinstance(app, Dashboard)
+    await async_wait_for(app.all_finished, what="the run")
+    await async_wait_for(lambda: not app.engine.telemetry.in_flight)
+    telemetry = app.engine.telemetry
+    telemetry.started_at = FROZEN_AT - 12
+    for stats in telemetry.sources.values():
+        stats.started_at, stats.finished_at = FROZEN_AT - 12, FROZEN_AT - 2
+    for source in app.engine.state.last_commit_at:
+        app.engine.state.last_commit_at[source] = FROZEN_AT - 2
+    errors = [dataclasses.replace(event, at=1_700_000_000.0) for event in telemetry.errors]
+    telemetry.errors = deque(errors, maxlen=telemetry.errors.maxlen)
+    app.refresh_view()  # notices the finish and notifies: let those toasts arrive, then clear
+    await pilot.pause()
+    app.clear_notifications()
+    app.refresh_view()
+    await pilot.pause()
+
+
+def test_snapshot_main_screen(
+    snap_compare: Callable[..., bool], finished_run: Callable[[], Dashboard]
+) -> None:
+    assert snap_compare(finished_run(), terminal_size=SIZE, run_before=settle)
+
+
+def test_snapshot_detail_screen(
+    snap_compare: Callable[..., bool], finished_run: Callable[[], Dashboard]
+) -> None:
+    async def open_detail(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("enter")
+        screen = pilot.app.screen
+        assert isinstance(screen, SourceDetailScreen)
+        streams = screen.query_one("#streams")
+        await async_wait_for(lambda: streams.row_count == 1, what="streams")  # type: ignore[attr-defined]
+        await pilot.pause()
+
+    assert snap_compare(finished_run(), terminal_size=SIZE, run_before=open_detail)
+
+
+def test_snapshot_help_screen(
+    snap_compare: Callable[..., bool], finished_run: Callable[[], Dashboard]
+) -> None:
+    async def open_help(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(finished_run(), terminal_size=SIZE, run_before=open_help)
