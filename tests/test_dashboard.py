@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 from textual.binding import Binding
-from textual.command import CommandList
+from textual.command import CommandList, CommandPalette
 from textual.content import Content
 from textual.pilot import Pilot
 from textual.widget import Widget
@@ -257,8 +257,8 @@ async def test_errors_pane_filters_to_the_selected_source_with_f(
         assert errors.row_count == 1
         assert "all sources" in str(errors.border_title)
         await pilot.press("e", "enter")
-        assert isinstance(app.screen, SourceDetailScreen)
-        assert app.screen.source == "broken"
+        await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
+        assert isinstance(app.screen, SourceDetailScreen) and app.screen.source == "broken"
 
 
 async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
@@ -275,6 +275,7 @@ async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         await pilot.press("enter")
+        await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
         screen = app.screen
         assert isinstance(screen, SourceDetailScreen)
         streams = screen.query_one("#streams")
@@ -284,7 +285,7 @@ async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
         assert shown(screen.query_one("#detail-title")) == "invoices — done"
         assert TOKEN not in app.export_screenshot()
         await pilot.press("escape")
-        assert not isinstance(app.screen, SourceDetailScreen)
+        await async_wait_for(lambda: not isinstance(app.screen, SourceDetailScreen))
 
 
 async def test_the_in_flight_pane_is_bounded(
@@ -332,7 +333,7 @@ async def test_help_lists_every_key(
     app = Dashboard(Engine(config))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
-        assert isinstance(app.screen, HelpScreen)
+        await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
         keys = {
             line.split()[0]
             for line in shown(app.screen.query_one("#help-keys")).splitlines()
@@ -343,7 +344,7 @@ async def test_help_lists_every_key(
             assert (binding.key_display or binding.key) in keys, binding
         assert {"enter", "escape", "ctrl+p"} <= keys
         await pilot.press("escape")
-        assert not isinstance(app.screen, HelpScreen)
+        await async_wait_for(lambda: not isinstance(app.screen, HelpScreen), what="closed")
 
 
 async def test_the_command_palette_pauses_a_source_by_name(
@@ -357,6 +358,7 @@ async def test_the_command_palette_pauses_a_source_by_name(
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(lambda: len(app.engine.telemetry.sources) == 2)
         await pilot.press("ctrl+p")
+        await async_wait_for(lambda: CommandPalette.is_open(app), what="the palette")
         await pilot.press(*"pause beta")
         commands = app.screen.query_one(CommandList)
 
@@ -559,6 +561,7 @@ def test_snapshot_detail_screen(
     async def open_detail(pilot: Pilot[int]) -> None:
         await settle(pilot)
         await pilot.press("enter")
+        await async_wait_for(lambda: isinstance(pilot.app.screen, SourceDetailScreen))
         screen = pilot.app.screen
         assert isinstance(screen, SourceDetailScreen)
         streams = screen.query_one("#streams")
@@ -574,5 +577,6 @@ def test_snapshot_help_screen(
     async def open_help(pilot: Pilot[int]) -> None:
         await settle(pilot)
         await pilot.press("question_mark")
+        await async_wait_for(lambda: isinstance(pilot.app.screen, HelpScreen), what="help")
 
     assert snap_compare(finished_run(), terminal_size=SIZE, run_before=open_help)

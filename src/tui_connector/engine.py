@@ -226,8 +226,7 @@ class SourceRunner:
                     break
                 stats.streams_done += 1
             stats.status = SourceStatus.STOPPED if self.stop_requested else SourceStatus.DONE
-        except StreamFailed as failure:
-            self.engine.telemetry.error(failure.event)
+        except StreamFailed as failure:  # its event is already in the error ring
             stats.status = SourceStatus.FAILED
             stats.last_error = str(failure)
         except StateError as exc:
@@ -476,7 +475,7 @@ class Engine:
         try:
             for runner in self.runners.values():
                 await runner.http.aclose()
-            status = "interrupted" if self._stopping else "finished"
+            status = "interrupted" if self._interrupted() else "finished"
             with contextlib.suppress(StateError):
                 await self.state.end_run(status)
             await self.state.close()
@@ -497,7 +496,8 @@ class Engine:
         async with asyncio.TaskGroup() as group:
             self._group = group
             for runner in self.runners.values():
-                runner.start(group)
+                if not self._stopping:  # a stop requested before the run starts nothing
+                    runner.start(group)
             while True:
                 await self._changed.wait()
                 self._changed.clear()
@@ -506,6 +506,7 @@ class Engine:
             if self._stopping:
                 await self._drain()
         self._group = None
+        self.telemetry.finished_at = time.monotonic()
         with contextlib.suppress(StateError):
             await self.state.flush()
         return self.result()
@@ -519,8 +520,16 @@ class Engine:
         for task in late:
             task.cancel()
 
+    def _interrupted(self) -> bool:
+        """A stop counts as an interruption only if it left work undone (the dashboard's
+        run always ends with a stop, usually after everything finished)."""
+        return self._stopping and any(
+            runner.stats.status not in (SourceStatus.DONE, SourceStatus.FAILED)
+            for runner in self.runners.values()
+        )
+
     def result(self) -> RunResult:
-        result = RunResult(interrupted=self._stopping)
+        result = RunResult(interrupted=self._interrupted())
         for name, runner in self.runners.items():
             status = runner.stats.status
             if status is SourceStatus.DONE:
