@@ -472,15 +472,20 @@ class Engine:
         await self.close()
 
     async def close(self) -> None:
+        # The state closes whatever else fails: an open aiosqlite connection's thread would
+        # keep the process alive after the run.
         try:
-            for runner in self.runners.values():
-                await runner.http.aclose()
             status = "interrupted" if self._interrupted() else "finished"
             with contextlib.suppress(StateError):
                 await self.state.end_run(status)
             await self.state.close()
         finally:
-            self._lock.release()
+            try:
+                for runner in self.runners.values():
+                    with contextlib.suppress(Exception):  # a dead connection is already closed
+                        await runner.http.aclose()
+            finally:
+                self._lock.release()
 
     # -- running ----------------------------------------------------------------------------
 
