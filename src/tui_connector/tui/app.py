@@ -476,7 +476,7 @@ class Dashboard(App[int]):
     def action_focus_errors(self) -> None:
         screen = self.screen
         if isinstance(screen, SourceDetailScreen):
-            screen.query_one(ErrorTable).focus()
+            screen.history.focus()
         elif self.errors_table.has_focus:
             self.sources_table.focus()
         else:

@@ -13,6 +13,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
@@ -208,6 +209,8 @@ class SourceDetailScreen(Screen[None]):
         self._shown_concurrency: int | None = None
         self._shown_title: str | None = None
         self._mounted = False
+        # Held directly: a query for it can run before the screen's children are mounted.
+        self.history = SourceErrorTable(id="history", max_rows=500, source=source)
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-title")
@@ -218,7 +221,7 @@ class SourceDetailScreen(Screen[None]):
                 yield Static(id="detail-figures")
                 yield Sparkline([], id="throughput")
         yield DataTable(id="streams", cursor_type="row", show_cursor=False)
-        yield SourceErrorTable(id="history", max_rows=500, source=self.source)
+        yield self.history
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -228,7 +231,7 @@ class SourceDetailScreen(Screen[None]):
         self.query_one("#detail-config").border_title = "Config (secrets redacted)"
         self.query_one("#detail-figures").border_title = "Now"
         streams.border_title = "Streams (from the state database, every second)"
-        self.query_one(ErrorTable).restyle(ThemeStyles(self.app))
+        self.history.restyle(ThemeStyles(self.app))
         self._mounted = True
         self.refresh_live()
         await self.load_streams()
@@ -258,6 +261,12 @@ class SourceDetailScreen(Screen[None]):
         """Called by the app's timer: the figures and the sparkline from telemetry."""
         if not self._mounted:  # the app's timer may tick between push and mount
             return
+        try:
+            self._refresh_live()
+        except NoMatches:  # the timer ticked while the screen was being dismantled
+            return
+
+    def _refresh_live(self) -> None:
         now = self.clock()
         engine = self.engine
         stats = engine.telemetry.sources.get(self.source)
@@ -276,7 +285,7 @@ class SourceDetailScreen(Screen[None]):
             summary = config_summary(spec, engine.redactor, concurrency)
             self.query_one("#config-summary", Static).update(summary)
         self._refresh_sparkline()
-        history = self.query_one(ErrorTable)
+        history = self.history
         history.sync(engine.telemetry.errors)
         history.border_title = f"Errors of {self.source} ({history.row_count})"
 
