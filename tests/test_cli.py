@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,32 +14,15 @@ import pytest
 
 from tui_connector.demo.server import DemoServer
 
-from conftest import expected_ids, lake_ids, wait_for
-
-CLI = [sys.executable, "-m", "tui_connector"]
-
-
-def cli(
-    *args: str, cwd: Path | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*CLI, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+from conftest import (
+    cli,
+    crash_and_resume,
+    expected_ids,
+    lake_ids,
+    start,
+    stream_pages,
+    wait_for,
+)
 
 
 def backfill_config(tmp_path: Path, url: str, records_per_page: int = 20) -> Path:
@@ -70,17 +51,6 @@ sources:
     return path
 
 
-def stream_pages(state: Path) -> int:
-    if not state.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1) as db:
-            row = db.execute("SELECT coalesce(sum(pages), 0) FROM streams").fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0])
-
-
 def assert_lake_exact(out: Path, records: int) -> None:
     for source in ("pages", "cursor", "links"):
         assert lake_ids(out, source) == expected_ids(source, records), source
@@ -102,32 +72,8 @@ def test_sigkill_at_random_instants_then_resume_is_exact(
         faults=("429", "429-date", "500", "503", "drop", "truncate"),
     )
     config = backfill_config(tmp_path, server.url)
-    state = tmp_path / ".tui-connector" / "state.db"
-    chooser = random.Random(seed)
-    kills = 0
-    for _ in range(6):
-        process = start("run", "--headless", str(config), "--progress-interval", "60")
-        pages_before = stream_pages(state)
-        # Kill once the run is doing real work: some at start-up, most mid-stream.
-        if chooser.random() < 0.7:
-            wait_for(
-                lambda p=pages_before, run=process: (
-                    stream_pages(state) > p or run.poll() is not None
-                ),
-                timeout=60,
-                what="progress",
-            )
-        time.sleep(chooser.uniform(0.0, 0.4))  # the random instant of the kill
-        if process.poll() is not None:
-            _, stderr = process.communicate()
-            assert process.returncode == 0, stderr
-            break
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
-        kills += 1
+    kills = crash_and_resume(config, tmp_path / ".tui-connector" / "state.db", seed)
     assert kills >= 1
-    final = cli("run", "--headless", str(config), "--progress-interval", "60")
-    assert final.returncode == 0, final.stdout + final.stderr
     assert_lake_exact(tmp_path / "lake", records)
     leftovers = list((tmp_path / "lake").rglob("*.tmp"))
     assert leftovers == []

@@ -62,7 +62,8 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         "concurrency-not-int",
         GOOD_SOURCE + "    concurrency: lots\n",
         {},
-        ":5:18: sources.items.concurrency: Input should be a valid integer",
+        ":5:18: sources.items.concurrency: 'lots' is not a concurrency; write a whole number, "
+        "'auto', or a range {min: 2, max: 64}",
     ),
     (
         "concurrency-zero",

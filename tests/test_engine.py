@@ -13,20 +13,14 @@ import pytest
 
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.server import DemoServer
-from tui_connector.engine import Engine, RunResult
+from tui_connector.engine import Engine
 from tui_connector.state import StateLockedError
 from tui_connector.telemetry import SourceStatus
 
 from conftest import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids
+from conftest import run_engine as run
 
 TOKEN = "test-token-5f3a9"
-
-
-async def run(config: LoadedConfig, **options: object) -> tuple[RunResult, Engine]:
-    engine = Engine(config, **options)  # type: ignore[arg-type]
-    async with engine:
-        result = await asyncio.wait_for(engine.run(), timeout=60)
-    return result, engine
 
 
 def one_source(url: str, body: str) -> str:

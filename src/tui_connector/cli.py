@@ -14,9 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -240,19 +241,22 @@ def _state_path(config: str, state: Path | None) -> Path:
 @cli.command()
 @_state_options
 @click.option("--json", "as_json", is_flag=True, help="Print the streams as JSON.")
-def status(state: Path | None, config: str, as_json: bool) -> None:
-    """Show every stream's checkpoint."""
+@click.option(
+    "--streams", "per_stream", is_flag=True, help="One line per stream (partition), not per source."
+)
+def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> None:
+    """Show each source's progress and high-water mark (--streams: every stream's checkpoint)."""
     from tui_connector.state import StateError, StateStore
 
     path = _state_path(config, state)
     if not path.exists():
         _fail(f"no state database at {path}; nothing has run yet (or pass --state)", EXIT_FAILED)
 
-    async def read() -> list[dict[str, object]]:
+    async def read() -> list[dict[str, Any]]:
         store = StateStore(path)
         try:
             await store.open()
-            return [row.__dict__ for row in await store.streams()]
+            return [dict(row.__dict__) for row in await store.streams()]
         finally:
             await store.close()
 
@@ -266,8 +270,24 @@ def status(state: Path | None, config: str, as_json: bool) -> None:
     if not rows:
         click.echo(f"{path}: no streams yet")
         return
-    header = ("SOURCE", "PARTITION", "STATUS", "PAGES", "RECORDS", "UPDATED", "CURSOR")
-    table = [header]
+    table = _stream_table(rows) if per_stream else _source_table(rows)
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+    for row in rows:
+        if row["last_error"]:
+            click.echo(f"{row['source']}/{row['partition']}: {row['last_error']}")
+
+
+def _mark_text(mark: Any) -> str:
+    return "" if not mark else str(mark.get("value", ""))
+
+
+def _stream_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    table: list[tuple[str, ...]] = [
+        ("SOURCE", "PARTITION", "STATUS", "PAGES", "RECORDS", "MARK", "UPDATED", "CURSOR")
+    ]
     for row in rows:
         cursor = json.dumps(row["cursor"], separators=(",", ":"))
         table.append(
@@ -277,16 +297,45 @@ def status(state: Path | None, config: str, as_json: bool) -> None:
                 str(row["status"]),
                 str(row["pages"]),
                 str(row["records"]),
+                _mark_text(row["mark"]),
                 str(row["updated_at"]),
                 cursor if len(cursor) <= 60 else cursor[:59] + "…",
             )
         )
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    return table
+
+
+def _source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One line per source: its streams by status, its totals, its high-water mark (the
+    lowest of its streams': where the next incremental run of the slowest one starts)."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if row["last_error"]:
-            click.echo(f"{row['source']}/{row['partition']}: {row['last_error']}")
+        by_source.setdefault(str(row["source"]), []).append(row)
+    table: list[tuple[str, ...]] = [
+        ("SOURCE", "STATUS", "STREAMS", "PAGES", "RECORDS", "HIGH-WATER MARK", "UPDATED")
+    ]
+    for source, streams in by_source.items():
+        statuses = Counter(str(row["status"]) for row in streams)
+        done = statuses.get("done", 0)
+        overall = next((s for s in ("failed", "running", "stopped") if statuses.get(s)), "done")
+        marks = [row["mark"]["value"] for row in streams if row["mark"]]
+        mark = ""
+        with contextlib.suppress(TypeError):  # values of mixed types: show none
+            mark = str(min(marks)) if marks else ""
+        if marks and len(marks) < len(streams):
+            mark += f" ({len(marks)} of {len(streams)} streams)"
+        table.append(
+            (
+                source,
+                overall,
+                f"{done}/{len(streams)} done",
+                str(sum(int(row["pages"]) for row in streams)),
+                str(sum(int(row["records"]) for row in streams)),
+                mark,
+                max(str(row["updated_at"]) for row in streams),
+            )
+        )
+    return table
 
 
 @cli.command()

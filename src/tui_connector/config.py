@@ -8,10 +8,13 @@ validated `Config` or a `ConfigError` whose message is ready to print.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
+import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,8 +26,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -120,6 +125,10 @@ class PageNumberPagination(Strict):
     start: int = 1
     size_param: str | None = None
     size: PositiveInt | None = None
+    parallel: bool = Field(
+        default=True,
+        description="once the first page reveals the total, fetch the rest concurrently",
+    )
     stop: StopRules = StopRules()
 
     @model_validator(mode="after")
@@ -135,6 +144,10 @@ class OffsetPagination(Strict):
     limit_param: str = "limit"
     limit: PositiveInt = 100
     start: Annotated[int, Field(ge=0)] = 0
+    parallel: bool = Field(
+        default=True,
+        description="once the first page reveals the total, fetch the rest concurrently",
+    )
     stop: StopRules = StopRules()
 
 
@@ -183,6 +196,238 @@ Pagination = Annotated[
     Field(discriminator="type"),
 ]
 PAGINATION_TYPES = ("none", "page_number", "offset", "cursor", "next_url")
+
+
+# ---------------------------------------------------------------------------------------------
+# Partitions: one source split into streams, each with its own cursor and checkpoint
+
+# Date windows beyond this many are surely a mistake (a step of minutes over years).
+MAX_DATE_WINDOWS = 100_000
+_STEP = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_STEP_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_step(text: str) -> timedelta:
+    match = _STEP.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(
+            f"{text!r} is not a step; write a positive whole number and a unit: "
+            "30m, 6h, 1d, 1w (s, m, h, d, w)"
+        )
+    return timedelta(**{_STEP_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def parse_instant(value: Any) -> datetime:
+    """A point in time from YAML: a date, a datetime, or an ISO 8601 string (UTC if no zone)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a date or time; write 2024-01-01 or 2024-01-01T06:00:00Z"
+            ) from None
+    else:
+        raise ValueError(f"expected a date or time like 2024-01-01, got {value!r}")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class Placement(Strict):
+    """Where a partition's value goes in each request: exactly one of these."""
+
+    param: str | None = Field(default=None, description="a query parameter")
+    body_field: str | None = Field(default=None, description="dotted path in the JSON body")
+    path: str | None = Field(default=None, description="the {name} placeholder in the url")
+
+    @model_validator(mode="after")
+    def _exactly_one_place(self) -> Placement:
+        given = [name for name in ("param", "body_field", "path") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'param' (query parameter), 'body_field' (dotted path in "
+                "the JSON body) or 'path' (the {name} placeholder in the url) to say where "
+                "each partition's value goes"
+            )
+        return self
+
+
+class DatePartitions(Strict):
+    """Consecutive time windows [start, start + step), ..., up to `end` (default: now)."""
+
+    type: Literal["dates"]
+    start: datetime
+    end: datetime | None = Field(default=None, description="default: the time the run starts")
+    step: timedelta
+    format: Literal["iso", "date", "epoch", "epoch_ms"] = "iso"
+    start_param: str | None = None
+    start_body_field: str | None = None
+    end_param: str | None = None
+    end_body_field: str | None = None
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> datetime:
+        return parse_instant(value)
+
+    @field_validator("end", mode="before")
+    @classmethod
+    def _end(cls, value: Any) -> datetime | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "now"):
+            return None
+        return parse_instant(value)
+
+    @field_validator("step", mode="before")
+    @classmethod
+    def _step(cls, value: Any) -> timedelta:
+        if not isinstance(value, str):
+            raise ValueError(f"write the step as text like 1d or 6h, not {value!r}")
+        return parse_step(value)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> DatePartitions:
+        if (self.start_param is None) == (self.start_body_field is None):
+            raise ValueError(
+                "give exactly one of 'start_param' or 'start_body_field': where each window's "
+                "start goes"
+            )
+        if self.end_param is not None and self.end_body_field is not None:
+            raise ValueError("give at most one of 'end_param' or 'end_body_field'")
+        if self.end is not None:
+            if self.end <= self.start:
+                raise ValueError(f"'end' ({self.end:%Y-%m-%d %H:%M}) is not after 'start'")
+            windows = (self.end - self.start) / self.step
+            if windows > MAX_DATE_WINDOWS:
+                raise ValueError(
+                    f"{windows:,.0f} windows of {self.step} between start and end; at most "
+                    f"{MAX_DATE_WINDOWS:,}: use a longer step"
+                )
+        return self
+
+
+class ValuePartitions(Placement):
+    """One stream per value: a literal list, or a file with one value per line (or a JSON list)."""
+
+    type: Literal["values"]
+    values: tuple[Scalar, ...] | None = None
+    values_file: str | None = Field(default=None, description="relative to this config file")
+
+    @model_validator(mode="after")
+    def _one_source_of_values(self) -> ValuePartitions:
+        if (self.values is None) == (self.values_file is None):
+            raise ValueError("give exactly one of 'values' (a list) or 'values_file' (a path)")
+        if self.values is not None:
+            _check_values(self.values)
+        return self
+
+
+def _check_values(values: tuple[Scalar, ...]) -> None:
+    if not values:
+        raise ValueError("the list of values is empty: there would be nothing to fetch")
+    seen: set[str] = set()
+    for value in values:
+        text = _value_text(value)
+        if text in seen:
+            raise ValueError(f"the value {text!r} is listed twice")
+        seen.add(text)
+
+
+def _value_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class ParentPartitions(Placement):
+    """One stream per record of another source (e.g. every repository, then its issues)."""
+
+    type: Literal["parent"]
+    source: str = Field(description="the parent source, defined in this file")
+    value: JMESPath = Field(description="JMESPath into each parent record, e.g. id")
+    copy_fields: dict[str, JMESPath] | tuple[str, ...] = Field(
+        default=(),
+        description="parent fields copied into each child record: a list of names, or "
+        "{child_field: JMESPath into the parent record}",
+    )
+
+    @property
+    def copied(self) -> dict[str, str]:
+        if isinstance(self.copy_fields, dict):
+            return dict(self.copy_fields)
+        return {name: _quoted_path(name) for name in self.copy_fields}
+
+
+def _quoted_path(name: str) -> str:
+    # A field name with dashes or dots is not a bare JMESPath identifier.
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else json.dumps(name)
+
+
+Partitions = Annotated[
+    DatePartitions | ValuePartitions | ParentPartitions, Field(discriminator="type")
+]
+PARTITION_TYPES = ("dates", "values", "parent")
+AnyPartitions = DatePartitions | ValuePartitions | ParentPartitions
+_TAGS = ("fixed", "auto")
+
+
+class Incremental(Strict):
+    """Fetch only what is newer than the last successful run's high-water mark."""
+
+    cursor_field: JMESPath = Field(description="JMESPath into each record, e.g. updated_at")
+    initial: Scalar | None = Field(default=None, description="sent on the first run")
+    param: str | None = None
+    body_field: str | None = None
+    primary_key: JMESPath | None = Field(
+        default=None,
+        description="identifies a record; records at the boundary are recognised by it "
+        "(default: the whole record's hash)",
+    )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Incremental:
+        if (self.param is None) == (self.body_field is None):
+            raise ValueError(
+                "give exactly one of 'param' or 'body_field': where the high-water mark goes"
+            )
+        return self
+
+
+class AutoConcurrency(Strict):
+    """Adaptive concurrency between `min` and `max`, starting at `start`."""
+
+    min: Annotated[int, Field(ge=1, le=1000)] = 1
+    max: Annotated[int, Field(ge=1, le=1000)] = 64
+    start: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoConcurrency:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+def _concurrency_kind(value: Any) -> str:
+    return "auto" if isinstance(value, dict | AutoConcurrency) else "fixed"
+
+
+def _concurrency_shorthand(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return AutoConcurrency()
+        raise ValueError(
+            f"{value!r} is not a concurrency; write a whole number, 'auto', "
+            "or a range {min: 2, max: 64} (adaptive within it)"
+        )
+    return value
+
+
+Concurrency = Annotated[
+    Annotated[Annotated[int, Field(ge=1, le=1000)], Tag("fixed")]
+    | Annotated[AutoConcurrency, Tag("auto")],
+    Discriminator(_concurrency_kind),
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,12 +480,17 @@ class RetryPolicy(Strict):
 
 
 class SourceDefaults(Strict):
-    concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+    concurrency: Concurrency = 4
     rate_limit: PositiveFloat | None = None
     timeout: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     headers: dict[str, Scalar] = {}
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: Any) -> Any:
+        return _concurrency_shorthand(value)
 
 
 class Source(Strict):
@@ -257,9 +507,11 @@ class Source(Strict):
         description="JMESPath to an error value returned with HTTP 200 (e.g. GraphQL 'errors')",
     )
     pagination: Pagination = NoPagination()
+    partitions: Partitions | None = None
+    incremental: Incremental | None = None
     auth: Auth | None = None
     # The knobs below default to the top-level `defaults:` block (filled in by the loader).
-    concurrency: Annotated[int, Field(ge=1, le=1000)] | None = None
+    concurrency: Concurrency | None = None
     rate_limit: PositiveFloat | None = None
     timeout: Timeouts | None = None
     retry: RetryPolicy | None = None
@@ -269,6 +521,11 @@ class Source(Strict):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: Any) -> Any:
+        return _concurrency_shorthand(value)
 
     @model_validator(mode="after")
     def _coherent(self) -> Source:
@@ -286,7 +543,41 @@ class Source(Strict):
                 "pagination.cursor_body_field puts the cursor in the JSON body, "
                 "which needs 'method: POST'"
             )
+        body_fields = [
+            f"{section}.{key}"
+            for section, model in (
+                ("partitions", self.partitions),
+                ("incremental", self.incremental),
+            )
+            for key in ("body_field", "start_body_field", "end_body_field")
+            if getattr(model, key, None)
+        ]
+        if body_fields and self.method != "POST":
+            raise ValueError(
+                f"{body_fields[0]} puts a value in the JSON body, which needs 'method: POST'"
+            )
+        placeholders = url_placeholders(self.url)
+        path = getattr(self.partitions, "path", None)
+        for name in placeholders:
+            if name != path:
+                raise ValueError(
+                    f"the url has a placeholder {{{name}}} but no partitions put a value "
+                    "there; add partitions with 'path: " + name + "', or remove it"
+                )
+        if path is not None and path not in placeholders:
+            raise ValueError(
+                f"partitions.path is {path!r} but the url has no {{{path}}} placeholder; "
+                f"write the url like https://api.example.com/items/{{{path}}}"
+            )
         return self
+
+
+def url_placeholders(url: str) -> list[str]:
+    """The `{name}` placeholders in a url template."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(url) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"the url has an unbalanced brace ({exc}); write {{name}}") from None
 
 
 class Config(Strict):
@@ -329,10 +620,14 @@ class SourceSpec:
     )
     auth: BearerAuth | BasicAuth | ApiKeyAuth | None
     concurrency: int
+    """The fixed limit, or the starting one of an adaptive limit."""
     rate_limit: float | None
     timeout: Timeouts
     retry: RetryPolicy
     transport: str
+    partitions: AnyPartitions | None = None
+    incremental: Incremental | None = None
+    auto_concurrency: AutoConcurrency | None = None
 
 
 @dataclass(frozen=True)
@@ -345,7 +640,18 @@ class LoadedConfig:
     redactor: Redactor
 
 
-def _spec(name: str, source: Source, defaults: SourceDefaults) -> SourceSpec:
+def _spec(
+    name: str,
+    source: Source,
+    defaults: SourceDefaults,
+    partitions: AnyPartitions | None,
+) -> SourceSpec:
+    concurrency = source.concurrency if source.concurrency is not None else defaults.concurrency
+    auto = concurrency if isinstance(concurrency, AutoConcurrency) else None
+    if auto is not None:
+        start = auto.start if auto.start is not None else max(auto.min, min(auto.max, 4))
+        concurrency = max(auto.min, min(auto.max, start))
+    assert isinstance(concurrency, int)
     return SourceSpec(
         name=name,
         url=source.url,
@@ -357,11 +663,14 @@ def _spec(name: str, source: Source, defaults: SourceDefaults) -> SourceSpec:
         errors=source.errors,
         pagination=source.pagination,
         auth=source.auth,
-        concurrency=source.concurrency or defaults.concurrency,
+        concurrency=concurrency,
         rate_limit=source.rate_limit if source.rate_limit is not None else defaults.rate_limit,
         timeout=source.timeout or defaults.timeout,
         retry=source.retry or defaults.retry,
         transport=source.transport or defaults.transport,
+        partitions=partitions,
+        incremental=source.incremental,
+        auto_concurrency=auto,
     )
 
 
@@ -553,8 +862,13 @@ def _loc_for(error: dict[str, Any]) -> Loc:
     raw = error["loc"]
     loc: list[str | int] = []
     for index, part in enumerate(raw):
-        after_union = index > 0 and raw[index - 1] in ("pagination", "auth")
-        if after_union and part in (*PAGINATION_TYPES, *AUTH_TYPES):
+        after_union = index > 0 and raw[index - 1] in (
+            "pagination",
+            "auth",
+            "partitions",
+            "concurrency",
+        )
+        if after_union and part in (*PAGINATION_TYPES, *AUTH_TYPES, *PARTITION_TYPES, *_TAGS):
             continue
         if isinstance(part, str) and ("[" in part or "function-" in part):
             continue
@@ -633,7 +947,13 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(sorted(set(messages), key=messages.index)) from None
 
     base = file.resolve().parent
-    sources = {name: _spec(name, source, model.defaults) for name, source in model.sources.items()}
+    partitions, problems = _resolve_partitions(model, base)
+    if problems:
+        raise ConfigError([_format(shown, locations.find(loc), loc, msg) for loc, msg in problems])
+    sources = {
+        name: _spec(name, source, model.defaults, partitions[name])
+        for name, source in model.sources.items()
+    }
     redactor = Redactor(secrets | set(_secret_values(sources)))
     return LoadedConfig(
         path=file,
@@ -643,6 +963,76 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         state=(base / model.state) if not Path(model.state).is_absolute() else Path(model.state),
         redactor=redactor,
     )
+
+
+def _resolve_partitions(
+    model: Config, base: Path
+) -> tuple[dict[str, AnyPartitions | None], list[tuple[Loc, str]]]:
+    """Read `values_file`s, and check what spans sources: parents exist and form no cycle."""
+    resolved: dict[str, AnyPartitions | None] = {}
+    problems: list[tuple[Loc, str]] = []
+    for name, source in model.sources.items():
+        partitions = source.partitions
+        loc = _partitions_loc(name)
+        if isinstance(partitions, ValuePartitions) and partitions.values_file is not None:
+            try:
+                values = _read_values_file(base / partitions.values_file)
+                _check_values(values)
+            except ValueError as exc:
+                problems.append(((*loc, "values_file"), f"{partitions.values_file}: {exc}"))
+            else:
+                partitions = partitions.model_copy(update={"values": values})
+        if isinstance(partitions, ParentPartitions):
+            parent = partitions.source
+            if parent == name:
+                problems.append(((*loc, "source"), "a source cannot be its own parent"))
+            elif parent not in model.sources:
+                known = ", ".join(n for n in model.sources if n != name) or "none"
+                problems.append(
+                    ((*loc, "source"), f"no source named {parent!r}; the others are: {known}")
+                )
+        resolved[name] = partitions
+    for name in model.sources:
+        chain = [name]
+        current = resolved.get(name)
+        while isinstance(current, ParentPartitions) and current.source in model.sources:
+            if current.source == name:
+                cycle = " -> ".join([*chain, name])
+                problems.append(
+                    ((*_partitions_loc(name), "source"), f"parents form a cycle: {cycle}")
+                )
+                break
+            if current.source in chain:
+                break  # a cycle that does not pass through `name`: reported at its members
+            chain.append(current.source)
+            current = resolved.get(current.source)
+    return resolved, problems
+
+
+def _partitions_loc(name: str) -> Loc:
+    return ("sources", name, "partitions")
+
+
+def _read_values_file(path: Path) -> tuple[Scalar, ...]:
+    """One value per line (blank lines and # comments skipped), or a JSON list."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError("file not found (the path is relative to the config file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read: {exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if not isinstance(data, list) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in data
+        ):
+            raise ValueError("a .json values file must hold a list of strings or numbers")
+        return tuple(data)
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
 
 
 def _format(shown: str, mark: _Mark, loc: Loc, message: str) -> str:

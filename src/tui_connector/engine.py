@@ -18,23 +18,32 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from tui_connector.config import LoadedConfig, SourceSpec
+from tui_connector.adaptive import AdaptiveLimit
+from tui_connector.config import LoadedConfig, ParentPartitions, SourceSpec
 from tui_connector.extract import ExtractError, check_errors, extract_records, read_value
-from tui_connector.httpclient import FetchError, SourceHttp
-from tui_connector.lake import LakeError, LakeWriter
+from tui_connector.httpclient import AttemptOutcome, FetchError, SourceHttp
+from tui_connector.incremental import HighWater, IncrementalError, merged
+from tui_connector.lake import LakeError, LakeWriter, read_page_sync, source_pages_sync
 from tui_connector.paginate import Page, PaginationError, Paginator
+from tui_connector.partitions import WHOLE_SOURCE, ParentValues, Partition, plan, stream_spec
 from tui_connector.state import Checkpoint, RunLock, StateError, StateStore, StreamRow
-from tui_connector.telemetry import ErrorEvent, RunTelemetry, SourceStatus
+from tui_connector.telemetry import (
+    ConcurrencyMode,
+    ErrorEvent,
+    RunTelemetry,
+    SourceStatus,
+    StreamStats,
+    StreamStatus,
+)
+
+__all__ = ["WHOLE_SOURCE", "Engine", "RunResult", "SourceRunner", "StreamFailed"]
 
 log = logging.getLogger(__name__)
-
-# The partition of a source that has no partitions.
-WHOLE_SOURCE = "all"
 
 
 class ResizableLimit:
@@ -94,9 +103,21 @@ class _StopRequested(Exception):
 
 
 class StreamFailed(Exception):
-    def __init__(self, message: str, event: ErrorEvent) -> None:
+    def __init__(self, message: str, event: ErrorEvent, *, fatal: bool = False) -> None:
         super().__init__(message)
         self.event = event
+        self.fatal = fatal  # the whole source stops: no other partition would do better
+
+
+# Failures no other partition of the source would escape: credentials refused.
+_FATAL_STATUSES = frozenset({401, 403, 407})
+_STREAM_ERRORS = (FetchError, ExtractError, PaginationError, LakeError, IncrementalError)
+# Parent page files read per trip to a worker thread when a child scans its parent's lake.
+_SCAN_BATCH = 50
+
+
+def _read_pages(paths: list[Path]) -> list[list[Any]]:
+    return [read_page_sync(path) for path in paths]
 
 
 @dataclass
@@ -113,6 +134,20 @@ class RunResult:
         return 1 if self.failed else 0
 
 
+@dataclass
+class _Stream:
+    """One stream while it runs: where its pages go and what it has committed."""
+
+    partition: Partition
+    stats: StreamStats
+    paginator: Paginator
+    base: int  # the lake position of this run's first page
+    mark: Any  # the committed high-water mark (incremental)
+    high_water: HighWater | None
+    pages: int  # committed pages in the lake, earlier incremental runs included
+    records: int
+
+
 class SourceRunner:
     """Runs the streams of one source and holds its controls."""
 
@@ -124,16 +159,41 @@ class SourceRunner:
         self.stats.concurrency = spec.concurrency
         self.limit = ResizableLimit(spec.concurrency)
         self.http = SourceHttp(spec, engine.telemetry, engine.redactor, engine.max_concurrency)
-        self.paginator = Paginator(spec)
+        self.adaptive: AdaptiveLimit | None = None
+        auto = spec.auto_concurrency
+        if auto is not None:
+            maximum = min(auto.max, engine.max_concurrency)
+            self.adaptive = AdaptiveLimit(
+                minimum=min(auto.min, maximum), maximum=maximum, initial=spec.concurrency
+            )
+            self.stats.concurrency_mode = ConcurrencyMode.AUTO
+            self.stats.concurrency_reason = "adaptive: starting"
+            self.http.observer = self._observe
+        self.stats.partitioned = spec.partitions is not None
         self.task: asyncio.Task[None] | None = None
         self.paused = False
         self.stop_requested = False
         self._unpaused = asyncio.Event()
         self._unpaused.set()
         self._stopping = asyncio.Event()
-        self._busy = 0  # streams between the pause gate and their page's checkpoint
+        self._wake = asyncio.Event()  # a scheduler may start something: look again
+        self._busy = 0  # fetches between the pause gate and their page's checkpoint
         self._settling: asyncio.Task[None] | None = None
         self._restarted: set[str] = set()  # streams a --full-refresh already started over
+        self._source_fingerprint = self._fingerprint()
+        # Parent -> child: the engine links the runners of one run.
+        self.parent: SourceRunner | None = None
+        self.children: list[SourceRunner] = []
+        self.finished = asyncio.Event()
+        partitions = spec.partitions
+        self._parent_values = (
+            ParentValues(partitions) if isinstance(partitions, ParentPartitions) else None
+        )
+        self._accepting = False  # a running child takes partitions from its parent's pages
+        self._queue: deque[Partition] = deque()
+        self._known: set[str] = set()
+        self._failures: list[str] = []
+        self._halted = False  # a fatal failure: start nothing more
 
     # -- controls ---------------------------------------------------------------------------
 
@@ -142,6 +202,7 @@ class SourceRunner:
         self._stopping.clear()
         self.paused = False
         self._unpaused.set()
+        self.finished.clear()
         self.task = group.create_task(self.run(), name=f"source:{self.name}")
 
     def pause(self) -> None:
@@ -157,6 +218,7 @@ class SourceRunner:
             return
         self.paused = False
         self._unpaused.set()
+        self._wake.set()
         if not self.stats.status.finished:
             self.stats.status = SourceStatus.RUNNING if self.task else SourceStatus.PENDING
 
@@ -164,11 +226,52 @@ class SourceRunner:
         self.stop_requested = True
         self._stopping.set()
         self._unpaused.set()
+        self._wake.set()
 
     def set_concurrency(self, limit: int) -> None:
+        """The operator's limit; an adaptive source follows it until set back to auto."""
+        self._apply_limit(limit)
+        if self.adaptive is not None:
+            self.stats.concurrency_mode = ConcurrencyMode.MANUAL
+            self._limit_changed(f"set to {self.limit.limit} by the operator")
+
+    def set_auto(self) -> bool:
+        """Hand the limit back to the adaptive controller. False if the source has none."""
+        if self.adaptive is None:
+            return False
+        self.adaptive.reset(self.limit.limit)
+        self.stats.concurrency_mode = ConcurrencyMode.AUTO
+        self._limit_changed(f"adaptive again from {self.limit.limit}")
+        return True
+
+    def _apply_limit(self, limit: int) -> None:
         limit = max(1, min(limit, self.engine.max_concurrency))
         self.limit.set_limit(limit)
         self.stats.concurrency = limit
+        self._wake.set()
+
+    def _limit_changed(self, reason: str) -> None:
+        self.stats.concurrency_reason = reason
+        self.stats.concurrency_changed_at = time.monotonic()
+
+    def _observe(self, outcome: AttemptOutcome) -> None:
+        adaptive = self.adaptive
+        if adaptive is None or self.stats.concurrency_mode is not ConcurrencyMode.AUTO:
+            return
+        overload = None
+        if outcome.timed_out:
+            overload = "timeout"
+        elif outcome.status in (429, 503):
+            overload = f"HTTP {outcome.status}"
+        change = adaptive.on_sample(
+            started=outcome.started,
+            ended=outcome.ended,
+            in_flight=outcome.in_flight,
+            overload=overload,
+        )
+        if change is not None:
+            self._apply_limit(change.limit)
+            self._limit_changed(change.reason)
 
     # -- pausing ----------------------------------------------------------------------------
 
@@ -206,6 +309,21 @@ class SourceRunner:
         async with self.limit.slot(), self.engine.global_limit.slot():
             yield
 
+    def _forget_task(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        """A done-callback: the task leaves `active`, and its scheduler looks again (a task's
+        own last wake-up comes before it is done, too early to count)."""
+
+        def forget(task: asyncio.Task[None]) -> None:
+            active.discard(task)
+            self._wake.set()
+
+        return forget
+
+    async def _wait_for_wake(self) -> None:
+        # Nothing awaits between a caller's last look and this clear: no wake-up is lost.
+        self._wake.clear()
+        await self._wake.wait()
+
     # -- running ----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -215,36 +333,166 @@ class SourceRunner:
         stats.started_at = stats.started_at or time.monotonic()
         stats.finished_at = None
         stats.last_error = None
+        stats.streams.clear()
+        stats.streams_total = stats.streams_done = stats.streams_failed = 0
+        stats.streams_running = 0
+        self._queue.clear()
+        self._known.clear()
+        self._failures = []
+        self._halted = False
         try:
-            rows = {row.partition: row for row in await self.engine.state.streams(self.name)}
-            partitions = [WHOLE_SOURCE]
-            stats.streams_total = len(partitions)
-            stats.streams_done = 0
-            for partition in partitions:
-                finished = await self._run_stream(partition, rows.get(partition))
-                if not finished:
-                    break
-                stats.streams_done += 1
-            stats.status = SourceStatus.STOPPED if self.stop_requested else SourceStatus.DONE
-        except StreamFailed as failure:  # its event is already in the error ring
-            stats.status = SourceStatus.FAILED
-            stats.last_error = str(failure)
+            parent_status = await self._run_partitions()
+            if self._failures:
+                stats.status = SourceStatus.FAILED
+                if len(self._failures) > 1:
+                    stats.last_error = (
+                        f"{len(self._failures)} of {stats.streams_total} partitions failed; "
+                        f"the first: {self._failures[0]}"
+                    )
+            elif parent_status is SourceStatus.FAILED:
+                self._record_failure(
+                    f"parent source {self._parent_name()} failed: partitions were fetched only "
+                    "for the parent records it retrieved; retry the parent, then this source",
+                    url="",
+                    status=None,
+                    excerpt="",
+                    attempts=0,
+                )
+                stats.status = SourceStatus.FAILED
+            elif self.stop_requested or parent_status is SourceStatus.STOPPED:
+                stats.status = SourceStatus.STOPPED
+            else:
+                stats.status = SourceStatus.DONE
         except StateError as exc:
             self._record_failure(
                 f"state database: {exc}", url="", status=None, excerpt="", attempts=0
             )
             stats.status = SourceStatus.FAILED
         except Exception as exc:  # a bug must fail one source, not the run
-            log.exception("source %s: unexpected error", self.name)
-            message = self.engine.redactor(
-                f"internal error: {type(exc).__name__}: {exc} (traceback in tui-connector.log)"
-            )
-            self._record_failure(message, url="", status=None, excerpt="", attempts=0)
+            self._internal_error(exc)
             stats.status = SourceStatus.FAILED
         finally:
+            self._accepting = False
             stats.finished_at = time.monotonic()
             stats.backoff_until = None
+            self.finished.set()
+            for child in self.children:
+                child._wake.set()
             self.engine.source_changed()
+
+    def _internal_error(self, exc: Exception) -> None:
+        log.error("source %s: unexpected error", self.name, exc_info=exc)
+        message = self.engine.redactor(
+            f"internal error: {type(exc).__name__}: {exc} (traceback in tui-connector.log)"
+        )
+        self._record_failure(message, url="", status=None, excerpt="", attempts=0)
+
+    def _parent_name(self) -> str:
+        partitions = self.spec.partitions
+        return partitions.source if isinstance(partitions, ParentPartitions) else ""
+
+    async def _run_partitions(self) -> SourceStatus | None:
+        """Start streams as the limit allows until every partition ran (or the source stops).
+        Returns the parent's final status for a child source, else None."""
+        stats = self.stats
+        rows = {row.partition: row for row in await self.engine.state.streams(self.name)}
+        planned = plan(self.spec)
+        if planned is not None:
+            self._queue.extend(planned)
+            stats.streams_total = len(planned)
+        else:
+            self._accepting = True  # before the scan: a page landing meanwhile is not missed
+            await self._scan_parent()
+        active: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                halted = self._halted or self.stop_requested
+                while self._queue and not halted and not self.paused:
+                    if len(active) >= self.limit.limit:
+                        break
+                    partition = self._queue.popleft()
+                    task = asyncio.create_task(
+                        self._stream_task(partition, rows.get(partition.key)),
+                        name=f"stream:{self.name}/{partition.key}",
+                    )
+                    active.add(task)
+                    task.add_done_callback(self._forget_task(active))
+                parent_done = self.parent is None or self.parent.finished.is_set()
+                if not active and (halted or (not self._queue and parent_done)):
+                    break
+                await self._wait_for_wake()
+        finally:
+            for task in active:
+                task.cancel()
+            if active:
+                await asyncio.gather(*active, return_exceptions=True)
+        if self.parent is not None and self.parent.stats.status is not SourceStatus.DONE:
+            return self.parent.stats.status
+        return None
+
+    def offer(self, parent_records: list[Any]) -> None:
+        """A parent's committed records: each one a partition of this (child) source."""
+        values = self._parent_values
+        if values is None or not self._accepting:
+            return
+        added = 0
+        for record in parent_records:
+            partition = values.partition(record)
+            if partition is not None and partition.key not in self._known:
+                self._known.add(partition.key)
+                self._queue.append(partition)
+                added += 1
+        if added:
+            self.stats.streams_total += added
+            self._wake.set()
+
+    async def _scan_parent(self) -> None:
+        """The parent's records already in the lake (from this run or earlier ones)."""
+        engine = self.engine
+        parent = self._parent_name()
+        paths = await asyncio.to_thread(source_pages_sync, engine.out, parent)
+        for start in range(0, len(paths), _SCAN_BATCH):
+            batch = paths[start : start + _SCAN_BATCH]
+            for records in await asyncio.to_thread(_read_pages, batch):
+                self.offer(records)
+        if self.parent is None:  # the parent is not part of this run: its lake is all there is
+            rows = await engine.state.streams(parent)
+            if not rows or any(row.status != "done" for row in rows):
+                self.stats.warnings.append(
+                    f"parent source {parent} has not completed: partitions come only from the "
+                    "parent records retrieved so far; run it too"
+                )
+
+    async def _stream_task(self, partition: Partition, row: StreamRow | None) -> None:
+        stats = self.stats
+        stream = stats.streams.setdefault(partition.key, StreamStats(partition.key))
+        stream.status = StreamStatus.RUNNING
+        stats.streams_running += 1
+        try:
+            finished = await self._run_stream(partition, row, stream)
+            stream.status = StreamStatus.DONE if finished else StreamStatus.STOPPED
+            if finished:
+                stats.streams_done += 1
+        except StreamFailed as failure:  # its event is already in the error ring
+            self._stream_failed(stream, str(failure), fatal=failure.fatal)
+        except StateError as exc:
+            message = f"state database: {exc}"
+            self._record_failure(message, url="", status=None, excerpt="", attempts=0)
+            self._stream_failed(stream, message, fatal=True)
+        except Exception as exc:  # a bug must fail one source, not the run
+            self._internal_error(exc)
+            self._stream_failed(stream, str(exc), fatal=True)
+        finally:
+            stats.streams_running -= 1
+            self._wake.set()
+
+    def _stream_failed(self, stream: StreamStats, message: str, *, fatal: bool) -> None:
+        stream.status = StreamStatus.FAILED
+        stream.error = message
+        self.stats.streams_failed += 1
+        self._failures.append(message)
+        if fatal:
+            self._halted = True
 
     def _record_failure(
         self, message: str, *, url: str, status: int | None, excerpt: str, attempts: int
@@ -263,133 +511,210 @@ class SourceRunner:
         self.stats.last_error = message
         return event
 
-    async def _run_stream(self, partition: str, row: StreamRow | None) -> bool:
+    # -- one stream ---------------------------------------------------------------------------
+
+    async def _run_stream(
+        self, partition: Partition, row: StreamRow | None, stream: StreamStats
+    ) -> bool:
         """Run one stream from its checkpoint. True when finished, False when stopped."""
         engine = self.engine
-        stats = self.stats
-        directory = engine.lake.directory(self.name, partition)
-        fingerprint = self._fingerprint(directory)
-        start_over = row is None or (engine.full_refresh and partition not in self._restarted)
-        if row is not None and not start_over and row.fingerprint not in ("", fingerprint):
-            event = self._record_failure(
-                f"sources.{self.name} changed since its checkpoint (url, params, body, records, "
-                "pagination or the lake directory): resuming would mix two page layouts. "
-                f"Run with --full-refresh, or `tui-connector reset {self.name}`, to start over",
-                url="",
-                status=None,
-                excerpt="",
-                attempts=0,
-            )
-            raise StreamFailed(event.error, event)
-        if row is not None and not start_over and row.status == "done":
-            stats.pages += row.pages
-            stats.records += row.records
-            stats.position = "already complete"
-            return True
+        key = partition.key
+        directory = engine.lake.directory(self.name, key)
+        fingerprint = f"{self._source_fingerprint}:{partition.identity()}"
+        saved_source, _, saved_partition = row.fingerprint.partition(":") if row else ("", "", "")
+        start_over = row is None or (engine.full_refresh and key not in self._restarted)
         if row is not None and not start_over:
+            if saved_source not in ("", self._source_fingerprint):
+                event = self._record_failure(
+                    f"sources.{self.name} changed since its checkpoint (url, params, body, "
+                    "records, pagination, incremental or the lake directory): resuming would "
+                    f"mix two page layouts. Run with --full-refresh, or `tui-connector reset "
+                    f"{self.name}`, to start over",
+                    url="",
+                    status=None,
+                    excerpt="",
+                    attempts=0,
+                )
+                raise StreamFailed(event.error, event, fatal=True)
+            # A date window whose end moved with the present asks for more: fetch it again.
+            start_over = saved_partition not in ("", partition.identity())
+        incremental = self.spec.incremental
+
+        if row is not None and not start_over and row.status == "done" and incremental is None:
+            self.stats.pages += row.pages
+            self.stats.records += row.records
+            stream.pages, stream.records = row.pages, row.records
+            stream.position = "already complete"
+            return True
+
+        mark: Any = None
+        pending: Any = None
+        base = pages = records = 0
+        resume = row is not None and not start_over and row.status != "done"
+        if row is not None and not start_over:
+            mark, base, pages, records = row.mark, row.base, row.pages, row.records
+            if resume:
+                pending = row.pending_mark
+            else:  # a new incremental run: its pages go after the earlier runs' pages
+                base = row.position
+        high_water = HighWater(incremental, mark, pending) if incremental is not None else None
+        since = high_water.since if high_water is not None else None
+        if since is not None:
+            self.stats.high_water = self.engine.redactor(str(since))
+        paginator = Paginator(stream_spec(self.spec, partition, since))
+        run = _Stream(partition, stream, paginator, base, mark, high_water, pages, records)
+        self.stats.pages += pages
+        self.stats.records += records
+        stream.pages, stream.records = pages, records
+
+        if resume:
+            assert row is not None
             cursor: dict[str, Any] = row.cursor
-            position, pages, records = row.position, row.pages, row.records
-            stats.pages += pages
-            stats.records += records
-            await engine.lake.clear_stream(self.name, partition, keep_below=position)
+            position = row.position
+            parallel = cursor.get("parallel") or {}
+            done = frozenset(base + index for index in parallel.get("done", ()))
+            await engine.lake.clear_stream(self.name, key, keep_below=position, also_keep=done)
         else:
-            cursor = self.paginator.start()
-            position = pages = records = 0
+            cursor = paginator.start()
+            position = base
             # The reset checkpoint is committed before any file goes: a crash in between
             # leaves a stream that starts over, never a "done" stream with an emptied lake.
             await engine.state.start_stream(
-                self.name, partition, cursor, str(directory), fingerprint
+                self.name,
+                key,
+                cursor,
+                str(directory),
+                fingerprint,
+                base=base,
+                mark=mark,
+                pages=pages,
+                records=records,
             )
-            self._restarted.add(partition)
-            await engine.lake.clear_stream(self.name, partition)
-        stats.position = self._describe(cursor)
+            self._restarted.add(key)
+            await engine.lake.clear_stream(self.name, key, keep_below=base)
+        stream.position = self._describe(paginator, cursor)
+        if "parallel" in cursor:
+            return await self._run_parallel(run, cursor)
+        return await self._run_sequential(run, cursor, position)
 
+    async def _run_sequential(self, run: _Stream, cursor: dict[str, Any], position: int) -> bool:
+        engine = self.engine
         while True:
             if not await self._gate():
-                engine.state.checkpoint(
-                    Checkpoint(self.name, partition, cursor, position, "stopped", pages, records)
-                )
+                self._checkpoint(run, cursor, position, "stopped")
                 return False
             self._busy += 1
             try:
                 try:
-                    next_cursor, page_records = await self._fetch_page(cursor, position)
+                    page, records = await self._fetch(run, cursor)
+                    next_cursor = run.paginator.advance(cursor, page)
                 except _StopRequested:
                     continue
-                except (FetchError, ExtractError, PaginationError, LakeError) as exc:
-                    event = self._failure_event(exc)
-                    engine.state.checkpoint(
-                        Checkpoint(
-                            self.name,
-                            partition,
-                            cursor,
-                            position,
-                            "failed",
-                            pages,
-                            records,
-                            last_error=event.error,
-                        )
-                    )
-                    await engine.state.flush()
-                    raise StreamFailed(event.error, event) from None
-                if page_records:
-                    await engine.lake.write_page(self.name, partition, position, page_records)
+                except _STREAM_ERRORS as exc:
+                    await self._fail_stream(run, exc, cursor, position)
+                await self._commit_page(run, position, records)
                 position += 1
-                pages += 1
-                records += len(page_records)
-                finished = next_cursor is None
-                engine.state.checkpoint(
-                    Checkpoint(
-                        self.name,
-                        partition,
-                        cursor if finished else next_cursor,  # type: ignore[arg-type]
-                        position,
-                        "done" if finished else "running",
-                        pages,
-                        records,
-                    )
-                )
-                engine.telemetry.page_committed(
-                    self.name,
-                    len(page_records),
-                    "finished" if finished else self._describe(next_cursor),  # type: ignore[arg-type]
-                )
-                if pages == 1 and not page_records:
-                    stats.warnings.append(
-                        "the first page had no records: check 'records' and the request params"
-                    )
-                if finished:
+                count = None if next_cursor is None else run.paginator.page_count(next_cursor)
+                if next_cursor is None or count == 1:
+                    self._checkpoint(run, cursor, position, "done")
+                    self._page_committed(run, records, None)
                     await engine.state.flush()
                     return True
-                cursor = next_cursor  # type: ignore[assignment]
+                if count is not None:
+                    # The first page told the total: fetch the rest concurrently.
+                    cursor = {**next_cursor, "parallel": {"count": count, "low": 1, "done": []}}
+                    self._checkpoint(run, cursor, position, "running")
+                    break
+                self._checkpoint(run, next_cursor, position, "running")
+                self._page_committed(run, records, next_cursor)
+                cursor = next_cursor
             finally:
                 self._busy -= 1
                 if self.paused:
                     self._settle_soon()
+        self._page_committed(run, records, cursor)
+        return await self._run_parallel(run, cursor)
 
-    def _fingerprint(self, directory: Path) -> str:
-        """What a checkpoint is valid for: the request, its pagination, and where pages go."""
-        spec = self.spec
-        identity = {
-            "url": spec.url,
-            "method": spec.method,
-            "params": dict(spec.params),
-            "body": spec.body,
-            "records": spec.records,
-            "pagination": spec.pagination.model_dump(mode="json"),
-            "lake": str(directory.resolve()),
-        }
-        encoded = json.dumps(identity, sort_keys=True, default=str).encode()
-        return hashlib.sha256(encoded).hexdigest()[:16]
+    async def _run_parallel(self, run: _Stream, cursor: dict[str, Any]) -> bool:
+        """Fetch the pages of a stream whose page count is known, up to the source's limit at
+        once. The checkpoint holds a low-water mark and the pages done above it, so a resume
+        fetches exactly the pages missing."""
+        progress = cursor["parallel"]
+        count: int = progress["count"]
+        low: int = progress["low"]
+        done: set[int] = set(progress["done"])
+        first_page = {name: value for name, value in cursor.items() if name != "parallel"}
+        todo = deque(index for index in range(low, count) if index not in done)
+        run.stats.pages_total = count
+        active: set[asyncio.Task[None]] = set()
+        failure: Exception | None = None
 
-    def _describe(self, cursor: dict[str, Any]) -> str:
-        # A server may echo a key into its next links: positions are shown only redacted.
-        return self.engine.redactor(self.paginator.describe(cursor))
+        def state() -> dict[str, Any]:
+            return {**first_page, "parallel": {"count": count, "low": low, "done": sorted(done)}}
 
-    async def _fetch_page(
-        self, cursor: dict[str, Any], position: int
-    ) -> tuple[dict[str, Any] | None, list[Any]]:
-        request = self.paginator.request(cursor)
+        async def fetch_page(index: int) -> None:
+            nonlocal low, failure
+            self._busy += 1
+            try:
+                try:
+                    _, records = await self._fetch(run, run.paginator.seek(first_page, index))
+                    await self._commit_page(run, run.base + index, records)
+                except _StopRequested:
+                    return  # not done: the checkpoint leaves it for the resume
+                except _STREAM_ERRORS as exc:
+                    failure = failure or exc
+                    return
+                done.add(index)
+                while low in done:
+                    done.discard(low)
+                    low += 1
+                finished = low == count
+                self._checkpoint(run, state(), run.base + low, "done" if finished else "running")
+                self._page_committed(run, records, None if finished else state())
+            finally:
+                self._busy -= 1
+                if self.paused:
+                    self._settle_soon()
+                self._wake.set()
+
+        try:
+            while True:
+                stopping = failure is not None or self.stop_requested
+                while todo and not stopping and not self.paused and len(active) < self.limit.limit:
+                    task = asyncio.create_task(fetch_page(todo.popleft()))
+                    active.add(task)
+                    task.add_done_callback(self._forget_task(active))
+                if not active and (stopping or not todo):
+                    break
+                await self._wait_for_wake()
+        finally:
+            for task in active:
+                task.cancel()
+            if active:
+                await asyncio.gather(*active, return_exceptions=True)
+        if failure is not None:
+            await self._fail_stream(run, failure, state(), run.base + low)
+        if low < count:
+            self._checkpoint(run, state(), run.base + low, "stopped")
+            return False
+        await self.engine.state.flush()
+        return True
+
+    async def _fail_stream(
+        self, run: _Stream, exc: Exception, cursor: dict[str, Any], position: int
+    ) -> NoReturn:
+        event = self._failure_event(exc)
+        self._checkpoint(run, cursor, position, "failed", last_error=event.error)
+        await self.engine.state.flush()
+        fatal = isinstance(exc, LakeError) or (
+            isinstance(exc, FetchError) and exc.status in _FATAL_STATUSES
+        )
+        raise StreamFailed(event.error, event, fatal=fatal) from None
+
+    async def _fetch(self, run: _Stream, cursor: dict[str, Any]) -> tuple[Page, list[Any]]:
+        """One page: fetched, checked, its records extracted (and only the new ones kept, for
+        an incremental stream)."""
+        request = run.paginator.request(cursor)
         response = await self.http.fetch(request, self._attempt_slot, interrupt=self._stopping)
         spec = self.spec
         check_errors(response.body, spec.errors)
@@ -398,10 +723,93 @@ class SourceRunner:
         if total_ref is not None and total_ref.total_records is not None:
             with contextlib.suppress(TypeError, ValueError):
                 total = read_value(total_ref.total_records, response.body, response.headers)
-                if total is not None:
+                if total is not None and not self.stats.partitioned:
                     self.stats.total_records = int(total)
         page = Page(url=response.url, headers=response.headers, body=response.body, records=records)
-        return self.paginator.advance(cursor, page), records
+        if run.high_water is not None:
+            records = run.high_water.new_records(records)
+        return page, records
+
+    async def _commit_page(self, run: _Stream, position: int, records: list[Any]) -> None:
+        """The page's records into its lake file (the checkpoint comes after, from the caller);
+        a child source learns of them as partitions."""
+        copied = run.partition.copy
+        if copied:
+            records = [
+                {**record, **copied} if isinstance(record, dict) else record for record in records
+            ]
+        if records:
+            await self.engine.lake.write_page(self.name, run.partition.key, position, records)
+        run.pages += 1
+        run.records += len(records)
+        for child in self.children:
+            child.offer(records)
+
+    def _checkpoint(
+        self,
+        run: _Stream,
+        cursor: dict[str, Any],
+        position: int,
+        status: str,
+        last_error: str | None = None,
+    ) -> None:
+        pending = run.high_water.pending if run.high_water is not None else None
+        mark = run.mark
+        if status == "done" and run.high_water is not None:
+            # The mark advances only now: every page of this run is in the lake.
+            mark, pending = merged(mark, pending), None
+        self.engine.state.checkpoint(
+            Checkpoint(
+                self.name,
+                run.partition.key,
+                cursor,
+                position,
+                status,
+                run.pages,
+                run.records,
+                last_error=last_error,
+                mark=mark,
+                pending_mark=pending,
+            )
+        )
+
+    def _page_committed(
+        self, run: _Stream, records: list[Any], next_cursor: dict[str, Any] | None
+    ) -> None:
+        stream = run.stats
+        stream.pages += 1
+        stream.records += len(records)
+        position = "finished" if next_cursor is None else self._describe(run.paginator, next_cursor)
+        stream.position = position
+        self.engine.telemetry.page_committed(self.name, len(records), position)
+        if run.pages == 1 and not records and run.high_water is None:
+            self.stats.warnings.append(
+                "the first page had no records: check 'records' and the request params"
+            )
+
+    def _fingerprint(self) -> str:
+        """What a checkpoint is valid for: the request, its pagination, and where pages go."""
+        spec = self.spec
+        identity: dict[str, Any] = {
+            "url": spec.url,
+            "method": spec.method,
+            "params": dict(spec.params),
+            "body": spec.body,
+            "records": spec.records,
+            "pagination": spec.pagination.model_dump(mode="json"),
+            "lake": str(self.engine.lake.out.resolve() / spec.name),
+        }
+        if spec.incremental is not None:
+            identity["incremental"] = spec.incremental.model_dump(mode="json", exclude={"initial"})
+        encoded = json.dumps(identity, sort_keys=True, default=str).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
+    def _describe(self, paginator: Paginator, cursor: dict[str, Any]) -> str:
+        # A server may echo a key into its next links: positions are shown only redacted.
+        parallel = cursor.get("parallel")
+        if parallel:
+            return f"{parallel['low']}/{parallel['count']} pages (parallel)"
+        return self.engine.redactor(paginator.describe(cursor))
 
     def _failure_event(self, exc: Exception) -> ErrorEvent:
         redact = self.engine.redactor
@@ -466,6 +874,13 @@ class Engine:
             raise
         for name in self.selected:
             self.runners[name] = SourceRunner(self, self.config.sources[name])
+        for runner in self.runners.values():
+            partitions = runner.spec.partitions
+            if isinstance(partitions, ParentPartitions):
+                parent = self.runners.get(partitions.source)
+                if parent is not None:
+                    runner.parent = parent
+                    parent.children.append(runner)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -583,7 +998,15 @@ class Engine:
         return True
 
     def set_concurrency(self, source: str, limit: int) -> None:
+        """The operator's limit (an adaptive source switches to manual)."""
         self._runner(source).set_concurrency(limit)
+
+    def set_auto(self, source: str) -> bool:
+        """Hand a source's limit back to its adaptive controller; False if it has none."""
+        return self._runner(source).set_auto()
+
+    def is_paused(self, source: str) -> bool:
+        return self._runner(source).paused
 
     def set_rate_limit(self, source: str, per_second: float | None) -> None:
         self._runner(source).http.set_rate_limit(per_second)

@@ -80,6 +80,17 @@ class Response:
     size: int
 
 
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one attempt went, for an adaptive concurrency limit."""
+
+    started: float  # monotonic
+    ended: float
+    in_flight: int  # the source's requests in flight when it started, itself included
+    status: int | None  # None when no response came
+    timed_out: bool
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
     if value is None:
@@ -171,6 +182,8 @@ class SourceHttp:
         )
         self._limiter: AsyncLimiter | None = None
         self.set_rate_limit(spec.rate_limit)
+        # Told how every attempt went (the engine's adaptive concurrency listens here).
+        self.observer: Callable[[AttemptOutcome], None] | None = None
         self._backoff_jitter = wait_random_exponential(
             multiplier=max(self.policy.backoff_base, 0.001), max=self.policy.backoff_max
         )
@@ -248,24 +261,33 @@ class SourceHttp:
             request_id = self.telemetry.request_started(
                 self.spec.name, request.method, shown_url, attempt
             )
+            started, in_flight = time.monotonic(), stats.in_flight
             size = 0
+            status: int | None = None
+            timed_out = False
             try:
                 async with asyncio.timeout(self.spec.timeout.total):
                     response = await self._send_following_redirects(http_request, attempt)
                 size = len(response.content)
+                status = response.status_code
             except TimeoutError:
+                timed_out = True
                 raise self._error(
                     f"no complete response within {self.spec.timeout.total:g} s (timeout.total)",
                     shown_url,
                     attempt,
                 ) from None
             except httpx.TimeoutException as exc:
+                timed_out = True
                 raise self._error(f"timed out ({type(exc).__name__})", shown_url, attempt) from None
             except httpx.TransportError as exc:
                 detail = self.redact(str(exc)) or type(exc).__name__
                 raise self._error(f"connection failed: {detail}", shown_url, attempt) from None
             finally:
                 self.telemetry.request_finished(request_id, size)
+                if self.observer is not None:
+                    ended = time.monotonic()
+                    self.observer(AttemptOutcome(started, ended, in_flight, status, timed_out))
         return self._decode(response, shown_url, attempt)
 
     async def _send_following_redirects(

@@ -68,8 +68,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def clear_stream_sync(directory: Path, keep_below: int = 0) -> int:
-    """Remove page files at positions >= keep_below and stale temporary files.
+def clear_stream_sync(
+    directory: Path, keep_below: int = 0, also_keep: frozenset[int] = frozenset()
+) -> int:
+    """Remove page files at positions >= keep_below (but those in `also_keep`: pages above
+    the low-water mark that parallel fetching already committed) and stale temporary files.
 
     A stream that starts over, or resumes at position N, owns nothing at or past N: such files
     come from an earlier run whose checkpoint was reset, and keeping them would duplicate
@@ -87,7 +90,7 @@ def clear_stream_sync(directory: Path, keep_below: int = 0) -> int:
                 position = int(name[5:-6])
             except ValueError:
                 continue
-            if position >= keep_below:
+            if position >= keep_below and position not in also_keep:
                 path.unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -109,9 +112,29 @@ class LakeWriter:
         directory = self.directory(source, partition)
         return await asyncio.to_thread(write_page_sync, directory, position, records, self.fsync)
 
-    async def clear_stream(self, source: str, partition: str, keep_below: int = 0) -> int:
+    async def clear_stream(
+        self,
+        source: str,
+        partition: str,
+        keep_below: int = 0,
+        also_keep: frozenset[int] = frozenset(),
+    ) -> int:
         directory = self.directory(source, partition)
         try:
-            return await asyncio.to_thread(clear_stream_sync, directory, keep_below)
+            return await asyncio.to_thread(clear_stream_sync, directory, keep_below, also_keep)
         except OSError as exc:
             raise LakeError(f"cannot clean {directory}: {exc.strerror or exc}") from exc
+
+
+def read_page_sync(path: Path) -> list[Any]:
+    """The records of one page file (a file removed meanwhile reads as empty)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def source_pages_sync(out: Path, source: str) -> list[Path]:
+    """Every page file of a source, in partition and position order."""
+    return sorted((out / source).glob(f"*/{PAGE_GLOB}"))

@@ -205,6 +205,47 @@ class Paginator:
             advanced["next"] = next_url
         return advanced
 
+    # -- parallel pages ----------------------------------------------------------------------
+
+    def page_count(self, state: State) -> int | None:
+        """After the first page: how many pages the stream has in all, when that is known up
+        front, so the rest can be fetched concurrently. None means follow the pages one by one.
+
+        Known means: page numbers or offsets, parallel enabled, and a total the server gave
+        (total pages, or total records with a page size the first page proved). An offset API
+        that returned a short first page caps the page size below the limit asked: computed
+        offsets would skip records, so it goes one by one.
+        """
+        pagination = self.pagination
+        if not isinstance(pagination, PageNumberPagination | OffsetPagination):
+            return None
+        if not pagination.parallel or state.get("pages") != 1:
+            return None
+        first_size = state.get("first_size") or 0
+        total_pages = state.get("total_pages")
+        total_records = state.get("total_records")
+        count: int | None = None
+        if isinstance(pagination, PageNumberPagination) and total_pages is not None:
+            count = total_pages
+        elif total_records is not None and first_size > 0:
+            if isinstance(pagination, OffsetPagination) and first_size < pagination.limit:
+                return None if total_records > first_size else 1
+            count = -(-total_records // first_size)
+        if count is None:
+            return None
+        max_pages = pagination.stop.max_pages
+        return max(1, min(count, max_pages) if max_pages is not None else count)
+
+    def seek(self, state: State, index: int) -> State:
+        """The state pointing at page `index` (0 = the first page) of a stream whose first page
+        `state` describes (see page_count)."""
+        pagination = self.pagination
+        if isinstance(pagination, PageNumberPagination):
+            return {**state, "page": pagination.start + index}
+        if isinstance(pagination, OffsetPagination):
+            return {**state, "offset": pagination.start + index * int(state["first_size"])}
+        raise PaginationError(f"pages of {self.style} pagination cannot be addressed directly")
+
     def describe(self, state: State) -> str:
         """A short human description of the position `state` points at."""
         if state.get("style") != self.style:

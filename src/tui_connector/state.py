@@ -59,6 +59,14 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE streams ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';
     """,
+    # 3: incremental runs. `base` is the first lake position of the stream's current run (an
+    # incremental run appends pages after the earlier runs' pages); `mark` is the high-water
+    # mark of the last completed run, `pending_mark` the one the current run has reached.
+    """
+    ALTER TABLE streams ADD COLUMN base INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE streams ADD COLUMN mark TEXT;
+    ALTER TABLE streams ADD COLUMN pending_mark TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -94,6 +102,9 @@ class StreamRow:
     updated_at: str
     finished_at: str | None
     fingerprint: str
+    base: int = 0
+    mark: Any = None
+    pending_mark: Any = None
 
 
 @contextlib.contextmanager
@@ -115,6 +126,18 @@ class Checkpoint:
     pages: int
     records: int
     last_error: str | None = None
+    mark: Any = None
+    """The high-water mark of the last completed incremental run (JSON)."""
+    pending_mark: Any = None
+    """The high-water mark this run's committed pages reached (JSON)."""
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 class RunLock:
@@ -276,7 +299,8 @@ class StateStore:
         db = self._require()
         query = (
             "SELECT source, partition, cursor, position, status, pages, records, out_dir, "
-            "last_error, started_at, updated_at, finished_at, fingerprint FROM streams"
+            "last_error, started_at, updated_at, finished_at, fingerprint, base, mark, "
+            "pending_mark FROM streams"
         )
         args: tuple[str, ...] = ()
         if source is not None:
@@ -300,6 +324,9 @@ class StateStore:
                 updated_at=r[10],
                 finished_at=r[11],
                 fingerprint=r[12],
+                base=r[13],
+                mark=_loads_or_none(r[14]),
+                pending_mark=_loads_or_none(r[15]),
             )
             for r in rows
         ]
@@ -311,25 +338,41 @@ class StateStore:
         cursor: dict[str, Any],
         out_dir: str,
         fingerprint: str,
+        *,
+        base: int = 0,
+        mark: Any = None,
+        pages: int = 0,
+        records: int = 0,
     ) -> None:
-        """Create (or reset) a stream's row at its starting position, committed at once."""
+        """Create (or reset) a stream's row at its starting position, committed at once.
+
+        `base` is where this run's pages start in the lake, `mark` the high-water mark it
+        starts from, `pages` and `records` what the lake already holds (all carried over by an
+        incremental run; zero and none when starting over).
+        """
         self._pending.pop((source, partition), None)  # an older state must not overwrite it
         db = self._require()
         now = _now()
         with _database_errors(self.path, "start the stream"):
             await db.execute(
                 "INSERT OR REPLACE INTO streams (source, partition, cursor, position, status,"
-                " pages, records, out_dir, run_id, started_at, updated_at, fingerprint)"
-                " VALUES (?, ?, ?, 0, 'running', 0, 0, ?, ?, ?, ?, ?)",
+                " pages, records, out_dir, run_id, started_at, updated_at, fingerprint, base,"
+                " mark, pending_mark)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (
                     source,
                     partition,
                     json.dumps(cursor),
+                    base,
+                    pages,
+                    records,
                     out_dir,
                     self.run_id,
                     now,
                     now,
                     fingerprint,
+                    base,
+                    _json_or_none(mark),
                 ),
             )
             await db.commit()
@@ -409,7 +452,7 @@ class StateStore:
     ) -> None:
         await db.executemany(
             "UPDATE streams SET cursor = ?, position = ?, status = ?, pages = ?, records = ?,"
-            " last_error = ?, updated_at = ?, run_id = ?,"
+            " last_error = ?, mark = ?, pending_mark = ?, updated_at = ?, run_id = ?,"
             " finished_at = CASE WHEN ? IN ('done', 'failed', 'stopped') THEN ? ELSE NULL END"
             " WHERE source = ? AND partition = ?",
             [
@@ -420,6 +463,8 @@ class StateStore:
                     c.pages,
                     c.records,
                     c.last_error,
+                    _json_or_none(c.mark),
+                    _json_or_none(c.pending_mark),
                     now,
                     self.run_id,
                     c.status,

@@ -56,14 +56,49 @@ class RateWindow:
         return total / covered if covered > 0.05 else 0.0
 
 
+class StreamStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class StreamStats:
+    """One stream (partition) of a source."""
+
+    key: str
+    status: StreamStatus = StreamStatus.PENDING
+    pages: int = 0
+    records: int = 0
+    position: str = ""
+    pages_total: int | None = None  # known once parallel pages are planned
+    error: str | None = None
+
+
+class ConcurrencyMode(StrEnum):
+    FIXED = "fixed"  # as configured
+    AUTO = "auto"  # adaptive
+    MANUAL = "manual"  # adaptive, overridden by the operator
+
+
 @dataclass
 class SourceStats:
     name: str
     status: SourceStatus = SourceStatus.PENDING
     concurrency: int = 1
+    concurrency_mode: ConcurrencyMode = ConcurrencyMode.FIXED
+    concurrency_reason: str = ""  # why the limit last changed
+    concurrency_changed_at: float | None = None
     rate_limit: float | None = None
+    partitioned: bool = False
     streams_total: int = 0
     streams_done: int = 0
+    streams_failed: int = 0
+    streams_running: int = 0
+    streams: dict[str, StreamStats] = field(default_factory=dict, repr=False)
+    high_water: str | None = None  # the incremental mark the run started from, for display
     pages: int = 0
     records: int = 0
     bytes: int = 0

@@ -1,0 +1,109 @@
+"""Incremental runs as pure logic: the high-water mark of a stream, and which records of a page
+are new. Nothing here does I/O.
+
+A mark is `{"value": v, "keys": [...]}`: the highest cursor value retrieved so far, and the keys
+of the records that carry exactly that value. The next run asks the server for records at or
+after `v` (APIs differ on whether the bound is inclusive, so it is always treated as if it
+were) and drops the ones it already has: below `v`, or at `v` with a known key. The mark only
+advances when a stream completes, so an interrupted run asks again from the same place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import jmespath
+
+from tui_connector.config import Incremental
+from tui_connector.extract import excerpt
+
+Mark = dict[str, Any]
+
+
+class IncrementalError(Exception):
+    """The cursor field cannot order the records; the message says what to change."""
+
+
+def _comparable(value: Any, where: str) -> int | float | str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise IncrementalError(
+            f"incremental.cursor_field gave {excerpt(value, 60)} {where}: a mark must be a "
+            "number or a string (e.g. an ISO 8601 time); point cursor_field at such a field"
+        )
+    return value
+
+
+def _newer(a: Any, b: Any) -> bool:
+    """a > b, refusing to compare a number with a string."""
+    if isinstance(a, str) != isinstance(b, str):
+        raise IncrementalError(
+            f"incremental cursor values of different types cannot be ordered: {a!r} and {b!r}; "
+            "the field must hold only numbers or only strings (and 'initial' the same type)"
+        )
+    return bool(a > b)
+
+
+def merged(mark: Mark | None, pending: Mark | None) -> Mark | None:
+    """The mark after a completed run: the higher one; their keys joined when equal."""
+    if pending is None:
+        return mark
+    if mark is None or _newer(pending["value"], mark["value"]):
+        return pending
+    if pending["value"] == mark["value"]:
+        keys = sorted(set(mark["keys"]) | set(pending["keys"]))
+        return {"value": mark["value"], "keys": keys}
+    return mark
+
+
+class HighWater:
+    """Filters one stream's records against the committed mark and tracks the pending one."""
+
+    def __init__(self, incremental: Incremental, mark: Mark | None, pending: Mark | None) -> None:
+        self._cursor = jmespath.compile(incremental.cursor_field)
+        self._key = jmespath.compile(incremental.primary_key) if incremental.primary_key else None
+        if mark is None and incremental.initial is not None:
+            mark = {"value": _comparable(incremental.initial, "as 'initial'"), "keys": []}
+        self.mark = mark
+        self.pending = pending
+        self._known = frozenset(mark["keys"]) if mark else frozenset()
+        self.without_cursor = 0  # records kept although they lack the cursor field
+
+    @property
+    def since(self) -> Any:
+        """The value the request carries: where the last completed run stopped."""
+        return None if self.mark is None else self.mark["value"]
+
+    def _key_of(self, record: Any) -> str:
+        if self._key is not None:
+            return json.dumps(self._key.search(record), sort_keys=True, default=str)
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
+
+    def new_records(self, records: list[Any]) -> list[Any]:
+        """The records not retrieved by an earlier run; the pending mark learns from them."""
+        mark = self.mark
+        kept: list[Any] = []
+        top = self.pending["value"] if self.pending else None
+        top_keys: set[str] = set(self.pending["keys"]) if self.pending else set()
+        for record in records:
+            value = self._cursor.search(record)
+            if value is None:
+                self.without_cursor += 1
+                kept.append(record)
+                continue
+            value = _comparable(value, "for a record")
+            if mark is not None:
+                if _newer(mark["value"], value):
+                    continue
+                if value == mark["value"] and self._key_of(record) in self._known:
+                    continue
+            kept.append(record)
+            if top is None or _newer(value, top):
+                top, top_keys = value, {self._key_of(record)}
+            elif value == top:
+                top_keys.add(self._key_of(record))
+        if top is not None:
+            self.pending = {"value": top, "keys": sorted(top_keys)}
+        return kept
