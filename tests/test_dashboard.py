@@ -24,10 +24,23 @@ from textual.widgets import Static
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
-from tui_connector.telemetry import SourceStatus
+from tui_connector.telemetry import (
+    ConcurrencyMode,
+    SourceStats,
+    SourceStatus,
+    StreamStats,
+    StreamStatus,
+)
 from tui_connector.tui import Dashboard
+from tui_connector.tui import format as fmt
 from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
-from tui_connector.tui.widgets import MAX_IN_FLIGHT_SHOWN, InFlightPane
+from tui_connector.tui.widgets import (
+    MAX_IN_FLIGHT_SHOWN,
+    MAX_PARTITIONS_SHOWN,
+    InFlightPane,
+    PartitionTable,
+    shown_streams,
+)
 
 from conftest import RECORDS, async_wait_for, expected_ids, lake_ids
 
@@ -82,7 +95,7 @@ async def test_p_pauses_the_selected_source_and_p_again_resumes_it(
         assert app.sources_table.selected_source == "idle"
         await async_wait_for(lambda: "idle" in stats and stats["idle"].pages >= 3, what="pages")
         await pilot.press("p")
-        assert app.engine.runners["idle"].paused
+        assert app.engine.is_paused("idle")
         await async_wait_for(lambda: stats["idle"].status is SourceStatus.PAUSED, what="paused")
         paused_at = time.monotonic()
         await async_wait_for(lambda: cell(app, "idle", "status") == "paused", what="shown")
@@ -94,7 +107,7 @@ async def test_p_pauses_the_selected_source_and_p_again_resumes_it(
         assert [t for t in requests_for(server, "idle") if t > paused_at] == []
         assert stats["idle"].in_flight == 0
         await pilot.press("p")
-        assert not app.engine.runners["idle"].paused
+        assert not app.engine.is_paused("idle")
         await async_wait_for(lambda: stats["idle"].status is SourceStatus.DONE, what="done")
         await async_wait_for(lambda: cell(app, "idle", "status") == "done", what="done shown")
         assert [t for t in requests_for(server, "idle") if t > paused_at]
@@ -131,13 +144,13 @@ async def test_shift_p_pauses_and_resumes_every_source(
         engine = app.engine
         await async_wait_for(lambda: len(engine.runners) == 3 and engine.telemetry.sources)
         await pilot.press("P")
-        assert all(runner.paused for runner in engine.runners.values())
+        assert all(engine.is_paused(name) for name in engine.runners)
         await async_wait_for(
             lambda: all(cell(app, name, "status") == "paused" for name in engine.runners),
             what="all paused",
         )
         await pilot.press("P")
-        assert not any(runner.paused for runner in engine.runners.values())
+        assert not any(engine.is_paused(name) for name in engine.runners)
         await async_wait_for(app.all_finished, what="all done")
     for name in ("one", "two", "three"):
         assert lake_ids(config.out, name) == expected_ids(name, 1000)
@@ -161,6 +174,125 @@ async def test_plus_and_minus_change_the_concurrency_the_engine_uses(
         assert runners["second"].limit.limit == 1
         assert app.engine.telemetry.sources["second"].concurrency == 1
         await async_wait_for(lambda: cell(app, "second", "concurrency").endswith("/1"))
+
+
+def record_notifications(app: Dashboard) -> list[tuple[str, str]]:
+    """Every notification the app raises from now on, as (message, severity)."""
+    notes: list[tuple[str, str]] = []
+    notify = app.notify
+
+    def recording(message: str, **options: object) -> None:
+        notes.append((message, str(options.get("severity", "information"))))
+        notify(message, **options)  # type: ignore[arg-type]
+
+    app.notify = recording  # type: ignore[method-assign]
+    return notes
+
+
+async def test_plus_turns_an_auto_source_manual_and_a_turns_it_back(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=5000, page_size=10, latency_ms=20)
+    config = write_config(sources_yaml(server.url, ["adaptive"], "concurrency: auto\n" + PAGES))
+    app = Dashboard(Engine(config))
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "adaptive" in stats and stats["adaptive"].pages >= 2)
+        source = stats["adaptive"]
+        assert source.concurrency_mode is ConcurrencyMode.AUTO
+        await async_wait_for(lambda: cell(app, "adaptive", "concurrency").endswith(" A"))
+        await async_wait_for(lambda: "adaptive: limit" in str(app.sources_table.border_subtitle))
+
+        await pilot.press("+")
+        assert source.concurrency_mode is ConcurrencyMode.MANUAL
+        limit = source.concurrency
+        assert app.engine.runners["adaptive"].limit.limit == limit
+        assert source.concurrency_reason == f"set to {limit} by the operator"
+        assert [note for note in notes if "now manual" in note[0]] == [
+            (f"adaptive: concurrency now manual at {limit}; a returns it to auto", "information")
+        ]
+        await async_wait_for(
+            lambda: cell(app, "adaptive", "concurrency").endswith(f"/{limit} M"), what="M"
+        )
+        note = str(app.sources_table.border_subtitle)
+        assert f"limit {limit}, manual" in note and "by the operator" in note
+        await pilot.press("+")  # still manual: no second notice
+        assert source.concurrency == limit + 1
+        assert len([note for note in notes if "now manual" in note[0]]) == 1
+        # A manual limit stays where the operator put it while pages keep coming.
+        pages = source.pages
+        await async_wait_for(lambda: source.pages >= pages + 20, what="more pages")
+        assert source.concurrency == limit + 1
+        assert source.concurrency_mode is ConcurrencyMode.MANUAL
+
+        await pilot.press("a")
+        assert source.concurrency_mode is ConcurrencyMode.AUTO
+        assert ("adaptive: concurrency adaptive again, from " in notes[-1][0]) is True
+        await async_wait_for(lambda: cell(app, "adaptive", "concurrency").endswith(" A"))
+        await pilot.press("a")  # already auto: said so, nothing changes
+        assert notes[-1] == ("adaptive: concurrency is already adaptive (auto)", "information")
+        assert source.concurrency_mode is ConcurrencyMode.AUTO
+        await pilot.press("q", "q")
+
+
+async def test_a_on_a_fixed_source_warns_and_changes_nothing(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=1000, page_size=10, latency_ms=20)
+    config = write_config(sources_yaml(server.url, ["fixed"], "concurrency: 3\n" + PAGES))
+    app = Dashboard(Engine(config))
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "fixed" in stats and stats["fixed"].pages >= 1)
+        await pilot.press("a")
+        assert notes and notes[-1][1] == "warning"
+        assert notes[-1][0].startswith("fixed has a fixed concurrency (3)")
+        assert stats["fixed"].concurrency_mode is ConcurrencyMode.FIXED
+        assert stats["fixed"].concurrency == 3
+        await pilot.press("+")  # a fixed source turns neither manual nor auto
+        assert stats["fixed"].concurrency_mode is ConcurrencyMode.FIXED
+        assert not [note for note in notes if "now manual" in note[0]]
+        await async_wait_for(lambda: cell(app, "fixed", "concurrency").endswith("/4"))
+        assert app.sources_table.border_subtitle is None
+        await pilot.press("q", "q")
+
+
+async def test_the_palette_returns_a_manual_source_to_auto(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    # Slow requests keep the process idle, so that Pilot types without waiting for it.
+    server = demo_server_factory(records=1000, page_size=10, latency_ms=300)
+    config = write_config(sources_yaml(server.url, ["tuned"], "concurrency: auto\n" + PAGES))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        stats = app.engine.telemetry.sources
+        await async_wait_for(lambda: "tuned" in stats)
+        await pilot.press("-")
+        assert stats["tuned"].concurrency_mode is ConcurrencyMode.MANUAL
+        await pilot.press("ctrl+p")
+        await async_wait_for(lambda: CommandPalette.is_open(app), what="the palette")
+        await pilot.press(*"auto concurrency for tuned")
+        commands = app.screen.query_one(CommandList)
+
+        def first_command_highlighted() -> bool:
+            if commands.option_count == 0 or commands.highlighted != 0:
+                return False
+            prompt = commands.get_option_at_index(0).prompt
+            return isinstance(prompt, Content) and prompt.plain.startswith(
+                "Auto concurrency for tuned\n"
+            )
+
+        await async_wait_for(first_command_highlighted, what="the command")
+        await pilot.press("enter")
+        await async_wait_for(
+            lambda: stats["tuned"].concurrency_mode is ConcurrencyMode.AUTO, what="auto"
+        )
+        await pilot.press("q", "q")
 
 
 async def test_r_retries_a_failed_source_to_completion(
@@ -288,6 +420,104 @@ async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
         await async_wait_for(lambda: not isinstance(app.screen, SourceDetailScreen))
 
 
+SHARDS = """\
+sources:
+  shards:
+    url: {url}/v1/pages/{{ds}}
+    records: data
+    params: {{per_page: 20}}
+    partitions: {{type: values, values: [{values}], path: ds}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+"""
+
+
+async def test_a_partitioned_source_rolls_up_its_partitions_and_the_detail_lists_them(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(SHARDS.format(url=demo.url, values="alpha, beta, gamma"))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        stats = app.engine.telemetry.sources["shards"]
+        assert (stats.streams_total, stats.streams_done, stats.streams_failed) == (3, 3, 0)
+        await async_wait_for(lambda: cell(app, "shards", "progress") == "3/3 parts")
+        assert cell(app, "shards", "records") == f"{3 * RECORDS:,}"
+        await pilot.press("enter")
+        await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
+        screen = app.screen
+        assert isinstance(screen, SourceDetailScreen)
+        table = screen.query_one("#streams", PartitionTable)
+        await async_wait_for(lambda: table.row_count == 3, what="the partitions")
+        pages = -(-RECORDS // 20)
+        rows = {
+            str(row.key.value): [
+                value.plain if isinstance(value, Text) else str(value)
+                for value in table.get_row(row.key)
+            ]
+            for row in table.ordered_rows
+        }
+        assert set(rows) == {"alpha", "beta", "gamma"}
+        for key, (partition, status, shown_pages, records, _, error) in rows.items():
+            assert (partition, status, shown_pages) == (key, "done", f"{pages}/{pages}")
+            assert (records, error) == (str(RECORDS), "—")
+        assert table.border_title == "Partitions: 3 of 3 done, 0 running"
+        assert table.border_subtitle is None
+        summary = shown(screen.query_one("#config-summary"))
+        assert "values (3): alpha, beta, gamma → url {ds}" in summary
+        assert "3 of 3 done, 0 running" in shown(screen.query_one("#detail-figures"))
+    expected = expected_ids("alpha") + expected_ids("beta") + expected_ids("gamma")
+    assert lake_ids(config.out, "shards") == expected
+
+
+async def test_the_partitions_list_is_bounded(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    names = [f"p{number:03d}" for number in range(MAX_PARTITIONS_SHOWN + 30)]
+    shards = SHARDS.format(url=demo.url, values=", ".join(names))
+    config = write_config(shards.replace("per_page: 20", "per_page: 500"))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, within=60, what="the run")
+        total = len(names)
+        await async_wait_for(lambda: cell(app, "shards", "progress") == f"{total}/{total} parts")
+        await pilot.press("enter")
+        await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
+        table = app.screen.query_one("#streams", PartitionTable)
+        await async_wait_for(lambda: table.row_count == MAX_PARTITIONS_SHOWN, what="the rows")
+        assert table.border_subtitle == "… and 30 more"
+
+
+def test_partition_rollup_and_concurrency_texts() -> None:
+    stats = SourceStats("s", partitioned=True, streams_total=40, streams_done=12)
+    assert fmt.progress_text(stats) == "12/40 parts"
+    stats.streams_failed = 3
+    assert fmt.progress_text(stats) == "12/40 parts 3✗"
+    stats.partitioned = False
+    assert fmt.progress_text(stats) == "0 so far"
+    stats.in_flight, stats.concurrency = 12, 20
+    assert fmt.concurrency_text(stats) == "12/20"
+    stats.concurrency_mode = ConcurrencyMode.AUTO
+    assert fmt.concurrency_text(stats) == "12/20 A"
+    stats.concurrency_mode = ConcurrencyMode.MANUAL
+    assert fmt.concurrency_text(stats) == "12/20 M"
+    stats.concurrency_reason, stats.concurrency_changed_at = "raised: throughput rising", 100.0
+    assert fmt.concurrency_note(stats, 103.0) == (
+        "s: limit 20, manual (a: auto) — raised: throughput rising, 3 seconds ago"
+    )
+
+
+def test_the_partitions_shown_put_running_then_failed_first() -> None:
+    stats = SourceStats("s", partitioned=True, streams_total=10)
+    for number in range(6):
+        stats.streams[f"k{number}"] = StreamStats(f"k{number}", status=StreamStatus.DONE)
+    stats.streams["k2"].status = StreamStatus.RUNNING
+    stats.streams["k4"].status = StreamStatus.FAILED
+    stats.streams["k5"].status = StreamStatus.RUNNING
+    shown_keys, hidden = shown_streams(stats, limit=4)
+    assert [stream.key for stream in shown_keys] == ["k2", "k5", "k4", "k0"]
+    assert hidden == 6  # two done ones cut, four not started yet
+
+
 async def test_the_in_flight_pane_is_bounded(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
@@ -370,8 +600,8 @@ async def test_the_command_palette_pauses_a_source_by_name(
 
         await async_wait_for(first_command_highlighted, what="the command")
         await pilot.press("enter")
-        await async_wait_for(lambda: app.engine.runners["beta"].paused, what="beta paused")
-        assert not app.engine.runners["alpha"].paused
+        await async_wait_for(lambda: app.engine.is_paused("beta"), what="beta paused")
+        assert not app.engine.is_paused("alpha")
         await pilot.press("q", "q")
 
 
@@ -481,8 +711,16 @@ async def test_a_locked_state_exits_2_with_the_reason(
 # -- snapshots --------------------------------------------------------------------------------
 
 FROZEN_AT = 1_000.0  # the dashboard's clock, stopped, so that nothing on screen moves
+ADAPTIVE_REASON = "raised: throughput rising, latency steady (1.2 ms, baseline 1.1 ms); slow start"
 SNAPSHOT_CONFIG = """\
 sources:
+  shards:
+    url: {url}/v1/pages/{{ds}}
+    records: data
+    params: {{per_page: 50}}
+    concurrency: auto
+    partitions: {{type: values, values: [north, south, east, west], path: ds}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
   customers:
     url: {url}/v1/pages/customers
     records: data
@@ -538,6 +776,9 @@ async def settle(pilot: Pilot[int]) -> None:
     telemetry.started_at = FROZEN_AT - 12
     for stats in telemetry.sources.values():
         stats.started_at, stats.finished_at = FROZEN_AT - 12, FROZEN_AT - 2
+        if stats.concurrency_mode is ConcurrencyMode.AUTO:  # where the controller took it
+            stats.concurrency, stats.concurrency_changed_at = 8, FROZEN_AT - 5
+            stats.concurrency_reason = ADAPTIVE_REASON
     for source in app.engine.state.last_commit_at:
         app.engine.state.last_commit_at[source] = FROZEN_AT - 2
     errors = [dataclasses.replace(event, at=1_700_000_000.0) for event in telemetry.errors]
@@ -564,8 +805,8 @@ def test_snapshot_detail_screen(
         await async_wait_for(lambda: isinstance(pilot.app.screen, SourceDetailScreen))
         screen = pilot.app.screen
         assert isinstance(screen, SourceDetailScreen)
-        streams = screen.query_one("#streams")
-        await async_wait_for(lambda: streams.row_count == 1, what="streams")  # type: ignore[attr-defined]
+        streams = screen.query_one("#streams", PartitionTable)
+        await async_wait_for(lambda: streams.row_count == 4, what="partitions")
         await pilot.pause()
 
     assert snap_compare(finished_run(), terminal_size=SIZE, run_before=open_detail)

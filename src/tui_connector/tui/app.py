@@ -26,7 +26,7 @@ from textual.worker import Worker
 
 from tui_connector.engine import Engine, RunResult
 from tui_connector.state import StateError
-from tui_connector.telemetry import SourceStats, SourceStatus
+from tui_connector.telemetry import ConcurrencyMode, SourceStats, SourceStatus
 from tui_connector.tui import format as fmt
 from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.history import ThroughputHistory
@@ -64,6 +64,7 @@ class Dashboard(App[int]):
         Binding("r", "retry", "Retry"),
         Binding("plus", "concurrency(1)", "More", key_display="+"),
         Binding("minus", "concurrency(-1)", "Less", key_display="-"),
+        Binding("a", "auto_concurrency", "Auto"),
         Binding("s", "stop_source", "Stop"),
         Binding("e", "focus_errors", "Errors"),
         Binding("f", "toggle_error_filter", "Filter errors"),
@@ -103,6 +104,7 @@ class Dashboard(App[int]):
         self._finished_before_stop = False
         self._shown_totals: str | None = None
         self._shown_banner: str | None = None
+        self._shown_note: str | None = None
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -226,6 +228,7 @@ class Dashboard(App[int]):
             )
         )
         self._set_title(self.in_flight_box, f"In flight: {len(in_flight)}")
+        self._refresh_concurrency_note(now)
         self._refresh_errors()
         self._refresh_totals(now)
         self._notice_transitions(now)
@@ -239,6 +242,16 @@ class Dashboard(App[int]):
     def _set_title(self, widget: Widget, title: str) -> None:
         if widget.border_title != title:
             widget.border_title = title
+
+    def _refresh_concurrency_note(self, now: float) -> None:
+        """Under the sources: the selected source's limit and why it last changed (adaptive
+        sources only). One source, whatever their number."""
+        selected = self.sources_table.selected_source
+        stats = self.engine.telemetry.sources.get(selected) if selected else None
+        note = fmt.concurrency_note(stats, now)
+        if note != self._shown_note:
+            self._shown_note = note
+            self.sources_table.border_subtitle = note or None
 
     def _refresh_errors(self) -> None:
         errors = self.errors_table
@@ -397,12 +410,18 @@ class Dashboard(App[int]):
 
     # -- controls (keys and command palette) ------------------------------------------------------
 
+    def is_paused(self, name: str) -> bool:
+        """False too for a source the engine has not set up yet."""
+        try:
+            return self.engine.is_paused(name)
+        except ValueError:
+            return False
+
     def toggle_pause(self, name: str) -> None:
-        runner = self.engine.runners.get(name)
         stats = self._stats(name)
-        if runner is None or stats is None:
+        if stats is None:
             return
-        if runner.paused:
+        if self.is_paused(name):
             self.engine.resume(name)
         elif stats.status.finished:
             self.notify(f"{name} is {stats.status}: nothing to pause", severity="warning")
@@ -430,10 +449,34 @@ class Dashboard(App[int]):
         if stats is None:
             return
         before = stats.concurrency
+        was_auto = stats.concurrency_mode is ConcurrencyMode.AUTO
         self.engine.set_concurrency(name, before + delta)
         if stats.concurrency == before:
             bound = "1" if delta < 0 else f"max_concurrency ({self.engine.max_concurrency})"
             self.notify(f"{name}: concurrency is already {bound}", severity="warning")
+        if was_auto and stats.concurrency_mode is ConcurrencyMode.MANUAL:
+            self.notify(
+                f"{name}: concurrency now manual at {stats.concurrency}; a returns it to auto",
+                title="Adaptive concurrency overridden",
+            )
+
+    def auto_concurrency(self, name: str) -> None:
+        stats = self._stats(name)
+        if stats is None:
+            return
+        if stats.concurrency_mode is ConcurrencyMode.AUTO:
+            self.notify(f"{name}: concurrency is already adaptive (auto)")
+        elif self.engine.set_auto(name):
+            self.notify(
+                f"{name}: concurrency adaptive again, from {stats.concurrency}",
+                title="Auto concurrency",
+            )
+        else:
+            self.notify(
+                f"{name} has a fixed concurrency ({stats.concurrency}): + and - change it; "
+                "`concurrency: auto` in sources.yaml makes it adaptive",
+                severity="warning",
+            )
 
     def stop_source(self, name: str) -> None:
         stats = self._stats(name)
@@ -455,8 +498,12 @@ class Dashboard(App[int]):
         self._with_selected(self.toggle_pause)
 
     def action_toggle_pause_all(self) -> None:
-        runners = self.engine.runners.values()
-        if any(not r.paused and not r.stats.status.finished for r in runners):
+        sources = self.engine.telemetry.sources
+        if any(
+            not self.is_paused(name) and not sources[name].status.finished
+            for name in self.engine.runners
+            if name in sources
+        ):
             self.pause_all()
         else:
             self.resume_all()
@@ -466,6 +513,9 @@ class Dashboard(App[int]):
 
     def action_concurrency(self, delta: int) -> None:
         self._with_selected(lambda name: self.change_concurrency(name, delta))
+
+    def action_auto_concurrency(self) -> None:
+        self._with_selected(self.auto_concurrency)
 
     def action_stop_source(self) -> None:
         self._with_selected(self.stop_source)
@@ -497,12 +547,15 @@ class Dashboard(App[int]):
             if isinstance(binding, Binding)
         ]
         extra = {
-            "p": "Pause the selected source (its requests in flight finish and commit: "
-            "“pausing”, then “paused”); again to resume",
+            "p": "Pause the selected source (“pausing” until requests in flight commit, then "
+            "“paused”); p resumes",
             "P": "Pause every source; again to resume them all",
             "r": "Retry the selected failed or stopped source from its checkpoint",
-            "+": "More: one more request in flight allowed for the selected source",
-            "-": "Less: one request fewer in flight for the selected source",
+            "+": "More: one more request in flight for the selected source (an adaptive one "
+            "turns manual)",
+            "-": "Less: one request fewer in flight for the selected source (an adaptive one "
+            "turns manual)",
+            "a": "Auto: the selected source's limit back to adaptive (`concurrency: auto` sources)",
             "s": "Stop the selected source (it can be retried with r)",
             "e": "Focus the errors pane (again: back to the sources)",
             "f": "Errors pane: all sources, or only the selected source",
@@ -513,18 +566,35 @@ class Dashboard(App[int]):
         navigation = [
             ("↑ ↓", "Select a source (or an error, in the errors pane)"),
             ("enter", "Details of the selected source, or of the selected error's source"),
+            ("← →", "Scroll the errors pane sideways (url, body excerpt)"),
             ("tab", "Next pane"),
             ("ctrl+p", "Command palette: every action, for any source by name"),
         ]
         detail = [
             ("escape", "Back to the sources"),
-            ("p P r + - s", "Act on the source shown"),
+            ("p P r + - a s", "Act on the source shown"),
             ("e", "Focus its error history"),
+        ]
+        mark = fmt.CONCURRENCY_MARK
+        columns = [
+            (
+                "conc",
+                f"In flight/limit. {mark[ConcurrencyMode.AUTO]}: adaptive (auto); "
+                f"{mark[ConcurrencyMode.MANUAL]}: adaptive, set by hand (manual); "
+                "no mark: fixed",
+            ),
+            ("", "The selected source's adaptive limit and why it last changed: under the table"),
+            (
+                "progress",
+                f"Partitioned: partitions done/total, “3{fmt.FAILED_MARK}” if 3 failed; "
+                "else a bar (total known) or records so far",
+            ),
         ]
         return [
             ("Dashboard", dashboard),
             ("Navigation", navigation),
             ("Source detail", detail),
+            ("Columns", columns),
         ]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

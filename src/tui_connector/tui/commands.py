@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui_connector.telemetry import SourceStatus
+from tui_connector.telemetry import ConcurrencyMode, SourceStatus
 
 if TYPE_CHECKING:
     from tui_connector.tui.app import Dashboard
@@ -64,8 +64,7 @@ class DashboardCommands(Provider):
         self, app: Dashboard, name: str, *, discover: bool
     ) -> Iterator[PaletteCommand]:
         stats = app.engine.telemetry.sources.get(name)
-        runner = app.engine.runners.get(name)
-        paused = runner is not None and runner.paused
+        paused = app.is_paused(name)
         yield PaletteCommand(
             f"{'Resume' if paused else 'Pause'} {name}",
             "Like p on its row",
@@ -85,21 +84,31 @@ class DashboardCommands(Provider):
             partial(app.stop_source, name),
             discover,
         )
+        adaptive = app.engine.config.sources[name].auto_concurrency is not None
+        manual = " (it turns manual)" if adaptive else ""
         yield PaletteCommand(
             f"Raise concurrency of {name}",
-            "Like +: one more request in flight",
+            f"Like +: one more request in flight{manual}",
             partial(app.change_concurrency, name, 1),
             discover,
         )
         yield PaletteCommand(
             f"Lower concurrency of {name}",
-            "Like -: one request fewer in flight",
+            f"Like -: one request fewer in flight{manual}",
             partial(app.change_concurrency, name, -1),
             discover,
         )
+        if adaptive:
+            auto = stats is None or stats.concurrency_mode is not ConcurrencyMode.MANUAL
+            yield PaletteCommand(
+                f"Auto concurrency for {name}",
+                "Like a: hand its limit back to the adaptive controller",
+                partial(app.auto_concurrency, name),
+                discover and not auto,
+            )
         yield PaletteCommand(
             f"Details of {name}",
-            "Like enter: streams, cursors, config, throughput, errors",
+            "Like enter: partitions, positions, config, throughput, errors",
             partial(app.show_detail, name),
             discover,
         )

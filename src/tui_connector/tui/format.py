@@ -9,12 +9,19 @@ from pathlib import Path
 
 import humanize
 
-from tui_connector.telemetry import SourceStats, SourceStatus
+from tui_connector.telemetry import ConcurrencyMode, SourceStats, SourceStatus
 
 PLACEHOLDER = "—"
 BAR_WIDTH = 10
 BAR_FILLED = "━"
 BAR_EMPTY = "─"
+# After a partitioned source's "done/total parts": how many partitions failed.
+FAILED_MARK = "✗"
+# After a source's "in flight/limit": who sets the limit (nothing: the config, fixed).
+CONCURRENCY_MARK: dict[ConcurrencyMode, str] = {
+    ConcurrencyMode.AUTO: "A",  # the adaptive controller
+    ConcurrencyMode.MANUAL: "M",  # the operator, overriding an adaptive source (`a`: back)
+}
 
 
 def count(value: int) -> str:
@@ -127,10 +134,21 @@ def progress_fraction(stats: SourceStats) -> float | None:
     return min(stats.records / total, 1.0)
 
 
+def partitions_text(stats: SourceStats) -> str:
+    """A partitioned source's rollup: "12/40 parts", then "3✗" when partitions failed."""
+    text = f"{count(stats.streams_done)}/{count(stats.streams_total)} parts"
+    if stats.streams_failed:
+        text += f" {count(stats.streams_failed)}{FAILED_MARK}"
+    return text
+
+
 def progress_text(stats: SourceStats | None) -> str:
-    """A bar and a percentage when the total is known; else where the source is."""
+    """Partitions done of a partitioned source; else a bar and a percentage when the total
+    is known; else where the source is."""
     if stats is None:
         return PLACEHOLDER
+    if stats.partitioned:
+        return partitions_text(stats)
     fraction = progress_fraction(stats)
     if fraction is not None:
         return f"{bar(fraction)} {fraction:4.0%}"
@@ -147,10 +165,40 @@ def eta_text(stats: SourceStats | None, now: float) -> str:
 def concurrency_text(stats: SourceStats | None) -> str:
     if stats is None:
         return PLACEHOLDER
-    return f"{stats.in_flight}/{stats.concurrency}"
+    text = f"{stats.in_flight}/{stats.concurrency}"
+    mark = CONCURRENCY_MARK.get(stats.concurrency_mode)
+    return f"{text} {mark}" if mark else text
+
+
+def concurrency_mode_text(stats: SourceStats) -> str:
+    if stats.concurrency_mode is ConcurrencyMode.AUTO:
+        return "auto (adaptive)"
+    if stats.concurrency_mode is ConcurrencyMode.MANUAL:
+        return "manual (set by hand; a: back to auto)"
+    return "fixed (as configured)"
+
+
+def concurrency_change_text(stats: SourceStats, now: float) -> str | None:
+    """Why the limit last changed, and how long ago; None if it never changed."""
+    if not stats.concurrency_reason:
+        return None
+    text = one_line(stats.concurrency_reason)
+    if stats.concurrency_changed_at is not None:
+        text += f", {duration(now - stats.concurrency_changed_at)} ago"
+    return text
 
 
 def checkpoint_age(last_commit_at: float | None, now: float) -> str:
     if last_commit_at is None:
         return PLACEHOLDER
     return duration(now - last_commit_at)
+
+
+def concurrency_note(stats: SourceStats | None, now: float) -> str:
+    """One line on an adaptive source's limit: who sets it, and why it last changed."""
+    if stats is None or stats.concurrency_mode is ConcurrencyMode.FIXED:
+        return ""
+    mode = "auto" if stats.concurrency_mode is ConcurrencyMode.AUTO else "manual (a: auto)"
+    text = f"{stats.name}: limit {stats.concurrency}, {mode}"
+    change = concurrency_change_text(stats, now)
+    return f"{text} — {change}" if change else text

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,14 +17,22 @@ from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
-from tui_connector.config import ApiKeyAuth, BasicAuth, BearerAuth, SourceSpec
+from tui_connector.config import (
+    ApiKeyAuth,
+    AutoConcurrency,
+    BasicAuth,
+    BearerAuth,
+    DatePartitions,
+    Placement,
+    SourceSpec,
+    ValuePartitions,
+)
 from tui_connector.engine import Engine
 from tui_connector.redact import REDACTED, looks_secret
-from tui_connector.state import StateError, StreamRow
 from tui_connector.telemetry import SourceStats
 from tui_connector.tui import format as fmt
 from tui_connector.tui.history import ThroughputHistory
-from tui_connector.tui.widgets import ErrorTable, ThemeStyles
+from tui_connector.tui.widgets import ErrorTable, PartitionTable, ThemeStyles, shown_streams
 
 # -- the config summary ---------------------------------------------------------------------------
 
@@ -70,14 +78,74 @@ def _pairs(mapping: Mapping[str, Any], separator: str) -> str:
     )
 
 
+def _describe_step(step: timedelta) -> str:
+    seconds = int(step.total_seconds())
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _describe_instant(moment: datetime) -> str:
+    if (moment.hour, moment.minute, moment.second) == (0, 0, 0):
+        return f"{moment:%Y-%m-%d}"
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def _placement(placement: Placement) -> str:
+    if placement.path:
+        return f"url {{{placement.path}}}"
+    if placement.param:
+        return f"param {placement.param}"
+    return f"body {placement.body_field}"
+
+
+MAX_VALUES_SHOWN = 5
+
+
+def describe_partitions(spec: SourceSpec) -> str | None:
+    """The partition kind and its shape in one line, e.g. "values (3): a, b, c → url {ds}"."""
+    partitions = spec.partitions
+    if partitions is None:
+        return None
+    if isinstance(partitions, DatePartitions):
+        end = _describe_instant(partitions.end) if partitions.end else "now"
+        where = partitions.start_param or f"body {partitions.start_body_field}"
+        if partitions.end_param or partitions.end_body_field:
+            where += f", {partitions.end_param or 'body ' + str(partitions.end_body_field)}"
+        return (
+            f"dates {_describe_instant(partitions.start)} → {end} every "
+            f"{_describe_step(partitions.step)} ({partitions.format}) → {where}"
+        )
+    if isinstance(partitions, ValuePartitions):
+        values = [str(value) for value in partitions.values or ()]
+        shown = ", ".join(values[:MAX_VALUES_SHOWN])
+        if len(values) > MAX_VALUES_SHOWN:
+            shown += f", … ({len(values) - MAX_VALUES_SHOWN} more)"
+        origin = f" from {partitions.values_file}" if partitions.values_file else ""
+        return f"values ({len(values)}{origin}): {shown} → {_placement(partitions)}"
+    return (
+        f"parent of {partitions.source}: one per record's {partitions.value} → "
+        f"{_placement(partitions)}"
+    )
+
+
+def _describe_concurrency(spec: SourceSpec, live_concurrency: int) -> str:
+    auto: AutoConcurrency | None = spec.auto_concurrency
+    if auto is None:
+        text = f"{spec.concurrency}"
+    else:
+        text = f"auto {auto.min}-{auto.max}, starting at {spec.concurrency}"
+    if live_concurrency != spec.concurrency:
+        text += f" (now {live_concurrency})"
+    return text
+
+
 def config_summary(spec: SourceSpec, redact: Callable[[str], str], live_concurrency: int) -> Table:
     """The source's settings; every string passes through the redactor, auth values never
     appear at all."""
     retry = spec.retry
     timeout = spec.timeout
-    concurrency = f"{spec.concurrency}"
-    if live_concurrency != spec.concurrency:
-        concurrency += f" (now {live_concurrency})"
     rows: list[tuple[str, str]] = [
         ("request", f"{spec.method} {spec.url}"),
         ("params", _pairs(spec.params, "=")),
@@ -89,8 +157,17 @@ def config_summary(spec: SourceSpec, redact: Callable[[str], str], live_concurre
         ("records", spec.records or "the body (a bare array)"),
         ("errors", spec.errors or fmt.PLACEHOLDER),
         ("pagination", _describe_model(spec.pagination)),
+    ]
+    partitions = describe_partitions(spec)
+    if partitions is not None:
+        rows.append(("partitions", partitions))
+    if spec.incremental is not None:
+        incremental = spec.incremental
+        where = f"param {incremental.param}" if incremental.param else incremental.body_field
+        rows.append(("incremental", f"newer than the last {incremental.cursor_field} → {where}"))
+    rows += [
         ("auth", _describe_auth(spec)),
-        ("concurrency", concurrency),
+        ("concurrency", _describe_concurrency(spec, live_concurrency)),
         ("rate limit", f"{spec.rate_limit:g} req/s" if spec.rate_limit else "none"),
         (
             "retry",
@@ -115,14 +192,18 @@ def config_summary(spec: SourceSpec, redact: Callable[[str], str], live_concurre
 # -- live figures ---------------------------------------------------------------------------------
 
 
-def source_figures(stats: SourceStats | None, last_commit_at: float | None, now: float) -> Text:
-    text = Text()
+Figure = tuple[str, str, str]  # label, value, Rich style of the value
+
+
+def source_figures(
+    stats: SourceStats | None, last_commit_at: float | None, now: float
+) -> list[Figure]:
+    figures: list[Figure] = []
     if stats is None:
-        return Text("not started yet")
+        return [("status", "not started yet", "")]
 
     def line(label: str, value: str, style: str = "") -> None:
-        text.append(f"{label:<16}", style="bold")
-        text.append(value + "\n", style=style)
+        figures.append((label, value, style))
 
     line("status", fmt.status_text(stats, now))
     records = fmt.count(stats.records)
@@ -144,7 +225,23 @@ def source_figures(stats: SourceStats | None, last_commit_at: float | None, now:
         f"{fmt.rate(fmt.requests_per_second(stats, now))} requests/s ({window})",
     )
     line("transferred", f"{fmt.size(stats.bytes)} in {fmt.count(stats.requests)} requests")
-    line("in flight", f"{stats.in_flight} of {stats.concurrency} allowed")
+    if stats.partitioned:
+        parts = (
+            f"{fmt.count(stats.streams_done)} of {fmt.count(stats.streams_total)} done, "
+            f"{fmt.count(stats.streams_running)} running"
+        )
+        if stats.streams_failed:
+            parts += f", {fmt.count(stats.streams_failed)} failed"
+        line("partitions", parts, style="bold" if stats.streams_failed else "")
+    if stats.high_water is not None:
+        line("high-water", f"newer than {fmt.one_line(stats.high_water)}")
+    line(
+        "in flight",
+        f"{stats.in_flight} of {stats.concurrency} allowed, " + fmt.concurrency_mode_text(stats),
+    )
+    change = fmt.concurrency_change_text(stats, now)
+    if change is not None:
+        line("limit changed", change)
     line("retries, errors", f"{fmt.count(stats.retries)}, {fmt.count(stats.errors)}")
     age = fmt.checkpoint_age(last_commit_at, now)
     line("last checkpoint", f"{age} ago" if last_commit_at is not None else age)
@@ -152,32 +249,17 @@ def source_figures(stats: SourceStats | None, last_commit_at: float | None, now:
         line("last error", fmt.one_line(stats.last_error))
     for warning in stats.warnings:
         line("warning", warning)
-    text.rstrip()
-    return text
+    return figures
 
 
-STREAM_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("partition", "partition", 12),
-    ("status", "status", 9),
-    ("position", "position", 9),
-    ("pages", "pages", 7),
-    ("records", "records", 9),
-    ("cursor", "cursor", 48),
-    ("error", "last error", 28),
-)
-
-
-def stream_cells(row: StreamRow, redact: Callable[[str], str]) -> dict[str, str]:
-    cursor = json.dumps(row.cursor, separators=(",", ":"), sort_keys=True)
-    return {
-        "partition": row.partition,
-        "status": row.status,
-        "position": fmt.count(row.position),
-        "pages": fmt.count(row.pages),
-        "records": fmt.count(row.records),
-        "cursor": redact(cursor),
-        "error": redact(fmt.one_line(row.last_error)) if row.last_error else fmt.PLACEHOLDER,
-    }
+def figures_table(figures: Sequence[Figure]) -> Table:
+    """Labels in a column of their own: a long value wraps under its value, not its label."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for label, value, style in figures:
+        table.add_row(label, Text(value, style=style))
+    return table
 
 
 class SourceErrorTable(ErrorTable):
@@ -203,8 +285,8 @@ class SourceDetailScreen(Screen[None]):
         self.source = source
         self.throughput = throughput
         self.clock = clock
-        self._stream_cells: dict[str, dict[str, str]] = {}
-        self._shown_figures: str | None = None
+        self._partitions_seen: tuple[object, ...] | None = None
+        self._shown_figures: list[Figure] | None = None
         self._shown_samples = -1
         self._shown_concurrency: int | None = None
         self._shown_title: str | None = None
@@ -220,42 +302,69 @@ class SourceDetailScreen(Screen[None]):
             with Vertical(id="detail-live"):
                 yield Static(id="detail-figures")
                 yield Sparkline([], id="throughput")
-        yield DataTable(id="streams", cursor_type="row", show_cursor=False)
+        yield PartitionTable(id="streams")
         yield self.history
         yield Footer()
 
-    async def on_mount(self) -> None:
-        streams = self.query_one("#streams", DataTable)
-        for key, label, width in STREAM_COLUMNS:
-            streams.add_column(label, key=key, width=width)
+    def on_mount(self) -> None:
         self.query_one("#detail-config").border_title = "Config (secrets redacted)"
         self.query_one("#detail-figures").border_title = "Now"
-        streams.border_title = "Streams (from the state database, every second)"
-        self.history.restyle(ThemeStyles(self.app))
+        styles = ThemeStyles(self.app)
+        self.history.restyle(styles)
+        partitions = self.query_one("#streams", PartitionTable)
+        partitions.restyle(styles)
+        partitions.border_title = self._partitions_title(None)
         self._mounted = True
         self.refresh_live()
-        await self.load_streams()
-        # A state read is a thread round trip: once a second is plenty, 10 Hz would be waste.
-        self.set_interval(1.0, self.load_streams)
+        self.refresh_partitions()
+        # Listing the partitions walks them all: once a second is plenty, 10 Hz would be waste.
+        self.set_interval(1.0, self.refresh_partitions)
 
-    async def load_streams(self) -> None:
-        try:
-            rows = await self.engine.state.streams(self.source)
-        except (StateError, sqlite3.Error, ValueError):
-            # Not open yet, or closed under this read while quitting (aiosqlite raises
-            # ValueError then): keep what is shown.
+    def _partitions_title(self, stats: SourceStats | None) -> str:
+        if self.engine.config.sources[self.source].partitions is None:
+            return "Stream (the source is not partitioned)"
+        if stats is None:
+            return "Partitions: not started yet"
+        title = (
+            f"Partitions: {fmt.count(stats.streams_done)} of {fmt.count(stats.streams_total)}"
+            f" done, {fmt.count(stats.streams_running)} running"
+        )
+        if stats.streams_failed:
+            title += f", {fmt.count(stats.streams_failed)} failed"
+        return title
+
+    def refresh_partitions(self) -> None:
+        """The source's streams from telemetry, bounded; only when its counters moved."""
+        stats = self.engine.telemetry.sources.get(self.source)
+        if stats is None:
             return
-        table = self.query_one("#streams", DataTable)
-        for row in rows:
-            cells = stream_cells(row, self.engine.redactor)
-            shown = self._stream_cells.get(row.partition)
-            if shown is None:
-                table.add_row(*cells.values(), key=row.partition)
-            else:
-                for key, value in cells.items():
-                    if shown.get(key) != value:
-                        table.update_cell(row.partition, key, value)
-            self._stream_cells[row.partition] = cells
+        seen = (
+            stats.status,
+            stats.pages,
+            stats.streams_total,
+            stats.streams_done,
+            stats.streams_failed,
+            stats.streams_running,
+            len(stats.streams),
+        )
+        if seen == self._partitions_seen:
+            return
+        self._partitions_seen = seen
+        try:
+            table = self.query_one("#streams", PartitionTable)
+        except NoMatches:  # the timer ticked while the screen was being dismantled
+            return
+        streams, hidden = shown_streams(stats)
+        table.sync(streams, self.engine.redactor)
+        table.border_title = self._partitions_title(stats)
+        not_started = max(0, stats.streams_total - len(stats.streams))
+        if hidden:
+            more = f"… and {fmt.count(hidden)} more"
+            if not_started:
+                more += f" ({fmt.count(not_started)} not started yet)"
+            table.border_subtitle = more
+        else:
+            table.border_subtitle = None
 
     def refresh_live(self) -> None:
         """Called by the app's timer: the figures and the sparkline from telemetry."""
@@ -275,9 +384,9 @@ class SourceDetailScreen(Screen[None]):
             self._shown_title = title
             self.query_one("#detail-title", Static).update(title)
         figures = source_figures(stats, engine.state.last_commit_at.get(self.source), now)
-        if figures.plain != self._shown_figures:
-            self._shown_figures = figures.plain
-            self.query_one("#detail-figures", Static).update(figures)
+        if figures != self._shown_figures:
+            self._shown_figures = figures
+            self.query_one("#detail-figures", Static).update(figures_table(figures))
         spec = engine.config.sources[self.source]
         concurrency = stats.concurrency if stats else spec.concurrency
         if concurrency != self._shown_concurrency:

@@ -16,7 +16,14 @@ from textual.binding import Binding
 from textual.color import Color
 from textual.widgets import DataTable, Static
 
-from tui_connector.telemetry import ErrorEvent, InFlightRequest, SourceStats, SourceStatus
+from tui_connector.telemetry import (
+    ErrorEvent,
+    InFlightRequest,
+    SourceStats,
+    SourceStatus,
+    StreamStats,
+    StreamStatus,
+)
 from tui_connector.tui import format as fmt
 
 # Theme variables (not literal colours) behind each status; resolved when the theme changes.
@@ -58,6 +65,7 @@ class ThemeStyles:
         self.muted = style("foreground-muted")
         self.error = style("text-error")
         self.warning = style("text-warning")
+        self.accent = style("text-accent", bold=True)
 
     def for_status(self, status_text: str) -> Style:
         base = "backing off" if status_text.startswith("backing off") else status_text
@@ -86,8 +94,8 @@ SOURCE_COLUMNS: tuple[Column, ...] = (
     Column("req_s", "req/s", 5, numeric=True),
     Column("rec_s", "rec/s", 6, numeric=True),
     Column("retries", "retry", 5, numeric=True),
-    Column("errors", "err", 4, numeric=True),
-    Column("concurrency", "conc", 5, numeric=True),
+    Column("errors", "err", 3, numeric=True),
+    Column("concurrency", "conc", 7, numeric=True),
     Column("checkpoint", "checkpoint", 10, numeric=True),
 )
 
@@ -164,7 +172,10 @@ class SourcesTable(DataTable[Text]):
     @staticmethod
     def _cell(column: Column, value: str, styles: ThemeStyles | None) -> Text:
         if column.numeric:
-            return Text(value, justify="right", no_wrap=True)
+            text = Text(value, justify="right", no_wrap=True)
+            if styles is not None and column.key == "concurrency" and value[-1:].isalpha():
+                text.stylize(styles.accent, len(value) - 1)  # the A(uto) / M(anual) mark
+            return text
         text = Text(value, no_wrap=True, overflow="ellipsis")
         if styles is None:
             return text
@@ -174,8 +185,115 @@ class SourcesTable(DataTable[Text]):
             filled = len(value) - len(value.lstrip(fmt.BAR_FILLED))
             text.stylize(styles.bar, 0, filled)
             text.stylize(styles.muted, filled, fmt.BAR_WIDTH)
+        elif column.key == "progress" and value.endswith(fmt.FAILED_MARK):
+            text.stylize(styles.error, value.rindex(" ") + 1)  # "12/40 parts 3✗"
         elif column.key == "source":
             text.stylize(Style(bold=True))
+        return text
+
+
+# -- the partitions of one source ----------------------------------------------------------------
+
+MAX_PARTITIONS_SHOWN = 200
+
+PARTITION_COLUMNS: tuple[Column, ...] = (
+    Column("partition", "partition", 20),
+    Column("status", "status", 8),
+    Column("pages", "pages", 9, numeric=True),
+    Column("records", "records", 9, numeric=True),
+    Column("position", "position", 28),
+    Column("error", "last error", 46),
+)
+
+
+def shown_streams(
+    stats: SourceStats, limit: int = MAX_PARTITIONS_SHOWN
+) -> tuple[list[StreamStats], int]:
+    """The streams worth a row, at most `limit`: running ones first, then failed ones, then
+    the rest in the order they started; and how many others there are (not started yet
+    included). O(streams): for the detail screen, at most once a second."""
+    running: list[StreamStats] = []
+    failed: list[StreamStats] = []
+    rest: list[StreamStats] = []
+    for stream in stats.streams.values():
+        if stream.status is StreamStatus.RUNNING:
+            running.append(stream)
+        elif stream.status is StreamStatus.FAILED:
+            failed.append(stream)
+        elif len(rest) < limit:
+            rest.append(stream)
+    chosen = (running + failed + rest)[:limit]
+    return chosen, max(stats.streams_total, len(stats.streams)) - len(chosen)
+
+
+def partition_cells(stream: StreamStats, redact: Callable[[str], str]) -> dict[str, str]:
+    pages = fmt.count(stream.pages)
+    if stream.pages_total is not None and stream.pages <= stream.pages_total:
+        pages += f"/{fmt.count(stream.pages_total)}"
+    return {
+        "partition": stream.key,
+        "status": stream.status.value,
+        "pages": pages,
+        "records": fmt.count(stream.records),
+        "position": redact(fmt.one_line(stream.position)) or fmt.PLACEHOLDER,
+        "error": redact(fmt.one_line(stream.error)) if stream.error else fmt.PLACEHOLDER,
+    }
+
+
+class PartitionTable(DataTable[Text]):
+    """At most MAX_PARTITIONS_SHOWN streams of one source, keyed by partition. Rows come and
+    go and are re-sorted in place (never cleared: that would reset the scroll); cells are
+    updated only when their text changed."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(cursor_type="row", show_cursor=False, id=id)
+        self._shown: dict[str, dict[str, str]] = {}
+        self._order: list[str] = []
+        self._styles: ThemeStyles | None = None
+        self._repaint = False
+
+    def on_mount(self) -> None:
+        for column in PARTITION_COLUMNS:
+            label = Text(column.label, justify="right" if column.numeric else "left")
+            self.add_column(label, key=column.key, width=column.width)
+
+    def restyle(self, styles: ThemeStyles) -> None:
+        self._styles = styles
+        self._repaint = True
+
+    def sync(self, streams: Sequence[StreamStats], redact: Callable[[str], str]) -> None:
+        wanted = [stream.key for stream in streams]
+        keep = set(wanted)
+        for key in [key for key in self._shown if key not in keep]:
+            self.remove_row(key)
+            del self._shown[key]
+        for stream in streams:
+            cells = partition_cells(stream, redact)
+            shown = self._shown.get(stream.key)
+            if shown is None:
+                row = (self._cell(column, cells[column.key]) for column in PARTITION_COLUMNS)
+                self.add_row(*row, key=stream.key)
+            else:
+                for column in PARTITION_COLUMNS:
+                    value = cells[column.key]
+                    if self._repaint or shown[column.key] != value:
+                        self.update_cell(stream.key, column.key, self._cell(column, value))
+            self._shown[stream.key] = cells
+        self._repaint = False
+        if wanted != self._order:
+            self._order = wanted
+            rank = {key: index for index, key in enumerate(wanted)}
+            self.sort("partition", key=lambda cell: rank[cell.plain])
+
+    def _cell(self, column: Column, value: str) -> Text:
+        if column.numeric:
+            return Text(value, justify="right", no_wrap=True)
+        text = Text(value, no_wrap=True, overflow="ellipsis")
+        styles = self._styles
+        if styles is not None and column.key == "status":
+            text.stylize(styles.for_status(value))
+        elif styles is not None and column.key == "error" and value != fmt.PLACEHOLDER:
+            text.stylize(styles.error)
         return text
 
 
