@@ -2,6 +2,11 @@
 
 Record ``n`` (0-based) of dataset ``D`` is a pure function of ``(D, n)``: nothing is precomputed,
 so a dataset of any size costs nothing until a slice of it is asked for.
+
+What a request asks for is a ``range`` of record numbers (:func:`select`): a time window on
+``updated_at`` and a shard ``n % K == I`` are both arithmetic progressions, and so is their
+intersection, so slicing a selection for a page (``selection[offset:offset + count]``) is O(1)
+however large the dataset.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import math
 import time
+from fractions import Fraction
 from typing import Any
 
 #: 2024-01-01T00:00:00Z, the ``updated_at`` of record 0; record n is n minutes later.
@@ -48,12 +55,12 @@ def record(dataset: str, n: int) -> dict[str, Any]:
     }
 
 
-def records(dataset: str, start: int, stop: int, total: int) -> list[dict[str, Any]]:
-    """Records ``start`` (inclusive) to ``stop`` (exclusive), clipped to ``0..total``."""
-    return [record(dataset, n) for n in range(max(0, start), min(stop, total))]
+def records(dataset: str, numbers: range) -> list[dict[str, Any]]:
+    """The records numbered ``numbers`` (a slice of :func:`select`), in that order."""
+    return [record(dataset, n) for n in numbers]
 
 
-def records_json(dataset: str, start: int, stop: int, total: int) -> str:
+def records_json(dataset: str, numbers: range) -> str:
     """``json.dumps(records(...), separators=(",", ":"))``, written directly: about 3x cheaper.
 
     ``dataset`` must need no JSON escaping (the server only accepts ``[a-z0-9_-]+``).
@@ -63,9 +70,35 @@ def records_json(dataset: str, start: int, stop: int, total: int) -> str:
         f'{{"id":"{dataset}-{n:06d}","n":{n},"name":"{dataset} item {n}",'
         f'"updated_at":"{day(n // 1440)}{clock[n % 1440]}",'
         f'"value":{((n * 2_654_435_761) % 1_000_000) / 100!r}}}'
-        for n in range(max(0, start), min(stop, total))
+        for n in numbers
     ]
     return f"[{','.join(parts)}]"
+
+
+def first_at_or_after(epoch: Fraction | int) -> int:
+    """The first record number ``n`` whose ``updated_at`` is at or after ``epoch`` (seconds,
+    exact: a Fraction, so a bound one microsecond past a minute excludes that minute's record).
+    Not clipped: negative before 2024-01-01, past the end for instants after the last record."""
+    return math.ceil((Fraction(epoch) - BASE_EPOCH) / 60)
+
+
+def select(
+    total: int,
+    since: Fraction | int | None = None,
+    before: Fraction | int | None = None,
+    shards: int = 1,
+    shard: int = 0,
+) -> range:
+    """The record numbers of a dataset of ``total`` records with ``since <= updated_at < before``
+    (epoch seconds; None is unbounded) and ``n % shards == shard``, ascending.
+
+    A range rather than a list, so pages are O(1) slices and ``len`` is the window's total.
+    """
+    if shards < 1 or not 0 <= shard < shards:
+        raise ValueError(f"shard must be in 0..{shards - 1}, not {shard}")
+    lo = 0 if since is None else min(max(first_at_or_after(since), 0), total)
+    hi = total if before is None else min(max(first_at_or_after(before), 0), total)
+    return range(lo + (shard - lo) % shards, hi, shards)
 
 
 def encode_cursor(offset: int) -> str:

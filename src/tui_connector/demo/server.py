@@ -17,8 +17,27 @@ Routes (each dataset route is served under ``/v1`` without auth and under ``/sec
 - ``GET  /secure/echo``                                 the request's headers and query (auth)
 - ``GET|POST /_demo/knobs``, ``GET /_demo/log``, ``POST /_demo/reset``   control, never faulted
 
+Selecting records (every dataset route but ``errors-200``; GraphQL variables in brackets), so
+that date windows, incremental runs, value lists and parent/child partitions can be tested:
+
+- ``updated_since`` / ``updated_before`` (``updatedSince`` / ``updatedBefore``): only records with
+  ``since <= updated_at < before``. An ISO 8601 datetime (``Z`` or an offset, fractions), a date
+  (midnight UTC), or epoch seconds; a number >= 10^11 is epoch milliseconds.
+- ``shards=K&shard=I`` (``shards``, ``shard``): only records with ``n % K == I``.
+- ``dataset_size=N`` (``datasetSize``): the dataset has N records instead of ``knobs.records``.
+
+Pages, offsets, cursors and totals (``total``, ``X-Total-Count``, ``count``, ``has_more``, next
+links, which keep every other param) then work over the selected records only, exactly as if the
+dataset were just those. A bad value is a 400 (a GraphQL error for a variable).
+
 Faults (``DemoKnobs.fault_rate``) and latency apply to the dataset routes only; whether a request
 faults is a pure function of the seed, the request and how often it was seen (see ``faults``).
+
+Capacity (``DemoKnobs.capacity`` = N, live-changeable): at most N dataset requests are served at
+once (latency, auth, faults and building the reply); a request arriving while N are served waits
+for a turn (first come, first served) if fewer than ``capacity_queue`` (default ``max(1, N // 2)``)
+already wait, else it is answered at once: 429 ``{"error": "over capacity"}`` with ``Retry-After``,
+logged with fault ``"capacity"``. Past N concurrent requests latency rises, then 429s come.
 """
 
 from __future__ import annotations
@@ -39,7 +58,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import formatdate
+from fractions import Fraction
 from typing import Any
 from urllib.parse import urlencode
 
@@ -81,11 +102,19 @@ class DemoKnobs:
     slow_ms: float = 2000.0
     seed: int = 0
     token: str | None = None
+    #: Dataset requests served at once (None: no limit); more wait in line, then get 429.
+    capacity: int | None = None
+    #: How many may wait in line for a turn (None: half the capacity, at least one).
+    capacity_queue: int | None = None
 
     def __post_init__(self) -> None:
         _check_int("records", self.records, minimum=0)
         _check_int("page_size", self.page_size, minimum=1, maximum=MAX_PAGE_SIZE)
         _check_int("seed", self.seed)
+        if self.capacity is not None:
+            _check_int("capacity", self.capacity, minimum=1)
+        if self.capacity_queue is not None:
+            _check_int("capacity_queue", self.capacity_queue, minimum=0)
         for name in ("latency_ms", "fault_rate", "retry_after_s", "slow_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -112,6 +141,13 @@ class DemoKnobs:
         values["faults"] = list(self.faults)
         values["token"] = None if self.token is None else "***"
         return values
+
+    @property
+    def queue_limit(self) -> int:
+        """How many requests may wait for a turn while ``capacity`` are being served."""
+        if self.capacity_queue is not None:
+            return self.capacity_queue
+        return max(1, (self.capacity or 0) // 2)
 
 
 def _check_int(
@@ -144,15 +180,25 @@ class RequestLogEntry:
 
 
 class DemoState:
-    """Knobs, the request log and the per-request occurrence counters; safe across threads."""
+    """Knobs, the request log, the per-request occurrence counters and the line for a turn to be
+    served (``capacity``); safe across threads, except :meth:`admit` and :meth:`release`, which
+    only the server's loop calls."""
 
     def __init__(self, knobs: DemoKnobs | None = None, log_limit: int = LOG_LIMIT) -> None:
         self.knobs = knobs or DemoKnobs()
         self._lock = threading.Lock()
         self._log: deque[RequestLogEntry] = deque(maxlen=log_limit)
         self._seen: dict[bytes, int] = {}
-        #: Dataset requests being handled right now (read from any thread; written by the loop).
+        # The counters below are read from any thread and written by the loop only.
+        #: Dataset requests being handled right now (waiting for a turn or served).
         self.in_flight = 0
+        #: Dataset requests being served right now (past admission: latency, auth, reply).
+        self.serving = 0
+        #: Dataset requests waiting in line for a turn to be served.
+        self.waiting = 0
+        #: The most served at once since the start or the last :meth:`reset`.
+        self.max_serving = 0
+        self._line: deque[asyncio.Future[None]] = deque()
 
     def update_knobs(self, **fields: Any) -> DemoKnobs:
         """Change some knobs (validated: TypeError / ValueError on bad names or values)."""
@@ -165,10 +211,11 @@ class DemoState:
             return list(self._log)
 
     def reset(self) -> None:
-        """Forget the log and how often each request was seen."""
+        """Forget the log, how often each request was seen and the ``max_serving`` mark."""
         with self._lock:
             self._log.clear()
             self._seen.clear()
+            self.max_serving = self.serving
 
     def occurrence(self, key: bytes) -> int:
         """How many times the request ``key`` was seen before this one."""
@@ -180,6 +227,51 @@ class DemoState:
     def record(self, entry: RequestLogEntry) -> None:
         with self._lock:
             self._log.append(entry)
+
+    # Admission: counters and a line of futures rather than an asyncio.Semaphore, so that
+    # ``capacity`` is read at each admission and can change live. Only the loop runs these, with
+    # no await between a check and its update: no lock needed.
+
+    async def admit(self) -> bool:
+        """Take a turn to be served, waiting in line (first come, first served) while
+        ``capacity`` are served; False at once when the line is full too (answer 429)."""
+        self._hand_over()  # the capacity may have been raised since the last release
+        knobs = self.knobs
+        if knobs.capacity is None or self.serving < knobs.capacity:
+            self._serve()
+            return True
+        if len(self._line) >= knobs.queue_limit:
+            return False
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        self.waiting += 1
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.cancelled():  # still in line
+                self._line.remove(turn)
+                self.waiting -= 1
+            else:  # handed a turn it will not use: pass it on
+                self.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        """End a turn taken by :meth:`admit`; whoever waited longest is served next."""
+        self.serving -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        capacity = self.knobs.capacity
+        while self._line and (capacity is None or self.serving < capacity):
+            turn = self._line.popleft()
+            self.waiting -= 1
+            self._serve()  # counted now, so no newcomer takes the turn before the waiter wakes
+            turn.set_result(None)
+
+    def _serve(self) -> None:
+        self.serving += 1
+        self.max_serving = max(self.max_serving, self.serving)
 
 
 # -- replies ----------------------------------------------------------------------------------
@@ -223,12 +315,18 @@ def _dumps(payload: Any) -> bytes:
 
 
 def _int_param(query: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = query.get(name)
+    return _whole(query.get(name), name, default, minimum)
+
+
+def _whole(raw: object, name: str, default: int, minimum: int = 0) -> int:
+    """A query param's text or a GraphQL variable's JSON as an integer (missing: ``default``)."""
     if raw is None or raw == "":
         return default
     try:
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise TypeError
         value = int(raw)
-    except ValueError:
+    except (TypeError, ValueError):
         raise _BadRequest(f"{name} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise _BadRequest(f"{name} must be >= {minimum}, not {value}")
@@ -267,8 +365,76 @@ def _page_params(request: web.Request, knobs: DemoKnobs) -> tuple[int, int]:
     return page, _size_param(request.query, "per_page", knobs)
 
 
-def _slice(ds: str, start: int, count: int, knobs: DemoKnobs) -> str:
-    return data.records_json(ds, start, start + count, knobs.records)
+#: An epoch number this large is milliseconds: as seconds it would be past the year 5000.
+_EPOCH_MS = 10**11
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)\s*")
+_UNIX = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch(raw: object) -> Fraction:
+    """Exact epoch seconds from an ISO 8601 datetime or date (UTC unless it has an offset), or
+    from epoch seconds or milliseconds (text or a JSON number). TypeError / ValueError /
+    OverflowError if it is none of those.
+
+    Exact (a Fraction, not a float) so that a bound a microsecond past a record's minute really
+    excludes that record: window edges are where connectors lose or repeat records.
+    """
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise TypeError(f"not a time: {raw!r}")
+    if isinstance(raw, str) and not _NUMBER.fullmatch(raw):
+        moment = datetime.fromisoformat(raw)  # "Z", offsets, fractions, bare dates (3.11+)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        delta = moment - _UNIX
+        return delta.days * 86_400 + delta.seconds + Fraction(delta.microseconds, 1_000_000)
+    seconds = Fraction(raw)
+    return seconds / 1000 if abs(seconds) >= _EPOCH_MS else seconds
+
+
+def _instant(raw: object, name: str) -> Fraction | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return _epoch(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise _BadRequest(
+            f"{name} must be an ISO 8601 datetime, a date, or epoch seconds or milliseconds, "
+            f"not {raw!r}"
+        ) from None
+
+
+#: What selects a request's records: the GET routes' query params, and the GraphQL variables
+#: that mean the same (in that order: since, before, shards, shard, dataset size).
+_QUERY_SELECTION = ("updated_since", "updated_before", "shards", "shard", "dataset_size")
+_GRAPHQL_SELECTION = ("updatedSince", "updatedBefore", "shards", "shard", "datasetSize")
+
+
+def _selection(
+    values: Mapping[str, Any], names: tuple[str, ...], knobs: DemoKnobs, prefix: str = ""
+) -> range:
+    """The record numbers a request sees: ``dataset_size`` records (default: the records knob)
+    with ``updated_since <= updated_at < updated_before`` and ``n % shards == shard``. Paging,
+    cursors and totals then work over this range as if it were the whole dataset."""
+    since_name, before_name, shards_name, shard_name, size_name = names
+    size = _whole(values.get(size_name), prefix + size_name, knobs.records)
+    shards = _whole(values.get(shards_name), prefix + shards_name, 1, minimum=1)
+    shard = _whole(values.get(shard_name), prefix + shard_name, 0)
+    if shard >= shards:
+        raise _BadRequest(
+            f"{prefix}{shard_name} must be below {prefix}{shards_name} ({shards}), not {shard}"
+        )
+    since = _instant(values.get(since_name), prefix + since_name)
+    before = _instant(values.get(before_name), prefix + before_name)
+    return data.select(size, since, before, shards, shard)
+
+
+def _selected(request: web.Request, knobs: DemoKnobs) -> range:
+    return _selection(request.query, _QUERY_SELECTION, knobs)
+
+
+def _slice(ds: str, selection: range, start: int, count: int) -> str:
+    """The JSON of ``count`` selected records from ``start`` (an offset into the selection)."""
+    return data.records_json(ds, selection[start : start + count])
 
 
 def _has_next(page: int, per_page: int, total: int) -> bool:
@@ -282,8 +448,9 @@ _Handler = Callable[[web.Request, DemoKnobs, bytes], _Reply]
 
 def _pages(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     page, per_page = _page_params(request, knobs)
-    records = _slice(request.match_info["ds"], (page - 1) * per_page, per_page, knobs)
-    total = knobs.records
+    selection = _selected(request, knobs)
+    records = _slice(request.match_info["ds"], selection, (page - 1) * per_page, per_page)
+    total = len(selection)
     payload = {
         "data": _RECORDS,
         "page": page,
@@ -303,8 +470,9 @@ def _text_plain(request: web.Request, knobs: DemoKnobs, body: bytes) -> _Reply:
 def _offset(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     offset = _int_param(request.query, "offset", 0)
     limit = _size_param(request.query, "limit", knobs)
-    records = _slice(request.match_info["ds"], offset, limit, knobs)
-    total = knobs.records
+    selection = _selected(request, knobs)
+    records = _slice(request.match_info["ds"], selection, offset, limit)
+    total = len(selection)
     headers = {"X-Total-Count": str(total)}
     return _Reply({"results": _RECORDS, "count": total}, headers=headers, records=records)
 
@@ -312,8 +480,9 @@ def _offset(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
 def _cursor(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     offset = _cursor_param(request.query, "cursor")
     limit = _size_param(request.query, "limit", knobs)
-    records = _slice(request.match_info["ds"], offset, limit, knobs)
-    more = offset + limit < knobs.records
+    selection = _selected(request, knobs)
+    records = _slice(request.match_info["ds"], selection, offset, limit)
+    more = offset + limit < len(selection)
     payload = {
         "items": _RECORDS,
         "next_cursor": data.encode_cursor(offset + limit) if more else None,
@@ -325,17 +494,19 @@ def _cursor(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
 def _header_cursor(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     offset = _cursor_param(request.query, "after")
     limit = _size_param(request.query, "limit", knobs)
-    records = _slice(request.match_info["ds"], offset, limit, knobs)
+    selection = _selected(request, knobs)
+    records = _slice(request.match_info["ds"], selection, offset, limit)
     end = offset + limit
-    headers = {"X-Next-Cursor": data.encode_cursor(end)} if end < knobs.records else None
+    headers = {"X-Next-Cursor": data.encode_cursor(end)} if end < len(selection) else None
     return _Reply(_RECORDS, headers=headers, records=records)
 
 
 def _next(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     page, per_page = _page_params(request, knobs)
-    records = _slice(request.match_info["ds"], (page - 1) * per_page, per_page, knobs)
+    selection = _selected(request, knobs)
+    records = _slice(request.match_info["ds"], selection, (page - 1) * per_page, per_page)
     following = None
-    if _has_next(page, per_page, knobs.records):
+    if _has_next(page, per_page, len(selection)):
         query = _page_query(request, page + 1, per_page)
         following = f"{request.scheme}://{request.host}{request.path}?{query}"
     return _Reply({"data": _RECORDS, "links": {"next": following}}, records=records)
@@ -343,15 +514,17 @@ def _next(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
 
 def _link(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     page, per_page = _page_params(request, knobs)
-    records = _slice(request.match_info["ds"], (page - 1) * per_page, per_page, knobs)
+    selection = _selected(request, knobs)
+    records = _slice(request.match_info["ds"], selection, (page - 1) * per_page, per_page)
     links = [f'<{request.path}?{_page_query(request, 1, per_page)}>; rel="first"']
-    if _has_next(page, per_page, knobs.records):
+    if _has_next(page, per_page, len(selection)):
         links.append(f'<{request.path}?{_page_query(request, page + 1, per_page)}>; rel="next"')
     return _Reply(_RECORDS, headers={"Link": ", ".join(links)}, records=records)
 
 
 def _all(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
-    return _Reply(_RECORDS, records=_slice(request.match_info["ds"], 0, knobs.records, knobs))
+    records = data.records_json(request.match_info["ds"], _selected(request, knobs))
+    return _Reply(_RECORDS, records=records)
 
 
 def _graphql_error(message: str, status: int = 200) -> _Reply:
@@ -385,28 +558,33 @@ def _graphql(_request: web.Request, knobs: DemoKnobs, body: bytes) -> _Reply:
             offset = -1
         if offset < 0:
             return _graphql_error("variables.after is not a valid cursor")
-    end = min(offset + first, knobs.records)
+    try:
+        selection = _selection(variables, _GRAPHQL_SELECTION, knobs, prefix="variables.")
+    except _BadRequest as exc:
+        return _graphql_error(str(exc))
+    end = min(offset + first, len(selection))
     page_info = {
-        "hasNextPage": end < knobs.records,
+        "hasNextPage": end < len(selection),
         # Relay: the cursor of the last node returned (here: the offset just past it).
         "endCursor": data.encode_cursor(end) if end > offset else None,
     }
     payload = {"data": {"items": {"nodes": _RECORDS, "pageInfo": page_info}}}
-    return _Reply(payload, records=_slice(ds, offset, first, knobs))
+    return _Reply(payload, records=_slice(ds, selection, offset, first))
 
 
 def _same_next(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     per_page = _size_param(request.query, "per_page", knobs)
     itself = f"{request.scheme}://{request.host}{request.path_qs}"
-    records = _slice(request.match_info["ds"], 0, per_page, knobs)
+    records = _slice(request.match_info["ds"], _selected(request, knobs), 0, per_page)
     return _Reply({"data": _RECORDS, "links": {"next": itself}}, records=records)
 
 
 def _last_page_forever(request: web.Request, knobs: DemoKnobs, _body: bytes) -> _Reply:
     page, per_page = _page_params(request, knobs)
-    last = max(1, -(-knobs.records // per_page))
+    selection = _selected(request, knobs)
+    last = max(1, -(-len(selection) // per_page))
     start = (min(page, last) - 1) * per_page
-    records = _slice(request.match_info["ds"], start, per_page, knobs)
+    records = _slice(request.match_info["ds"], selection, start, per_page)
     return _Reply({"data": _RECORDS, "page": page, "per_page": per_page}, records=records)
 
 
@@ -500,18 +678,39 @@ def _fault_reply(fault: str, knobs: DemoKnobs) -> _Reply | None:
     return None
 
 
+def _over_capacity(knobs: DemoKnobs) -> web.Response:
+    return web.Response(
+        body=_dumps({"error": "over capacity"}),
+        status=429,
+        content_type=_JSON,
+        headers={"Retry-After": _seconds(knobs.retry_after_s)},
+    )
+
+
 def _dataset_endpoint(
     state: DemoState, handler: _Handler, secure: bool
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         state.in_flight += 1
         try:
-            return await handle(request)
+            # Admission first; the "work" (latency, auth, faults, building the reply) is served.
+            started = time.monotonic()
+            if not await state.admit():
+                path, query = request.path, request.query_string
+                state.record(
+                    RequestLogEntry(
+                        started, time.monotonic(), request.method, path, query, 429, "capacity"
+                    )
+                )
+                return _over_capacity(state.knobs)
+            try:
+                return await handle(request, started)
+            finally:
+                state.release()
         finally:
             state.in_flight -= 1
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        started = time.monotonic()
+    async def handle(request: web.Request, started: float) -> web.StreamResponse:
         knobs = state.knobs
         body = await request.read() if request.body_exists else b""
         if knobs.latency_ms > 0:
@@ -747,15 +946,30 @@ class DemoServer:
 
     @property
     def in_flight(self) -> int:
-        """Dataset requests being handled right now."""
+        """Dataset requests being handled right now (waiting for a turn or served)."""
         return self.state.in_flight
+
+    @property
+    def serving(self) -> int:
+        """Dataset requests being served right now (at most the ``capacity`` knob)."""
+        return self.state.serving
+
+    @property
+    def waiting(self) -> int:
+        """Dataset requests waiting for a turn to be served (``capacity`` reached)."""
+        return self.state.waiting
+
+    @property
+    def max_serving(self) -> int:
+        """The most dataset requests served at once since the start or the last reset."""
+        return self.state.max_serving
 
     def log(self) -> list[RequestLogEntry]:
         """A copy of the request log (dataset routes only), oldest first."""
         return self.state.log()
 
     def reset(self) -> None:
-        """Clear the request log and the per-request occurrence counters."""
+        """Clear the request log, the per-request occurrence counters and ``max_serving``."""
         self.state.reset()
 
 
