@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,11 +54,25 @@ async def test_documented_example_fetches_every_record_exactly_once(
     }
     for source, dataset in datasets.items():
         assert lake_ids(config.out, source) == expected_ids(dataset), source
-    # Resume after a finished run fetches nothing.
+    # The backfill examples: date windows, values, parent -> child, incremental.
+    assert lake_ids(config.out, "activity") == expected_ids("activity")
+    with sqlite3.connect(config.state) as db:
+        windows = db.execute("SELECT count(*) FROM streams WHERE source = 'activity'").fetchone()
+    assert windows == (4,)  # four 6-hour windows (the demo's 237 records fill the first)
+    stores = sum((expected_ids(f"store-{s}") for s in ("north", "south", "east")), Counter())
+    assert lake_ids(config.out, "stores") == stores
+    assert lake_ids(config.out, "repos") == expected_ids("repos", 20)
+    issues = sum((expected_ids(f"repos-{n:06d}", 15) for n in range(20)), Counter())
+    assert lake_ids(config.out, "issues") == issues
+    assert lake_ids(config.out, "changes") == expected_ids("changes")
+    # A second run fetches nothing again but what an incremental source asks for: newer
+    # records than its mark (there are none: one request, nothing written).
     requests_before = len(demo.log())
     result, _ = await run(config)
     assert result.exit_code == 0
-    assert len(demo.log()) == requests_before
+    new_requests = demo.log()[requests_before:]
+    assert [e.path for e in new_requests] == ["/v1/cursor/changes"]
+    assert lake_ids(config.out, "changes") == expected_ids("changes")
 
 
 # -- stop rules ---------------------------------------------------------------------------

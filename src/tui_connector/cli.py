@@ -207,10 +207,19 @@ def validate(config: str) -> None:
     loaded = _load(config)
     click.echo(f"{config}: OK, {len(loaded.sources)} source(s)")
     for name, spec in loaded.sources.items():
+        auto = spec.auto_concurrency
+        concurrency = f"auto ({auto.min}-{auto.max})" if auto else str(spec.concurrency)
         limit = f", {spec.rate_limit:g} req/s" if spec.rate_limit else ""
+        extras = ""
+        partitions = spec.partitions
+        if partitions is not None:
+            of = f" of {partitions.source}" if partitions.type == "parent" else ""
+            extras += f" partitions={partitions.type}{of}"
+        if spec.incremental is not None:
+            extras += f" incremental={spec.incremental.cursor_field}"
         click.echo(
             f"  {name}: {spec.method} {loaded.redactor(spec.url)}  "
-            f"pagination={spec.pagination.type} concurrency={spec.concurrency}{limit}"
+            f"pagination={spec.pagination.type} concurrency={concurrency}{limit}{extras}"
         )
 
 
@@ -403,6 +412,19 @@ def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
             "--seed", type=int, default=0, show_default=True, help="Makes the faults reproducible."
         ),
         click.option("--token", default=None, help="Token required under /secure/."),
+        click.option(
+            "--capacity",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Serve at most N requests at once; a few more wait, the rest get 429.",
+        ),
+        click.option(
+            "--retry-after-s",
+            type=click.FloatRange(min=0),
+            default=1.0,
+            show_default=True,
+            help="Retry-After sent with 429 and 503.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
