@@ -6,7 +6,7 @@ demo API, saved as SVG into screenshots/.
 
 - dashboard.svg  mid-run: one source paused, one backing off (a 429 with a long Retry-After),
                  recent errors from injected 500/503 faults
-- detail.svg     the detail screen of a running source
+- detail.svg     the detail screen of a running backfill: partitions, adaptive concurrency
 - help.svg       the keys
 """
 
@@ -78,6 +78,16 @@ sources:
     pagination: {{type: page_number, size_param: per_page, size: 50}}
   regions:
     url: {main}/v1/all/regions
+  stores:
+    url: {main}/v1/pages/{{store}}
+    records: data
+    concurrency: auto
+    params: {{per_page: 50}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+    partitions:
+      type: values
+      values: [north, south, east, west, centre, harbour, airport, station]
+      path: store
 """
 
 
@@ -113,10 +123,13 @@ async def take(workdir: Path, main_url: str, throttled_url: str) -> None:
         await pilot.pause()
         app.save_screenshot("dashboard.svg", str(OUT))
 
+        app.sources_table.select_source("stores")
+        await wait_until(lambda: stats["stores"].streams_done >= 1, "a finished partition")
+        await wait_until(lambda: stats["stores"].concurrency_changed_at is not None, "a limit")
         await pilot.press("enter")
         await wait_until(lambda: isinstance(app.screen, SourceDetailScreen), "detail screen")
         detail = app.screen
-        await wait_until(lambda: detail.query_one("#streams").row_count > 0, "streams")
+        await wait_until(lambda: detail.query_one("#streams").row_count > 1, "streams")
         await pilot.pause()
         app.save_screenshot("detail.svg", str(OUT))
 
