@@ -26,6 +26,7 @@ from conftest import (
     expected_ids,
     lake_ids,
     run_engine,
+    wait_for,
 )
 
 Factory = Callable[..., DemoServer]
@@ -284,7 +285,9 @@ def test_kill_9_mid_backfill_then_resume_is_exact(
         children += expected_ids(f"repos-{parent:06d}", 25)
     assert lake_ids(out, "issues") == children
     assert list(out.rglob("*.tmp")) == []
-    # Finished partitions are not fetched again.
+    # Finished partitions are not fetched again. (A killed run's slow requests may still be
+    # served: they must not count.)
+    wait_for(lambda: server.in_flight == 0, what="the killed runs' requests to end")
     server.reset()
     final = cli("run", "--headless", str(config))
     assert final.returncode == 0, final.stderr
@@ -367,6 +370,7 @@ def test_kill_9_mid_date_backfill_then_resume_is_exact(
     kills = crash_and_resume(config, tmp_path / ".tui-connector" / "state.db", seed=5)
     assert kills >= 1
     assert lake_ids(tmp_path / "lake", "activity") == expected_ids("activity", 300)
+    wait_for(lambda: server.in_flight == 0, what="the killed runs' requests to end")
     server.reset()
     assert cli("run", "--headless", str(config)).returncode == 0
     assert server.log() == []  # every window finished: none fetched again
@@ -478,3 +482,39 @@ async def test_auto_concurrency_settles_near_the_servers_capacity(
     second_half = [e for e in log if e.started >= log[len(log) // 2].started]
     assert overlapping(second_half) >= 10
     assert stats.concurrency_reason
+
+
+async def test_retrying_a_failed_parent_restarts_its_finished_child(
+    demo_server_factory: Factory, write_config: Write
+) -> None:
+    server = demo_server_factory(records=6, token="wrong-for-now")
+    text = PARENT_CHILD.format(url=server.url).replace("v1/pages/repos", "secure/pages/repos")
+    config = write_config(
+        text.replace(
+            "    concurrency: 1\n",
+            "    concurrency: 1\n    auth: {type: bearer, token: right-token}\n",
+        )
+    )
+    engine = Engine(config)
+    async with engine:
+        running = asyncio.create_task(engine.run(until_done=False))
+        stats = engine.telemetry.sources
+        await async_wait_for(
+            lambda: (
+                stats["repos"].status is SourceStatus.FAILED
+                and stats["issues"].status is SourceStatus.FAILED
+            ),
+            what="the parent failing (401) and its child with it",
+        )
+        server.update_knobs(token="right-token")
+        assert engine.retry("repos")
+        await async_wait_for(
+            lambda: (
+                stats["repos"].status is SourceStatus.DONE
+                and stats["issues"].status is SourceStatus.DONE
+            ),
+            what="parent and child done after the retry",
+        )
+        engine.request_stop()
+        await asyncio.wait_for(running, timeout=30)
+    assert len(lake_records(config.out, "issues")) == 36

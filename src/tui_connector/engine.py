@@ -986,16 +986,25 @@ class Engine:
         self._runner(source).stop()
 
     def retry(self, source: str) -> bool:
-        """Start a failed or stopped source again from its checkpoint. False if it can't be."""
+        """Start a failed or stopped source again from its checkpoint. False if it can't be.
+
+        Its finished child sources start again too: the parent's new records are their new
+        partitions (their finished partitions are skipped, so this costs no request)."""
         runner = self._runner(source)
         if self._group is None or runner.stats.status not in (
             SourceStatus.FAILED,
             SourceStatus.STOPPED,
         ):
             return False
-        runner.stats.pages = runner.stats.records = 0
-        runner.start(self._group)
+        self._restart(runner, self._group)
         return True
+
+    def _restart(self, runner: SourceRunner, group: asyncio.TaskGroup) -> None:
+        runner.stats.pages = runner.stats.records = 0
+        runner.start(group)
+        for child in runner.children:
+            if child.stats.status.finished:
+                self._restart(child, group)
 
     def set_concurrency(self, source: str, limit: int) -> None:
         """The operator's limit (an adaptive source switches to manual)."""
