@@ -328,13 +328,15 @@ def _check_values(values: tuple[Scalar, ...]) -> None:
         raise ValueError("the list of values is empty: there would be nothing to fetch")
     seen: set[str] = set()
     for value in values:
-        text = _value_text(value)
+        text = scalar_text(value)
         if text in seen:
             raise ValueError(f"the value {text!r} is listed twice")
         seen.add(text)
 
 
-def _value_text(value: Scalar) -> str:
+def scalar_text(value: Scalar) -> str:
+    """A value as it goes into a query string or a name: JSON-style booleans (str(True) is
+    "True", which APIs do not expect)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -116,6 +116,14 @@ _STREAM_ERRORS = (FetchError, ExtractError, PaginationError, LakeError, Incremen
 _SCAN_BATCH = 50
 
 
+async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel a scheduler's tasks (it is being cancelled itself) and wait until they end."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _read_pages(paths: list[Path]) -> list[list[Any]]:
     return [read_page_sync(path) for path in paths]
 
@@ -422,10 +430,7 @@ class SourceRunner:
                     break
                 await self._wait_for_wake()
         finally:
-            for task in active:
-                task.cancel()
-            if active:
-                await asyncio.gather(*active, return_exceptions=True)
+            await _cancel_all(active)
         if self.parent is not None and self.parent.stats.status is not SourceStatus.DONE:
             return self.parent.stats.status
         return None
@@ -561,7 +566,11 @@ class SourceRunner:
         since = high_water.since if high_water is not None else None
         if since is not None:
             self.stats.high_water = self.engine.redactor(str(since))
-        paginator = Paginator(stream_spec(self.spec, partition, since))
+        try:
+            paginator = Paginator(stream_spec(self.spec, partition, since))
+        except PaginationError as exc:  # the body template has no room for the value
+            event = self._failure_event(exc)
+            raise StreamFailed(event.error, event, fatal=True) from None
         run = _Stream(partition, stream, paginator, base, mark, high_water, pages, records)
         self.stats.pages += pages
         self.stats.records += records
@@ -669,8 +678,9 @@ class SourceRunner:
                     done.discard(low)
                     low += 1
                 finished = low == count
-                self._checkpoint(run, state(), run.base + low, "done" if finished else "running")
-                self._page_committed(run, records, None if finished else state())
+                snapshot = state()
+                self._checkpoint(run, snapshot, run.base + low, "done" if finished else "running")
+                self._page_committed(run, records, None if finished else snapshot)
             finally:
                 self._busy -= 1
                 if self.paused:
@@ -688,10 +698,7 @@ class SourceRunner:
                     break
                 await self._wait_for_wake()
         finally:
-            for task in active:
-                task.cancel()
-            if active:
-                await asyncio.gather(*active, return_exceptions=True)
+            await _cancel_all(active)
         if failure is not None:
             await self._fail_stream(run, failure, state(), run.base + low)
         if low < count:

@@ -82,11 +82,14 @@ class HighWater:
         return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
 
     def new_records(self, records: list[Any]) -> list[Any]:
-        """The records not retrieved by an earlier run; the pending mark learns from them."""
+        """The records not retrieved by an earlier run; the pending mark learns from them.
+
+        Keys (a hash per record without a primary key) are computed only for the records at
+        the page's highest value and, against the mark, at the mark's value: not one per
+        record on the event loop."""
         mark = self.mark
         kept: list[Any] = []
-        top = self.pending["value"] if self.pending else None
-        top_keys: set[str] = set(self.pending["keys"]) if self.pending else set()
+        valued: list[tuple[Any, Any]] = []
         for record in records:
             value = self._cursor.search(record)
             if value is None:
@@ -100,10 +103,19 @@ class HighWater:
                 if value == mark["value"] and self._key_of(record) in self._known:
                     continue
             kept.append(record)
-            if top is None or _newer(value, top):
-                top, top_keys = value, {self._key_of(record)}
-            elif value == top:
-                top_keys.add(self._key_of(record))
-        if top is not None:
-            self.pending = {"value": top, "keys": sorted(top_keys)}
+            valued.append((value, record))
+        if valued:
+            self._learn(valued)
         return kept
+
+    def _learn(self, valued: list[tuple[Any, Any]]) -> None:
+        top = valued[0][0]
+        for value, _ in valued:
+            if _newer(value, top):
+                top = value
+        pending = self.pending
+        if pending is not None and _newer(pending["value"], top):
+            return
+        keys = set(pending["keys"]) if pending is not None and pending["value"] == top else set()
+        keys.update(self._key_of(record) for value, record in valued if value == top)
+        self.pending = {"value": top, "keys": sorted(keys)}

@@ -24,10 +24,10 @@ from tui_connector.config import (
     NoPagination,
     OffsetPagination,
     PageNumberPagination,
-    Scalar,
     SourceSpec,
     StopRules,
     ValueRef,
+    scalar_text,
 )
 from tui_connector.extract import excerpt, header_value, read_value
 from tui_connector.redact import REDACTED, looks_secret
@@ -38,6 +38,7 @@ __all__ = [
     "PaginationError",
     "Paginator",
     "next_link",
+    "place",
 ]
 
 State = dict[str, Any]
@@ -86,7 +87,7 @@ class Paginator:
         self._url = urlunsplit((url.scheme, url.netloc, url.path, "", ""))
         self._static_params = {
             **dict(parse_qsl(url.query, keep_blank_values=True)),
-            **{name: _param_text(value) for name, value in spec.params.items()},
+            **{name: scalar_text(value) for name, value in spec.params.items()},
         }
         self._origin = _origin(spec.url)
         # The HTTP layer adds an API key param to every request; servers echo it into their
@@ -139,10 +140,10 @@ class Paginator:
             cursor = state["cursor"]
             if cursor is not None:
                 if pagination.cursor_param is not None:
-                    params[pagination.cursor_param] = _param_text(cursor)
+                    params[pagination.cursor_param] = scalar_text(cursor)
                 else:
                     assert pagination.cursor_body_field is not None  # config: exactly one
-                    body = _place(body, pagination.cursor_body_field, cursor)
+                    body = place(body, pagination.cursor_body_field, cursor)
         elif isinstance(pagination, NextUrlPagination) and state["next"] is not None:
             return PageRequest(spec.method, state["next"], {}, body)
         return PageRequest(spec.method, self._url, params, body)
@@ -402,14 +403,7 @@ def next_link(header: str) -> str | None:
 # -- small pure helpers -----------------------------------------------------------------------
 
 
-def _param_text(value: Scalar) -> str:
-    # str(True) is "True"; APIs expect JSON-style booleans in query strings.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _place(body: Any | None, dotted_path: str, value: Any) -> dict[str, Any]:
+def place(body: Any | None, dotted_path: str, value: Any) -> dict[str, Any]:
     """Put `value` at `dotted_path` in `body` (a fresh copy), creating objects on the way."""
     root: dict[str, Any] = body if isinstance(body, dict) else {}
     target = root
@@ -421,8 +415,8 @@ def _place(body: Any | None, dotted_path: str, value: Any) -> dict[str, Any]:
         elif not isinstance(child, dict):
             where = ".".join(parents[: index + 1])
             raise PaginationError(
-                f"pagination.cursor_body_field {dotted_path!r}: the body's {where!r} is "
-                f"{excerpt(child, 60)}, not an object, so the cursor cannot be placed in it"
+                f"{dotted_path!r}: the body's {where!r} is {excerpt(child, 60)}, not an object, "
+                "so no value can be placed in it"
             )
         target = child
     target[last] = value

@@ -23,13 +23,14 @@ import jmespath
 
 from tui_connector.config import (
     DatePartitions,
-    Incremental,
     ParentPartitions,
     Placement,
     Scalar,
     SourceSpec,
     ValuePartitions,
+    scalar_text,
 )
+from tui_connector.paginate import place
 
 # The partition of a source that has no partitions.
 WHOLE_SOURCE = "all"
@@ -62,11 +63,11 @@ class Partition:
 WHOLE = Partition(WHOLE_SOURCE)
 
 
-def partition_key(value: Any) -> str:
+def partition_key(value: Scalar) -> str:
     """A file-name-safe, injective name for a value: percent-encoding everything but letters,
     digits and `-_.~`, a leading dot encoded too (no `.` or `..`); long values are cut and
     suffixed with a hash."""
-    text = value if isinstance(value, str) else json.dumps(value)
+    text = scalar_text(value)
     key = quote(text, safe="")
     if key.startswith("."):
         key = "%2E" + key[1:]
@@ -78,19 +79,13 @@ def partition_key(value: Any) -> str:
     return key
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _placed(placement: Placement, value: Any) -> dict[str, Any]:
     if placement.param is not None:
-        return {"params": {placement.param: _text(value)}}
+        return {"params": {placement.param: scalar_text(value)}}
     if placement.body_field is not None:
         return {"body": {placement.body_field: value}}
     assert placement.path is not None  # config: exactly one place
-    return {"path": {placement.path: quote(_text(value), safe="")}}
+    return {"path": {placement.path: quote(scalar_text(value), safe="")}}
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -110,7 +105,7 @@ def plan(spec: SourceSpec, now: datetime | None = None) -> list[Partition] | Non
 
 
 def value_partition(partitions: ValuePartitions, value: Scalar) -> Partition:
-    return Partition(partition_key(_text(value)), **_placed(partitions, value))
+    return Partition(partition_key(value), **_placed(partitions, value))
 
 
 def date_windows(partitions: DatePartitions, now: datetime) -> Iterator[Partition]:
@@ -134,7 +129,7 @@ def date_windows(partitions: DatePartitions, now: datetime) -> Iterator[Partitio
         ):
             shown = format_instant(bound, partitions.format)
             if param is not None:
-                values["params"][param] = _text(shown)
+                values["params"][param] = scalar_text(shown)
             elif body_field is not None:
                 values["body"][body_field] = shown
         key = f"{start:%Y-%m-%d}" if whole_days else f"{start:%Y-%m-%dT%H-%M-%S}"
@@ -168,9 +163,7 @@ class ParentValues:
             self.skipped += 1
             return None
         copied = {name: path.search(record) for name, path in self._copied.items()}
-        return Partition(
-            partition_key(_text(value)), copy=copied, **_placed(self.partitions, value)
-        )
+        return Partition(partition_key(value), copy=copied, **_placed(self.partitions, value))
 
 
 # -- applying -----------------------------------------------------------------------------------
@@ -185,7 +178,7 @@ def stream_spec(spec: SourceSpec, partition: Partition, since: Any = None) -> So
     incremental = spec.incremental
     if incremental is not None and since is not None:
         if incremental.param is not None:
-            params[incremental.param] = _text(since)
+            params[incremental.param] = scalar_text(since)
         else:
             assert incremental.body_field is not None  # config: exactly one place
             body_values[incremental.body_field] = since
@@ -196,23 +189,7 @@ def stream_spec(spec: SourceSpec, partition: Partition, since: Any = None) -> So
     if body_values:
         body = copy.deepcopy(dict(spec.body or {}))
         for dotted, value in body_values.items():
-            _put(body, dotted, value)
+            body = place(body, dotted, value)
     if (url, params, body) == (spec.url, dict(spec.params), spec.body):
         return spec
     return dataclasses.replace(spec, url=url, params=params, body=body)
-
-
-def _put(body: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    target = body
-    for part in parents:
-        child = target.get(part)
-        if not isinstance(child, dict):
-            child = target[part] = {}
-        target = child
-    target[last] = value
-
-
-def incremental_start(incremental: Incremental, mark: Any) -> Any:
-    """What an incremental stream asks for: newer than the mark, or the initial value."""
-    return mark if mark is not None else incremental.initial

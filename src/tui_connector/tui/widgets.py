@@ -83,6 +83,13 @@ class Column:
     numeric: bool = False
 
 
+def add_columns(table: DataTable[Any], columns: Sequence[Column]) -> None:
+    """A table's columns: numbers right-aligned, widths fixed so cells never reflow."""
+    for column in columns:
+        label = Text(column.label, justify="right" if column.numeric else "left")
+        table.add_column(label, key=column.key, width=column.width)
+
+
 SOURCE_COLUMNS: tuple[Column, ...] = (
     Column("source", "source", 10),
     Column("status", "status", 16),
@@ -138,9 +145,7 @@ class SourcesTable(DataTable[Text]):
         self.cells_updated = 0  # how many update_cell calls so far (measured in tests)
 
     def on_mount(self) -> None:
-        for column in SOURCE_COLUMNS:
-            label = Text(column.label, justify="right" if column.numeric else "left")
-            self.add_column(label, key=column.key, width=column.width)
+        add_columns(self, SOURCE_COLUMNS)
         for name in self.names:
             self.add_row(*(Text("") for _ in SOURCE_COLUMNS), key=name)
 
@@ -253,9 +258,7 @@ class PartitionTable(DataTable[Text]):
         self._repaint = False
 
     def on_mount(self) -> None:
-        for column in PARTITION_COLUMNS:
-            label = Text(column.label, justify="right" if column.numeric else "left")
-            self.add_column(label, key=column.key, width=column.width)
+        add_columns(self, PARTITION_COLUMNS)
 
     def restyle(self, styles: ThemeStyles) -> None:
         self._styles = styles
@@ -402,9 +405,7 @@ class ErrorTable(DataTable[Text]):
         self._styles: ThemeStyles | None = None
 
     def on_mount(self) -> None:
-        for column in ERROR_COLUMNS:
-            label = Text(column.label, justify="right" if column.numeric else "left")
-            self.add_column(label, key=column.key, width=column.width)
+        add_columns(self, ERROR_COLUMNS)
 
     def restyle(self, styles: ThemeStyles) -> None:
         self._styles = styles
