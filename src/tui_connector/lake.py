@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tui_connector import failpoints
+
 PAGE_GLOB = "page-*.jsonl"
 _TEMP_SUFFIX = ".tmp"
 
@@ -50,9 +52,11 @@ def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsyn
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
+        failpoints.reached("lake.before_rename")
         os.replace(temp, target)
         if fsync:
             _fsync_dir(directory)
+        failpoints.reached("lake.after_rename")
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)

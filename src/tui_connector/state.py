@@ -26,6 +26,8 @@ from typing import Any
 
 import aiosqlite
 
+from tui_connector import failpoints
+
 # Forward migrations: index i upgrades a database at user_version i to i + 1.
 _MIGRATIONS: list[str] = [
     """
@@ -475,4 +477,5 @@ class StateStore:
                 for c in batch
             ],
         )
+        failpoints.reached("state.before_commit")
         await db.commit()
