@@ -147,7 +147,7 @@ async def test_state_from_an_older_schema_is_migrated(tmp_path: Path) -> None:
     store = await StateStore(path).open()
     [row] = await store.streams()
     await store.close()
-    assert row.cursor == {"page": 3} and row.fingerprint == ""
+    assert row.cursor == {"page": 3} and row.fingerprint == "" and row.files is None
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 

@@ -154,6 +154,7 @@ class _Stream:
     high_water: HighWater | None
     pages: int  # committed pages in the lake, earlier incremental runs included
     records: int
+    files: int  # the page files those pages wrote (a page without records writes none)
 
 
 class SourceRunner:
@@ -545,6 +546,8 @@ class SourceRunner:
             start_over = saved_partition not in ("", partition.identity())
         incremental = self.spec.incremental
 
+        if row is not None and not start_over:
+            await self._check_lake(row)
         if row is not None and not start_over and row.status == "done" and incremental is None:
             self.stats.pages += row.pages
             self.stats.records += row.records
@@ -554,10 +557,11 @@ class SourceRunner:
 
         mark: Any = None
         pending: Any = None
-        base = pages = records = 0
+        base = pages = records = files = 0
         resume = row is not None and not start_over and row.status != "done"
         if row is not None and not start_over:
             mark, base, pages, records = row.mark, row.base, row.pages, row.records
+            files = row.files or 0
             if resume:
                 pending = row.pending_mark
             else:  # a new incremental run: its pages go after the earlier runs' pages
@@ -571,7 +575,7 @@ class SourceRunner:
         except PaginationError as exc:  # the body template has no room for the value
             event = self._failure_event(exc)
             raise StreamFailed(event.error, event, fatal=True) from None
-        run = _Stream(partition, stream, paginator, base, mark, high_water, pages, records)
+        run = _Stream(partition, stream, paginator, base, mark, high_water, pages, records, files)
         self.stats.pages += pages
         self.stats.records += records
         stream.pages, stream.records = pages, records
@@ -598,6 +602,7 @@ class SourceRunner:
                 mark=mark,
                 pages=pages,
                 records=records,
+                files=files,
             )
             self._restarted.add(key)
             await engine.lake.clear_stream(self.name, key, keep_below=base)
@@ -605,6 +610,28 @@ class SourceRunner:
         if "parallel" in cursor:
             return await self._run_parallel(run, cursor)
         return await self._run_sequential(run, cursor, position)
+
+    async def _check_lake(self, row: StreamRow) -> None:
+        """Refuse to resume, or to call done, a stream whose committed page files are gone:
+        files deleted or moved behind the state's back would otherwise be lost silently."""
+        if not row.files:
+            return
+        done = frozenset(row.base + i for i in (row.cursor.get("parallel") or {}).get("done", ()))
+        found = await self.engine.lake.count_pages(self.name, row.partition, row.position, done)
+        if found >= row.files:
+            return
+        directory = self.engine.lake.directory(self.name, row.partition)
+        event = self._record_failure(
+            f"{directory} holds {found} of the {row.files} page files its checkpoint "
+            "committed: lake files were deleted or moved behind the state's back. Put them "
+            f"back, or fetch the stream again with `tui-connector reset {self.name}` (or "
+            "--full-refresh) and a new run",
+            url="",
+            status=None,
+            excerpt="",
+            attempts=0,
+        )
+        raise StreamFailed(event.error, event, fatal=False)
 
     async def _run_sequential(self, run: _Stream, cursor: dict[str, Any], position: int) -> bool:
         engine = self.engine
@@ -747,6 +774,7 @@ class SourceRunner:
             ]
         if records:
             await self.engine.lake.write_page(self.name, run.partition.key, position, records)
+            run.files += 1
         run.pages += 1
         run.records += len(records)
         for child in self.children:
@@ -777,6 +805,7 @@ class SourceRunner:
                 last_error=last_error,
                 mark=mark,
                 pending_mark=pending,
+                files=run.files,
             )
         )
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,24 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _page_positions(directory: Path) -> Iterator[tuple[Path, int]]:
+    for path in directory.iterdir():
+        name = path.name
+        if name.startswith("page-") and name.endswith(".jsonl"):
+            with contextlib.suppress(ValueError):
+                yield path, int(name[5:-6])
+
+
+def count_pages_sync(directory: Path, below: int, also: frozenset[int] = frozenset()) -> int:
+    """How many page files hold positions below `below` (or in `also`): the pages a
+    checkpoint at `below` committed, with the parallel pages done above it."""
+    if not directory.is_dir():
+        return 0
+    return sum(
+        1 for _, position in _page_positions(directory) if position < below or position in also
+    )
+
+
 def clear_stream_sync(
     directory: Path, keep_below: int = 0, also_keep: frozenset[int] = frozenset()
 ) -> int:
@@ -84,19 +102,13 @@ def clear_stream_sync(
     """
     if not directory.is_dir():
         return 0
+    for temp in directory.glob(f"*{_TEMP_SUFFIX}"):
+        temp.unlink(missing_ok=True)
     removed = 0
-    for path in directory.iterdir():
-        name = path.name
-        if name.endswith(_TEMP_SUFFIX):
+    for path, position in list(_page_positions(directory)):
+        if position >= keep_below and position not in also_keep:
             path.unlink(missing_ok=True)
-        elif name.startswith("page-") and name.endswith(".jsonl"):
-            try:
-                position = int(name[5:-6])
-            except ValueError:
-                continue
-            if position >= keep_below and position not in also_keep:
-                path.unlink(missing_ok=True)
-                removed += 1
+            removed += 1
     return removed
 
 
@@ -115,6 +127,15 @@ class LakeWriter:
     ) -> int:
         directory = self.directory(source, partition)
         return await asyncio.to_thread(write_page_sync, directory, position, records, self.fsync)
+
+    async def count_pages(
+        self, source: str, partition: str, below: int, also: frozenset[int] = frozenset()
+    ) -> int:
+        directory = self.directory(source, partition)
+        try:
+            return await asyncio.to_thread(count_pages_sync, directory, below, also)
+        except OSError as exc:
+            raise LakeError(f"cannot read {directory}: {exc.strerror or exc}") from exc
 
     async def clear_stream(
         self,

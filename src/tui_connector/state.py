@@ -69,6 +69,12 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE streams ADD COLUMN mark TEXT;
     ALTER TABLE streams ADD COLUMN pending_mark TEXT;
     """,
+    # 4: how many page files a stream's committed pages wrote (an empty page writes none), so
+    # a run notices lake files deleted behind the state's back. NULL (unknown) for rows of an
+    # older schema: they are not checked.
+    """
+    ALTER TABLE streams ADD COLUMN files INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -107,6 +113,7 @@ class StreamRow:
     base: int = 0
     mark: Any = None
     pending_mark: Any = None
+    files: int | None = None
 
 
 @contextlib.contextmanager
@@ -132,6 +139,8 @@ class Checkpoint:
     """The high-water mark of the last completed incremental run (JSON)."""
     pending_mark: Any = None
     """The high-water mark this run's committed pages reached (JSON)."""
+    files: int = 0
+    """The page files the committed pages wrote."""
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -207,11 +216,13 @@ class StateStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path)
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            # Whose file it is comes first: WAL mode would rewrite a foreign file's header.
+            version = await self._schema_version()
             await self._db.execute("PRAGMA journal_mode=WAL")
             synchronous = "FULL" if self.durable else "NORMAL"
             await self._db.execute(f"PRAGMA synchronous={synchronous}")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._migrate()
+            await self._migrate(version)
         except sqlite3.DatabaseError as exc:
             await self._close_quietly()
             raise StateError(
@@ -232,7 +243,8 @@ class StateStore:
                 await self._db.close()
             self._db = None
 
-    async def _migrate(self) -> None:
+    async def _schema_version(self) -> int:
+        """The database's schema version; refuses a newer schema and somebody else's file."""
         db = self._require()
         async with db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
@@ -251,6 +263,10 @@ class StateStore:
                     f"{self.path} is an SQLite database but not a tui-connector state; "
                     "point --state at another file"
                 )
+        return version
+
+    async def _migrate(self, version: int) -> None:
+        db = self._require()
         for index in range(version, SCHEMA_VERSION):
             await db.executescript(
                 f"BEGIN; {_MIGRATIONS[index]}; PRAGMA user_version={index + 1}; COMMIT;"
@@ -302,7 +318,7 @@ class StateStore:
         query = (
             "SELECT source, partition, cursor, position, status, pages, records, out_dir, "
             "last_error, started_at, updated_at, finished_at, fingerprint, base, mark, "
-            "pending_mark FROM streams"
+            "pending_mark, files FROM streams"
         )
         args: tuple[str, ...] = ()
         if source is not None:
@@ -329,6 +345,7 @@ class StateStore:
                 base=r[13],
                 mark=_loads_or_none(r[14]),
                 pending_mark=_loads_or_none(r[15]),
+                files=r[16],
             )
             for r in rows
         ]
@@ -345,12 +362,13 @@ class StateStore:
         mark: Any = None,
         pages: int = 0,
         records: int = 0,
+        files: int = 0,
     ) -> None:
         """Create (or reset) a stream's row at its starting position, committed at once.
 
         `base` is where this run's pages start in the lake, `mark` the high-water mark it
-        starts from, `pages` and `records` what the lake already holds (all carried over by an
-        incremental run; zero and none when starting over).
+        starts from, `pages`, `records` and `files` what the lake already holds (all carried
+        over by an incremental run; zero and none when starting over).
         """
         self._pending.pop((source, partition), None)  # an older state must not overwrite it
         db = self._require()
@@ -359,8 +377,8 @@ class StateStore:
             await db.execute(
                 "INSERT OR REPLACE INTO streams (source, partition, cursor, position, status,"
                 " pages, records, out_dir, run_id, started_at, updated_at, fingerprint, base,"
-                " mark, pending_mark)"
-                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                " mark, pending_mark, files)"
+                " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
                 (
                     source,
                     partition,
@@ -375,6 +393,7 @@ class StateStore:
                     fingerprint,
                     base,
                     _json_or_none(mark),
+                    files,
                 ),
             )
             await db.commit()
@@ -454,7 +473,7 @@ class StateStore:
     ) -> None:
         await db.executemany(
             "UPDATE streams SET cursor = ?, position = ?, status = ?, pages = ?, records = ?,"
-            " last_error = ?, mark = ?, pending_mark = ?, updated_at = ?, run_id = ?,"
+            " files = ?, last_error = ?, mark = ?, pending_mark = ?, updated_at = ?, run_id = ?,"
             " finished_at = CASE WHEN ? IN ('done', 'failed', 'stopped') THEN ? ELSE NULL END"
             " WHERE source = ? AND partition = ?",
             [
@@ -464,6 +483,7 @@ class StateStore:
                     c.status,
                     c.pages,
                     c.records,
+                    c.files,
                     c.last_error,
                     _json_or_none(c.mark),
                     _json_or_none(c.pending_mark),

@@ -1,0 +1,205 @@
+"""State and lake faults: a clear message, and nothing already committed is lost.
+
+A full disk and a read-only lake are simulated inside the lake writer (a test cannot fill a
+disk, and root ignores permissions); a lake path under a file is a real OS failure."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tui_connector import lake
+from tui_connector.config import LoadedConfig
+from tui_connector.demo.server import DemoServer
+from tui_connector.engine import Engine
+
+from conftest import RECORDS, cli, expected_ids, lake_ids, run_engine
+
+PAGES = """\
+sources:
+  items:
+    url: {url}/v1/pages/items
+    records: data
+    params: {{per_page: 20}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  other:
+    url: {url}/v1/cursor/other
+    records: items
+    params: {{limit: 50}}
+    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
+"""
+ITEM_PAGES = -(-RECORDS // 20)
+
+
+class _FailingFile:
+    """A file that takes half of what it is given, then fails like the disk would."""
+
+    def __init__(self, path: Path, error: int) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by __exit__
+        self._error = error
+
+    def __enter__(self) -> _FailingFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+
+    def write(self, data: bytes) -> int:
+        self._file.write(data[: len(data) // 2])
+        raise OSError(self._error, __import__("os").strerror(self._error))
+
+
+def fail_lake_writes(
+    monkeypatch: pytest.MonkeyPatch, error: int, after: int, only: str = "/items/"
+) -> None:
+    """Page files of `only` fail with `error` once `after` of them were written."""
+    written = 0
+
+    def open_page(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        nonlocal written
+        if "w" in mode and only in str(path):
+            written += 1
+            if written > after:
+                return _FailingFile(path, error)
+        return open(path, mode, *args, **kwargs)
+
+    # `open` looked up in the lake module finds this before the builtin.
+    monkeypatch.setattr(lake, "open", open_page, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")],
+    ids=["disk-full", "read-only"],
+)
+async def test_a_lake_that_cannot_be_written_fails_the_source_and_keeps_what_was_committed(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    error: int,
+    says: str,
+) -> None:
+    server = demo_server_factory(records=RECORDS)
+    config = write_config(PAGES.format(url=server.url))
+    fail_lake_writes(monkeypatch, error, after=3)
+    result, engine = await run_engine(config)
+    assert result.failed == ["items"] and result.done == ["other"]
+    message = engine.telemetry.sources["items"].last_error or ""
+    assert f"cannot write {config.out / 'items' / 'all'}" in message and says in message
+    assert list(config.out.rglob("*.tmp")) == []  # the half-written file is gone
+    committed = lake_ids(config.out, "items")
+    assert committed and committed <= expected_ids("items")
+    assert set(committed.values()) == {1}
+    fetched_before = {entry.query for entry in server.log() if "/items" in entry.path}
+    kept = {int(p.name[5:-6]) + 1 for p in (config.out / "items" / "all").glob("page-*")}
+    assert len(kept) == 3
+
+    monkeypatch.undo()  # space freed, or the lake made writable again
+    result, _ = await run_engine(config)
+    assert result.done == ["items", "other"]
+    assert lake_ids(config.out, "items") == expected_ids("items")
+    assert lake_ids(config.out, "other") == expected_ids("other")
+    # The committed pages were kept, not fetched again (pages in flight at the failure were).
+    fetched_after = {e.query for e in server.log() if "/items" in e.path} - fetched_before
+    refetched = [e.query for e in server.log() if "/items" in e.path][len(fetched_before) :]
+    assert not {f"per_page=20&page={page}" for page in kept} & set(refetched)
+    assert fetched_after
+
+
+def test_a_lake_path_under_a_file_is_a_clear_error(demo: DemoServer, tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("not a directory")
+    config = tmp_path / "sources.yaml"
+    config.write_text(f"out: blocker/lake\n{PAGES.format(url=demo.url)}")
+    result = cli("run", "--headless", str(config))
+    assert result.returncode == 1, result.stderr
+    assert "Not a directory" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+async def test_lake_files_deleted_behind_the_states_back_are_noticed_not_ignored(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(PAGES.format(url=demo.url))
+    result, _ = await run_engine(config)
+    assert result.done == ["items", "other"]
+
+    # One page file removed, and a whole source's directory.
+    victim = sorted((config.out / "items" / "all").glob("page-*.jsonl"))[4]
+    victim.unlink()
+    shutil.rmtree(config.out / "other")
+    result, engine = await run_engine(config)
+    assert result.failed == ["items", "other"]
+    items_error = engine.telemetry.sources["items"].last_error or ""
+    assert f"holds {ITEM_PAGES - 1} of the {ITEM_PAGES} page files" in items_error
+    assert "tui-connector reset items" in items_error
+    assert "holds 0 of the" in (engine.telemetry.sources["other"].last_error or "")
+
+    # Reset fetches them again, exactly.
+    assert cli("reset", "items", "other", "--config", str(config.path)).returncode == 0
+    result, _ = await run_engine(config)
+    assert result.done == ["items", "other"]
+    assert lake_ids(config.out) == expected_ids("items") + expected_ids("other")
+
+
+async def test_a_deleted_lake_file_is_noticed_when_resuming(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=RECORDS)
+    config = write_config(PAGES.format(url=server.url))
+    engine = Engine(config, only=["items"])
+    async with engine:
+        # Stop after a few pages: the stream is left to resume.
+        original = engine.telemetry.page_committed
+
+        def stop_after_three(*args: Any) -> None:
+            original(*args)
+            if engine.telemetry.sources["items"].pages == 3:
+                engine.request_stop()
+
+        engine.telemetry.page_committed = stop_after_three  # type: ignore[method-assign]
+        result = await engine.run()
+    assert result.stopped == ["items"]
+    files = sorted((config.out / "items" / "all").glob("page-*.jsonl"))
+    assert 3 <= len(files) < ITEM_PAGES  # the pages in flight at the stop were committed too
+    files[0].unlink()
+    result, engine = await run_engine(config, only=["items"])
+    assert result.failed == ["items"]
+    says = f"holds {len(files) - 1} of the {len(files)} page files"
+    assert says in (engine.telemetry.sources["items"].last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"SQLite format 3\x00" + b"\xff" * 4000, "not a usable tui-connector state database"),
+        (b"just some text, not a database\n" * 50, "not a usable tui-connector state database"),
+        (None, "not a tui-connector state"),
+    ],
+    ids=["corrupt", "garbage", "foreign"],
+)
+def test_a_bad_state_database_exits_2_with_what_to_do_and_is_left_alone(
+    demo: DemoServer, tmp_path: Path, content: bytes | None, says: str
+) -> None:
+    config = tmp_path / "sources.yaml"
+    config.write_text(PAGES.format(url=demo.url))
+    state = tmp_path / ".tui-connector" / "state.db"
+    state.parent.mkdir()
+    if content is None:
+        with sqlite3.connect(state) as db:
+            db.execute("CREATE TABLE invoices (id)")
+    else:
+        state.write_bytes(content)
+    before = state.read_bytes()
+    for command in (["run", "--headless"], ["status"]):
+        result = cli(*command, str(config) if command[0] == "run" else f"--config={config}")
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert str(state) in result.stderr and says in result.stderr, result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+    assert state.read_bytes() == before  # never "repaired" by overwriting
+    assert not (tmp_path / "lake").exists()
