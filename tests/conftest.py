@@ -114,8 +114,9 @@ CLI = [sys.executable, "-m", "tui_connector"]
 
 
 def cli(
-    *args: str, cwd: Path | None = None, timeout: float = 120
+    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """The command line, to its end; `env` adds to this process's environment."""
     return subprocess.run(
         [*CLI, *args],
         capture_output=True,
@@ -123,6 +124,7 @@ def cli(
         timeout=timeout,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
 
 

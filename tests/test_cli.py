@@ -79,8 +79,9 @@ def test_sigkill_at_random_instants_then_resume_is_exact(
     assert leftovers == []
 
 
-def test_sigint_commits_then_resume_refetches_nothing(
-    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_commits_then_resume_refetches_nothing(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path, signum: signal.Signals
 ) -> None:
     records = 400
     server = demo_server_factory(records=records, latency_ms=10)
@@ -88,10 +89,10 @@ def test_sigint_commits_then_resume_refetches_nothing(
     state = tmp_path / ".tui-connector" / "state.db"
     process = start("run", "--headless", str(config), "--progress-interval", "60")
     wait_for(lambda: stream_pages(state) >= 6, timeout=60, what="some pages committed")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
-    assert "stopping" in stderr and "Traceback" not in stderr
+    assert f"{signum.name}: stopping" in stderr and "Traceback" not in stderr
     fetched = [(e.path, e.query) for e in server.log()]
     final = cli("run", "--headless", str(config))
     assert final.returncode == 0, final.stderr

@@ -86,6 +86,14 @@ def test_redactor_replaces_plain_and_url_encoded_values() -> None:
     assert Redactor(["ab"])("ab") == "ab"  # too short to be a real secret
 
 
+def test_redactor_removes_the_first_part_of_a_secret_cut_short() -> None:
+    redact = Redactor(["s3cr3t/+value"])
+    assert redact('{"q":"s3cr3t/+va…') == '{"q":"***…'  # an excerpt cut mid-secret
+    assert redact("Authorization: s3cr3t/") == "Authorization: ***"  # a text cut at its end
+    assert redact("s3cr3t/ is not cut here") == "s3cr3t/ is not cut here"
+    assert redact("ends in s3c") == "ends in s3c"  # too little of it to matter
+
+
 def test_lake_write_is_atomic_and_cleanup_removes_stale_pages(tmp_path: Path) -> None:
     directory = tmp_path / "src" / "all"
     for position in range(4):

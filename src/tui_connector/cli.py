@@ -23,6 +23,7 @@ import click
 
 from tui_connector import __version__
 from tui_connector.config import ConfigError, LoadedConfig, load_config
+from tui_connector.redact import RedactingFormatter
 
 if TYPE_CHECKING:  # the engine is imported when a command needs it: `validate` stays fast
     from tui_connector.engine import Engine
@@ -48,6 +49,19 @@ def _load(path: str) -> LoadedConfig:
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
     return [name for value in values for name in value.split(",") if name]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+        help="What goes to tui-connector.log beside the state database (secrets redacted).",
+    )(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,6 +115,7 @@ def cli() -> None:
     is_flag=True,
     help="Dashboard: exit when every source has finished instead of staying open.",
 )
+@_log_level_option
 def run(
     config: str,
     headless: bool,
@@ -111,13 +126,14 @@ def run(
     progress: str,
     progress_interval: float,
     exit_when_done: bool,
+    log_level: str,
 ) -> None:
     """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints.
 
     Opens the dashboard in a terminal; --headless (or no terminal) prints progress lines.
     """
     loaded = _load(config)
-    _log_to_file(state_path or loaded.state)
+    _log_to_file(loaded, state_path, log_level)
     engine = _engine(loaded, state_path, out, _split_names(only), full_refresh)
     if _use_dashboard(headless):
         code = _run_dashboard(engine, exit_when_done=exit_when_done)
@@ -507,7 +523,15 @@ def demo_server(args: list[str]) -> Iterator[str]:
     show_default=True,
     help="Records per demo dataset: enough to watch a backfill.",
 )
-def demo(config: str, headless: bool, latency_ms: float, fault_rate: float, records: int) -> None:
+@_log_level_option
+def demo(
+    config: str,
+    headless: bool,
+    latency_ms: float,
+    fault_rate: float,
+    records: int,
+    log_level: str,
+) -> None:
     """Start the demo API and run CONFIG (default ./sources.yaml) against it.
 
     Unfinished streams resume; when everything was already done, it starts over.
@@ -532,7 +556,7 @@ def demo(config: str, headless: bool, latency_ms: float, fault_rate: float, reco
         full_refresh = asyncio.run(_everything_done(loaded))
         if full_refresh:
             click.echo("every stream was already complete: starting over", err=True)
-        _log_to_file(loaded.state)
+        _log_to_file(loaded, None, log_level)
         engine = _engine(loaded, None, None, [], full_refresh)
         if _use_dashboard(headless):
             code = _run_dashboard(engine, exit_when_done=False)
@@ -558,17 +582,19 @@ async def _everything_done(loaded: LoadedConfig) -> bool:
     return bool(rows) and done >= set(loaded.sources)
 
 
-def _log_to_file(state_path: Path) -> Path:
+def _log_to_file(loaded: LoadedConfig, state_path: Path | None, level: str) -> Path:
     """Tracebacks of unexpected errors go to a log beside the state, never to the terminal
     (the user sees one line naming the error; the dashboard's screen stays intact)."""
-    log_path = state_path.with_name("tui-connector.log")
+    log_path = (state_path or loaded.state).with_name("tui-connector.log")
     with contextlib.suppress(OSError):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            RedactingFormatter(loaded.redactor, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         root = logging.getLogger()
         root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        root.setLevel(level.upper())
     return log_path
 
 

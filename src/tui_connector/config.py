@@ -25,6 +25,7 @@ from jmespath.exceptions import JMESPathError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Discriminator,
     Field,
@@ -470,6 +471,11 @@ class Timeouts(Strict):
     total: PositiveFloat = 120.0
 
 
+# A byte count or a size such as "64MiB" or "500 kB": the most one response body may hold, so a
+# broken or hostile server cannot exhaust memory.
+ResponseSize = Annotated[ByteSize, Field(ge=1024)]
+
+
 class RetryPolicy(Strict):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     backoff_base: Annotated[float, Field(ge=0)] = 0.5
@@ -488,6 +494,7 @@ class SourceDefaults(Strict):
     retry: RetryPolicy = RetryPolicy()
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     headers: dict[str, Scalar] = {}
+    max_response_size: ResponseSize = ByteSize(64 * 1024 * 1024)
 
     @field_validator("concurrency", mode="before")
     @classmethod
@@ -518,6 +525,7 @@ class Source(Strict):
     timeout: Timeouts | None = None
     retry: RetryPolicy | None = None
     transport: Literal["aiohttp", "httpx"] | None = None
+    max_response_size: ResponseSize | None = None
 
     @field_validator("method", mode="before")
     @classmethod
@@ -627,6 +635,7 @@ class SourceSpec:
     timeout: Timeouts
     retry: RetryPolicy
     transport: str
+    max_response_size: int = 64 * 1024 * 1024
     partitions: AnyPartitions | None = None
     incremental: Incremental | None = None
     auto_concurrency: AutoConcurrency | None = None
@@ -670,6 +679,7 @@ def _spec(
         timeout=source.timeout or defaults.timeout,
         retry=source.retry or defaults.retry,
         transport=source.transport or defaults.transport,
+        max_response_size=int(source.max_response_size or defaults.max_response_size),
         partitions=partitions,
         incremental=source.incremental,
         auto_concurrency=auto,

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import humanize
 from aiolimiter import AsyncLimiter
 from httpx_aiohttp import AiohttpTransport
 from tenacity import (
@@ -44,6 +45,7 @@ from tui_connector.telemetry import ErrorEvent, RunTelemetry, SourceStatus
 USER_AGENT = "tui-connector"
 MAX_REDIRECTS = 10
 _EXCERPT = 300
+_REDACTED_WINDOW = 64 * 1024  # of an error body, searched for secrets before the excerpt is cut
 
 
 class FetchError(Exception):
@@ -268,8 +270,9 @@ class SourceHttp:
             try:
                 async with asyncio.timeout(self.spec.timeout.total):
                     response = await self._send_following_redirects(http_request, attempt)
-                size = len(response.content)
-                status = response.status_code
+                    status = response.status_code
+                    content = await self._read_body(response, shown_url, attempt)
+                size = len(content)
             except TimeoutError:
                 timed_out = True
                 raise self._error(
@@ -288,7 +291,35 @@ class SourceHttp:
                 if self.observer is not None:
                     ended = time.monotonic()
                     self.observer(AttemptOutcome(started, ended, in_flight, status, timed_out))
-        return self._decode(response, shown_url, attempt)
+        return self._decode(response, content, shown_url, attempt)
+
+    async def _read_body(self, response: httpx.Response, shown_url: str, attempt: int) -> bytes:
+        """The body of a streamed response, refused past `max_response_size`: a broken or
+        hostile server must not make the process hold gigabytes."""
+        limit = self.spec.max_response_size
+        shown_limit = humanize.naturalsize(limit, binary=True)
+        refusal = (
+            f"the response is larger than max_response_size ({shown_limit}); raise "
+            "max_response_size if the API really sends pages this large, or ask for smaller pages"
+        )
+        try:
+            declared = int(response.headers.get("Content-Length", "0"))
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            await response.aclose()
+            raise self._error(refusal, shown_url, attempt, response=response, retryable=False)
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise self._error(
+                        refusal, shown_url, attempt, response=response, retryable=False
+                    )
+        finally:
+            await response.aclose()
+        return bytes(body)
 
     async def _send_following_redirects(
         self, http_request: httpx.Request, attempt: int
@@ -297,9 +328,10 @@ class SourceHttp:
         another host, where only `Authorization` is dropped."""
         origin = http_request.url.copy_with(path="/", query=None, fragment=None)
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self.client.send(http_request)
+            response = await self.client.send(http_request, stream=True)
             if not response.has_redirect_location:
                 return response
+            await response.aclose()
             target = http_request.url.join(response.headers["Location"])
             if (
                 target.copy_with(path="/", query=None, fragment=None) != origin
@@ -334,7 +366,9 @@ class SourceHttp:
             retryable=False,
         )
 
-    def _decode(self, response: httpx.Response, shown_url: str, attempt: int) -> Response:
+    def _decode(
+        self, response: httpx.Response, content: bytes, shown_url: str, attempt: int
+    ) -> Response:
         status = response.status_code
         if status >= 400:
             retryable = status in self.policy.statuses
@@ -347,6 +381,7 @@ class SourceHttp:
                     shown_url,
                     attempt,
                     response=response,
+                    content=content,
                     retryable=False,
                 )
             hint = "" if retryable else _status_hint(status)
@@ -355,11 +390,12 @@ class SourceHttp:
                 shown_url,
                 attempt,
                 response=response,
+                content=content,
                 retryable=retryable,
                 retry_after=retry_after,
             )
         try:
-            body = json.loads(response.content)
+            body = json.loads(content)
         except (ValueError, UnicodeDecodeError) as exc:
             content_type = response.headers.get("Content-Type", "no content type")
             raise self._error(
@@ -367,8 +403,9 @@ class SourceHttp:
                 shown_url,
                 attempt,
                 response=response,
+                content=content,
             ) from None
-        return Response(str(response.url), response.headers, body, len(response.content))
+        return Response(str(response.url), response.headers, body, len(content))
 
     def _error(
         self,
@@ -377,12 +414,12 @@ class SourceHttp:
         attempt: int,
         *,
         response: httpx.Response | None = None,
+        content: bytes = b"",
         retryable: bool = True,
         retry_after: float | None = None,
     ) -> FetchError:
-        excerpt = ""
-        if response is not None:
-            excerpt = self.redact(response.content[:_EXCERPT].decode("utf-8", "replace"))
+        # Redacted before it is cut: cut first, a secret at the cut would show its first half.
+        excerpt = self.redact(content[:_REDACTED_WINDOW].decode("utf-8", "replace"))[:_EXCERPT]
         error = FetchError(
             self.redact(message),
             url=shown_url,

@@ -3,6 +3,7 @@ token, the token's value is replaced, whatever header or parameter carried it.""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -41,7 +42,16 @@ class Redactor:
         if self._secrets:
             # Longest first, so a secret that contains another is replaced whole.
             alternatives = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in alternatives))
+            # A text cut short ("…" or its end) may end in the first part of a secret: that
+            # part goes too. Messages cut a response's values before they are redacted.
+            prefixes = sorted(
+                {s[:n] for s in self._secrets for n in range(_MIN_SECRET_LENGTH, len(s))},
+                key=len,
+                reverse=True,
+            )
+            whole = "|".join(re.escape(s) for s in alternatives)
+            cut = "|".join(re.escape(p) for p in prefixes)
+            self._pattern = re.compile(f"{whole}|(?:{cut})(?=…|\\Z)" if cut else whole)
 
     def __call__(self, text: str) -> str:
         if self._pattern is None or not text:
@@ -50,3 +60,15 @@ class Redactor:
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats log records, then redacts them whole: messages, arguments and tracebacks of
+    every library (httpx logs each request's URL, query string included, at INFO)."""
+
+    def __init__(self, redact: Redactor, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(super().format(record))
