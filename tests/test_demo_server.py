@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -24,7 +27,7 @@ import httpx
 import pytest
 
 from tui_connector.demo import data
-from tui_connector.demo.faults import decide, request_key
+from tui_connector.demo.faults import FAULTS, decide, request_key
 from tui_connector.demo.server import DemoKnobs, DemoServer
 
 from conftest import RECORDS, expected_ids, wait_for
@@ -758,6 +761,399 @@ def test_latency_and_slow(factory: Factory) -> None:
     assert server.log()[-1].fault == "slow"
 
 
+def test_the_default_fault_mix_has_every_fault() -> None:
+    assert FAULTS[:7] == ("429", "429-date", "500", "503", "slow", "drop", "truncate")
+    assert set(FAULTS[7:]) == {"html-200", "wrong-content-type", "drop-mid-body"}
+    assert DemoKnobs().faults == FAULTS
+    key = request_key("GET", "/v1/pages/mix", "", b"")
+    drawn = Counter(decide(3, key, k, 1.0, FAULTS) for k in range(2000))
+    assert set(drawn) == set(FAULTS) and min(drawn.values()) > 100
+
+
+def outcomes(server: DemoServer) -> list[tuple[str, int, str | None]]:
+    """What a client sees for a fixed sequence of requests (a status or the transport error),
+    with what the server logged for each."""
+    seen: list[str] = []
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for url in [f"/v1/pages/mix?page={n % 9 + 1}" for n in range(90)] + ["/v1/all/mix"] * 10:
+            try:
+                response = http.get(url)
+                seen.append(f"{response.status_code} {response.headers['Content-Type']}")
+            except httpx.TransportError as exc:
+                seen.append(type(exc).__name__)
+    log = server.log()
+    return [(s, e.status, e.fault) for s, e in zip(seen, log, strict=True)]
+
+
+def test_the_default_mix_is_deterministic(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    knobs = {"fault_rate": 0.6, "slow_ms": 1, "retry_after_s": 0.01}
+    first = outcomes(factory(seed=7, **knobs))
+    assert outcomes(factory(seed=7, **knobs)) == first
+    assert {fault for _, _, fault in first} == {None, *FAULTS}
+    assert outcomes(factory(seed=8, **knobs)) != first
+    assert_quiet(caplog)
+
+
+def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing (the server's aiohttp, asyncio) logged a warning or worse: no tracebacks."""
+    loud = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == []
+
+
+def test_slow_is_how_read_timeouts_are_tested(factory: Factory) -> None:
+    server = factory(fault_rate=1.0, faults=("slow",), slow_ms=600)
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{server.url}/v1/pages/s", timeout=httpx.Timeout(5, read=0.2))
+    assert time.monotonic() - started < 0.6
+    wait_for(lambda: len(server.log()) == 1, timeout=5, what="the slow reply")
+    assert [(e.status, e.fault) for e in server.log()] == [(200, "slow")]
+
+
+def test_html_200_is_a_proxy_error_page(factory: Factory) -> None:
+    server = factory(fault_rate=1.0, faults=("html-200",))
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        for url in ("/v1/pages/h", "/v1/bad/hang/h", "/v1/bad/huge/h"):  # it replaces any reply
+            response = http.get(url)
+            assert response.status_code == 200
+            assert response.headers["Content-Type"] == "text/html"
+            assert "<html>" in response.text and "<h1>502 Bad Gateway</h1>" in response.text
+            with pytest.raises(json.JSONDecodeError):
+                response.json()
+    assert [(e.status, e.fault) for e in server.log()] == [(200, "html-200")] * 3
+
+
+def test_wrong_content_type_is_the_right_json(factory: Factory) -> None:
+    server = factory(fault_rate=1.0, faults=("wrong-content-type",))
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        for url in ("/v1/pages/w?page=2", "/v1/bad/huge/w?mb=0&length=1"):
+            labelled = http.get(url)
+            server.update_knobs(fault_rate=0.0)
+            right = http.get(url)
+            server.update_knobs(fault_rate=1.0)
+            assert labelled.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert right.headers["Content-Type"] == "application/json"
+            assert labelled.status_code == right.status_code == 200
+            assert labelled.content == right.content and labelled.json() == right.json()
+    faults = [(e.status, e.fault) for e in server.log()]
+    assert faults == [(200, "wrong-content-type"), (200, None)] * 2
+
+
+def raw_get(server: DemoServer, path: str) -> tuple[str, bytes]:
+    """GET over a bare socket: the response head, and every byte after it until the server
+    closes the connection (what an HTTP client would hide)."""
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n".encode())
+        received = bytearray()
+        while chunk := sock.recv(1 << 16):
+            received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    return head.decode(), body
+
+
+def header(head: str, name: str) -> str | None:
+    for line in head.split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def test_drop_mid_body_closes_the_connection_half_way(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = factory(fault_rate=1.0, faults=("drop-mid-body",))
+    url = "/v1/cursor/dm?limit=10"
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        with pytest.raises(httpx.TransportError) as raised:
+            http.get(url)
+        assert isinstance(raised.value, httpx.RemoteProtocolError | httpx.ReadError)
+        head, partial = raw_get(server, url)
+        server.update_knobs(fault_rate=0.0)
+        full = http.get(url)  # a new connection: the server lives on
+        assert full.status_code == 200 and len(full.json()["items"]) == 10
+    assert head.startswith("HTTP/1.1 200 ")
+    assert header(head, "Content-Type") == "application/json"
+    assert header(head, "Content-Length") == str(len(full.content))  # the whole body's length
+    assert partial == full.content[: len(full.content) // 2]  # then only half of it came
+    faults = [(e.status, e.fault) for e in server.log()]
+    assert faults == [(200, "drop-mid-body"), (200, "drop-mid-body"), (200, None)]
+    assert_quiet(caplog)
+
+
+def test_drop_mid_body_and_truncate_cut_a_streamed_body(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = factory(fault_rate=1.0, faults=("drop-mid-body",))
+    head, partial = raw_get(server, "/v1/bad/huge/dh?mb=1&length=1")
+    assert header(head, "Content-Length") == str(MIB) and len(partial) == MIB // 2
+    assert partial.startswith(b'{"data":[{"id":"dh-000000"')
+    with pytest.raises(httpx.TransportError):  # chunked: no last chunk
+        httpx.get(f"{server.url}/v1/bad/huge/dh?mb=1", timeout=5)
+
+    server.update_knobs(faults=("truncate",))
+    short = httpx.get(f"{server.url}/v1/bad/huge/dh?mb=1&length=1", timeout=5)
+    assert short.headers["Content-Length"] == str(MIB // 2) and len(short.content) == MIB // 2
+    chunked = httpx.get(f"{server.url}/v1/bad/huge/dh?mb=1", timeout=5)  # ends cleanly
+    assert "Content-Length" not in chunked.headers and chunked.content == short.content
+    faults = [(e.status, e.fault) for e in server.log()]
+    assert faults == [(200, "drop-mid-body")] * 2 + [(200, "truncate")] * 2
+    assert_quiet(caplog)
+
+
+def test_faults_that_need_a_body_do_not_apply_to_hang_and_trickle(factory: Factory) -> None:
+    server = factory(fault_rate=1.0, faults=("truncate", "drop-mid-body"))
+    timeout = httpx.Timeout(5, read=0.3)
+    with httpx.stream("GET", f"{server.url}/v1/bad/trickle/t?every_ms=5", timeout=timeout) as r:
+        assert r.status_code == 200  # no half of a never-ending body: served as it is
+        assert read_at_least(r, 20)[:20] == b'{"data":[{"id":"t-00'
+    wait_for(lambda: len(server.log()) == 1, timeout=5, what="the server to see the client go")
+    server.update_knobs(faults=("wrong-content-type", "truncate", "drop-mid-body"))
+    with pytest.raises(httpx.ReadTimeout):  # no reply to relabel or cut: it still hangs
+        httpx.get(f"{server.url}/v1/bad/hang/t", timeout=timeout)
+    wait_for(lambda: len(server.log()) == 2, timeout=5, what="both requests to end")
+    assert [(e.path, e.status, e.fault) for e in server.log()] == [
+        ("/v1/bad/trickle/t", 200, None),
+        ("/v1/bad/hang/t", 0, None),
+    ]
+
+
+# -- hostile servers ----------------------------------------------------------------------------
+
+MIB = 1 << 20
+HOSTILE = (
+    "/bad/hang/a",
+    "/bad/trickle/a",
+    "/bad/huge/a",
+    "/bad/redirect-loop/a",
+    "/bad/redirect-away/a?to=http://example.invalid/",
+    "/bad/status/404/a",
+    "/bad/never-valid/a",
+    "/bad/echo-error/a",
+)
+
+
+def read_at_least(response: httpx.Response, count: int) -> bytes:
+    got = bytearray()
+    for chunk in response.iter_raw():
+        got += chunk
+        if len(got) >= count:
+            break
+    return bytes(got)
+
+
+@pytest.mark.parametrize("path", HOSTILE)
+def test_hostile_routes_need_the_token_under_secure(client: httpx.Client, path: str) -> None:
+    response = client.get(f"/secure{path}")
+    assert response.status_code == 401 and response.json() == {"error": "unauthorized"}
+
+
+def test_hang_never_answers_until_the_client_gives_up(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = factory()
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{server.url}/v1/bad/hang/h", timeout=httpx.Timeout(5, read=0.3))
+    assert time.monotonic() - started >= 0.3
+    wait_for(lambda: server.in_flight == 0, timeout=2, what="the server to see the client go")
+    [entry] = server.log()
+    assert (entry.path, entry.status, entry.fault) == ("/v1/bad/hang/h", 0, None)
+    assert entry.ended - entry.started >= 0.3
+    assert httpx.get(f"{server.url}/v1/pages/h").status_code == 200
+    assert_quiet(caplog)
+
+
+def test_a_hang_holds_a_turn_of_the_capacity(factory: Factory) -> None:
+    server = factory(capacity=1, capacity_queue=0)
+    with socket.create_connection((server.host, server.port), timeout=5) as hanging:
+        hanging.sendall(b"GET /v1/bad/hang/c HTTP/1.1\r\nHost: demo\r\n\r\n")
+        wait_for(lambda: server.serving == 1, timeout=5, what="the hang to be served")
+        assert httpx.get(f"{server.url}/v1/pages/c").status_code == 429  # over capacity
+    wait_for(lambda: server.serving == 0, timeout=2, what="the turn to be given back")
+    assert httpx.get(f"{server.url}/v1/pages/c").status_code == 200
+    assert [(e.status, e.fault) for e in server.log()] == [
+        (429, "capacity"),
+        (0, None),
+        (200, None),
+    ]
+
+
+def test_trickle_beats_a_read_timeout(factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    server = factory()
+    started = time.monotonic()
+    timeout = httpx.Timeout(5, read=0.1)  # shorter than the whole, longer than a byte's wait
+    with httpx.stream("GET", f"{server.url}/v1/bad/trickle/tr?every_ms=20", timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+        assert r.headers["Transfer-Encoding"] == "chunked" and "Content-Length" not in r.headers
+        got = read_at_least(r, 30)
+    assert time.monotonic() - started >= 29 * 0.02  # a byte at a time, and no read timeout
+    assert got[:30] == b'{"data":[{"id":"tr-000000","n"'
+    wait_for(lambda: server.in_flight == 0, timeout=2, what="the server to see the client go")
+    assert [(e.status, e.fault) for e in server.log()] == [(200, None)]
+
+    with httpx.stream("GET", f"{server.url}/v1/bad/trickle/tr?every_ms=5000", timeout=0.2) as r:
+        chunks = r.iter_raw()
+        assert next(chunks) == b"{"  # sent at once
+        with pytest.raises(httpx.ReadTimeout):
+            next(chunks)
+    assert httpx.get(f"{server.url}/v1/bad/trickle/tr?every_ms=0").status_code == 400
+    assert_quiet(caplog)
+
+
+def test_trickle_is_an_endless_valid_json_prefix(demo: DemoServer) -> None:
+    with httpx.stream("GET", f"{demo.url}/v1/bad/trickle/tp?every_ms=1", timeout=5) as response:
+        text = read_at_least(response, 400).decode()
+    records = data.records_json("tp", range(10))
+    assert text == ('{"data":[' + records[1:-1] + ",")[: len(text)]
+
+
+def page_records(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The records of a page ``{"data":[...]}`` read chunk by chunk, checking its JSON on the way
+    with no more than a record in memory (the demo's records are flat: one ends at a "}")."""
+    buffer, started, ended = b"", False, False
+    for chunk in chunks:
+        buffer += chunk
+        if not started:
+            if len(buffer) < 9:
+                continue
+            assert buffer.startswith(b'{"data":['), buffer[:20]
+            buffer, started, expect_record = buffer[9:], True, True
+        while buffer and not ended:
+            if expect_record and buffer[:1] == b"{":
+                end = buffer.find(b"}")
+                if end < 0:
+                    break
+                yield json.loads(buffer[: end + 1])
+                buffer, expect_record = buffer[end + 1 :], False
+            elif not expect_record and buffer[:1] == b",":
+                buffer, expect_record = buffer[1:], True
+            else:
+                buffer, ended = buffer.lstrip(b" "), True
+        if ended and len(buffer) > 2:
+            raise AssertionError(f"not a page's end: {buffer[:40]!r}")
+    assert started and ended and buffer == b"]}", buffer[:40]
+
+
+def test_huge_streams_a_valid_page_of_the_size_asked(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = factory()
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        with http.stream("GET", "/v1/bad/huge/hg?mb=3") as response:  # chunked
+            assert response.status_code == 200
+            assert response.headers["Content-Type"] == "application/json"
+            assert response.headers["Transfer-Encoding"] == "chunked"
+            assert "Content-Length" not in response.headers
+            numbers = [record["n"] for record in page_records(response.iter_bytes())]
+            assert response.num_bytes_downloaded == 3 * MIB
+        assert numbers == list(range(len(numbers))) and len(numbers) > 3 * MIB // 120
+
+        sized = http.get("/v1/bad/huge/hg?mb=1&length=1")
+        assert sized.headers["Content-Length"] == str(MIB) and len(sized.content) == MIB
+        assert "Transfer-Encoding" not in sized.headers
+        page = sized.json()["data"]  # small enough to parse whole: valid JSON
+        assert page == data.records("hg", range(len(page)))
+        assert sized.content.endswith(b" ]}") and len(sized.content) - len(json.dumps(page)) < 200
+
+        for length in ("0", "1"):
+            empty = http.get(f"/v1/bad/huge/hg?mb=0&length={length}")
+            assert empty.content == b'{"data":[]}'
+        for bad in ("mb=-1", "mb=x", "length=2"):
+            assert http.get(f"/v1/bad/huge/hg?{bad}").status_code == 400
+    assert [e.status for e in server.log()] == [200] * 4 + [400] * 3
+    assert_quiet(caplog)
+
+
+def test_huge_can_be_refused_on_its_header(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = factory()
+    with httpx.stream("GET", f"{server.url}/v1/bad/huge/hr?length=1", timeout=5) as response:
+        assert response.headers["Content-Length"] == str(64 * MIB)  # the default: 64 MiB
+    # Refused unread: the server stops writing at once.
+    wait_for(lambda: server.in_flight == 0, timeout=2, what="the server to see the client go")
+    [entry] = server.log()
+    assert entry.status == 200 and entry.ended - entry.started < 2
+    assert_quiet(caplog)
+
+
+def test_redirect_loop_redirects_to_itself_forever(demo: DemoServer, client: httpx.Client) -> None:
+    first = client.get("/v1/bad/redirect-loop/rl?keep=me")
+    assert first.status_code == 302
+    assert first.headers["Location"] == "/v1/bad/redirect-loop/rl?hop=1&keep=me"
+    second = client.get(urljoin(str(first.url), first.headers["Location"]))
+    assert second.status_code == 302
+    assert second.headers["Location"] == "/v1/bad/redirect-loop/rl?hop=2&keep=me"
+    following = httpx.Client(base_url=demo.url, follow_redirects=True, max_redirects=5)
+    with following, pytest.raises(httpx.TooManyRedirects):
+        following.get("/v1/bad/redirect-loop/rl?keep=me")
+
+
+def test_redirect_away_sends_the_client_to_any_host(client: httpx.Client) -> None:
+    to = "http://other.example:8080/steal?x=1"
+    response = client.get("/v1/bad/redirect-away/ra", params={"to": to})
+    assert response.status_code == 302 and response.headers["Location"] == to
+    for bad in ("", "/relative", "ftp://other.example/", "http://", "javascript:alert(1)"):
+        response = client.get("/v1/bad/redirect-away/ra", params={"to": bad})
+        assert response.status_code == 400 and "to must be" in response.json()["error"], bad
+    injected = client.get("/v1/bad/redirect-away/ra", params={"to": "http://a/\r\nX-Evil: 1"})
+    assert injected.status_code == 400 and "X-Evil" not in injected.headers
+
+
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 410, 500, 599])
+def test_status_always_answers_its_code(client: httpx.Client, code: int) -> None:
+    for _ in range(2):
+        response = client.get(f"/v1/bad/status/{code}/st")
+        assert response.status_code == code
+        assert response.json()["error"].startswith(f"{code} ")
+
+
+def test_status_codes_outside_errors_are_refused(client: httpx.Client) -> None:
+    for code in ("200", "302", "399", "600"):
+        response = client.get(f"/v1/bad/status/{code}/st")
+        assert response.status_code == 400 and "code must be" in response.json()["error"]
+    assert client.get("/v1/bad/status/40x/st").status_code == 404
+    assert client.get("/v1/bad/status/st").status_code == 404
+
+
+def test_never_valid_is_never_json(client: httpx.Client) -> None:
+    for _ in range(3):
+        response = client.get("/v1/bad/never-valid/nv")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/json"
+        with pytest.raises(json.JSONDecodeError):
+            response.json()
+
+
+def test_echo_error_echoes_the_whole_request(client: httpx.Client) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-API-Key": TOKEN, "X-Custom": "v"}
+    response = client.get(
+        "/secure/bad/echo-error/ee", params={"api_key": TOKEN, "q": "1"}, headers=headers
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] and body["method"] == "GET" and body["path"] == "/secure/bad/echo-error/ee"
+    assert body["query"] == {"api_key": TOKEN, "q": "1"}
+    assert body["headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert body["headers"]["x-api-key"] == TOKEN and body["headers"]["x-custom"] == "v"
+    assert body["body"] == ""
+
+    posted = client.post(
+        "/v1/bad/echo-error/ee?status=401", json={"client_secret": "s3cr3t"}, headers=headers
+    )
+    assert posted.status_code == 401
+    body = posted.json()
+    assert body["method"] == "POST" and body["query"] == {"status": "401"}
+    assert json.loads(body["body"]) == {"client_secret": "s3cr3t"}
+    assert body["headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert client.get("/v1/bad/echo-error/ee?status=503").status_code == 503
+    refused = client.get("/v1/bad/echo-error/ee?status=200")
+    assert refused.status_code == 400 and "status must be" in refused.json()["error"]
+
+
 # -- capacity -----------------------------------------------------------------------------------
 
 
@@ -938,6 +1334,32 @@ def test_stop_does_not_wait_for_slow_requests() -> None:
         assert time.monotonic() - started < 3
         worker.join(timeout=5)
         assert failed.is_set()
+
+
+def test_stop_does_not_wait_for_hostile_requests(caplog: pytest.LogCaptureFixture) -> None:
+    server = DemoServer(DemoKnobs()).start()
+    paths = ("/v1/bad/hang/s", "/v1/bad/trickle/s?every_ms=10000", "/v1/bad/huge/s?mb=512")
+    sockets = []
+    try:
+        for path in paths:  # never read: the huge page fills the buffers, then waits
+            sock = socket.create_connection((server.host, server.port), timeout=5)
+            sockets.append(sock)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: demo\r\n\r\n".encode())
+        wait_for(lambda: server.in_flight == 3, timeout=5, what="the requests to arrive")
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 0.5  # not the aiohttp grace period (2 x 0.5 s)
+        for sock in sockets:  # each connection was closed
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(1 << 20):
+                    pass
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+    entries = sorted((e.path, e.status) for e in server.log())
+    assert entries == [("/v1/bad/hang/s", 0), ("/v1/bad/huge/s", 200), ("/v1/bad/trickle/s", 200)]
+    assert_quiet(caplog)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -11,8 +11,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-#: Every fault the demo server knows.
-FAULTS: tuple[str, ...] = ("429", "429-date", "500", "503", "slow", "drop", "truncate")
+#: Every fault the demo server knows (what each does: ``tui_connector.demo.server``). The
+#: default mix of ``DemoKnobs.faults``; the draw picks ``faults[i % len(faults)]``, so a seed's
+#: sequence of faults depends on this list and its order as well.
+FAULTS: tuple[str, ...] = (
+    "429",
+    "429-date",
+    "500",
+    "503",
+    "slow",
+    "drop",
+    "truncate",
+    "html-200",
+    "wrong-content-type",
+    "drop-mid-body",
+)
 
 _SCALE = float(1 << 64)
 

@@ -14,6 +14,14 @@ Routes (each dataset route is served under ``/v1`` without auth and under ``/sec
 - ``GET  {prefix}/bad/last-page-forever/{ds}``          pages past the end repeat the last one
 - ``GET  {prefix}/bad/errors-200/{ds}``                 HTTP 200 with a GraphQL-style ``errors``
 - ``GET  {prefix}/bad/text-plain/{ds}``                 like ``pages`` but ``text/plain``
+- ``GET  {prefix}/bad/hang/{ds}``                       accepts the request, never answers
+- ``GET  {prefix}/bad/trickle/{ds}?every_ms=N``         200, then endless JSON, a byte per N ms
+- ``GET  {prefix}/bad/huge/{ds}?mb=N&length=0|1``       a valid JSON page of N MiB, streamed
+- ``GET  {prefix}/bad/redirect-loop/{ds}?hop=N``        302 to itself with ``hop=N+1``, forever
+- ``GET  {prefix}/bad/redirect-away/{ds}?to=URL``       302 to ``to`` (any absolute http(s) URL)
+- ``GET  {prefix}/bad/status/{code}/{ds}``              always HTTP ``code`` (400-599), JSON error
+- ``GET  {prefix}/bad/never-valid/{ds}``                200 ``application/json``, never JSON
+- ``GET|POST {prefix}/bad/echo-error/{ds}?status=N``    HTTP N (400) echoing the whole request
 - ``GET  /secure/echo``                                 the request's headers and query (auth)
 - ``GET|POST /_demo/knobs``, ``GET /_demo/log``, ``POST /_demo/reset``   control, never faulted
 
@@ -30,8 +38,57 @@ Pages, offsets, cursors and totals (``total``, ``X-Total-Count``, ``count``, ``h
 links, which keep every other param) then work over the selected records only, exactly as if the
 dataset were just those. A bad value is a 400 (a GraphQL error for a variable).
 
-Faults (``DemoKnobs.fault_rate``) and latency apply to the dataset routes only; whether a request
-faults is a pure function of the seed, the request and how often it was seen (see ``faults``).
+Hostile servers (the ``/bad/`` routes from ``hang`` on), to test a client's defences end to end:
+
+- ``hang`` sends nothing, ever: only a client's read timeout ends it. Logged (status 0) once the
+  client has gone.
+- ``trickle`` sends 200 and JSON headers (chunked), then ``{"data":[`` and the dataset's records,
+  one byte every ``every_ms`` (default 100, at least 1) ms, forever: every byte resets a read
+  timeout, so only a deadline on the whole response (or a size cap) ends it. Logged with status
+  200 once the client has gone.
+- ``huge`` is ``{"data":[...]}`` holding the dataset's records from 0, padded with spaces before
+  ``]}`` to exactly ``mb`` MiB (default 64; with ``mb=0`` it is ``{"data":[]}``), generated and
+  written in chunks of about 64 KiB. ``length=1`` sends ``Content-Length`` (a client can refuse
+  on the header); the default, ``length=0``, sends it chunked (a client must cap while reading).
+- ``redirect-loop`` answers 302 with ``Location: {path}?hop=N+1&<the other params>`` (a path
+  relative to the host); ``redirect-away`` answers 302 with ``Location: <to>`` (400 unless ``to``
+  is an absolute http or https URL), to test that a client refuses to follow to another host.
+- ``status/{code}`` answers ``{"error": "<code> <reason> (...)"}`` with that status, 400-599 (for
+  permanent 400 / 403 / 404 failures); ``never-valid`` answers 200 with the body ``{"data": [``.
+- ``echo-error`` answers ``status`` (400-599, default 400) with a JSON body holding an ``error``
+  and the request's ``method``, ``path``, ``query`` (every param), ``headers`` (every header,
+  names lowercased) and ``body`` (as text): an API that echoes secrets back in its errors.
+
+They go through the pipeline like the other dataset routes (capacity, latency, auth, faults, the
+log). None holds more than a chunk of its body in memory; each notices within 50 ms that its
+client has gone, and when the server stops their connections are aborted at once, so
+``DemoServer.stop()`` does not wait for them. Like every dataset request, a streamed one is in the
+log by the time its client has the whole reply; one the client gives up on, once the server has
+seen it go.
+
+Faults (``DemoKnobs.fault_rate``; ``DemoKnobs.faults`` picks among them, by default all of
+``FAULTS``) and latency apply to the dataset routes only; whether a request faults is a pure
+function of the seed, the request and how often it was seen (see ``faults``). Each faulted
+request is logged with the fault's name:
+
+- ``429``: 429 with ``Retry-After`` in seconds (``retry_after_s``); ``429-date``: the same with an
+  HTTP date. ``500``: a 500. ``503``: a 503 with ``Retry-After`` in seconds.
+- ``slow``: the reply comes ``slow_ms`` (default 2000) late. A client whose read timeout is
+  shorter sees a read timeout: this is how read timeouts are tested (``hang`` never answers).
+- ``drop``: the connection is closed before anything is sent (logged with status 0).
+- ``truncate``: the first half of the body, with a ``Content-Length`` to match (or chunked, as the
+  route does): a clean response whose body is not valid JSON.
+- ``html-200``: 200 ``text/html`` with a proxy's HTML error page (``<h1>502 Bad Gateway</h1>``).
+- ``wrong-content-type``: the right JSON reply, labelled ``text/html; charset=utf-8`` (a client
+  should still accept it: it is valid JSON).
+- ``drop-mid-body``: the status and headers with the whole body's ``Content-Length`` (or chunked,
+  as the route does), half the body, then the connection closed: the client sees a connection
+  closed mid-body, not a clean short body.
+
+``429`` to ``503``, ``html-200`` and ``drop`` replace any route's reply; ``truncate`` and
+``drop-mid-body`` need a body of known size and ``wrong-content-type`` a reply, so those do not
+apply to ``trickle`` (the first two) nor to ``hang`` (all three): such a request is served
+unfaulted and logged with fault None.
 
 Capacity (``DemoKnobs.capacity`` = N, live-changeable): at most N dataset requests are served at
 once (latency, auth, faults and building the reply); a request arriving while N are served waits
@@ -48,6 +105,7 @@ import binascii
 import contextlib
 import dataclasses
 import hmac
+import itertools
 import json
 import math
 import re
@@ -56,13 +114,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
 from fractions import Fraction
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
@@ -282,8 +341,30 @@ _RECORDS = "\x00records\x00"
 _RECORDS_JSON = json.dumps(_RECORDS)
 
 
+#: A reply's status meaning "never answer": hold the connection open until the client goes.
+_NO_ANSWER = 0
+#: The faults that cut a reply's body in half: they need a body of known size.
+_CUTS = ("truncate", "drop-mid-body")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A reply body written chunk by chunk as the client reads it, never whole in memory."""
+
+    chunks: Generator[bytes, None, None]
+    #: The body's length in bytes; None if it never ends.
+    size: int | None
+    #: Send ``Content-Length`` (``size``); otherwise the body is chunked.
+    declare_size: bool = False
+    #: Seconds to wait after each chunk (0: as fast as the client reads).
+    every_s: float = 0.0
+
+
 class _Reply:
-    __slots__ = ("content_type", "headers", "payload", "records", "status")
+    """What a dataset handler answers: ``payload`` as JSON (``records`` spliced in), or bytes
+    sent as they are; or a ``stream``; or, with status ``_NO_ANSWER``, nothing at all."""
+
+    __slots__ = ("content_type", "headers", "payload", "records", "status", "stream")
 
     def __init__(
         self,
@@ -292,18 +373,30 @@ class _Reply:
         headers: dict[str, str] | None = None,
         content_type: str = _JSON,
         records: str | None = None,
+        stream: _Stream | None = None,
     ) -> None:
         self.payload = payload
         self.status = status
         self.headers = headers
         self.content_type = content_type
         self.records = records
+        self.stream = stream
 
     def body(self) -> bytes:
+        if isinstance(self.payload, bytes):
+            return self.payload
         text = json.dumps(self.payload, separators=(",", ":"))
         if self.records is not None:
             text = text.replace(_RECORDS_JSON, self.records, 1)
         return text.encode()
+
+    def takes(self, fault: str) -> bool:
+        """Whether ``fault``, one that alters a reply rather than replacing it, applies here."""
+        if self.status == _NO_ANSWER:
+            return fault == "slow"
+        if fault in _CUTS:
+            return self.stream is None or self.stream.size is not None
+        return True
 
 
 class _BadRequest(Exception):
@@ -592,6 +685,141 @@ def _errors_200(_request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Repl
     return _graphql_error("rate limited by upstream")
 
 
+# -- hostile handlers -------------------------------------------------------------------------
+
+_MIB = 1 << 20
+#: About how many bytes a streamed body is written in at a time.
+_CHUNK = 64 * 1024
+#: About how many records make a ``_CHUNK`` (a record is 90 to 110 bytes of JSON).
+_BATCH = 600
+_PAGE_HEAD, _PAGE_TAIL = b'{"data":[', b"]}"
+
+
+def _hang(_request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    return _Reply(None, status=_NO_ANSWER)
+
+
+def _record_bytes(ds: str, n: int) -> bytes:
+    return data.records_json(ds, range(n, n + 1))[1:-1].encode()
+
+
+def _endless_page(ds: str) -> Generator[bytes, None, None]:
+    """``{"data":[`` and then the records of ``ds``, each followed by a comma, forever."""
+    yield _PAGE_HEAD
+    for n in itertools.count():
+        yield _record_bytes(ds, n) + b","
+
+
+def _bytewise(chunks: Iterator[bytes]) -> Generator[bytes, None, None]:
+    for chunk in chunks:
+        for i in range(len(chunk)):
+            yield chunk[i : i + 1]
+
+
+def _trickle(request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    every_ms = _int_param(request.query, "every_ms", 100, minimum=1)
+    chunks = _bytewise(_endless_page(request.match_info["ds"]))
+    return _Reply(None, stream=_Stream(chunks, size=None, every_s=every_ms / 1000))
+
+
+def _page_of_size(ds: str, size: int) -> Generator[bytes, None, None]:
+    """``{"data":[...]}`` of exactly ``size`` bytes (at least 11): the records of ``ds`` from 0,
+    as many as fit, then spaces before ``]}``; in chunks of about ``_CHUNK`` bytes."""
+    room = size - len(_PAGE_HEAD) - len(_PAGE_TAIL)
+    yield _PAGE_HEAD
+    n, comma = 0, b""
+    while True:  # whole batches while they fit
+        batch = comma + data.records_json(ds, range(n, n + _BATCH))[1:-1].encode()
+        if len(batch) > room:
+            break
+        yield batch
+        room -= len(batch)
+        n, comma = n + _BATCH, b","
+    while True:  # then the records that still fit, one by one
+        record = comma + _record_bytes(ds, n)
+        if len(record) > room:
+            break
+        yield record
+        room -= len(record)
+        n, comma = n + 1, b","
+    while room > 0:
+        padding = min(room, _CHUNK)
+        yield b" " * padding
+        room -= padding
+    yield _PAGE_TAIL
+
+
+def _huge(request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    mb = _int_param(request.query, "mb", 64)
+    length = _int_param(request.query, "length", 0)
+    if length > 1:
+        raise _BadRequest(f"length must be 0 or 1, not {length}")
+    size = max(mb * _MIB, len(_PAGE_HEAD) + len(_PAGE_TAIL))
+    chunks = _page_of_size(request.match_info["ds"], size)
+    return _Reply(None, stream=_Stream(chunks, size=size, declare_size=length == 1))
+
+
+def _redirect(location: str) -> _Reply:
+    return _Reply({"redirect": location}, 302, {"Location": location})
+
+
+def _redirect_loop(request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    hop = _int_param(request.query, "hop", 0)
+    rest = [(k, v) for k, v in request.query.items() if k != "hop"]
+    return _redirect(f"{request.path}?{urlencode([('hop', hop + 1), *rest])}")
+
+
+def _redirect_away(request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    target = request.query.get("to", "")
+    parts = urlsplit(target)
+    if not (target.isprintable() and parts.scheme in ("http", "https") and parts.hostname):
+        raise _BadRequest(f"to must be an absolute http or https URL, not {target!r}")
+    return _redirect(target)
+
+
+def _error_status(raw: object, name: str, default: int) -> int:
+    status = _whole(raw, name, default)
+    if not 400 <= status <= 599:
+        raise _BadRequest(f"{name} must be between 400 and 599, not {status}")
+    return status
+
+
+def _status(request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    code = _error_status(request.match_info["code"], "code", 400)
+    try:
+        reason = HTTPStatus(code).phrase
+    except ValueError:
+        reason = "Error"
+    return _Reply({"error": f"{code} {reason} (demo /bad/status)"}, code)
+
+
+def _never_valid(_request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    return _Reply(b'{"data": [')
+
+
+def _echo(request: web.BaseRequest) -> dict[str, Any]:
+    """The request's method, path, every query param and every header (names lowercased;
+    repeated ones joined with commas)."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        name = name.lower()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    query: dict[str, str] = {}
+    for name, value in request.query.items():
+        query[name] = f"{query[name]},{value}" if name in query else value
+    return {"method": request.method, "path": request.path, "headers": headers, "query": query}
+
+
+def _echo_error(request: web.Request, _knobs: DemoKnobs, body: bytes) -> _Reply:
+    status = _error_status(request.query.get("status"), "status", 400)
+    payload = {
+        "error": "the request was refused; here it is (demo /bad/echo-error)",
+        **_echo(request),
+        "body": body.decode("utf-8", "replace"),
+    }
+    return _Reply(payload, status)
+
+
 DATASET_ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", f"/pages/{_DS}", _pages),
     ("GET", f"/offset/{_DS}", _offset),
@@ -605,6 +833,15 @@ DATASET_ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", f"/bad/last-page-forever/{_DS}", _last_page_forever),
     ("GET", f"/bad/errors-200/{_DS}", _errors_200),
     ("GET", f"/bad/text-plain/{_DS}", _text_plain),
+    ("GET", f"/bad/hang/{_DS}", _hang),
+    ("GET", f"/bad/trickle/{_DS}", _trickle),
+    ("GET", f"/bad/huge/{_DS}", _huge),
+    ("GET", f"/bad/redirect-loop/{_DS}", _redirect_loop),
+    ("GET", f"/bad/redirect-away/{_DS}", _redirect_away),
+    ("GET", "/bad/status/{code:[0-9]{3}}/" + _DS, _status),
+    ("GET", f"/bad/never-valid/{_DS}", _never_valid),
+    ("GET", f"/bad/echo-error/{_DS}", _echo_error),
+    ("POST", f"/bad/echo-error/{_DS}", _echo_error),
 )
 
 
@@ -657,6 +894,15 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+#: What the ``html-200`` fault answers: a proxy's error page, with status 200.
+_HTML_ERROR_PAGE = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<h1>502 Bad Gateway</h1>\r\n"
+    b"<p>The upstream server sent an invalid response (injected fault).</p>\r\n"
+    b"<hr><center>demo-proxy</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
 def _fault_reply(fault: str, knobs: DemoKnobs) -> _Reply | None:
     if fault == "429":
         return _Reply(
@@ -675,7 +921,139 @@ def _fault_reply(fault: str, knobs: DemoKnobs) -> _Reply | None:
             503,
             {"Retry-After": _seconds(knobs.retry_after_s)},
         )
+    if fault == "html-200":
+        return _Reply(_HTML_ERROR_PAGE, content_type="text/html")
     return None
+
+
+def _headers(reply: _Reply, fault: str | None) -> dict[str, str]:
+    content_type = "text/html; charset=utf-8" if fault == "wrong-content-type" else None
+    return {**(reply.headers or {}), "Content-Type": content_type or reply.content_type}
+
+
+#: How often a held request (no answer, a streamed body) checks that its client is still there.
+_POLL_S = 0.05
+#: The connections of the requests held open (no answer yet, or a body being streamed):
+#: aborted when the server stops, so that stopping never waits for them.
+_HELD = web.AppKey("held", set[asyncio.Transport])
+
+_Log = Callable[[int, str | None], None]
+
+
+def _gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _hold(request: web.BaseRequest, seconds: float | None) -> bool:
+    """Wait ``seconds`` (None: forever) while the client stays connected: True once waited out,
+    False as soon as the connection is gone (the client left, or the server aborted it)."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not _gone(request):
+        if deadline is None:
+            await asyncio.sleep(_POLL_S)
+            continue
+        left = deadline - time.monotonic()
+        await asyncio.sleep(min(max(left, 0.0), _POLL_S))
+        if left <= _POLL_S:
+            return not _gone(request)
+    return False
+
+
+@contextlib.contextmanager
+def _held(request: web.Request) -> Iterator[None]:
+    """Mark the request's connection as held open, to be aborted if the server stops."""
+    held, transport = request.app[_HELD], request.transport
+    if transport is not None:
+        held.add(transport)
+    try:
+        yield
+    finally:
+        held.discard(transport)
+
+
+async def _no_answer(request: web.Request, log: _Log, fault: str | None) -> web.StreamResponse:
+    """Hold the connection, sending nothing, until the client leaves or the server stops."""
+    try:
+        with _held(request):
+            await _hold(request, None)
+    finally:
+        log(0, fault)
+    # Sent to a closed connection: aiohttp fails quietly, nothing is sent.
+    return web.Response(status=204)
+
+
+def _once(chunk: bytes) -> Generator[bytes, None, None]:
+    yield chunk
+
+
+async def _send_stream(
+    request: web.Request, reply: _Reply, fault: str | None, log: _Log
+) -> web.StreamResponse:
+    """Send ``reply`` chunk by chunk: its ``stream``, or its body for ``drop-mid-body``. The cut
+    faults (checked by ``_Reply.takes``) stop half way: ``truncate`` ends the response cleanly
+    (its ``Content-Length`` is the half), ``drop-mid-body`` closes the connection."""
+    stream = reply.stream
+    if stream is None:
+        payload = reply.body()
+        stream = _Stream(_once(payload), size=len(payload), declare_size=True)
+    cut: int | None = None
+    if fault in _CUTS:
+        assert stream.size is not None
+        cut = stream.size // 2
+    response = web.StreamResponse(status=reply.status, headers=_headers(reply, fault))
+    if stream.declare_size:
+        response.content_length = cut if fault == "truncate" else stream.size
+    status, logged = 0, False
+
+    def finish() -> None:
+        nonlocal logged
+        if not logged:
+            logged = True
+            log(status, fault)
+
+    try:
+        # A client gone (or aborted as the server stops) makes a write raise a ConnectionError:
+        # the end of this reply, not an error to report. aiohttp then finishes it quietly.
+        with _held(request), contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            status = reply.status
+            pieces = _first(stream.chunks, cut)
+            piece = next(pieces, None)
+            while piece is not None:
+                following = next(pieces, None)
+                if following is None:
+                    # Logged before the reply is complete, as an ordinary one is before it is
+                    # sent: once a client has a whole reply, the request is in the log.
+                    finish()
+                await response.write(piece)
+                # A fast client never makes write() wait: let the other requests run meanwhile.
+                if following is not None and not await _hold(request, stream.every_s):
+                    break  # the client has gone
+                piece = following
+            else:
+                if fault == "drop-mid-body":
+                    if request.transport is not None:
+                        request.transport.close()  # once what was written is sent
+                else:
+                    await response.write_eof()
+    finally:
+        stream.chunks.close()
+        finish()
+    return response
+
+
+def _first(chunks: Iterator[bytes], count: int | None) -> Generator[bytes, None, None]:
+    """``chunks`` up to ``count`` bytes in all (None: all of them)."""
+    if count is None:
+        yield from chunks
+        return
+    for chunk in chunks:
+        if len(chunk) >= count:
+            yield chunk[:count]
+            return
+        yield chunk
+        count -= len(chunk)
 
 
 def _over_capacity(knobs: DemoKnobs) -> web.Response:
@@ -717,10 +1095,15 @@ def _dataset_endpoint(
             await asyncio.sleep(knobs.latency_ms / 1000)
         path = request.path
         query = request.query_string
-        if secure and knobs.token is not None and not authorized(request, knobs.token):
+
+        def log(status: int, fault: str | None) -> None:
+            ended = time.monotonic()
             state.record(
-                RequestLogEntry(started, time.monotonic(), request.method, path, query, 401, None)
+                RequestLogEntry(started, ended, request.method, path, query, status, fault)
             )
+
+        if secure and knobs.token is not None and not authorized(request, knobs.token):
+            log(401, None)
             return _unauthorized()
         key = request_key(request.method, path, query, body)
         occurrence = state.occurrence(key)  # counted always, so k does not depend on the rate
@@ -729,9 +1112,7 @@ def _dataset_endpoint(
         if fault == "drop":
             if request.transport is not None:
                 request.transport.close()
-            state.record(
-                RequestLogEntry(started, time.monotonic(), request.method, path, query, 0, fault)
-            )
+            log(0, fault)
             # Writing this to the closed transport fails quietly inside aiohttp: nothing is sent.
             return web.Response(status=204)
         if fault == "slow":
@@ -741,20 +1122,17 @@ def _dataset_endpoint(
                 reply = handler(request, knobs, body)
             except _BadRequest as exc:
                 reply = _Reply({"error": str(exc)}, 400)
+            if fault is not None and not reply.takes(fault):
+                fault = None  # say, no half of a never-ending body: served unfaulted
+        if reply.status == _NO_ANSWER:
+            return await _no_answer(request, log, fault)
+        if reply.stream is not None or fault == "drop-mid-body":
+            return await _send_stream(request, reply, fault, log)
         payload = reply.body()
         if fault == "truncate":
             payload = payload[: len(payload) // 2]
-        response = web.Response(
-            body=payload,
-            status=reply.status,
-            headers=reply.headers,
-            content_type=reply.content_type,
-        )
-        state.record(
-            RequestLogEntry(
-                started, time.monotonic(), request.method, path, query, reply.status, fault
-            )
-        )
+        response = web.Response(body=payload, status=reply.status, headers=_headers(reply, fault))
+        log(reply.status, fault)
         return response
 
     return endpoint
@@ -799,16 +1177,7 @@ def _control_routes(state: DemoState) -> list[web.RouteDef]:
         token = state.knobs.token
         if token is not None and not authorized(request, token):
             return _unauthorized()
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            name = name.lower()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        query: dict[str, str] = {}
-        for name, value in request.query.items():
-            query[name] = f"{query[name]},{value}" if name in query else value
-        return _json_response(
-            {"method": request.method, "path": request.path, "headers": headers, "query": query}
-        )
+        return _json_response(_echo(request))
 
     return [
         web.get("/_demo/knobs", get_knobs),
@@ -822,6 +1191,13 @@ def _control_routes(state: DemoState) -> list[web.RouteDef]:
 def build_app(state: DemoState) -> web.Application:
     """The aiohttp application serving ``state``."""
     app = web.Application()
+    app[_HELD] = set()
+
+    async def abort_held(app: web.Application) -> None:
+        for transport in app[_HELD]:
+            transport.abort()
+
+    app.on_shutdown.append(abort_held)
     routes = _control_routes(state)
     for prefix, secure in (("/v1", False), ("/secure", True)):
         for method, path, handler in DATASET_ROUTES:
