@@ -6,8 +6,11 @@ disk, and root ignores permissions); a lake path under a file is a real OS failu
 from __future__ import annotations
 
 import errno
+import json
+import resource
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 
 from tui_connector import lake
 from tui_connector.config import LoadedConfig
+from tui_connector.demo.faults import FAULTS
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 
@@ -35,6 +39,7 @@ sources:
     pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
 """
 ITEM_PAGES = -(-RECORDS // 20)
+TOKEN = "hardening-token-8d2e"
 
 
 class _FailingFile:
@@ -203,3 +208,152 @@ def test_a_bad_state_database_exits_2_with_what_to_do_and_is_left_alone(
         assert "Traceback" not in result.stdout + result.stderr
     assert state.read_bytes() == before  # never "repaired" by overwriting
     assert not (tmp_path / "lake").exists()
+
+
+# -- faults: every record retrieved; permanent failures fail only their source ---------------
+
+FAULTY = """\
+defaults:
+  retry: {{max_attempts: 12, backoff_base: 0.01, backoff_max: 0.1}}
+  timeout: {{read: 0.3, total: 5}}
+sources:
+  pages:
+    url: {url}/v1/pages/pages
+    records: data
+    params: {{per_page: 10}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  offsets:
+    url: {url}/v1/offset/offsets
+    records: results
+    pagination: {{type: offset, limit: 10, stop: {{total_records: count}}}}
+  cursors:
+    url: {url}/secure/cursor/cursors
+    records: items
+    params: {{limit: 10}}
+    auth: {{type: bearer, token: "${{API_TOKEN}}"}}
+    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
+  links:
+    url: {url}/v1/link/links
+    params: {{per_page: 10}}
+    pagination: {{type: next_url, next: {{header: Link}}}}
+  denied:
+    url: {url}/secure/pages/denied
+    records: data
+    auth: {{type: bearer, token: not-the-token}}
+  forbidden:
+    url: {url}/v1/bad/status/403/forbidden
+    records: data
+  missing:
+    url: {url}/v1/nothing-here/missing
+    records: data
+  garbage:
+    url: {url}/v1/bad/never-valid/garbage
+    records: data
+    retry: {{max_attempts: 3, backoff_base: 0.01}}
+"""
+FAULTY_RECORDS = 800  # 80 pages a source: every kind of fault is met
+GOOD = ("pages", "offsets", "cursors", "links")
+PERMANENT = {
+    "denied": "HTTP 401",
+    "forbidden": "HTTP 403",
+    "missing": "HTTP 404",
+    "garbage": "response is not valid JSON",
+}
+
+
+def test_with_20_percent_faults_every_source_completes_exactly_and_only_broken_ones_fail(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    server = demo_server_factory(
+        records=FAULTY_RECORDS,
+        fault_rate=0.2,
+        seed=20,
+        retry_after_s=0.02,
+        slow_ms=600,
+        token=TOKEN,
+    )
+    config = tmp_path / "sources.yaml"
+    config.write_text(FAULTY.format(url=server.url))
+    result = cli("run", "--headless", str(config), env={"API_TOKEN": TOKEN})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    # Every kind of fault was met, and retried through.
+    met = {entry.fault for entry in server.log() if entry.fault}
+    assert met >= set(FAULTS), set(FAULTS) - met
+    for source in GOOD:
+        assert lake_ids(tmp_path / "lake", source) == expected_ids(source, FAULTY_RECORDS), source
+    summary = result.stdout.splitlines()
+    for source, says in PERMANENT.items():
+        line = next(line for line in summary if line.startswith(f"{source} "))
+        assert "failed" in line and says in line, line
+
+    status = cli("status", f"--config={config}", "--json", env={"API_TOKEN": TOKEN})
+    assert status.returncode == 0, status.stderr
+    rows = {row["source"]: row for row in json.loads(status.stdout)}
+    for source in GOOD:
+        assert rows[source]["status"] == "done", rows[source]
+    for source, says in PERMANENT.items():
+        assert rows[source]["status"] == "failed" and says in rows[source]["last_error"]
+
+
+# -- hostile servers: no hang, no memory blow-up ------------------------------------------
+
+HOSTILE = """\
+defaults:
+  retry: {{max_attempts: 2, backoff_base: 0.01}}
+sources:
+  fine:
+    url: {url}/v1/pages/fine
+    records: data
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  silent:
+    url: {url}/v1/bad/hang/silent
+    timeout: {{read: 0.5}}
+  trickling:
+    url: {url}/v1/bad/trickle/trickling
+    params: {{every_ms: 20}}
+    timeout: {{read: 1, total: 1.5}}
+  huge-declared:
+    url: {url}/v1/bad/huge/h
+    params: {{mb: 300, length: 1}}
+    max_response_size: 1MiB
+  huge-chunked:
+    url: {url}/v1/bad/huge/h
+    params: {{mb: 300}}
+    max_response_size: 1MiB
+  looping:
+    url: {url}/v1/bad/redirect-loop/looping
+  leaving:
+    url: {url}/v1/bad/redirect-away/leaving
+    params: {{to: "http://localhost:{port}/v1/all/leaving"}}
+"""
+HOSTILE_ERRORS = {
+    "silent": "timed out (ReadTimeout)",
+    "trickling": "no complete response within 1.5 s (timeout.total)",
+    "huge-declared": "larger than max_response_size (1.0 MiB)",
+    "huge-chunked": "larger than max_response_size (1.0 MiB)",
+    "looping": "more than 10 redirects",
+    "leaving": "redirect to another host (http://localhost",
+}
+
+
+async def test_hostile_servers_fail_their_source_quickly_and_hold_no_huge_body(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=RECORDS)
+    config = write_config(HOSTILE.format(url=server.url, port=server.port))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    started = time.monotonic()
+    result, engine = await run_engine(config)
+    assert time.monotonic() - started < 20
+    assert result.done == ["fine"]
+    assert sorted(result.failed) == sorted(HOSTILE_ERRORS)
+    for source, says in HOSTILE_ERRORS.items():
+        error = engine.telemetry.sources[source].last_error or ""
+        assert says in error, (source, error)
+    # Two 300 MiB bodies were refused, not read: the process grew far less than one of them.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100 * 1024
+    # A size refusal is final (no retry): one request each.
+    huge = [entry for entry in server.log() if "/huge/" in entry.path]
+    assert len(huge) == 2

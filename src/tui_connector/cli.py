@@ -58,9 +58,10 @@ def _log_level_option(command: Callable[..., None]) -> Callable[..., None]:
     return click.option(
         "--log-level",
         type=click.Choice(LOG_LEVELS, case_sensitive=False),
-        default="info",
+        default="warning",
         show_default=True,
-        help="What goes to tui-connector.log beside the state database (secrets redacted).",
+        help="What goes to tui-connector.log beside the state database (secrets redacted): "
+        "unexpected errors; with info, every request too; with debug, everything.",
     )(command)
 
 

@@ -1,0 +1,202 @@
+"""Secrets never leak: a token given through ${VAR} is sent in a bearer header, a query param,
+basic auth, a custom header and a custom param, to a server that fails some requests and
+echoes others back in its error bodies. Then everything the tool shows or writes is searched
+for the token (and its URL-encoded and base64 forms): headless text and JSON progress, a
+debug log, `status`, `validate`, the state database, the lake, and the dashboard's screens
+and error pane."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+from rich.text import Text
+
+from tui_connector.config import load_config
+from tui_connector.demo.faults import FAULTS
+from tui_connector.demo.server import DemoServer
+from tui_connector.engine import Engine
+from tui_connector.tui import Dashboard
+
+from conftest import async_wait_for, cli
+
+SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
+WRONG = "wrong-token-but-still-secret-42"
+ENV = {"API_TOKEN": SECRET, "OTHER_TOKEN": WRONG}
+# The faults but `truncate`, which would cut the echoed error bodies the dashboard test reads.
+KEEP_BODIES_WHOLE = tuple(fault for fault in FAULTS if fault != "truncate")
+
+CONFIG = """\
+defaults:
+  retry: {{max_attempts: 10, backoff_base: 0.01, backoff_max: 0.05}}
+sources:
+  bearer:
+    url: {url}/secure/pages/bearer
+    records: data
+    params: {{per_page: 20}}
+    auth: {{type: bearer, token: "${{API_TOKEN}}"}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  keyparam:
+    url: {url}/secure/next/keyparam
+    records: data
+    params: {{per_page: 20}}
+    auth: {{type: api_key, key: "${{API_TOKEN}}", param: api_key}}
+    pagination: {{type: next_url, next: links.next}}
+  basic:
+    url: {url}/secure/link/basic
+    params: {{per_page: 20}}
+    auth: {{type: basic, username: demo, password: "${{API_TOKEN}}"}}
+    pagination: {{type: next_url, next: {{header: Link}}}}
+  custom-header:
+    url: {url}/v1/bad/echo-error/h
+    params: {{status: 403}}
+    headers: {{X-Custom-Thing: "${{API_TOKEN}}"}}
+  custom-param:
+    url: {url}/v1/bad/echo-error/p
+    params: {{status: 400, q: "${{API_TOKEN}}"}}
+  basic-echo:
+    url: {url}/v1/bad/echo-error/b
+    params: {{status: 401}}
+    auth: {{type: basic, username: demo, password: "${{API_TOKEN}}"}}
+  wrong:
+    url: {url}/secure/pages/wrong
+    records: data
+    auth: {{type: bearer, token: "${{OTHER_TOKEN}}"}}
+"""
+
+
+def forms(secret: str) -> list[str]:
+    """The secret as it may appear: plain, URL-encoded, and inside a basic-auth header."""
+    return [
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        base64.b64encode(f"demo:{secret}".encode()).decode(),
+    ]
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in (SECRET, WRONG):
+        for form in forms(secret):
+            assert form not in text, f"{where} shows a secret ({form!r})"
+
+
+def every_file(root: Path) -> Iterator[Path]:
+    return (path for path in root.rglob("*") if path.is_file() and path.name != "sources.yaml")
+
+
+def test_the_token_appears_nowhere(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    server = demo_server_factory(
+        records=120, token=SECRET, fault_rate=0.2, seed=8, retry_after_s=0.02
+    )
+    config = tmp_path / "sources.yaml"
+    config.write_text(CONFIG.format(url=server.url))
+
+    shown: dict[str, str] = {}
+    text = cli(
+        "run",
+        "--headless",
+        str(config),
+        "--log-level",
+        "debug",
+        "--progress-interval",
+        "0.1",
+        env=ENV,
+    )
+    assert text.returncode == 1  # the echoing and the wrong-token sources fail
+    shown["headless text"] = text.stdout + text.stderr
+    as_json = cli(
+        "run",
+        "--headless",
+        str(config),
+        "--full-refresh",
+        "--progress",
+        "json",
+        "--progress-interval",
+        "0.1",
+        "--log-level",
+        "debug",
+        env=ENV,
+    )
+    shown["headless json"] = as_json.stdout + as_json.stderr
+    for args in (["status"], ["status", "--streams"], ["status", "--json", "--streams"]):
+        result = cli(*args, f"--config={config}", env=ENV)
+        assert result.returncode == 0, result.stderr
+        shown[" ".join(args)] = result.stdout + result.stderr
+    validate = cli("validate", str(config), env=ENV)
+    shown["validate"] = validate.stdout + validate.stderr
+
+    # The test can fail: the secret was sent, echoed back and retried through faults, and the
+    # outputs hold what they would leak it through.
+    echoed = [entry for entry in server.log() if "/echo-error/" in entry.path]
+    assert echoed and any(entry.fault for entry in server.log())
+    assert "api_key=***" in shown["headless json"] or "api_key=***" in _log(tmp_path)
+    assert "HTTP 400 Bad Request" in shown["status"]  # the echoing source's failure
+    assert "HTTP Request" in _log(tmp_path)  # httpx's request lines, URLs included
+
+    for where, output in shown.items():
+        assert_no_secret(output, where)
+    for path in every_file(tmp_path):
+        assert_no_secret(path.read_bytes().decode("utf-8", "replace"), str(path))
+
+
+def _log(root: Path) -> str:
+    return (root / ".tui-connector" / "tui-connector.log").read_text()
+
+
+async def test_the_dashboard_never_shows_the_token(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    server = demo_server_factory(
+        records=200,
+        token=SECRET,
+        fault_rate=0.2,
+        seed=9,
+        retry_after_s=0.02,
+        latency_ms=20,
+        faults=KEEP_BODIES_WHOLE,
+    )
+    path = tmp_path / "sources.yaml"
+    path.write_text(CONFIG.format(url=server.url))
+    app = Dashboard(Engine(load_config(path, env=ENV)))
+    screens: list[str] = []
+    async with app.run_test(size=(160, 50)) as pilot:
+        # Mid-run screens show the requests in flight, URLs and all.
+        while not app.all_finished():
+            screens.append(app.export_screenshot())
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+        screens.append(app.export_screenshot())
+        if app.errors_follow_selection:
+            await pilot.press("f")  # the errors of every source
+        await pilot.press("e")
+        for _ in range(4):  # scroll sideways: urls and body excerpts
+            await pilot.press("right")
+            screens.append(app.export_screenshot())
+        table = app.errors_table
+        cells = [
+            value.plain if isinstance(value, Text) else str(value)
+            for row in range(table.row_count)
+            for value in table.get_row_at(row)
+        ]
+        for name in app.engine.runners:
+            app.show_detail(name)
+            await async_wait_for(lambda n=name: getattr(app.screen, "source", None) == n)
+            await pilot.pause()
+            screens.append(app.export_screenshot())
+        await pilot.press("escape", "q")
+    assert len(screens) > 10 and table.row_count > 0
+    assert any("echo-error" in cell for cell in cells)
+    # The echoed custom header and basic-auth header were redacted, not cut in the middle.
+    excerpts = [event.body_excerpt for event in app.engine.telemetry.errors]
+    assert any('"x-custom-thing":"***"' in excerpt for excerpt in excerpts), excerpts
+    assert any('"authorization":"Basic ***"' in excerpt for excerpt in excerpts), excerpts
+    assert_no_secret("\n".join(excerpts), "the errors behind the pane")
+    for number, screen in enumerate(screens):
+        assert_no_secret(screen, f"dashboard screen {number}")
+    assert_no_secret("\n".join(cells), "the error pane")
