@@ -51,6 +51,14 @@ def test_partition_keys_are_injective() -> None:
     assert partition_key(1) == partition_key("1") == "1"
 
 
+def test_partition_keys_differ_even_where_file_names_ignore_case() -> None:
+    values = ["abc", "Abc", "aBc", "ABC", "x" * 200, "X" + "x" * 199, "é", "É"]
+    keys = [partition_key(v).casefold() for v in values]
+    assert len(set(keys)) == len(values)
+    assert partition_key("north") == "north"  # lowercase values keep readable names
+    assert partition_key("Berlin").startswith("Berlin~")
+
+
 # -- planning ----------------------------------------------------------------------------------
 
 

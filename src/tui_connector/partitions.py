@@ -66,7 +66,11 @@ WHOLE = Partition(WHOLE_SOURCE)
 def partition_key(value: Scalar) -> str:
     """A file-name-safe, injective name for a value: percent-encoding everything but letters,
     digits and `-_.~`, a leading dot encoded too (no `.` or `..`); long values are cut and
-    suffixed with a hash."""
+    suffixed with a hash.
+
+    Injective even where file names ignore case (macOS, Windows): a value with capitals is
+    suffixed with a hash of itself, so `abC` and `Abc` (base62 ids) get distinct directories.
+    """
     text = scalar_text(value)
     key = quote(text, safe="")
     if key.startswith("."):
@@ -74,9 +78,14 @@ def partition_key(value: Scalar) -> str:
     if not key:
         key = "%00empty"
     if len(key) > _MAX_KEY:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        key = f"{key[: _MAX_KEY - 17]}~{digest}"
+        key = f"{key[: _MAX_KEY - 17]}~{_digest(text, 16)}"
+    elif any("A" <= c <= "Z" for c in text):
+        key = f"{key[: _MAX_KEY - 9]}~{_digest(text, 8)}"
     return key
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _placed(placement: Placement, value: Any) -> dict[str, Any]:
