@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from test_backfill import BACKFILL
 from tui_connector.demo.server import DemoServer
 from tui_connector.failpoints import ENV as CRASH_AT
 from tui_connector.failpoints import POINTS
@@ -37,31 +38,17 @@ RECORDS = 400
 
 # Partitions (values, parent/child, dates), parallel pages, offsets, cursors and next links.
 # 20 % of requests fault; twelve attempts make a page that never gets through (0.2^12) moot.
-SOAK = """
+# The backfill of test_backfill (value and parent/child partitions, parallel pages, offsets),
+# with date windows, cursors and next links added. 20 % of requests fault; twelve attempts
+# make a page that never gets through (0.2^12) moot.
+SOAK = (
+    """
 defaults:
   retry: {{max_attempts: 12, backoff_base: 0.01, backoff_max: 0.1}}
   timeout: {{read: 0.5, total: 5}}
-sources:
-  regions:
-    url: {url}/v1/pages/{{ds}}
-    records: data
-    concurrency: 4
-    params: {{per_page: 20}}
-    partitions: {{type: values, values: [north, south, east], path: ds}}
-    pagination: {{type: page_number, stop: {{total_records: total}}}}
-  repos:
-    url: {url}/v1/offset/repos
-    records: results
-    concurrency: 2
-    params: {{dataset_size: 30}}
-    pagination: {{type: offset, limit: 5, parallel: false, stop: {{total_records: count}}}}
-  issues:
-    url: {url}/v1/pages/{{repo}}
-    records: data
-    concurrency: 6
-    params: {{per_page: 10, dataset_size: 25}}
-    partitions: {{type: parent, source: repos, value: id, path: repo}}
-    pagination: {{type: page_number, stop: {{total_records: total}}}}
+"""
+    + BACKFILL
+    + """
   events:
     url: {url}/v1/cursor/events
     records: items
@@ -85,6 +72,8 @@ sources:
     params: {{per_page: 25}}
     pagination: {{type: next_url, next: links.next}}
 """
+)
+REGIONS = ("north", "south", "east", "west", "centre")
 
 
 def _expected() -> dict[str, Counter[str]]:
@@ -92,7 +81,7 @@ def _expected() -> dict[str, Counter[str]]:
     for parent in range(30):
         issues += expected_ids(f"repos-{parent:06d}", 25)
     return {
-        "regions": sum((expected_ids(r, RECORDS) for r in ("north", "south", "east")), Counter()),
+        "regions": sum((expected_ids(region, RECORDS) for region in REGIONS), Counter()),
         "repos": expected_ids("repos", 30),
         "issues": issues,
         "events": expected_ids("events", RECORDS),

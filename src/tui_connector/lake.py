@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +132,7 @@ class LakeWriter:
         self, source: str, partition: str, below: int, also: frozenset[int] = frozenset()
     ) -> int:
         directory = self.directory(source, partition)
-        try:
-            return await asyncio.to_thread(count_pages_sync, directory, below, also)
-        except OSError as exc:
-            raise LakeError(f"cannot read {directory}: {exc.strerror or exc}") from exc
+        return await _in_thread("read", directory, count_pages_sync, below, also)
 
     async def clear_stream(
         self,
@@ -145,10 +142,17 @@ class LakeWriter:
         also_keep: frozenset[int] = frozenset(),
     ) -> int:
         directory = self.directory(source, partition)
-        try:
-            return await asyncio.to_thread(clear_stream_sync, directory, keep_below, also_keep)
-        except OSError as exc:
-            raise LakeError(f"cannot clean {directory}: {exc.strerror or exc}") from exc
+        return await _in_thread("clean", directory, clear_stream_sync, keep_below, also_keep)
+
+
+async def _in_thread(
+    doing: str, directory: Path, work: Callable[[Path, int, frozenset[int]], int], *args: Any
+) -> int:
+    """Directory work off the event loop; an OS failure becomes a LakeError that says what."""
+    try:
+        return await asyncio.to_thread(work, directory, *args)
+    except OSError as exc:
+        raise LakeError(f"cannot {doing} {directory}: {exc.strerror or exc}") from exc
 
 
 def read_page_sync(path: Path) -> list[Any]:
