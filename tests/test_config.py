@@ -201,7 +201,7 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         )
         + GOOD_SOURCE,
         {},
-        "(top level): more than 100 YAML aliases",
+        ":5:36: the YAML expands to more than 100,000 values through anchors and aliases",
     ),
 ]
 

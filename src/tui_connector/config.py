@@ -11,12 +11,13 @@ import base64
 import json
 import os
 import re
+import reprlib
 import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 import jmespath
@@ -25,10 +26,12 @@ from jmespath.exceptions import JMESPathError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ByteSize,
     ConfigDict,
     Discriminator,
     Field,
+    JsonValue,
     SecretStr,
     Tag,
     ValidationError,
@@ -61,11 +64,37 @@ def _check_http_url(url: str) -> str:
     return url
 
 
+def _check_scalar(value: Any) -> Any:
+    # One message for a value that is none of the four (a union would give one per member).
+    if isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, date):
+        raise ValueError(_read_as_date(value))
+    raise ValueError(f"expected text, a number or true/false, got {_preview(value)}")
+
+
+def _read_as_date(value: date) -> str:
+    return f"YAML reads {value} as a date, not text; quote it to send it as text: '{value}'"
+
+
+def _check_path(path: str) -> str:
+    if "\x00" in path:
+        raise ValueError(f"{path!r} contains a NUL character, which no file path can")
+    return path
+
+
 JMESPath = Annotated[str, AfterValidator(_check_jmespath)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+FilePath = Annotated[str, AfterValidator(_check_path)]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Scalar = str | int | float | bool
+ScalarValue = Annotated[Scalar, BeforeValidator(_check_scalar)]
+
+
+def _preview(value: Any) -> str:
+    """A value as a message shows it: its repr, shortened if long."""
+    return reprlib.repr(value)
 
 
 class Strict(BaseModel):
@@ -196,7 +225,6 @@ Pagination = Annotated[
     NoPagination | PageNumberPagination | OffsetPagination | CursorPagination | NextUrlPagination,
     Field(discriminator="type"),
 ]
-PAGINATION_TYPES = ("none", "page_number", "offset", "cursor", "next_url")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,12 +238,17 @@ _STEP_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "
 
 def parse_step(text: str) -> timedelta:
     match = _STEP.match(text)
-    if match is None or int(match.group(1)) == 0:
+    if match is None or not match.group(1).strip("0"):
         raise ValueError(
             f"{text!r} is not a step; write a positive whole number and a unit: "
             "30m, 6h, 1d, 1w (s, m, h, d, w)"
         )
-    return timedelta(**{_STEP_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_STEP_UNITS[match.group(2)]: int(match.group(1))})
+    except (OverflowError, ValueError):  # past timedelta's range, or int()'s 4300 digits
+        raise ValueError(
+            f"{_preview(text)} is too long a step; at most 999999999d (2.7 million years)"
+        ) from None
 
 
 def parse_instant(value: Any) -> datetime:
@@ -233,7 +266,12 @@ def parse_instant(value: Any) -> datetime:
             ) from None
     else:
         raise ValueError(f"expected a date or time like 2024-01-01, got {value!r}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise ValueError(f"{value!r} is out of range once converted to UTC") from None
 
 
 class Placement(Strict):
@@ -296,6 +334,12 @@ class DatePartitions(Strict):
             )
         if self.end_param is not None and self.end_body_field is not None:
             raise ValueError("give at most one of 'end_param' or 'end_body_field'")
+        latest = self.end or max(self.start, datetime.now(UTC))
+        if self.step > datetime.max.replace(tzinfo=UTC) - latest:
+            raise ValueError(
+                "the last window would end after the year 9999; use a shorter 'step' or an "
+                "earlier 'end'"
+            )
         if self.end is not None:
             if self.end <= self.start:
                 raise ValueError(f"'end' ({self.end:%Y-%m-%d %H:%M}) is not after 'start'")
@@ -312,8 +356,8 @@ class ValuePartitions(Placement):
     """One stream per value: a literal list, or a file with one value per line (or a JSON list)."""
 
     type: Literal["values"]
-    values: tuple[Scalar, ...] | None = None
-    values_file: str | None = Field(default=None, description="relative to this config file")
+    values: tuple[ScalarValue, ...] | None = None
+    values_file: FilePath | None = Field(default=None, description="relative to this config file")
 
     @model_validator(mode="after")
     def _one_source_of_values(self) -> ValuePartitions:
@@ -370,16 +414,14 @@ def _quoted_path(name: str) -> str:
 Partitions = Annotated[
     DatePartitions | ValuePartitions | ParentPartitions, Field(discriminator="type")
 ]
-PARTITION_TYPES = ("dates", "values", "parent")
 AnyPartitions = DatePartitions | ValuePartitions | ParentPartitions
-_TAGS = ("fixed", "auto")
 
 
 class Incremental(Strict):
     """Fetch only what is newer than the last successful run's high-water mark."""
 
     cursor_field: JMESPath = Field(description="JMESPath into each record, e.g. updated_at")
-    initial: Scalar | None = Field(default=None, description="sent on the first run")
+    initial: ScalarValue | None = Field(default=None, description="sent on the first run")
     param: str | None = None
     body_field: str | None = None
     primary_key: JMESPath | None = Field(
@@ -462,7 +504,6 @@ class ApiKeyAuth(Strict):
 
 
 Auth = Annotated[BearerAuth | BasicAuth | ApiKeyAuth, Field(discriminator="type")]
-AUTH_TYPES = ("bearer", "basic", "api_key")
 
 
 class Timeouts(Strict):
@@ -493,7 +534,7 @@ class SourceDefaults(Strict):
     timeout: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
-    headers: dict[str, Scalar] = {}
+    headers: dict[str, ScalarValue] = {}
     max_response_size: ResponseSize = ByteSize(64 * 1024 * 1024)
 
     @field_validator("concurrency", mode="before")
@@ -505,9 +546,9 @@ class SourceDefaults(Strict):
 class Source(Strict):
     url: HttpUrl
     method: Literal["GET", "POST"] = "GET"
-    params: dict[str, Scalar] = {}
-    headers: dict[str, Scalar] = {}
-    body: dict[str, Any] | None = None
+    params: dict[str, ScalarValue] = {}
+    headers: dict[str, ScalarValue] = {}
+    body: dict[str, JsonValue] | None = None
     records: JMESPath | None = Field(
         default=None, description="JMESPath to the list of records; omit for a bare JSON array"
     )
@@ -592,8 +633,8 @@ def url_placeholders(url: str) -> list[str]:
 
 class Config(Strict):
     version: Literal[1] = 1
-    out: str = "lake"
-    state: str = ".tui-connector/state.db"
+    out: FilePath = "lake"
+    state: FilePath = ".tui-connector/state.db"
     fsync: bool = False
     max_concurrency: Annotated[int, Field(ge=1, le=10000)] = 256
     defaults: SourceDefaults = SourceDefaults()
@@ -703,6 +744,11 @@ class _Mark:
     line: int
     column: int
 
+    @classmethod
+    def of(cls, mark: Any) -> _Mark:
+        """From a PyYAML mark (counted from 0); 1:1 when PyYAML gives none."""
+        return cls(1, 1) if mark is None else cls(mark.line + 1, mark.column + 1)
+
 
 Loc = tuple[str | int, ...]
 
@@ -741,7 +787,8 @@ class _Locations:
 def _field_name(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = _printable(str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out or "(top level)"
 
 
@@ -756,7 +803,7 @@ def _interpolate(value: str, env: Mapping[str, str], secrets: set[str]) -> str:
         name, default, malformed = match.group(1), match.group(2), match.group(3)
         if name is None:
             raise ValueError(
-                f"malformed variable reference '${{{malformed}'; "
+                f"malformed variable reference {_preview('${' + malformed)}; "
                 "write ${NAME} or ${NAME:-default}"
             )
         if name in env:
@@ -775,18 +822,38 @@ def _interpolate(value: str, env: Mapping[str, str], secrets: set[str]) -> str:
     return _ENV_PATTERN.sub(substitute, value)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(text: str) -> str:
+    """Text that can be printed and sent: a lone surrogate (from a YAML escape like "\\ud800",
+    or an environment variable's bytes that are not UTF-8) cannot be encoded."""
+    found = _SURROGATE.search(text)
+    if found is not None:
+        raise ValueError(
+            f"{_preview(text)} contains {found.group()!r}, half of a UTF-16 surrogate pair, "
+            "which is not a character; write the character itself, or an escape like "
+            "\\U0001F600"
+        )
+    return text
+
+
 def _resolve_env(
     data: Any, loc: Loc, env: Mapping[str, str], secrets: set[str], errors: list[tuple[Loc, str]]
 ) -> Any:
+    """Interpolate every string value; check that every string, keys too, is text."""
     if isinstance(data, str):
-        if "$" not in data:
-            return data
         try:
-            return _interpolate(data, env, secrets)
+            return _check_text(_interpolate(data, env, secrets) if "$" in data else data)
         except ValueError as exc:
             errors.append((loc, str(exc)))
             return data
     if isinstance(data, dict):
+        for key in data:
+            try:
+                _check_text(key)
+            except ValueError as exc:
+                errors.append(((*loc, key), f"the key {exc}"))
         return {k: _resolve_env(v, (*loc, k), env, secrets, errors) for k, v in data.items()}
     if isinstance(data, list):
         return [_resolve_env(v, (*loc, i), env, secrets, errors) for i, v in enumerate(data)]
@@ -797,14 +864,60 @@ def _resolve_env(
 # Loading
 
 
+# What YAML made of a scalar, by the last part of its tag.
+_YAML_KINDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "null": "null",
+    "timestamp": "a date or time",
+    "binary": "binary data",
+}
+
+
+def _yaml_kind(node: yaml.Node) -> str:
+    return _YAML_KINDS.get(node.tag.rpartition(":")[2], node.tag)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (YAML silently keeps the last one)."""
+    """SafeLoader that refuses duplicate keys (YAML silently keeps the last one) and keys that
+    are not text, and reports a scalar it cannot build at its place."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, AttributeError) as exc:
+            # How PyYAML's scalar constructors fail on text that matches a tag's pattern but
+            # is no such value (2024-02-30, an int past Python's 4300 digits), or on text given
+            # an explicit tag it does not fit (`!!int abc`, `!!bool maybe`, `!!timestamp x`).
+            if not isinstance(node, yaml.ScalarNode):
+                raise
+            reason = f" ({str(exc).split(';')[0]})" if isinstance(exc, ValueError) else ""
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot read {_preview(node.value)} as {_yaml_kind(node)}{reason}",
+                node.start_mark,
+            ) from None
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be text, not {kind}", key_node.start_mark
+            )
+        if key_node.tag != "tag:yaml.org,2002:str":
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the key {key_node.value!r} is read by YAML as {_yaml_kind(key_node)}, not as "
+                f'text; quote it: "{key_node.value}"',
+                key_node.start_mark,
+            )
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -822,16 +935,50 @@ _UniqueKeyLoader.add_constructor(
     _construct_mapping,
 )
 
-# A document of aliases can expand exponentially ("billion laughs"); real configs use few.
-_MAX_ALIASES = 100
+# A config nests a few levels deep and repeats little through aliases. Past these limits a
+# file is broken or hostile: deep nesting overflows the stack of every recursive walk, and
+# aliases of aliases expand exponentially ("billion laughs") in each of them.
+_MAX_DEPTH = 64
+_MAX_ALIASED_VALUES = 100_000
 
 
-def _count_aliases(text: str) -> int:
-    count = 0
+def _check_shape(text: str, shown: str) -> None:
+    """Refuse deep nesting and alias bombs from the parser's events, before anything is built
+    (composing 10,000 nested lists recurses; validating a bomb walks it whole)."""
+
+    def refuse(event: yaml.Event, message: str) -> NoReturn:
+        raise ConfigError([_at(shown, _Mark.of(event.start_mark), message)])
+
+    sizes: dict[str, int] = {}  # anchor -> how many values its node expands to
+    open_: list[tuple[str | None, int]] = []  # collections being read: anchor, `total` before
+    total = aliased = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
-            count += 1
-    return count
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_) == _MAX_DEPTH:
+                refuse(event, f"the YAML nests deeper than {_MAX_DEPTH} levels")
+            open_.append((event.anchor, total))
+            total += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = total - before
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            name = str(event.anchor)
+            if name not in sizes and any(anchor == name for anchor, _ in open_):
+                refuse(event, f"the YAML alias *{name} is inside &{name}: it would contain itself")
+            size = sizes.get(name, 1)  # an undefined alias: the composer reports it
+            total += size
+            aliased += size
+            if aliased > _MAX_ALIASED_VALUES:
+                refuse(
+                    event,
+                    f"the YAML expands to more than {_MAX_ALIASED_VALUES:,} values through "
+                    "anchors and aliases (an alias bomb?); write the values out, or alias less",
+                )
 
 
 def _explain(error: dict[str, Any]) -> str:
@@ -848,6 +995,14 @@ def _explain(error: dict[str, Any]) -> str:
     if kind == "union_tag_not_found":
         expected = error.get("ctx", {}).get("expected_tags", "")
         return f"'type' is missing; use one of {expected}"
+    if kind == "invalid-json-value":
+        value = error.get("input")
+        if isinstance(value, date):
+            return _read_as_date(value)
+        return (
+            f"{_preview(value)} cannot be sent as JSON; write text, a number, true/false, "
+            "null, a list or a mapping"
+        )
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
     if kind in (
@@ -864,25 +1019,31 @@ def _explain(error: dict[str, Any]) -> str:
         "model_type",
         "literal_error",
     ):
-        message += f" (got {error.get('input')!r})"
+        message += f" (got {_preview(error.get('input'))})"
     return message
 
 
-def _loc_for(error: dict[str, Any]) -> Loc:
-    """The error's path in the user's document: pydantic inserts the union member's tag
-    ("page_number") after a discriminated field, and validator names; drop those."""
+_DISCRIMINATED = ("pagination", "auth", "partitions")
+
+
+def _loc_for(error: dict[str, Any], data: Any) -> Loc:
+    """The error's path in the user's document. Pydantic's path holds parts of its own too (a
+    union member's tag like "page_number" or "str", "[key]", "function-after[...]"): keep the
+    parts the document has, and the name of a missing key."""
     raw = error["loc"]
     loc: list[str | int] = []
+    node = data
     for index, part in enumerate(raw):
-        after_union = index > 0 and raw[index - 1] in (
-            "pagination",
-            "auth",
-            "partitions",
-            "concurrency",
-        )
-        if after_union and part in (*PAGINATION_TYPES, *AUTH_TYPES, *PARTITION_TYPES, *_TAGS):
-            continue
-        if isinstance(part, str) and ("[" in part or "function-" in part):
+        if isinstance(node, dict):
+            # The tag pydantic inserts after a discriminated union may also be a key of it:
+            # `pagination: {type: cursor, cursor: ...}` has loc (..., "pagination", "cursor").
+            is_tag = index > 0 and raw[index - 1] in _DISCRIMINATED and part == node.get("type")
+            present = part in node and not is_tag
+        else:
+            present = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if present:
+            node = node[part]
+        elif not (error["type"] == "missing" and index == len(raw) - 1):
             continue
         loc.append(part)
     return tuple(loc)
@@ -894,7 +1055,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     file = Path(path)
     shown = str(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             [f"{shown}: file not found; pass the path of your sources.yaml"]
@@ -903,30 +1064,35 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(
             [f"{shown}: is a directory; pass the path of your sources.yaml"]
         ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except OSError as exc:
         raise ConfigError([f"{shown}: cannot be read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+        where = _Mark(raw.count(b"\n", 0, exc.start) + 1, column)
+        problem = f"not UTF-8 text (byte 0x{raw[exc.start]:02x}: {exc.reason})"
+        raise ConfigError([_at(shown, where, f"{problem}; save the file as UTF-8")]) from None
 
     try:
-        if _count_aliases(text) > _MAX_ALIASES:
-            raise ConfigError(
-                [
-                    f"{shown}:1:1: (top level): more than {_MAX_ALIASES} YAML aliases; "
-                    "write the values out instead of nesting anchors"
-                ]
-            )
+        _check_shape(text, shown)
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{shown}: YAML syntax error: {exc}"]) from None
-    except RecursionError:
-        raise ConfigError([f"{shown}: the YAML nests too deeply"]) from None
+        raise ConfigError([_at(shown, _Mark.of(mark), f"YAML syntax error: {problem}")]) from None
+    except yaml.reader.ReaderError as exc:
+        # Characters YAML refuses anywhere in the file (control characters but tab and newline).
+        where = _Mark(
+            text.count("\n", 0, exc.position) + 1,
+            exc.position - text.rfind("\n", 0, exc.position),
+        )
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        problem = f"the character {character!r} is not allowed"
+        advice = "remove it, or write it as an escape in a double-quoted string"
+        raise ConfigError([_at(shown, where, f"YAML syntax error: {problem}; {advice}")]) from None
 
     if node is None or data is None:
         raise ConfigError([f"{shown}:1:1: (top level): the file is empty; define 'sources:'"])
@@ -953,7 +1119,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         messages = []
         for details in exc.errors():
             error = dict(details)
-            loc = _loc_for(error)
+            loc = _loc_for(error, data)
             place = locations.find(loc, key=error["type"] == "extra_forbidden")
             messages.append(_format(shown, place, loc, _explain(error)))
         raise ConfigError(sorted(set(messages), key=messages.index)) from None
@@ -1048,7 +1214,18 @@ def _read_values_file(path: Path) -> tuple[Scalar, ...]:
 
 
 def _format(shown: str, mark: _Mark, loc: Loc, message: str) -> str:
-    return f"{shown}:{mark.line}:{mark.column}: {_field_name(loc)}: {message}"
+    return _at(shown, mark, f"{_field_name(loc)}: {message}")
+
+
+def _at(shown: str, mark: _Mark, message: str) -> str:
+    return f"{shown}:{mark.line}:{mark.column}: {_printable(message, newlines=True)}"
+
+
+def _printable(text: str, *, newlines: bool = False) -> str:
+    """Control characters escaped: text from the file must not garble (or drive) the terminal."""
+    return "".join(
+        c if c.isprintable() or (newlines and c == "\n") else repr(c)[1:-1] for c in text
+    )
 
 
 def _secret_values(sources: Mapping[str, SourceSpec]) -> Iterator[str]:
