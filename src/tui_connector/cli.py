@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -49,6 +50,16 @@ def _load(path: str) -> LoadedConfig:
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
     return [name for value in values for name in value.split(",") if name]
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf, which pass its bounds (nan compares false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -106,7 +117,7 @@ def cli() -> None:
 )
 @click.option(
     "--progress-interval",
-    type=click.FloatRange(min=0.1),
+    type=_FiniteFloatRange(min=0.1),
     default=5.0,
     show_default=True,
     help="Seconds between headless progress reports.",
@@ -413,14 +424,14 @@ def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True),
         click.option(
             "--latency-ms",
-            type=click.FloatRange(min=0),
+            type=_FiniteFloatRange(min=0),
             default=0,
             show_default=True,
             help="Added to every request.",
         ),
         click.option(
             "--fault-rate",
-            type=click.FloatRange(0, 1),
+            type=_FiniteFloatRange(0, 1),
             default=0,
             show_default=True,
             help="Share of requests answered with a fault (429, 5xx, drops, ...).",
@@ -437,7 +448,7 @@ def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
         ),
         click.option(
             "--retry-after-s",
-            type=click.FloatRange(min=0),
+            type=_FiniteFloatRange(min=0),
             default=1.0,
             show_default=True,
             help="Retry-After sent with 429 and 503.",
@@ -505,14 +516,14 @@ def demo_server(args: list[str]) -> Iterator[str]:
 @click.option("--headless", is_flag=True, help="No dashboard: print progress lines instead.")
 @click.option(
     "--latency-ms",
-    type=click.FloatRange(min=0),
+    type=_FiniteFloatRange(min=0),
     default=30,
     show_default=True,
     help="Demo server latency per request.",
 )
 @click.option(
     "--fault-rate",
-    type=click.FloatRange(0, 1),
+    type=_FiniteFloatRange(0, 1),
     default=0.05,
     show_default=True,
     help="Demo server fault rate.",
