@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_connector.config import ConfigError, load_config
+from tui_connector.config import ConfigError, load_config, state_path_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,12 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
     ("top-level-list", "- a\n- b\n", {}, ":1:1: (top level): expected a mapping"),
     ("no-sources", "out: lake\n", {}, ":1:1: sources: required key 'sources' is missing"),
     ("empty-sources", "sources: {}\n", {}, ":1:10: sources: no sources defined"),
+    (
+        "names-differ-in-case",
+        "sources:\n  Orders: {url: 'http://h/a'}\n  orders: {url: 'http://h/b'}\n",
+        {},
+        ":2:3: sources: sources 'Orders' and 'orders' differ only in case",
+    ),
     (
         "unknown-top-key",
         GOOD_SOURCE + "outt: lake\n",
@@ -226,6 +232,21 @@ def test_bad_config_is_reported_with_location(
 
 def test_there_are_at_least_twenty_bad_configs() -> None:
     assert len(BAD_CONFIGS) >= 20
+
+
+def test_the_state_path_needs_neither_secrets_nor_valid_sources(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "state: ${STATE_DIR:-runs}/state.db\nsources:\n  a:\n    url: ${API_URL}\n"
+        "    auth: {type: bearer, token: '${API_TOKEN}'}\n    nonsense: 1\n"
+    )
+    assert state_path_of(path, env={}) == tmp_path / "runs" / "state.db"
+    assert state_path_of(path, env={"STATE_DIR": "/var/x"}) == Path("/var/x/state.db")
+    path.write_text("sources: {}\n")
+    assert state_path_of(path, env={}) == tmp_path / ".tui-connector" / "state.db"
+    path.write_text("state: 3\nsources: {}\n")
+    with pytest.raises(ConfigError, match=r":1:8: state: "):
+        state_path_of(path, env={})
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from tui_connector import __version__
-from tui_connector.config import ConfigError, LoadedConfig, load_config
+from tui_connector.config import ConfigError, LoadedConfig, load_config, state_path_of
 from tui_connector.redact import RedactingFormatter
 
 if TYPE_CHECKING:  # the engine is imported when a command needs it: `validate` stays fast
@@ -271,7 +271,10 @@ def _state_path(config: str, state: Path | None) -> Path:
     if state is not None:
         return state
     if Path(config).exists():
-        return _load(config).state
+        try:
+            return state_path_of(config)
+        except ConfigError as exc:
+            _fail(str(exc))
     return Path(".tui-connector/state.db")
 
 

@@ -645,6 +645,14 @@ class Config(Strict):
     def _not_empty(cls, value: dict[str, Source]) -> dict[str, Source]:
         if not value:
             raise ValueError("no sources defined; add at least one under 'sources:'")
+        seen: dict[str, str] = {}
+        for name in value:
+            other = seen.setdefault(name.casefold(), name)
+            if other != name:
+                raise ValueError(
+                    f"sources {other!r} and {name!r} differ only in case: where file names "
+                    "ignore case (macOS, Windows) they would share one lake directory; rename one"
+                )
         return value
 
 
@@ -1049,9 +1057,93 @@ def _loc_for(error: dict[str, Any], data: Any) -> Loc:
     return tuple(loc)
 
 
+@dataclass(frozen=True)
+class _Document:
+    file: Path
+    shown: str
+    data: dict[str, Any]
+    locations: _Locations
+
+
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Read, interpolate and validate a config file. Raises ConfigError, never anything else."""
     env = os.environ if env is None else env
+    document = _read_document(path)
+    file, shown, locations = document.file, document.shown, document.locations
+
+    secrets: set[str] = set()
+    env_errors: list[tuple[Loc, str]] = []
+    data = _resolve_env(document.data, (), env, secrets, env_errors)
+    messages = [_format(shown, locations.find(loc), loc, msg) for loc, msg in env_errors]
+    if messages:
+        raise ConfigError(messages)
+
+    try:
+        model = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_validation_messages(exc, data, shown, locations)) from None
+
+    base = file.resolve().parent
+    partitions, problems = _resolve_partitions(model, base)
+    if problems:
+        raise ConfigError([_format(shown, locations.find(loc), loc, msg) for loc, msg in problems])
+    sources = {
+        name: _spec(name, source, model.defaults, partitions[name])
+        for name, source in model.sources.items()
+    }
+    redactor = Redactor(secrets | set(_secret_values(sources)))
+    return LoadedConfig(
+        path=file,
+        model=model,
+        sources=sources,
+        out=_beside(file, model.out),
+        state=_beside(file, model.state),
+        redactor=redactor,
+    )
+
+
+class _StateOnly(Strict):
+    model_config = ConfigDict(extra="ignore")
+    state: FilePath = ".tui-connector/state.db"
+
+
+def state_path_of(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Path:
+    """Where a config keeps its state, read from its `state:` alone: `status` and `reset` work
+    without the sources' secrets in the environment, and after the sources were edited."""
+    env = os.environ if env is None else env
+    document = _read_document(path)
+    shown, locations = document.shown, document.locations
+    errors: list[tuple[Loc, str]] = []
+    data = {key: value for key, value in document.data.items() if key == "state"}
+    data = _resolve_env(data, (), env, set(), errors)
+    if errors:
+        raise ConfigError([_format(shown, locations.find(loc), loc, msg) for loc, msg in errors])
+    try:
+        model = _StateOnly.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_validation_messages(exc, data, shown, locations)) from None
+    return _beside(document.file, model.state)
+
+
+def _beside(config_file: Path, path: str) -> Path:
+    """A path from the config: a relative one is relative to the config file."""
+    return Path(path) if Path(path).is_absolute() else config_file.resolve().parent / path
+
+
+def _validation_messages(
+    exc: ValidationError, data: Any, shown: str, locations: _Locations
+) -> list[str]:
+    messages = []
+    for details in exc.errors():
+        error = dict(details)
+        loc = _loc_for(error, data)
+        place = locations.find(loc, key=error["type"] == "extra_forbidden")
+        messages.append(_format(shown, place, loc, _explain(error)))
+    return sorted(set(messages), key=messages.index)
+
+
+def _read_document(path: str | os.PathLike[str]) -> _Document:
+    """The config file parsed: a mapping, with where each value stands in the text."""
     file = Path(path)
     shown = str(path)
     try:
@@ -1105,42 +1197,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
                 f"got {type(data).__name__}"
             ]
         )
-
-    secrets: set[str] = set()
-    env_errors: list[tuple[Loc, str]] = []
-    data = _resolve_env(data, (), env, secrets, env_errors)
-    messages = [_format(shown, locations.find(loc), loc, msg) for loc, msg in env_errors]
-    if messages:
-        raise ConfigError(messages)
-
-    try:
-        model = Config.model_validate(data)
-    except ValidationError as exc:
-        messages = []
-        for details in exc.errors():
-            error = dict(details)
-            loc = _loc_for(error, data)
-            place = locations.find(loc, key=error["type"] == "extra_forbidden")
-            messages.append(_format(shown, place, loc, _explain(error)))
-        raise ConfigError(sorted(set(messages), key=messages.index)) from None
-
-    base = file.resolve().parent
-    partitions, problems = _resolve_partitions(model, base)
-    if problems:
-        raise ConfigError([_format(shown, locations.find(loc), loc, msg) for loc, msg in problems])
-    sources = {
-        name: _spec(name, source, model.defaults, partitions[name])
-        for name, source in model.sources.items()
-    }
-    redactor = Redactor(secrets | set(_secret_values(sources)))
-    return LoadedConfig(
-        path=file,
-        model=model,
-        sources=sources,
-        out=(base / model.out) if not Path(model.out).is_absolute() else Path(model.out),
-        state=(base / model.state) if not Path(model.state).is_absolute() else Path(model.state),
-        redactor=redactor,
-    )
+    return _Document(file, shown, data, locations)
 
 
 def _resolve_partitions(
