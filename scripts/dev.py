@@ -3,6 +3,7 @@
 
     python3 scripts/dev.py demo     # the dashboard on the built-in demo API
     python3 scripts/dev.py test     # the test suite
+    python3 scripts/dev.py bench    # the benchmark (bench/README.md); --quick for a smoke run
     python3 scripts/dev.py lint     # ruff and mypy, as CI runs them
 
 Needs only Python 3.11+. The virtualenv is (re)installed when pyproject.toml changes.
@@ -55,9 +56,10 @@ def main() -> int:
     commands = {
         "demo": [[str(BIN / "tui-connector"), "demo", *sys.argv[2:]]],
         "test": [[str(BIN / "python"), "-m", "pytest", *sys.argv[2:]]],
+        "bench": [[str(BIN / "python"), "bench/run.py", *sys.argv[2:]]],
         "lint": [
-            [str(BIN / "ruff"), "check", "src", "tests", "scripts"],
-            [str(BIN / "ruff"), "format", "--check", "src", "tests", "scripts"],
+            [str(BIN / "ruff"), "check", "src", "tests", "scripts", "bench"],
+            [str(BIN / "ruff"), "format", "--check", "src", "tests", "scripts", "bench"],
             [str(BIN / "mypy")],
         ],
     }
