@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tui_connector import failpoints
 
@@ -34,10 +34,25 @@ def page_path(directory: Path, position: int) -> Path:
     return directory / f"page-{position:09d}.jsonl"
 
 
+# One encoder for every record: json.dumps with options builds a new encoder per call, which
+# cost more than the encoding itself.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _encode(records: Sequence[Any]) -> bytes:
-    lines = [json.dumps(record, ensure_ascii=False, separators=(",", ":")) for record in records]
+    lines = [_ENCODER.encode(record) for record in records]
     lines.append("")
     return "\n".join(lines).encode("utf-8")
+
+
+def _create(temp: Path) -> BinaryIO:
+    """The temporary file, and its directory when that is missing (once per stream, rather
+    than a mkdir for every page)."""
+    try:
+        return open(temp, "wb")
+    except FileNotFoundError:
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        return open(temp, "wb")
 
 
 def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsync: bool) -> int:
@@ -46,8 +61,7 @@ def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsyn
     temp = target.with_name(target.name + _TEMP_SUFFIX)
     data = _encode(records)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(temp, "wb") as handle:
+        with _create(temp) as handle:
             handle.write(data)
             if fsync:
                 handle.flush()
