@@ -308,26 +308,29 @@ class SourceHttp:
         """The body of a streamed response, refused past `max_response_size`: a broken or
         hostile server must not make the process hold gigabytes."""
         limit = self.spec.max_response_size
-        shown_limit = humanize.naturalsize(limit, binary=True)
-        refusal = (
-            f"the response is larger than max_response_size ({shown_limit}); raise "
-            "max_response_size if the API really sends pages this large, or ask for smaller pages"
-        )
+
+        def refusal() -> FetchError:
+            shown = humanize.naturalsize(limit, binary=True)
+            message = (
+                f"the response is larger than max_response_size ({shown}); raise "
+                "max_response_size if the API really sends pages this large, or ask for "
+                "smaller pages"
+            )
+            return self._error(message, shown_url, attempt, response=response, retryable=False)
+
         try:
             declared = int(response.headers.get("Content-Length", "0"))
         except ValueError:
             declared = 0
         if declared > limit:
             await response.aclose()
-            raise self._error(refusal, shown_url, attempt, response=response, retryable=False)
+            raise refusal()
         body = bytearray()
         try:
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > limit:
-                    raise self._error(
-                        refusal, shown_url, attempt, response=response, retryable=False
-                    )
+                    raise refusal()
         finally:
             await response.aclose()
         return bytes(body)
