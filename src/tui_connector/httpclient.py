@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import ssl
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -129,6 +131,13 @@ def _auth_and_params(spec: SourceSpec) -> tuple[httpx.Auth | None, dict[str, str
     return auth, headers, params
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every source: building one loads the CA bundle, about 16 ms of
+    blocked event loop each, which a config of a hundred sources paid at every start."""
+    return httpx.create_ssl_context()
+
+
 def build_client(spec: SourceSpec, pool_size: int) -> tuple[httpx.AsyncClient, dict[str, str]]:
     """One client per source; the pool is as large as the most the source may ever run at once,
     so no request waits in the pool behind the concurrency limiter's back."""
@@ -141,9 +150,9 @@ def build_client(spec: SourceSpec, pool_size: int) -> tuple[httpx.AsyncClient, d
     )
     transport: httpx.AsyncBaseTransport
     if spec.transport == "httpx":
-        transport = httpx.AsyncHTTPTransport(limits=limits, http2=False)
+        transport = httpx.AsyncHTTPTransport(limits=limits, http2=False, verify=_tls_context())
     else:
-        transport = AiohttpTransport(limits=limits)
+        transport = AiohttpTransport(limits=limits, verify=_tls_context())
     auth, auth_headers, auth_params = _auth_and_params(spec)
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     headers.update({name: str(value) for name, value in spec.headers.items()})
