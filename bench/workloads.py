@@ -30,6 +30,7 @@ class StreamSet:
     concurrency: int | str | None  # per source: a number, "auto", or None for the default
     pagination: Pagination = "cursor"
     transport: str = "aiohttp"
+    max_attempts: int | None = None  # retry.max_attempts; None: the default (5)
 
     @property
     def streams(self) -> int:
@@ -80,6 +81,8 @@ class StreamSet:
             source["concurrency"] = self.concurrency
         if self.transport != "aiohttp":  # the default
             source["transport"] = self.transport
+        if self.max_attempts is not None:
+            source["retry"] = {"max_attempts": self.max_attempts}
         if self.pagination == "cursor":
             source["records"] = "items"
             source["params"] = {"limit": self.page_size, "dataset_size": self.records_per_stream}
@@ -210,6 +213,9 @@ def adaptive(sizes: Sizes, concurrency: int | str) -> StreamSet:
         page_size=20,
         concurrency=concurrency,
         pagination="pages",
+        # Far past the knee a page may meet many 429s in a row: a sweep point must finish
+        # (slowly) rather than fail, as an operator pushing concurrency would configure it.
+        max_attempts=30,
     )
 
 
