@@ -332,6 +332,19 @@ def test_slow_start_doubles_then_additive_increase() -> None:
     assert change.reason == "raised: throughput rising, latency steady (40 ms, baseline 40 ms)"
 
 
+def test_slow_start_ends_when_the_first_requests_queue() -> None:
+    limiter = AdaptiveLimit(maximum=64, initial=8)
+    now, change = feed_window(limiter, now=0.0, latency=0.040)
+    assert change is not None and change.limit == 16 and limiter.slow_start
+    # A fifth of the window queued (twice the latency): the median still looks steady.
+    for i in range(16):
+        started = now + 0.001 * (i + 1)
+        latency = 0.080 if i % 5 == 0 else 0.040
+        change = limiter.on_sample(started=started, ended=started + latency, in_flight=16)
+    assert change is not None and (change.previous, change.limit) == (16, 17)
+    assert not limiter.slow_start and not change.reason.endswith("; slow start")
+
+
 def test_latency_guard_lowers_with_the_reason() -> None:
     limiter = AdaptiveLimit(initial=20)
     now, change = feed_window(limiter, 0.0, 0.040, in_flight=10)  # baseline, not saturated

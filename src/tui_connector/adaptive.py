@@ -7,8 +7,10 @@ in, so the tests drive it with a simulated clock.
 Why AIMD with a latency guard
 -----------------------------
 The limit follows AIMD (additive increase, multiplicative decrease, as in TCP congestion
-control), preceded by a slow start (double per window until the first sign of trouble), and
-guarded by latency in the style of TCP Vegas / Netflix's concurrency-limits:
+control), preceded by a slow start (double per window until the first sign of trouble: an
+overload, or a window whose 90th-percentile latency rises past the guard, since the first
+requests to queue show in the tail long before the median), and guarded by latency in the
+style of TCP Vegas / Netflix's concurrency-limits:
 
 * Explicit overload (HTTP 429/503, a timeout) is the one unambiguous signal, so it cuts the limit
   at once, multiplicatively, without waiting for a statistic to move.
@@ -232,6 +234,7 @@ class AdaptiveLimit:
 
     def _close_window(self, now: float) -> LimitChange | None:
         median = statistics.median(self._latencies)
+        tail = statistics.quantiles(self._latencies, n=10)[-1]  # the 90th percentile
         load = self._load
         self._latencies.clear()
         self._load = 0
@@ -256,6 +259,15 @@ class AdaptiveLimit:
             return self._decrease(new, reason, now)
 
         self._lowered = []  # latency is back under the guard: the run of cuts is over
+        if (
+            self._slow_start
+            and tail > baseline * self.tolerance
+            and tail - baseline > (self.min_latency_gap)
+        ):
+            # The first requests to queue show in a window's tail long before its median: a
+            # doubling from here would overshoot the knee by up to the limit, and the queue
+            # overflows into 429s. From here on, grow by one.
+            self._slow_start = False
         if load >= self.limit:
             new = min(self.maximum, self.limit * 2 if self._slow_start else self.limit + 1)
             reason = (
