@@ -12,7 +12,7 @@ import pytest
 
 from tui_connector.engine import ResizableLimit
 from tui_connector.httpclient import parse_retry_after
-from tui_connector.lake import clear_stream_sync, page_path, write_page_sync
+from tui_connector.lake import clear_stream_sync, page_path, read_page_sync, write_page_sync
 from tui_connector.redact import Redactor
 from tui_connector.state import SCHEMA_VERSION, Checkpoint, StateError, StateStore
 from tui_connector.telemetry import RateWindow
@@ -92,6 +92,16 @@ def test_redactor_removes_the_first_part_of_a_secret_cut_short() -> None:
     assert redact("Authorization: s3cr3t/") == "Authorization: ***"  # a text cut at its end
     assert redact("s3cr3t/ is not cut here") == "s3cr3t/ is not cut here"
     assert redact("ends in s3c") == "ends in s3c"  # too little of it to matter
+
+
+def test_lake_pages_round_trip_every_json_value(tmp_path: Path) -> None:
+    records = [
+        {"id": 1, "name": "Zoë ✓", "nested": {"list": [1.5, None, True, "a\nb"]}},
+        {"id": 2**70, "note": "past 64 bits: written by the stdlib"},
+        [1, "bare", {"x": -0.0}],
+    ]
+    write_page_sync(tmp_path, 0, records, fsync=False)
+    assert read_page_sync(page_path(tmp_path, 0)) == records
 
 
 def test_lake_write_is_atomic_and_cleanup_removes_stale_pages(tmp_path: Path) -> None:

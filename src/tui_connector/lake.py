@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
+
 from tui_connector import failpoints
 
 PAGE_GLOB = "page-*.jsonl"
@@ -34,15 +36,22 @@ def page_path(directory: Path, position: int) -> Path:
     return directory / f"page-{position:09d}.jsonl"
 
 
-# One encoder for every record: json.dumps with options builds a new encoder per call, which
-# cost more than the encoding itself.
+# The stdlib's encoder, for what orjson refuses: integers past 64 bits, keys that are not text.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _encode(records: Sequence[Any]) -> bytes:
-    lines = [_ENCODER.encode(record) for record in records]
-    lines.append("")
-    return "\n".join(lines).encode("utf-8")
+    """JSON lines. orjson writes them in a fifth of the stdlib's time, and encoding was the
+    largest cost of a page after the request itself. (Both write compact UTF-8 JSON; orjson
+    writes NaN and infinities, which are not JSON, as null.)"""
+    try:
+        return b"".join(
+            orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records
+        )
+    except TypeError:
+        lines = [_ENCODER.encode(record) for record in records]
+        lines.append("")
+        return "\n".join(lines).encode("utf-8")
 
 
 def _create(temp: Path) -> BinaryIO:
