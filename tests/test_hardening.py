@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import resource
 import shutil
 import sqlite3
@@ -57,7 +58,7 @@ class _FailingFile:
 
     def write(self, data: bytes) -> int:
         self._file.write(data[: len(data) // 2])
-        raise OSError(self._error, __import__("os").strerror(self._error))
+        raise OSError(self._error, os.strerror(self._error))
 
 
 def fail_lake_writes(

@@ -1104,7 +1104,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 
 class _StateOnly(Strict):
     model_config = ConfigDict(extra="ignore")
-    state: FilePath = ".tui-connector/state.db"
+    state: FilePath = Config.model_fields["state"].default
 
 
 def state_path_of(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Path:

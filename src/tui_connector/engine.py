@@ -157,6 +157,13 @@ class _Stream:
     files: int  # the page files those pages wrote (a page without records writes none)
 
 
+def _done_above(row: StreamRow) -> frozenset[int]:
+    """The lake positions of a parallel stream's pages committed above its checkpoint's
+    position (the low-water mark)."""
+    parallel = row.cursor.get("parallel") or {}
+    return frozenset(row.base + index for index in parallel.get("done", ()))
+
+
 class SourceRunner:
     """Runs the streams of one source and holds its controls."""
 
@@ -584,9 +591,9 @@ class SourceRunner:
             assert row is not None
             cursor: dict[str, Any] = row.cursor
             position = row.position
-            parallel = cursor.get("parallel") or {}
-            done = frozenset(base + index for index in parallel.get("done", ()))
-            await engine.lake.clear_stream(self.name, key, keep_below=position, also_keep=done)
+            await engine.lake.clear_stream(
+                self.name, key, keep_below=position, also_keep=_done_above(row)
+            )
         else:
             cursor = paginator.start()
             position = base
@@ -616,8 +623,9 @@ class SourceRunner:
         files deleted or moved behind the state's back would otherwise be lost silently."""
         if not row.files:
             return
-        done = frozenset(row.base + i for i in (row.cursor.get("parallel") or {}).get("done", ()))
-        found = await self.engine.lake.count_pages(self.name, row.partition, row.position, done)
+        found = await self.engine.lake.count_pages(
+            self.name, row.partition, row.position, _done_above(row)
+        )
         if found >= row.files:
             return
         directory = self.engine.lake.directory(self.name, row.partition)
