@@ -26,10 +26,13 @@ from conftest import (
 
 
 def backfill_config(tmp_path: Path, url: str, records_per_page: int = 20) -> Path:
-    """Three sources in three pagination styles, retrying hard so faults never fail them."""
+    """Three sources in three pagination styles, retrying hard so faults never fail them.
+    Batches of a tenth of a second: a short run commits often, so kills land between and
+    inside batches."""
     retry = "{max_attempts: 30, backoff_base: 0.01, backoff_max: 0.1}"
     path = tmp_path / "sources.yaml"
     path.write_text(f"""\
+commit_interval: 0.1
 defaults:
   retry: {retry}
   timeout: {{read: 5, total: 10}}

@@ -7,12 +7,23 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tui_connector import lake
 from tui_connector.engine import ResizableLimit
 from tui_connector.httpclient import parse_retry_after
-from tui_connector.lake import clear_stream_sync, page_path, read_page_sync, write_page_sync
+from tui_connector.lake import (
+    Batch,
+    LakeError,
+    LakeWriter,
+    PageBatcher,
+    clear_stream_sync,
+    page_path,
+    read_page_sync,
+    write_page_sync,
+)
 from tui_connector.redact import Redactor
 from tui_connector.state import SCHEMA_VERSION, Checkpoint, StateError, StateStore
 from tui_connector.telemetry import RateWindow
@@ -115,6 +126,63 @@ def test_lake_write_is_atomic_and_cleanup_removes_stale_pages(tmp_path: Path) ->
         "page-000000000.jsonl",
         "page-000000001.jsonl",
     ]
+
+
+async def test_page_batches_land_in_order_named_by_their_lowest_position(tmp_path: Path) -> None:
+    committed: list[tuple[list[str], bool]] = []
+
+    def commit(batch: Batch[str], wrote: bool) -> None:
+        # Each batch's file is in place before its commit, and every earlier one too.
+        assert page_path(tmp_path / "src" / "all", batch.position).exists() == wrote
+        committed.append((batch.notes, wrote))
+
+    writer = LakeWriter(tmp_path, commit_interval=60)  # only size and drain close batches
+    batcher = PageBatcher(writer, "src", "all", commit, max_bytes=40)
+    batcher.add(5, [{"id": 5}], "p5")  # parallel pages land out of order
+    batcher.add(3, [{"id": 3}], "p3")
+    batcher.add(4, [{"id": 4, "pad": "x" * 30}], "p4")  # past max_bytes: written behind
+    batcher.add(6, [], "p6")  # a page without records writes no file of its own
+    await batcher.drain()
+    assert committed == [(["p5", "p3", "p4"], True), (["p6"], False)]
+    assert read_page_sync(page_path(tmp_path / "src" / "all", 3)) == [
+        {"id": 5},
+        {"id": 3},
+        {"id": 4, "pad": "x" * 30},
+    ]
+
+
+async def test_page_batches_close_on_their_interval(tmp_path: Path) -> None:
+    landed = asyncio.Event()
+    writer = LakeWriter(tmp_path, commit_interval=0.01)
+    batcher = PageBatcher(writer, "src", "all", lambda batch, wrote: landed.set())
+    batcher.add(0, [{"id": 0}], None)
+    await asyncio.wait_for(landed.wait(), timeout=10)  # no drain: the interval closed it
+    assert read_page_sync(page_path(tmp_path / "src" / "all", 0)) == [{"id": 0}]
+
+
+async def test_a_failed_batch_write_commits_nothing_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committed: list[int] = []
+    writer = LakeWriter(tmp_path, commit_interval=60)
+    batcher = PageBatcher(
+        writer, "src", "all", lambda b, w: committed.append(b.position), max_bytes=1
+    )
+    real = lake.write_file_sync
+
+    def full_disk_at_two(directory: Path, position: int, chunks: Any, fsync: bool) -> int:
+        if position == 2:
+            raise LakeError("cannot write: No space left on device")
+        return real(directory, position, chunks, fsync)
+
+    monkeypatch.setattr(lake, "write_file_sync", full_disk_at_two)
+    for position in range(4):  # each page its own batch (max_bytes=1), all written behind
+        batcher.add(position, [{"id": position}], None)
+    with pytest.raises(LakeError, match="No space left"):
+        await batcher.drain()
+    assert committed == [0, 1]
+    with pytest.raises(LakeError):  # the stream learns of it at its next page, too
+        batcher.add(9, [{"id": 9}], None)
 
 
 async def test_state_checkpoints_group_commit_and_survive_reopen(tmp_path: Path) -> None:

@@ -636,6 +636,9 @@ class Config(Strict):
     out: FilePath = "lake"
     state: FilePath = ".tui-connector/state.db"
     fsync: bool = False
+    # Seconds: a stream's pages fetched within it go to one lake file and one checkpoint (0: a
+    # file per page). A crash fetches at most this much again.
+    commit_interval: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 1.0
     max_concurrency: Annotated[int, Field(ge=1, le=10000)] = 256
     defaults: SourceDefaults = SourceDefaults()
     sources: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")], Source]

@@ -1,9 +1,10 @@
 """The retrieval engine: plans streams from the config, runs each source as an asyncio task,
 and offers the controls the dashboard and the signal handlers use.
 
-A page is committed in one order only: its records reach their lake file (atomically), then
-the checkpoint that points past it is queued. A crash between the two fetches that page again
-and rewrites the same file, so nothing is lost and nothing is written twice.
+A page is committed in one order only: its records reach their lake file (atomically, in a
+batch of the stream's pages), then the checkpoint that points past it is queued. A crash
+between the two fetches the batch again and rewrites the same file, so nothing is lost and
+nothing is written twice.
 
 This module never imports Textual: the dashboard drives it through the public controls and
 reads `telemetry`.
@@ -28,7 +29,14 @@ from tui_connector.config import LoadedConfig, ParentPartitions, SourceSpec
 from tui_connector.extract import ExtractError, check_errors, extract_records, read_value
 from tui_connector.httpclient import AttemptOutcome, FetchError, SourceHttp
 from tui_connector.incremental import HighWater, IncrementalError, merged
-from tui_connector.lake import LakeError, LakeWriter, read_page_sync, source_pages_sync
+from tui_connector.lake import (
+    Batch,
+    LakeError,
+    LakeWriter,
+    PageBatcher,
+    read_page_sync,
+    source_pages_sync,
+)
 from tui_connector.paginate import Page, PaginationError, Paginator
 from tui_connector.partitions import WHOLE_SOURCE, ParentValues, Partition, plan, stream_spec
 from tui_connector.state import Checkpoint, RunLock, StateError, StateStore, StreamRow
@@ -157,6 +165,22 @@ class _Stream:
     files: int  # the page files those pages wrote (a page without records writes none)
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A fetched page waiting in its batch, and what committing it means."""
+
+    records: int
+    pending: Any  # an incremental stream's pending mark once this page was fetched
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # sequential: the cursor after it
+    position: int = 0  # sequential: the lake position after it
+    status: str = "running"  # sequential: the stream's status once it is committed
+    next: dict[str, Any] | None = None  # sequential: the cursor to show (None: finished)
+    index: int = 0  # parallel: its page index
+
+
+_LIVE: Any = object()  # `_checkpoint`'s default: the pending mark as it is now
+
+
 def _done_above(row: StreamRow) -> frozenset[int]:
     """The lake positions of a parallel stream's pages committed above its checkpoint's
     position (the low-water mark)."""
@@ -196,6 +220,7 @@ class SourceRunner:
         self._busy = 0  # fetches between the pause gate and their page's checkpoint
         self._settling: asyncio.Task[None] | None = None
         self._restarted: set[str] = set()  # streams a --full-refresh already started over
+        self._batchers: set[PageBatcher[_Staged]] = set()  # of the streams running
         self._source_fingerprint = self._fingerprint()
         # Parent -> child: the engine links the runners of one run.
         self.parent: SourceRunner | None = None
@@ -296,9 +321,14 @@ class SourceRunner:
             self._settling = asyncio.get_running_loop().create_task(self._settle())
 
     async def _settle(self) -> None:
-        """Once a pausing source has nothing in flight, commit its checkpoints: then it is
-        really paused (a kill now loses nothing and re-fetches nothing)."""
-        with contextlib.suppress(StateError):  # the streams report it when they next commit
+        """Once a pausing source has nothing in flight, write its fetched pages and commit
+        its checkpoints: then it is really paused (a kill now loses nothing and re-fetches
+        nothing)."""
+        # A failure is raised again to its stream when it next commits, and reported there.
+        for batcher in list(self._batchers):
+            with contextlib.suppress(Exception):
+                await batcher.drain()
+        with contextlib.suppress(StateError):
             await self.engine.state.flush()
         if self.paused and self._busy == 0 and self.stats.status is SourceStatus.PAUSING:
             self.stats.status = SourceStatus.PAUSED
@@ -642,42 +672,69 @@ class SourceRunner:
         raise StreamFailed(event.error, event, fatal=False)
 
     async def _run_sequential(self, run: _Stream, cursor: dict[str, Any], position: int) -> bool:
-        engine = self.engine
-        while True:
-            if not await self._gate():
-                self._checkpoint(run, cursor, position, "stopped")
-                return False
-            self._busy += 1
-            try:
+        committed: list[Any] = [cursor, position]  # the checkpoint of the last batch landed
+
+        def commit(batch: Batch[_Staged], wrote: bool) -> None:
+            last = batch.notes[-1]
+            self._batch_landed(run, batch, wrote)
+            self._checkpoint(run, last.checkpoint, last.position, last.status, last.pending)
+            committed[:] = last.checkpoint, last.position
+
+        batcher = self._batcher(run, commit)
+        try:
+            while True:
+                if not await self._gate():
+                    await self._drain_or_fail(run, batcher, committed)
+                    self._checkpoint(run, committed[0], committed[1], "stopped")
+                    return False
+                self._busy += 1
                 try:
-                    page, records = await self._fetch(run, cursor)
-                    next_cursor = run.paginator.advance(cursor, page)
-                except _StopRequested:
-                    continue
-                except _STREAM_ERRORS as exc:
-                    await self._fail_stream(run, exc, cursor, position)
-                await self._commit_page(run, position, records)
-                position += 1
-                count = None if next_cursor is None else run.paginator.page_count(next_cursor)
-                if next_cursor is None or count == 1:
-                    self._checkpoint(run, cursor, position, "done")
-                    self._page_committed(run, records, None)
-                    await engine.state.flush()
-                    return True
-                if count is not None:
-                    # The first page told the total: fetch the rest concurrently.
-                    cursor = {**next_cursor, "parallel": {"count": count, "low": 1, "done": []}}
-                    self._checkpoint(run, cursor, position, "running")
-                    break
-                self._checkpoint(run, next_cursor, position, "running")
-                self._page_committed(run, records, next_cursor)
-                cursor = next_cursor
-            finally:
-                self._busy -= 1
-                if self.paused:
-                    self._settle_soon()
-        self._page_committed(run, records, cursor)
-        return await self._run_parallel(run, cursor)
+                    try:
+                        page, records = await self._fetch(run, cursor)
+                        next_cursor = run.paginator.advance(cursor, page)
+                        count = (
+                            None if next_cursor is None else run.paginator.page_count(next_cursor)
+                        )
+                        after: dict[str, Any] = cursor
+                        shown: dict[str, Any] | None = None  # None: finished
+                        status = "done"
+                        if next_cursor is not None and count != 1:
+                            status = "running"
+                            after = shown = next_cursor
+                            if count is not None:
+                                # The first page told the total: fetch the rest concurrently.
+                                parallel = {"count": count, "low": 1, "done": []}
+                                after = shown = {**next_cursor, "parallel": parallel}
+                        self._stage(
+                            batcher,
+                            run,
+                            position,
+                            records,
+                            checkpoint=after,
+                            position=position + 1,
+                            status=status,
+                            next=shown,
+                        )
+                        position += 1
+                    except _StopRequested:
+                        continue
+                    except _STREAM_ERRORS as exc:
+                        await self._drain_or_fail(run, batcher, committed)
+                        await self._fail_stream(run, exc, committed[0], committed[1])
+                    if status == "done" or count is not None:
+                        await self._drain_or_fail(run, batcher, committed)
+                        break
+                    cursor = after
+                finally:
+                    self._busy -= 1
+                    if self.paused:
+                        self._settle_soon()
+        finally:
+            self._forget_batcher(batcher)
+        if status == "done":
+            await self.engine.state.flush()
+            return True
+        return await self._run_parallel(run, after)
 
     async def _run_parallel(self, run: _Stream, cursor: dict[str, Any]) -> bool:
         """Fetch the pages of a stream whose page count is known, up to the source's limit at
@@ -696,26 +753,34 @@ class SourceRunner:
         def state() -> dict[str, Any]:
             return {**first_page, "parallel": {"count": count, "low": low, "done": sorted(done)}}
 
+        def commit(batch: Batch[_Staged], wrote: bool) -> None:
+            nonlocal low
+            for note in batch.notes:
+                done.add(note.index)
+            while low in done:
+                done.discard(low)
+                low += 1
+            finished = low == count
+            snapshot = state()
+            self._batch_landed(run, batch, wrote)
+            status = "done" if finished else "running"
+            self._checkpoint(run, snapshot, run.base + low, status, batch.notes[-1].pending)
+            run.stats.position = "finished" if finished else self._describe(run.paginator, snapshot)
+
+        batcher = self._batcher(run, commit)
+
         async def fetch_page(index: int) -> None:
-            nonlocal low, failure
+            nonlocal failure
             self._busy += 1
             try:
                 try:
                     _, records = await self._fetch(run, run.paginator.seek(first_page, index))
-                    await self._commit_page(run, run.base + index, records)
+                    self._stage(batcher, run, run.base + index, records, index=index)
                 except _StopRequested:
                     return  # not done: the checkpoint leaves it for the resume
-                except _STREAM_ERRORS as exc:
+                except Exception as exc:  # a bug too: the scheduler raises it below
                     failure = failure or exc
                     return
-                done.add(index)
-                while low in done:
-                    done.discard(low)
-                    low += 1
-                finished = low == count
-                snapshot = state()
-                self._checkpoint(run, snapshot, run.base + low, "done" if finished else "running")
-                self._page_committed(run, records, None if finished else snapshot)
             finally:
                 self._busy -= 1
                 if self.paused:
@@ -732,8 +797,15 @@ class SourceRunner:
                 if not active and (stopping or not todo):
                     break
                 await self._wait_for_wake()
+            try:
+                await batcher.drain()
+            except LakeError as exc:
+                failure = failure or exc
         finally:
             await _cancel_all(active)
+            self._forget_batcher(batcher)
+        if failure is not None and not isinstance(failure, _STREAM_ERRORS):
+            raise failure
         if failure is not None:
             await self._fail_stream(run, failure, state(), run.base + low)
         if low < count:
@@ -741,6 +813,64 @@ class SourceRunner:
             return False
         await self.engine.state.flush()
         return True
+
+    def _batcher(
+        self, run: _Stream, commit: Callable[[Batch[_Staged], bool], None]
+    ) -> PageBatcher[_Staged]:
+        batcher = PageBatcher(self.engine.lake, self.name, run.partition.key, commit)
+        self._batchers.add(batcher)
+        return batcher
+
+    def _forget_batcher(self, batcher: PageBatcher[_Staged]) -> None:
+        """The stream ended: what is still unwritten is given up (a resume fetches it)."""
+        batcher.cancel()
+        self._batchers.discard(batcher)
+
+    async def _drain_or_fail(
+        self, run: _Stream, batcher: PageBatcher[_Staged], committed: list[Any]
+    ) -> None:
+        """Wait until the stream's fetched pages are committed; a lake that cannot take them
+        fails the stream at its last committed checkpoint."""
+        try:
+            await batcher.drain()
+        except LakeError as exc:
+            await self._fail_stream(run, exc, committed[0], committed[1])
+
+    def _stage(
+        self,
+        batcher: PageBatcher[_Staged],
+        run: _Stream,
+        at: int,
+        records: list[Any],
+        **note: Any,
+    ) -> None:
+        """A fetched page, at lake position `at`, into its stream's batch (`note`: what
+        committing it means). Progress counts it now, and child sources take their partitions
+        from it now: its file follows within a second (or is fetched again after a crash)."""
+        stream = run.stats
+        if stream.pages == 0 and not records and run.high_water is None:
+            self.stats.warnings.append(
+                "the first page had no records: check 'records' and the request params"
+            )
+        copied = run.partition.copy
+        if copied:
+            records = [
+                {**record, **copied} if isinstance(record, dict) else record for record in records
+            ]
+        staged = _Staged(
+            records=len(records),
+            pending=run.high_water.pending if run.high_water is not None else None,
+            **note,
+        )
+        batcher.add(at, records, staged)
+        for child in self.children:
+            child.offer(records)
+        stream.pages += 1
+        stream.records += len(records)
+        if "index" not in note:  # a parallel stream's position moves as its pages commit
+            shown = note["next"]
+            stream.position = "finished" if shown is None else self._describe(run.paginator, shown)
+        self.engine.telemetry.page_retrieved(self.name, len(records), stream.position)
 
     async def _fail_stream(
         self, run: _Stream, exc: Exception, cursor: dict[str, Any], position: int
@@ -772,33 +902,21 @@ class SourceRunner:
             records = run.high_water.new_records(records)
         return page, records
 
-    async def _commit_page(self, run: _Stream, position: int, records: list[Any]) -> None:
-        """The page's records into its lake file (the checkpoint comes after, from the caller);
-        a child source learns of them as partitions."""
-        copied = run.partition.copy
-        if copied:
-            records = [
-                {**record, **copied} if isinstance(record, dict) else record for record in records
-            ]
-        if records:
-            await self.engine.lake.write_page(self.name, run.partition.key, position, records)
-            run.files += 1
-        run.pages += 1
-        run.records += len(records)
-        for child in self.children:
-            child.offer(records)
-
     def _checkpoint(
         self,
         run: _Stream,
         cursor: dict[str, Any],
         position: int,
         status: str,
+        pending: Any = _LIVE,
         last_error: str | None = None,
     ) -> None:
+        """Queue the stream's checkpoint. `pending`: the incremental mark as it was when the
+        last page it covers was fetched (by default, as it is now)."""
         if status == "running" and not self.engine.checkpoints:
             return
-        pending = run.high_water.pending if run.high_water is not None else None
+        if pending is _LIVE:
+            pending = run.high_water.pending if run.high_water is not None else None
         mark = run.mark
         if status == "done" and run.high_water is not None:
             # The mark advances only now: every page of this run is in the lake.
@@ -819,19 +937,11 @@ class SourceRunner:
             )
         )
 
-    def _page_committed(
-        self, run: _Stream, records: list[Any], next_cursor: dict[str, Any] | None
-    ) -> None:
-        stream = run.stats
-        stream.pages += 1
-        stream.records += len(records)
-        position = "finished" if next_cursor is None else self._describe(run.paginator, next_cursor)
-        stream.position = position
-        self.engine.telemetry.page_committed(self.name, len(records), position)
-        if run.pages == 1 and not records and run.high_water is None:
-            self.stats.warnings.append(
-                "the first page had no records: check 'records' and the request params"
-            )
+    def _batch_landed(self, run: _Stream, batch: Batch[_Staged], wrote: bool) -> None:
+        """A batch's file is in place: count it, before the checkpoint that stores the counts."""
+        run.files += wrote
+        run.pages += len(batch.notes)
+        run.records += batch.records
 
     def _fingerprint(self) -> str:
         """What a checkpoint is valid for: the request, its pagination, and where pages go."""
@@ -904,8 +1014,9 @@ class Engine:
             known = ", ".join(config.sources)
             raise ValueError(f"unknown source {', '.join(unknown)}; the config defines: {known}")
         self.selected = selected
-        self.lake = LakeWriter(self.out, fsync=config.model.fsync)
-        self.state = StateStore(self.state_path, durable=config.model.fsync)
+        model = config.model
+        self.lake = LakeWriter(self.out, fsync=model.fsync, commit_interval=model.commit_interval)
+        self.state = StateStore(self.state_path, durable=model.fsync)
         self._lock = RunLock(self.state_path)
         self.runners: dict[str, SourceRunner] = {}
         self._group: asyncio.TaskGroup | None = None

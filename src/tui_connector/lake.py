@@ -1,9 +1,12 @@
 """Writing records to the lake: `<out>/<source>/<partition>/page-<position>.jsonl`.
 
+A file holds a batch of a stream's pages and is named by the position of its first page.
 Each file is written whole to a temporary name, closed (and fsynced when asked), then
 renamed into place: a reader, or a process killed at any instant, sees the complete file or
-none. A page fetched again after a crash has the same position, hence the same name, and
-replaces its own file: the lake never holds a record twice.
+none. The checkpoint that covers a batch is committed only after its file is in place, so a
+checkpoint always falls on a batch boundary: pages fetched again after a crash start at the
+same position, hence the same name, and replace their own file. The lake never holds a
+record twice.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import orjson
 
@@ -65,13 +69,18 @@ def _create(temp: Path) -> BinaryIO:
 
 
 def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsync: bool) -> int:
-    """Write one page atomically; returns the bytes written. Runs in a worker thread."""
+    """Write one page atomically; returns the bytes written."""
+    return write_file_sync(directory, position, [_encode(records)], fsync)
+
+
+def write_file_sync(directory: Path, position: int, chunks: Sequence[bytes], fsync: bool) -> int:
+    """Write encoded pages to one file, atomically; returns the bytes written. Runs in a
+    worker thread."""
     target = page_path(directory, position)
     temp = target.with_name(target.name + _TEMP_SUFFIX)
-    data = _encode(records)
     try:
         with _create(temp) as handle:
-            handle.write(data)
+            handle.writelines(chunks)
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -84,7 +93,7 @@ def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsyn
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
         raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    return len(data)
+    return sum(len(chunk) for chunk in chunks)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -138,18 +147,19 @@ def clear_stream_sync(
 class LakeWriter:
     """Async front of the writer: file work goes to a thread so the event loop never blocks."""
 
-    def __init__(self, out: Path, fsync: bool = False) -> None:
+    def __init__(self, out: Path, fsync: bool = False, commit_interval: float = 0.0) -> None:
         self.out = out
         self.fsync = fsync
+        self.commit_interval = commit_interval  # seconds a page may wait for its batch
 
     def directory(self, source: str, partition: str) -> Path:
         return stream_dir(self.out, source, partition)
 
-    async def write_page(
-        self, source: str, partition: str, position: int, records: Sequence[Any]
+    async def write_file(
+        self, source: str, partition: str, position: int, chunks: Sequence[bytes]
     ) -> int:
         directory = self.directory(source, partition)
-        return await asyncio.to_thread(write_page_sync, directory, position, records, self.fsync)
+        return await asyncio.to_thread(write_file_sync, directory, position, chunks, self.fsync)
 
     async def count_pages(
         self, source: str, partition: str, below: int, also: frozenset[int] = frozenset()
@@ -166,6 +176,119 @@ class LakeWriter:
     ) -> int:
         directory = self.directory(source, partition)
         return await _in_thread("clean", directory, clear_stream_sync, keep_below, also_keep)
+
+
+# A stream's pages are gathered into one file until it holds BATCH_BYTES or its first page has
+# waited the config's `commit_interval`. Creating a file costs far more than writing a page's
+# bytes (measured on a cloud VM's ext4: 0.4-0.7 ms of kernel time per file against 8 µs per
+# 12 KB appended), so a file per page made the lake most of a fast run's CPU. The price: a
+# crash fetches again the pages of at most the last interval.
+BATCH_BYTES = 1 << 20
+
+Note = TypeVar("Note")
+
+
+@dataclass
+class Batch(Generic[Note]):
+    """Pages bound for one file, with what the caller commits once the file is in place."""
+
+    position: int  # the lowest lake position among its pages: the file's name
+    chunks: list[bytes] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)  # one per page, in the order added
+    size: int = 0
+    records: int = 0
+
+
+class PageBatcher(Generic[Note]):
+    """Gathers one stream's pages into batch files, written behind the fetching.
+
+    `add` never waits: a full or old batch goes to a worker thread while the stream fetches
+    on. Batches land and are committed (`commit(batch, wrote_file)`, called on the loop right
+    after the rename) in the order they were closed, one at a time, so a stream's checkpoints
+    never run ahead of its files. After a failed write nothing later is committed, and the
+    failure is raised by the next `add` or `drain`.
+    """
+
+    def __init__(
+        self,
+        writer: LakeWriter,
+        source: str,
+        partition: str,
+        commit: Callable[[Batch[Note], bool], None],
+        *,
+        max_bytes: int = BATCH_BYTES,
+    ) -> None:
+        self._writer = writer
+        self._source = source
+        self._partition = partition
+        self._commit = commit
+        self._max_bytes = max_bytes
+        self._max_seconds = writer.commit_interval
+        self._open: Batch[Note] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing: set[asyncio.Task[None]] = set()
+        self._order = asyncio.Lock()  # FIFO: batches commit in the order they were closed
+        self._failure: Exception | None = None
+
+    def add(self, position: int, records: Sequence[Any], note: Note) -> None:
+        if self._failure is not None:
+            raise self._failure
+        batch = self._open
+        if batch is None:
+            batch = self._open = Batch(position)
+            if self._max_seconds > 0:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self._max_seconds, self.close)
+        elif position < batch.position:
+            batch.position = position  # parallel pages land out of order
+        if records:
+            data = _encode(records)
+            batch.chunks.append(data)
+            batch.size += len(data)
+            batch.records += len(records)
+        batch.notes.append(note)
+        if batch.size >= self._max_bytes or self._max_seconds <= 0:
+            self.close()
+
+    def close(self) -> None:
+        """Send the open batch to be written now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._open = self._open, None
+        if batch is not None:
+            task = asyncio.get_running_loop().create_task(self._write(batch))
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+
+    async def drain(self) -> None:
+        """Write the open batch and wait until every batch is committed (or one failed)."""
+        self.close()
+        while self._writing:
+            await asyncio.wait(set(self._writing))
+        if self._failure is not None:
+            raise self._failure
+
+    def cancel(self) -> None:
+        """Give up what is not committed (the stream is cancelled: a resume fetches it)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._open = None
+        for task in self._writing:
+            task.cancel()
+
+    async def _write(self, batch: Batch[Note]) -> None:
+        async with self._order:
+            if self._failure is not None:
+                return
+            try:
+                if batch.chunks:
+                    await self._writer.write_file(
+                        self._source, self._partition, batch.position, batch.chunks
+                    )
+                self._commit(batch, bool(batch.chunks))
+            except Exception as exc:  # raised to the stream by its next add or drain
+                self._failure = exc
 
 
 async def _in_thread(

@@ -178,7 +178,7 @@ class RunTelemetry:
             stats.in_flight -= 1
             stats.bytes += received_bytes
 
-    def page_committed(self, source: str, records: int, position: str) -> None:
+    def page_retrieved(self, source: str, records: int, position: str) -> None:
         stats = self.sources[source]
         stats.pages += 1
         stats.records += records
