@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -1042,6 +1043,10 @@ class Engine:
                 if parent is not None:
                     runner.parent = parent
                     parent.children.append(runner)
+        # What is alive now (modules, the config, the dashboard) lives as long as the run.
+        # Frozen, the collector's full passes stop scanning it again and again: decoding pages
+        # allocates fast enough that those passes cost about 7 % of a fast run's CPU.
+        gc.freeze()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
