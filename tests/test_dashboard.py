@@ -26,6 +26,7 @@ from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 from tui_connector.telemetry import (
     ConcurrencyMode,
+    ErrorEvent,
     SourceStats,
     SourceStatus,
     StreamStats,
@@ -73,6 +74,10 @@ def shown(static: Widget) -> str:
     return console.export_text()
 
 
+def in_flight(app: Dashboard) -> str:
+    return "\n".join(app.query_one(InFlightPane).lines())
+
+
 def requests_for(server: DemoServer, source: str) -> list[float]:
     return [entry.started for entry in server.log() if entry.path.endswith(f"/{source}")]
 
@@ -102,7 +107,7 @@ async def test_p_pauses_the_selected_source_and_p_again_resumes_it(
         busy_pages = stats["busy"].pages
         # The other source makes real progress meanwhile...
         await async_wait_for(lambda: stats["busy"].pages >= busy_pages + 10, what="busy")
-        assert "idle: paused" in shown(app.query_one(InFlightPane))
+        assert "idle: paused" in in_flight(app)
         # ...while the paused one starts no request at all.
         assert [t for t in requests_for(server, "idle") if t > paused_at] == []
         assert stats["idle"].in_flight == 0
@@ -355,9 +360,9 @@ async def test_a_backing_off_source_shows_a_live_countdown(
         )
         seconds = int(cell(app, "throttled", "status").removeprefix("backing off ").rstrip("s"))
         assert 25 <= seconds <= 30
-        in_flight = shown(app.query_one(InFlightPane))
-        assert "throttled: backing off, next attempt in" in in_flight
-        assert "HTTP 429" in in_flight
+        pane = in_flight(app)
+        assert "throttled: backing off, next attempt in" in pane
+        assert "HTTP 429" in pane
         await async_wait_for(
             lambda: cell(app, "throttled", "status") == f"backing off {seconds - 1}s",
             within=3,
@@ -393,6 +398,37 @@ async def test_errors_pane_filters_to_the_selected_source_with_f(
         assert isinstance(app.screen, SourceDetailScreen) and app.screen.source == "broken"
 
 
+async def test_the_errors_pane_follows_new_errors_unless_focused(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(sources_yaml(demo.url, ["noisy"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        app.refresh_timer.pause()  # ticks by hand only
+        telemetry = app.engine.telemetry
+        errors = app.errors_table
+
+        def add_errors(count: int) -> None:
+            for _ in range(count):
+                number = len(telemetry.errors)
+                event = ErrorEvent(0.0, "noisy", 503, f"HTTP 503 #{number}", "", "", 1, "retry")
+                telemetry.error(event)
+            app.refresh_view()
+
+        add_errors(60)
+        await pilot.pause()
+        assert errors.max_scroll_y > 0
+        assert errors.scroll_y == errors.max_scroll_y
+        add_errors(1)
+        await pilot.pause()
+        assert errors.scroll_y == errors.max_scroll_y
+        await pilot.press("e", "ctrl+home")  # focused: new errors leave the view alone
+        add_errors(1)
+        await pilot.pause()
+        assert errors.cursor_row == 0 and errors.scroll_y == 0
+
+
 async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
@@ -418,6 +454,21 @@ async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
         assert TOKEN not in app.export_screenshot()
         await pilot.press("escape")
         await async_wait_for(lambda: not isinstance(app.screen, SourceDetailScreen))
+
+
+async def test_a_click_on_a_source_selects_it_and_opens_its_detail(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(sources_yaml(demo.url, ["first", "second", "third"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        # The table's top border, its header, then one line per source.
+        await pilot.click("#sources", offset=(4, 3))
+        await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
+        assert isinstance(app.screen, SourceDetailScreen) and app.screen.source == "second"
+        await pilot.press("escape")
+        assert app.sources_table.selected_source == "second"
 
 
 SHARDS = """\
@@ -449,13 +500,7 @@ async def test_a_partitioned_source_rolls_up_its_partitions_and_the_detail_lists
         table = screen.query_one("#streams", PartitionTable)
         await async_wait_for(lambda: table.row_count == 3, what="the partitions")
         pages = -(-RECORDS // 20)
-        rows = {
-            str(row.key.value): [
-                value.plain if isinstance(value, Text) else str(value)
-                for value in table.get_row(row.key)
-            ]
-            for row in table.ordered_rows
-        }
+        rows = {key: [value.plain for value in table.get_row(key)] for key in table.row_keys}
         assert set(rows) == {"alpha", "beta", "gamma"}
         for key, (partition, status, shown_pages, records, _, error) in rows.items():
             assert (partition, status, shown_pages) == (key, "done", f"{pages}/{pages}")
@@ -518,7 +563,7 @@ def test_the_partitions_shown_put_running_then_failed_first() -> None:
     assert hidden == 6  # two done ones cut, four not started yet
 
 
-async def test_the_in_flight_pane_is_bounded(
+async def test_the_in_flight_pane_is_bounded_and_builds_only_the_lines_on_screen(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
 ) -> None:
@@ -527,21 +572,30 @@ async def test_the_in_flight_pane_is_bounded(
     app = Dashboard(Engine(config))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
+        app.refresh_timer.pause()  # ticks by hand only: one tick, one frame
         engine = app.engine
-        in_flight = engine.telemetry.in_flight
+        requests = engine.telemetry.in_flight
         for number in range(120):  # a synthetic burst, to measure what one tick costs
             engine.telemetry.request_started("abc"[number % 3], "GET", f"http://x/{number}", 1)
         app.refresh_view()
-        lines = shown(app.query_one(InFlightPane)).splitlines()
+        await pilot.pause()
+        pane = app.query_one(InFlightPane)
+        lines = pane.lines()
         assert len(lines) == MAX_IN_FLIGHT_SHOWN + 1
         assert lines[-1] == f"… and {120 - MAX_IN_FLIGHT_SHOWN} more"
-        assert app.query_one("#in-flight-box").border_title == "In flight: 120"
-        for request_id in list(in_flight):
+        assert pane.border_title == "In flight: 120"
+        on_screen = pane.scrollable_content_region.height
+        assert 0 < on_screen < len(lines)
+        drawn = pane.lines_drawn
+        app.refresh_view()
+        await pilot.pause()
+        assert 0 < pane.lines_drawn - drawn <= on_screen
+        for request_id in list(requests):
             engine.telemetry.request_finished(request_id)
         await pilot.press("q")
 
 
-async def test_a_tick_with_nothing_new_updates_no_cell(
+async def test_a_tick_with_nothing_new_updates_no_row(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["calm", "quiet"]))
@@ -550,10 +604,55 @@ async def test_a_tick_with_nothing_new_updates_no_cell(
         await async_wait_for(app.all_finished, what="the run")
         await async_wait_for(lambda: not app.engine.telemetry.in_flight)
         app.refresh_view()
-        updated = app.sources_table.cells_updated
+        updated = app.sources_table.rows_updated
         for _ in range(5):
             app.refresh_view()
-        assert app.sources_table.cells_updated == updated
+        assert app.sources_table.rows_updated == updated
+
+
+async def test_a_tick_that_changes_one_source_draws_only_its_row(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    names = ["one", "two", "three", "four"]
+    config = write_config(sources_yaml(demo.url, names))
+    app = Dashboard(Engine(config), clock=lambda: 1_000.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        await async_wait_for(lambda: not app.engine.telemetry.in_flight)
+        app.refresh_timer.pause()  # ticks by hand only
+        table = app.sources_table
+        app.refresh_view()
+        await pilot.pause()
+        drawn = table.rows_drawn
+        app.engine.telemetry.sources["three"].records += 1
+        app.refresh_view()
+        await pilot.pause()
+        assert table.rows_drawn - drawn == 1
+        assert cell(app, "three", "records") == f"{RECORDS + 1:,}"
+
+
+async def test_the_panes_that_follow_the_selection_follow_it_at_once(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        f"sources:\n  good:\n    url: {demo.url}/v1/all/good\n"
+        f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
+    )
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        errors = app.errors_table
+        await async_wait_for(app.all_finished, what="the run")
+        await async_wait_for(lambda: errors.row_count == 1, what="the error")
+        await pilot.press("f")
+        app.refresh_timer.pause()  # no tick from here on: what changes, the key changed
+        assert errors.row_count == 0
+        await pilot.press("down")
+        assert app.sources_table.selected_source == "broken"
+        assert str(errors.border_title).startswith("Errors of broken")
+        assert errors.row_count == 1
+        await pilot.press("up")
+        assert str(errors.border_title).startswith("Errors of good")
+        assert errors.row_count == 0
 
 
 async def test_help_lists_every_key(

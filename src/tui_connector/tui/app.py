@@ -19,9 +19,8 @@ from pathlib import Path
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 from textual.worker import Worker
 
 from tui_connector.engine import Engine, RunResult
@@ -31,13 +30,13 @@ from tui_connector.tui import format as fmt
 from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.history import ThroughputHistory
 from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
+from tui_connector.tui.table import RowTable
 from tui_connector.tui.widgets import (
     ErrorTable,
     InFlightPane,
     SourcesTable,
     ThemeStyles,
     idle_reason,
-    in_flight_text,
     source_cells,
 )
 
@@ -112,8 +111,7 @@ class Dashboard(App[int]):
         yield Static(id="totals")
         yield Static(id="quit-banner")
         yield SourcesTable(self.engine.selected, id="sources")
-        with VerticalScroll(id="in-flight-box"):
-            yield InFlightPane(id="in-flight")
+        yield InFlightPane(id="in-flight")
         yield ErrorTable(id="errors", max_rows=200)
         yield Footer()
 
@@ -123,10 +121,13 @@ class Dashboard(App[int]):
         self.sources_table = self.query_one("#sources", SourcesTable)
         self.errors_table = self.query_one("#errors", ErrorTable)
         self.in_flight_pane = self.query_one("#in-flight", InFlightPane)
-        self.in_flight_box = self.query_one("#in-flight-box", VerticalScroll)
         self.totals_line = self.query_one("#totals", Static)
         self.quit_banner = self.query_one("#quit-banner", Static)
         self.sources_table.border_title = "Sources"
+        # The panes that follow the selection follow it at once, not at the next tick. A watch
+        # runs within the keypress's own handler; a message would wait its turn in the table's,
+        # the screen's and then the app's queue, each a loop iteration when the loop is busy.
+        self.watch(self.sources_table, "cursor_row", self._selection_moved, init=False)
         self._restyle()
         self.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
         self.sources_table.focus()
@@ -135,7 +136,7 @@ class Dashboard(App[int]):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal)
         self.refresh_view()
-        self.set_interval(REFRESH_SECONDS, self.refresh_view)
+        self.refresh_timer = self.set_interval(REFRESH_SECONDS, self.refresh_view)
         self.set_interval(1.0, self._sample_throughput)
         # exclusive=False: an exclusive worker would cancel the others of its group.
         self._engine_worker = self.run_worker(
@@ -219,15 +220,13 @@ class Dashboard(App[int]):
         in_flight = telemetry.in_flight
         idle = (idle_reason(stats, now) for stats in sources.values())
         self.in_flight_pane.show(
-            in_flight_text(
-                in_flight.values(),
-                len(in_flight),
-                (reason for reason in idle if reason),
-                now,
-                self._styles,
-            )
+            in_flight.values(),
+            len(in_flight),
+            (reason for reason in idle if reason),
+            now,
+            self._styles,
         )
-        self._set_title(self.in_flight_box, f"In flight: {len(in_flight)}")
+        self._set_title(self.in_flight_pane, f"In flight: {len(in_flight)}")
         self._refresh_concurrency_note(now)
         self._refresh_errors()
         self._refresh_totals(now)
@@ -238,6 +237,10 @@ class Dashboard(App[int]):
         if isinstance(screen, SourceDetailScreen):
             screen.refresh_live()
         self.tick_seconds.append(time.perf_counter() - started)
+
+    def _selection_moved(self) -> None:
+        self._refresh_concurrency_note(self.clock())
+        self._refresh_errors()
 
     def _set_title(self, widget: Widget, title: str) -> None:
         if widget.border_title != title:
@@ -300,7 +303,7 @@ class Dashboard(App[int]):
         )
         if totals != self._shown_totals:
             self._shown_totals = totals
-            self.totals_line.update(totals)
+            self.totals_line.update(totals, layout=False)  # one line, docked: nothing moves
 
     def run_elapsed(self, now: float) -> float:
         telemetry = self.engine.telemetry
@@ -597,10 +600,10 @@ class Dashboard(App[int]):
             ("Columns", columns),
         ]
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table is self.sources_table:
-            self.show_detail(str(event.row_key.value))
-        elif event.data_table is self.errors_table:
+    def on_row_table_row_selected(self, event: RowTable.RowSelected) -> None:
+        if event.table is self.sources_table:
+            self.show_detail(event.key)
+        elif event.table is self.errors_table:
             source = self.errors_table.source_at_cursor()
             if source is not None:
                 self.show_detail(source)

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Sparkline, Static
+from textual.widgets import Footer, Sparkline, Static
 
 from tui_connector.config import (
     ApiKeyAuth,
@@ -32,6 +32,7 @@ from tui_connector.redact import REDACTED, looks_secret
 from tui_connector.telemetry import SourceStats
 from tui_connector.tui import format as fmt
 from tui_connector.tui.history import ThroughputHistory
+from tui_connector.tui.table import RowTable
 from tui_connector.tui.widgets import ErrorTable, PartitionTable, ThemeStyles, shown_streams
 
 # -- the config summary ---------------------------------------------------------------------------
@@ -382,11 +383,13 @@ class SourceDetailScreen(Screen[None]):
         title = f"{self.source} — {fmt.status_text(stats, now)}"
         if title != self._shown_title:
             self._shown_title = title
-            self.query_one("#detail-title", Static).update(title)
+            self.query_one("#detail-title", Static).update(title, layout=False)  # one line
         figures = source_figures(stats, engine.state.last_commit_at.get(self.source), now)
         if figures != self._shown_figures:
             self._shown_figures = figures
-            self.query_one("#detail-figures", Static).update(figures_table(figures))
+            # Its height is set by the layout (1fr), not by its text: no layout each tick.
+            figures_widget = self.query_one("#detail-figures", Static)
+            figures_widget.update(figures_table(figures), layout=False)
         spec = engine.config.sources[self.source]
         concurrency = stats.concurrency if stats else spec.concurrency
         if concurrency != self._shown_concurrency:
@@ -412,7 +415,7 @@ class SourceDetailScreen(Screen[None]):
             else "Throughput: no samples yet (one a second)"
         )
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_row_table_row_selected(self, event: RowTable.RowSelected) -> None:
         event.stop()  # selecting one of this screen's own rows opens nothing
 
 

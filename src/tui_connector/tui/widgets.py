@@ -1,20 +1,23 @@
 """The dashboard's panes. Each one is refreshed by the app's timer from telemetry and changes
-only what changed: the sources table cell by cell, the errors table by appending new events."""
+only what changed: the sources table row by row, the errors table by appending new events."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import count as counter
+from itertools import islice
 from typing import Any
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.app import App
 from textual.binding import Binding
 from textual.color import Color
-from textual.widgets import DataTable, Static
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from tui_connector.telemetry import (
     ErrorEvent,
@@ -25,6 +28,7 @@ from tui_connector.telemetry import (
     StreamStatus,
 )
 from tui_connector.tui import format as fmt
+from tui_connector.tui.table import Cells, Column, RowTable, text_segments
 
 # Theme variables (not literal colours) behind each status; resolved when the theme changes.
 STATUS_THEME_VARIABLE: dict[str, str] = {
@@ -74,22 +78,6 @@ class ThemeStyles:
 
 # -- the sources table ---------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    width: int
-    numeric: bool = False
-
-
-def add_columns(table: DataTable[Any], columns: Sequence[Column]) -> None:
-    """A table's columns: numbers right-aligned, widths fixed so cells never reflow."""
-    for column in columns:
-        label = Text(column.label, justify="right" if column.numeric else "left")
-        table.add_column(label, key=column.key, width=column.width)
-
-
 SOURCE_COLUMNS: tuple[Column, ...] = (
     Column("source", "source", 10),
     Column("status", "status", 16),
@@ -131,48 +119,39 @@ def source_cells(
     }
 
 
-class SourcesTable(DataTable[Text]):
-    """One row per source, keyed by its name. Rows are added once and never cleared (clearing
-    resets the cursor and the scroll); each tick updates only the cells whose text changed."""
+class SourcesTable(RowTable):
+    """One row per source, keyed by its name, in the order given; each tick repaints only
+    the rows whose text changed."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Detail")]
 
     def __init__(self, names: Sequence[str], *, id: str | None = None) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, id=id)
+        super().__init__(SOURCE_COLUMNS, zebra_stripes=True, id=id)
         self.names = list(names)
-        self._shown: dict[tuple[str, str], str] = {}
         self._styles: ThemeStyles | None = None
-        self.cells_updated = 0  # how many update_cell calls so far (measured in tests)
-
-    def on_mount(self) -> None:
-        add_columns(self, SOURCE_COLUMNS)
+        self.rows_updated = 0  # how many rows changed so far (measured in tests)
+        blank = tuple("" for _ in SOURCE_COLUMNS)
         for name in self.names:
-            self.add_row(*(Text("") for _ in SOURCE_COLUMNS), key=name)
+            self.add_row(name, blank)
 
     def restyle(self, styles: ThemeStyles) -> None:
         self._styles = styles
-        self._shown.clear()  # repaint every cell in the new colours at the next tick
+        self.redraw()
 
     @property
     def selected_source(self) -> str | None:
-        if not self.names or not 0 <= self.cursor_row < len(self.names):
-            return None
-        return self.names[self.cursor_row]
+        return self.cursor_key
 
     def select_source(self, name: str) -> None:
-        self.move_cursor(row=self.names.index(name))
+        self.move_cursor(self.names.index(name))
 
     def sync(self, rows: Iterable[tuple[str, dict[str, str]]]) -> None:
-        styles = self._styles
         for name, cells in rows:
-            for column in SOURCE_COLUMNS:
-                value = cells[column.key]
-                key = (name, column.key)
-                if self._shown.get(key) == value:
-                    continue
-                self._shown[key] = value
-                self.update_cell(name, column.key, self._cell(column, value, styles))
-                self.cells_updated += 1
+            if self.update_row(name, tuple(cells[column.key] for column in SOURCE_COLUMNS)):
+                self.rows_updated += 1
+
+    def cell_text(self, index: int, cells: Cells) -> Text:
+        return self._cell(SOURCE_COLUMNS[index], cells[index], self._styles)
 
     @staticmethod
     def _cell(column: Column, value: str, styles: ThemeStyles | None) -> Text:
@@ -231,62 +210,38 @@ def shown_streams(
     return chosen, max(stats.streams_total, len(stats.streams)) - len(chosen)
 
 
-def partition_cells(stream: StreamStats, redact: Callable[[str], str]) -> dict[str, str]:
+def partition_cells(stream: StreamStats, redact: Callable[[str], str]) -> Cells:
+    """The text of a stream's row, in the order of PARTITION_COLUMNS."""
     pages = fmt.count(stream.pages)
     if stream.pages_total is not None and stream.pages <= stream.pages_total:
         pages += f"/{fmt.count(stream.pages_total)}"
-    return {
-        "partition": stream.key,
-        "status": stream.status.value,
-        "pages": pages,
-        "records": fmt.count(stream.records),
-        "position": redact(fmt.one_line(stream.position)) or fmt.PLACEHOLDER,
-        "error": redact(fmt.one_line(stream.error)) if stream.error else fmt.PLACEHOLDER,
-    }
+    return (
+        stream.key,
+        stream.status.value,
+        pages,
+        fmt.count(stream.records),
+        redact(fmt.one_line(stream.position)) or fmt.PLACEHOLDER,
+        redact(fmt.one_line(stream.error)) if stream.error else fmt.PLACEHOLDER,
+    )
 
 
-class PartitionTable(DataTable[Text]):
-    """At most MAX_PARTITIONS_SHOWN streams of one source, keyed by partition. Rows come and
-    go and are re-sorted in place (never cleared: that would reset the scroll); cells are
-    updated only when their text changed."""
+class PartitionTable(RowTable):
+    """At most MAX_PARTITIONS_SHOWN streams of one source, keyed by partition, in the order
+    given; a row is drawn again only when its text changed."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(cursor_type="row", show_cursor=False, id=id)
-        self._shown: dict[str, dict[str, str]] = {}
-        self._order: list[str] = []
+        super().__init__(PARTITION_COLUMNS, show_cursor=False, id=id)
         self._styles: ThemeStyles | None = None
-        self._repaint = False
-
-    def on_mount(self) -> None:
-        add_columns(self, PARTITION_COLUMNS)
 
     def restyle(self, styles: ThemeStyles) -> None:
         self._styles = styles
-        self._repaint = True
+        self.redraw()
 
     def sync(self, streams: Sequence[StreamStats], redact: Callable[[str], str]) -> None:
-        wanted = [stream.key for stream in streams]
-        keep = set(wanted)
-        for key in [key for key in self._shown if key not in keep]:
-            self.remove_row(key)
-            del self._shown[key]
-        for stream in streams:
-            cells = partition_cells(stream, redact)
-            shown = self._shown.get(stream.key)
-            if shown is None:
-                row = (self._cell(column, cells[column.key]) for column in PARTITION_COLUMNS)
-                self.add_row(*row, key=stream.key)
-            else:
-                for column in PARTITION_COLUMNS:
-                    value = cells[column.key]
-                    if self._repaint or shown[column.key] != value:
-                        self.update_cell(stream.key, column.key, self._cell(column, value))
-            self._shown[stream.key] = cells
-        self._repaint = False
-        if wanted != self._order:
-            self._order = wanted
-            rank = {key: index for index, key in enumerate(wanted)}
-            self.sort("partition", key=lambda cell: rank[cell.plain])
+        self.set_rows([(stream.key, partition_cells(stream, redact)) for stream in streams])
+
+    def cell_text(self, index: int, cells: Cells) -> Text:
+        return self._cell(PARTITION_COLUMNS[index], cells[index])
 
     def _cell(self, column: Column, value: str) -> Text:
         if column.numeric:
@@ -303,37 +258,6 @@ class PartitionTable(DataTable[Text]):
 # -- requests in flight --------------------------------------------------------------------------
 
 MAX_IN_FLIGHT_SHOWN = 50
-
-
-def in_flight_text(
-    requests: Iterable[InFlightRequest],
-    total: int,
-    idle_reasons: Iterable[str],
-    now: float,
-    styles: ThemeStyles | None,
-) -> Text:
-    """At most MAX_IN_FLIGHT_SHOWN requests (oldest first), then why idle sources are idle."""
-    lines = Text(no_wrap=True, overflow="ellipsis")
-    shown = 0
-    for request in requests:
-        if shown == MAX_IN_FLIGHT_SHOWN:
-            break
-        elapsed = f"{max(0.0, now - request.started_at):5.1f}s"
-        lines.append(f"{elapsed} ", style=styles.muted if styles else "")
-        lines.append(f"{fmt.shorten(request.source, 12):<12} ", style="bold")
-        lines.append(f"{request.method:<4} {request.url}")
-        if request.attempt > 1:
-            lines.append(f"  try {request.attempt}", style=styles.warning if styles else "")
-        lines.append("\n")
-        shown += 1
-    if total > shown:
-        lines.append(f"… and {total - shown} more\n", style=styles.muted if styles else "")
-    for reason in idle_reasons:
-        lines.append(reason + "\n", style=styles.warning if styles else "")
-    if not lines.plain:
-        lines.append("nothing in flight", style=styles.muted if styles else "")
-    lines.rstrip()
-    return lines
 
 
 def idle_reason(stats: SourceStats, now: float) -> str | None:
@@ -353,18 +277,97 @@ def idle_reason(stats: SourceStats, now: float) -> str | None:
     return None
 
 
-class InFlightPane(Static):
-    """Re-rendered each tick (the elapsed times tick), bounded to a few dozen lines."""
+class InFlightPane(ScrollView, can_focus=True):
+    """At most MAX_IN_FLIGHT_SHOWN requests (oldest first), then why idle sources are idle.
+
+    The elapsed times tick, so whatever is on screen changes every tick: a line is built only
+    when it is drawn, so a tick costs the lines on screen, not the list."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
-        self._shown_plain: str | None = None
+        super().__init__(id=id)
+        self._requests: list[InFlightRequest] = []
+        self._total = 0
+        self._idle: list[str] = []
+        self._now = 0.0
+        self._styles: ThemeStyles | None = None
+        self._background: Style | None = None  # the widget's own style, below the text
+        self.lines_drawn = 0  # how many lines were built so far (measured in tests)
+        self.virtual_size = Size(0, 1)
 
-    def show(self, text: Text) -> None:
-        if text.plain == self._shown_plain:
-            return
-        self._shown_plain = text.plain
-        self.update(text)
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._background = None
+
+    def show(
+        self,
+        requests: Iterable[InFlightRequest],
+        total: int,
+        idle_reasons: Iterable[str],
+        now: float,
+        styles: ThemeStyles | None,
+    ) -> None:
+        shown = list(islice(requests, MAX_IN_FLIGHT_SHOWN))
+        idle = list(idle_reasons)
+        if (
+            not shown
+            and not self._requests
+            and (total, idle, styles) == (self._total, self._idle, self._styles)
+        ):
+            return  # no elapsed time on screen, and nothing else changed
+        self._requests, self._total, self._idle = shown, total, idle
+        self._now, self._styles = now, styles
+        height = self.line_count
+        if height != self.virtual_size.height:
+            self.virtual_size = Size(0, height)
+        self.refresh()
+
+    @property
+    def line_count(self) -> int:
+        more = 1 if self._total > len(self._requests) else 0
+        return max(1, len(self._requests) + more + len(self._idle))
+
+    def line_text(self, index: int) -> Text:
+        styles = self._styles
+        muted = styles.muted if styles else ""
+        requests = self._requests
+        if index < len(requests):
+            request = requests[index]
+            line = Text(f"{max(0.0, self._now - request.started_at):5.1f}s ", style=muted)
+            line.append(f"{fmt.shorten(request.source, 12):<12} ", style="bold")
+            line.append(f"{request.method:<4} {request.url}")
+            if request.attempt > 1:
+                line.append(f"  try {request.attempt}", style=styles.warning if styles else "")
+            return line
+        index -= len(requests)
+        if self._total > len(requests):
+            if index == 0:
+                return Text(f"… and {self._total - len(requests)} more", style=muted)
+            index -= 1
+        if index < len(self._idle):
+            return Text(self._idle[index], style=styles.warning if styles else "")
+        return Text("nothing in flight", style=muted)
+
+    def lines(self) -> list[str]:
+        """Every line's text, on screen or not."""
+        return [self.line_text(index).plain for index in range(self.line_count)]
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if self._background is None:  # held: `rich_style` walks every ancestor
+            self._background = self.rich_style
+        base = self._background
+        index = y + round(self.scroll_y)
+        if index >= self.line_count:
+            return Strip.blank(width, base)
+        self.lines_drawn += 1
+        line = self.line_text(index)
+        line.truncate(width, overflow="ellipsis")
+        segments = [
+            Segment(segment.text, base + segment.style)
+            for segment in text_segments(line, self.app.console)
+            if segment.text
+        ]
+        return Strip(segments).adjust_cell_length(width, base)
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -380,7 +383,10 @@ ERROR_COLUMNS: tuple[Column, ...] = (
 )
 
 
-class ErrorTable(DataTable[Text]):
+ERROR_NEXT_STEP = next(i for i, column in enumerate(ERROR_COLUMNS) if column.key == "next")
+
+
+class ErrorTable(RowTable):
     """Recent errors, newest at the bottom. New events are appended; the table is rebuilt only
     when its filter changes or the ring of errors overtook it."""
 
@@ -394,7 +400,7 @@ class ErrorTable(DataTable[Text]):
         time_format: Callable[[float], str] = fmt.clock_time,
         id: str | None = None,
     ) -> None:
-        super().__init__(cursor_type="row", id=id)
+        super().__init__(ERROR_COLUMNS, id=id)
         self.max_rows = max_rows
         self.source = source
         self.time_format = time_format
@@ -404,12 +410,9 @@ class ErrorTable(DataTable[Text]):
         self.row_sources: dict[str, str] = {}
         self._styles: ThemeStyles | None = None
 
-    def on_mount(self) -> None:
-        add_columns(self, ERROR_COLUMNS)
-
     def restyle(self, styles: ThemeStyles) -> None:
         self._styles = styles
-        self._needs_rebuild = True
+        self.redraw()
 
     def filter_source(self, source: str | None) -> None:
         if source != self.source:
@@ -455,37 +458,55 @@ class ErrorTable(DataTable[Text]):
             previous = event
             key = str(next(self._row_ids))
             self.row_sources[key] = event.source
-            self.add_row(*self._cells(event), key=key)
+            self.add_row(key, self._cells(event))
             added = True
         overflow = self.row_count - self.max_rows
         if overflow > 0:
-            for row_key in list(self.rows)[:overflow]:
-                self.row_sources.pop(str(row_key.value), None)
-                self.remove_row(row_key)
+            for key in self.row_keys[:overflow]:
+                del self.row_sources[key]
+            self.remove_first(overflow)
         if added and not self.has_focus:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # forced: the scrollbar that allows it comes only with the next layout
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
 
-    def _cells(self, event: ErrorEvent) -> list[Text]:
+    def _cells(self, event: ErrorEvent) -> Cells:
+        return (
+            self.time_format(event.at),
+            event.source,
+            fmt.one_line(event.error),
+            event.next_step,
+            str(event.attempt),
+            event.url or fmt.PLACEHOLDER,
+            fmt.one_line(event.body_excerpt) or fmt.PLACEHOLDER,
+        )
+
+    def cell_text(self, index: int, cells: Cells) -> Text:
+        value = cells[index]
         styles = self._styles
-        final = event.next_step == "source failed"
-        error_style = styles.error if styles and final else (styles.warning if styles else "")
-        return [
-            Text(self.time_format(event.at), no_wrap=True),
-            Text(event.source, no_wrap=True, overflow="ellipsis", style="bold"),
-            Text(fmt.one_line(event.error), no_wrap=True, overflow="ellipsis", style=error_style),
-            Text(event.next_step, no_wrap=True, overflow="ellipsis"),
-            Text(str(event.attempt), justify="right"),
-            Text(event.url or fmt.PLACEHOLDER, no_wrap=True, overflow="ellipsis"),
-            Text(
-                fmt.one_line(event.body_excerpt) or fmt.PLACEHOLDER,
-                no_wrap=True,
-                overflow="ellipsis",
-                style=styles.muted if styles else "",
-            ),
-        ]
+        column = ERROR_COLUMNS[index].key
+        if column == "time":
+            return Text(value, no_wrap=True)
+        if column == "source":
+            return Text(value, no_wrap=True, overflow="ellipsis", style="bold")
+        if column == "error":
+            style = (styles.error if self._final(cells) else styles.warning) if styles else ""
+            return Text(value, no_wrap=True, overflow="ellipsis", style=style)
+        if column == "attempt":
+            return Text(value, justify="right")
+        if column == "body":
+            muted = styles.muted if styles else ""
+            return Text(value, no_wrap=True, overflow="ellipsis", style=muted)
+        return Text(value, no_wrap=True, overflow="ellipsis")
+
+    def cell_key(self, index: int, cells: Cells) -> Hashable:
+        if ERROR_COLUMNS[index].key == "error":  # its colour says whether the source failed
+            return (cells[index], self._final(cells))
+        return cells[index]
+
+    @staticmethod
+    def _final(cells: Cells) -> bool:
+        return cells[ERROR_NEXT_STEP] == "source failed"
 
     def source_at_cursor(self) -> str | None:
-        if self.row_count == 0:
-            return None
-        row_key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
-        return self.row_sources.get(str(row_key.value))
+        key = self.cursor_key
+        return None if key is None else self.row_sources.get(key)
