@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from tui_connector import lake
-from tui_connector.engine import ResizableLimit
+from tui_connector.engine import LoopPacer, ResizableLimit
 from tui_connector.httpclient import parse_retry_after
 from tui_connector.lake import (
     Batch,
@@ -126,6 +127,36 @@ def test_lake_write_is_atomic_and_cleanup_removes_stale_pages(tmp_path: Path) ->
         "page-000000000.jsonl",
         "page-000000001.jsonl",
     ]
+
+
+async def test_the_pacer_spreads_page_work_over_short_loop_iterations() -> None:
+    now = 0.0
+    pacer = LoopPacer(budget=0.005, clock=lambda: now)
+    iteration = 0
+    done = asyncio.Event()
+
+    def tick() -> None:  # runs once per loop iteration: it numbers them
+        nonlocal iteration
+        iteration += 1
+        if not done.is_set():
+            asyncio.get_running_loop().call_soon(tick)
+
+    ran_in: list[int] = []
+
+    async def page() -> None:
+        nonlocal now
+        await pacer.pace()
+        ran_in.append(iteration)
+        now += 0.001  # a page's work: 1 ms of the clock
+
+    asyncio.get_running_loop().call_soon(tick)
+    await asyncio.gather(*(page() for _ in range(40)))
+    done.set()
+    per_iteration = Counter(ran_in)
+    assert len(ran_in) == 40
+    # 5 pages fill a 5 ms slice; the rest waited for later iterations, none was starved.
+    assert max(per_iteration.values()) <= 5
+    assert len(per_iteration) >= 8
 
 
 async def test_page_batches_land_in_order_named_by_their_lowest_position(tmp_path: Path) -> None:
