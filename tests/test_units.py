@@ -169,10 +169,10 @@ async def test_page_batches_land_in_order_named_by_their_lowest_position(tmp_pat
 
     writer = LakeWriter(tmp_path, commit_interval=60)  # only size and drain close batches
     batcher = PageBatcher(writer, "src", "all", commit, max_bytes=40)
-    batcher.add(5, [{"id": 5}], "p5")  # parallel pages land out of order
-    batcher.add(3, [{"id": 3}], "p3")
-    batcher.add(4, [{"id": 4, "pad": "x" * 30}], "p4")  # past max_bytes: written behind
-    batcher.add(6, [], "p6")  # a page without records writes no file of its own
+    await batcher.add(5, [{"id": 5}], "p5")  # parallel pages land out of order
+    await batcher.add(3, [{"id": 3}], "p3")
+    await batcher.add(4, [{"id": 4, "pad": "x" * 30}], "p4")  # past max_bytes: written behind
+    await batcher.add(6, [], "p6")  # a page without records writes no file of its own
     await batcher.drain()
     assert committed == [(["p5", "p3", "p4"], True), (["p6"], False)]
     assert read_page_sync(page_path(tmp_path / "src" / "all", 3)) == [
@@ -186,7 +186,7 @@ async def test_page_batches_close_on_their_interval(tmp_path: Path) -> None:
     landed = asyncio.Event()
     writer = LakeWriter(tmp_path, commit_interval=0.01)
     batcher = PageBatcher(writer, "src", "all", lambda batch, wrote: landed.set())
-    batcher.add(0, [{"id": 0}], None)
+    await batcher.add(0, [{"id": 0}], None)
     await asyncio.wait_for(landed.wait(), timeout=10)  # no drain: the interval closed it
     assert read_page_sync(page_path(tmp_path / "src" / "all", 0)) == [{"id": 0}]
 
@@ -208,12 +208,12 @@ async def test_a_failed_batch_write_commits_nothing_after_it(
 
     monkeypatch.setattr(lake, "write_file_sync", full_disk_at_two)
     for position in range(4):  # each page its own batch (max_bytes=1), all written behind
-        batcher.add(position, [{"id": position}], None)
+        await batcher.add(position, [{"id": position}], None)
     with pytest.raises(LakeError, match="No space left"):
         await batcher.drain()
     assert committed == [0, 1]
     with pytest.raises(LakeError):  # the stream learns of it at its next page, too
-        batcher.add(9, [{"id": 9}], None)
+        await batcher.add(9, [{"id": 9}], None)
 
 
 async def test_state_checkpoints_group_commit_and_survive_reopen(tmp_path: Path) -> None:

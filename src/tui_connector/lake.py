@@ -184,6 +184,9 @@ class LakeWriter:
 # 12 KB appended), so a file per page made the lake most of a fast run's CPU. The price: a
 # crash fetches again the pages of at most the last interval.
 BATCH_BYTES = 1 << 20
+# Closed batches a stream may have waiting for the disk before its fetching waits for them:
+# without a bound, a lake slower than the API held every page fetched meanwhile in memory.
+MAX_UNWRITTEN = 2
 
 Note = TypeVar("Note")
 
@@ -202,11 +205,11 @@ class Batch(Generic[Note]):
 class PageBatcher(Generic[Note]):
     """Gathers one stream's pages into batch files, written behind the fetching.
 
-    `add` never waits: a full or old batch goes to a worker thread while the stream fetches
-    on. Batches land and are committed (`commit(batch, wrote_file)`, called on the loop right
-    after the rename) in the order they were closed, one at a time, so a stream's checkpoints
-    never run ahead of its files. After a failed write nothing later is committed, and the
-    failure is raised by the next `add` or `drain`.
+    A full or old batch goes to a worker thread while the stream fetches on (`add` waits only
+    when the disk falls behind). Batches land and are committed (`commit(batch, wrote_file)`,
+    called on the loop right after the rename) in the order they were closed, one at a time,
+    so a stream's checkpoints never run ahead of its files. After a failed write nothing later
+    is committed, and the failure is raised by the next `add` or `drain`.
     """
 
     def __init__(
@@ -230,7 +233,8 @@ class PageBatcher(Generic[Note]):
         self._order = asyncio.Lock()  # FIFO: batches commit in the order they were closed
         self._failure: Exception | None = None
 
-    def add(self, position: int, records: Sequence[Any], note: Note) -> None:
+    async def add(self, position: int, records: Sequence[Any], note: Note) -> None:
+        """Stage a page; waits only while the lake falls behind (see `MAX_UNWRITTEN`)."""
         if self._failure is not None:
             raise self._failure
         batch = self._open
@@ -249,6 +253,8 @@ class PageBatcher(Generic[Note]):
         batch.notes.append(note)
         if batch.size >= self._max_bytes or self._max_seconds <= 0:
             self.close()
+        while len(self._writing) > MAX_UNWRITTEN:
+            await asyncio.wait(set(self._writing), return_when=asyncio.FIRST_COMPLETED)
 
     def close(self) -> None:
         """Send the open batch to be written now."""
