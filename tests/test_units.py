@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -189,6 +190,31 @@ async def test_page_batches_close_on_their_interval(tmp_path: Path) -> None:
     await batcher.add(0, [{"id": 0}], None)
     await asyncio.wait_for(landed.wait(), timeout=10)  # no drain: the interval closed it
     assert read_page_sync(page_path(tmp_path / "src" / "all", 0)) == [{"id": 0}]
+
+
+async def test_a_stream_waits_while_its_batches_wait_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk_free = threading.Event()
+    real = lake.write_file_sync
+
+    def slow_disk(directory: Path, position: int, chunks: Any, fsync: bool) -> int:
+        disk_free.wait(timeout=30)
+        return real(directory, position, chunks, fsync)
+
+    monkeypatch.setattr(lake, "write_file_sync", slow_disk)
+    writer = LakeWriter(tmp_path, commit_interval=60)
+    batcher = PageBatcher(writer, "src", "all", lambda b, w: None, max_bytes=1)
+    for position in range(lake.MAX_UNWRITTEN):  # one writing, the others waiting
+        await asyncio.wait_for(batcher.add(position, [{"id": position}], None), timeout=10)
+    blocked = asyncio.ensure_future(batcher.add(9, [{"id": 9}], None))
+    for _ in range(5):  # an add that is not held back completes in its first step
+        await asyncio.sleep(0)
+    assert not blocked.done()  # memory stays bounded: the fetching waits for the disk
+    disk_free.set()
+    await asyncio.wait_for(blocked, timeout=10)
+    await batcher.drain()
+    assert len(list((tmp_path / "src" / "all").glob("page-*.jsonl"))) == lake.MAX_UNWRITTEN + 1
 
 
 async def test_a_failed_batch_write_commits_nothing_after_it(
