@@ -82,6 +82,16 @@ def requests_for(server: DemoServer, source: str) -> list[float]:
     return [entry.started for entry in server.log() if entry.path.endswith(f"/{source}")]
 
 
+def test_the_dashboard_asks_the_engine_to_pace_for_a_responsive_loop(
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    config = write_config(sources_yaml("http://127.0.0.1:9", ["items"]))
+    engine = Engine(config)
+    assert not engine.pacer.interactive  # headless: throughput first
+    Dashboard(engine)
+    assert engine.pacer.interactive  # an operator watches: responses are paced too
+
+
 # -- controls ---------------------------------------------------------------------------------
 
 

@@ -114,11 +114,15 @@ class LoopPacer:
 
     Asyncio runs every callback that is ready before it looks at timers and input again; with
     dozens of pages arriving at once, one iteration ran 20-130 ms of page work. A stream
-    calls `pace()` before the work a page costs (holding its request slot: see
-    `SourceRunner._attempt_slot`); once the running slice has lasted `budget`
-    seconds, it yields, and the rest of the pages are worked through in later iterations
-    (same total work: only the order changes). With 2 ms, the benchmark's loop lag p99 fell
-    from 84 to 30 ms and keypress-to-screen p95 from 196 to 98 ms, at no measurable cost.
+    paces before each request it sends: once the running slice has lasted `budget` seconds it
+    yields, and the rest wait for later iterations (same work, other order).
+
+    With `interactive` (an operator is watching) each response's work is paced too, with its
+    request slot still held so that a busy CPU slows the fetching rather than piling up
+    fetched pages in memory. In a CPU-bound run (benchmark workload 2 with the dashboard) that
+    takes the loop lag p99 from 68-89 to 26-38 ms and keypress-to-screen p50 from 75 to 30 ms,
+    for about a sixth of its throughput, which is why a headless run does not pay it. (A 4 ms
+    budget: half of the cost, and lag p99 30-48 ms.)
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class LoopPacer:
         self._clock = clock
         self._slice_started = clock()
         self._new_slice_queued = False
+        self.interactive = False
 
     async def pace(self) -> None:
         while self._clock() - self._slice_started >= self.budget:
@@ -137,6 +142,10 @@ class LoopPacer:
                 self._new_slice_queued = True
                 asyncio.get_running_loop().call_soon(self._new_slice)
             await asyncio.sleep(0)
+
+    async def pace_response(self) -> None:
+        if self.interactive:
+            await self.pace()
 
     def _new_slice(self) -> None:
         self._slice_started = self._clock()
@@ -390,11 +399,11 @@ class SourceRunner:
                 self._busy += 1
         if self.stop_requested:
             raise _StopRequested
+        pacer = self.engine.pacer
+        await pacer.pace()
         async with self.limit.slot(), self.engine.global_limit.slot():
             yield
-            # The response is in; its work waits for its turn with the slot still held, so a
-            # busy CPU slows the fetching instead of piling up fetched pages in memory.
-            await self.engine.pacer.pace()
+            await pacer.pace_response()
 
     def _forget_task(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
         """A done-callback: the task leaves `active`, and its scheduler looks again (a task's

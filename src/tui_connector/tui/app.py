@@ -84,6 +84,7 @@ class Dashboard(App[int]):
         makes SIGINT/SIGTERM act like `q` (only where the app owns the process)."""
         super().__init__()
         self.engine = engine
+        engine.pacer.interactive = True  # keys and frames share the loop with the retrieval
         self.exit_when_done = exit_when_done
         self.clock = clock
         self.handle_signals = handle_signals
