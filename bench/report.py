@@ -23,13 +23,12 @@ How it was measured:
 - Short comparisons are repeated, interleaved (A B A B ...), and each side's fastest run
   counts: on a shared machine noise only slows a run down. Workload 2's rows also give the
   median of each repeat's own ratio (its two runs back to back) as a cross-check: its runs
-  swing by up to 1.5x with the disk's load (kernel time for the lake's page files).
+  swing most, with the load of the shared machine.
 - Latency percentiles (loop lag, keypresses) pool every sample of every repeat.
 - Loop lag: a task sleeping 10 ms over and over, recording how late it wakes.
 - Keypress to screen: from sending the key to the first rendered frame that contains the text
   only the new state shows (the errors pane's title naming the newly selected source after
-  `down`/`up`, which follows on the next 10 Hz refresh tick; the title `f` changes at once;
-  the help screen `?` opens).
+  `down`/`up`; the title `f` changes; the help screen `?` opens).
 """
 
 
