@@ -78,6 +78,14 @@ def in_flight(app: Dashboard) -> str:
     return "\n".join(app.query_one(InFlightPane).lines())
 
 
+def good_and_broken(demo: DemoServer, write_config: Callable[..., LoadedConfig]) -> LoadedConfig:
+    """Two sources: one that finishes, one whose every request fails (404)."""
+    return write_config(
+        f"sources:\n  good:\n    url: {demo.url}/v1/all/good\n"
+        f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
+    )
+
+
 def requests_for(server: DemoServer, source: str) -> list[float]:
     return [entry.started for entry in server.log() if entry.path.endswith(f"/{source}")]
 
@@ -385,11 +393,7 @@ async def test_a_backing_off_source_shows_a_live_countdown(
 async def test_errors_pane_filters_to_the_selected_source_with_f(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    config = write_config(
-        f"sources:\n  good:\n    url: {demo.url}/v1/all/good\n"
-        f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
-    )
-    app = Dashboard(Engine(config))
+    app = Dashboard(Engine(good_and_broken(demo, write_config)))
     async with app.run_test(size=SIZE) as pilot:
         errors = app.errors_table
         await async_wait_for(app.all_finished, what="the run")
@@ -644,11 +648,7 @@ async def test_a_tick_that_changes_one_source_draws_only_its_row(
 async def test_the_panes_that_follow_the_selection_follow_it_at_once(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    config = write_config(
-        f"sources:\n  good:\n    url: {demo.url}/v1/all/good\n"
-        f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
-    )
-    app = Dashboard(Engine(config))
+    app = Dashboard(Engine(good_and_broken(demo, write_config)))
     async with app.run_test(size=SIZE) as pilot:
         errors = app.errors_table
         await async_wait_for(app.all_finished, what="the run")

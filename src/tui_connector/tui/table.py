@@ -177,31 +177,24 @@ class RowTable(ScrollView, can_focus=True):
         Binding("end", "scroll_end", "Rightmost", show=False),
     ]
 
-    class RowHighlighted(Message):
+    class RowMessage(Message):
+        """About one row of a table."""
+
+        def __init__(self, table: RowTable, index: int, key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.index = index
+            self.key = key
+
+        @property
+        def control(self) -> RowTable:
+            return self.table
+
+    class RowHighlighted(RowMessage):
         """The cursor moved to another row."""
 
-        def __init__(self, table: RowTable, index: int, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.index = index
-            self.key = key
-
-        @property
-        def control(self) -> RowTable:
-            return self.table
-
-    class RowSelected(Message):
+    class RowSelected(RowMessage):
         """Enter (or a click) on a row."""
-
-        def __init__(self, table: RowTable, index: int, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.index = index
-            self.key = key
-
-        @property
-        def control(self) -> RowTable:
-            return self.table
 
     cursor_row: Reactive[int] = Reactive(0, repaint=False, init=False)
     """The selected row's index. Watch it (`watch`) to follow the selection with no message
