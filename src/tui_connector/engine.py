@@ -263,7 +263,6 @@ class SourceRunner:
         self._unpaused.set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # a scheduler may start something: look again
-        self.http.on_sleep = self._wake.set  # a fetch backing off leaves room for another
         self._busy = 0  # fetches between the pause gate and their page's checkpoint
         self._settling: asyncio.Task[None] | None = None
         self._restarted: set[str] = set()  # streams a --full-refresh already started over
@@ -415,11 +414,6 @@ class SourceRunner:
 
         return forget
 
-    def _has_room(self, active: set[asyncio.Task[None]]) -> bool:
-        """Fewer tasks than the limit, not counting those waiting out a backoff: they hold no
-        slot, and counting them left the source below its limit for a whole Retry-After."""
-        return len(active) - self.http.sleeping < self.limit.limit
-
     async def _wait_for_wake(self) -> None:
         # Nothing awaits between a caller's last look and this clear: no wake-up is lost.
         self._wake.clear()
@@ -509,7 +503,7 @@ class SourceRunner:
             while True:
                 halted = self._halted or self.stop_requested
                 while self._queue and not halted and not self.paused:
-                    if not self._has_room(active):
+                    if len(active) >= self.limit.limit:
                         break
                     partition = self._queue.popleft()
                     task = asyncio.create_task(
@@ -845,7 +839,7 @@ class SourceRunner:
         try:
             while True:
                 stopping = failure is not None or self.stop_requested
-                while todo and not stopping and not self.paused and self._has_room(active):
+                while todo and not stopping and not self.paused and len(active) < self.limit.limit:
                     task = asyncio.create_task(fetch_page(todo.popleft()))
                     active.add(task)
                     task.add_done_callback(self._forget_task(active))

@@ -196,9 +196,6 @@ class SourceHttp:
         self.set_rate_limit(spec.rate_limit)
         # Told how every attempt went (the engine's adaptive concurrency listens here).
         self.observer: Callable[[AttemptOutcome], None] | None = None
-        # Fetches waiting out a backoff hold no slot: a scheduler may start others meanwhile.
-        self.sleeping = 0
-        self.on_sleep: Callable[[], None] | None = None
         self._backoff_jitter = wait_random_exponential(
             multiplier=max(self.policy.backoff_base, 0.001), max=self.policy.backoff_max
         )
@@ -239,17 +236,11 @@ class SourceHttp:
             first_failure = exc
 
         async def sleep(seconds: float) -> None:
-            self.sleeping += 1
-            if self.on_sleep is not None:
-                self.on_sleep()
-            try:
-                if interrupt is None:
-                    await asyncio.sleep(seconds)
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(interrupt.wait(), seconds)
-            finally:
-                self.sleeping -= 1
+            if interrupt is None:
+                await asyncio.sleep(seconds)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupt.wait(), seconds)
 
         retrying = AsyncRetrying(
             sleep=sleep,
