@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tui_connector import lake
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
@@ -364,6 +367,51 @@ async def test_pause_issues_no_request_until_resumed(
         result = await asyncio.wait_for(task, timeout=60)
     assert sorted(result.done) == ["busy", "paused"]
     assert lake_ids(config.out, "paused") == expected_ids("paused", 400)
+
+
+async def test_paused_means_every_fetched_page_is_in_the_lake_even_after_a_quick_resume(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = demo_server_factory(records=5000, page_size=10, latency_ms=10)
+    config = write_config(
+        "commit_interval: 30\n"  # only pausing, stopping or ending closes a batch
+        + one_source(
+            f"{server.url}/v1/cursor/pp",
+            "records: items\nparams: {limit: 10}\n"
+            "pagination: {type: cursor, cursor: next_cursor, cursor_param: cursor}\n",
+        )
+    )
+    disk = threading.Event()  # held: the first pause's write waits on a slow disk
+    writing = threading.Event()
+    real = lake.write_file_sync
+
+    def slow_disk(*args: Any) -> int:
+        writing.set()
+        disk.wait(timeout=30)
+        return real(*args)
+
+    monkeypatch.setattr(lake, "write_file_sync", slow_disk)
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run())
+        stream = lambda: engine.telemetry.sources["items"]  # noqa: E731
+        await async_wait_for(lambda: stream().pages >= 3, what="first pages")
+        engine.pause("items")
+        await async_wait_for(writing.is_set, what="the pause's write")  # and it waits
+        engine.resume("items")
+        fetched = stream().pages
+        await async_wait_for(lambda: stream().pages >= fetched + 3, what="pages after resume")
+        engine.pause("items")  # while the first settle still waits
+        runner = engine.runners["items"]
+        await async_wait_for(lambda: runner._busy == 0, what="its last fetch staged")
+        disk.set()
+        await async_wait_for(lambda: stream().status is SourceStatus.PAUSED, what="paused")
+        # Paused promises a kill now re-fetches nothing: every fetched page is written.
+        assert sum(lake_ids(config.out).values()) == stream().records
+        engine.request_stop()
+        await asyncio.wait_for(task, timeout=30)
 
 
 async def test_stop_request_commits_and_resume_finishes(

@@ -263,7 +263,7 @@ class SourceRunner:
         self._unpaused.set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()  # a scheduler may start something: look again
-        self._busy = 0  # fetches between the pause gate and their page's checkpoint
+        self._busy = 0  # fetches between the pause gate and their page staged for the lake
         self._settling: asyncio.Task[None] | None = None
         self._restarted: set[str] = set()  # streams a --full-refresh already started over
         self._batchers: set[PageBatcher[_Staged]] = set()  # of the streams running
@@ -370,10 +370,14 @@ class SourceRunner:
         """Once a pausing source has nothing in flight, write its fetched pages and commit
         its checkpoints: then it is really paused (a kill now loses nothing and re-fetches
         nothing)."""
-        # A failure is raised again to its stream when it next commits, and reported there.
-        for batcher in list(self._batchers):
-            with contextlib.suppress(Exception):
-                await batcher.drain()
+        # Again until nothing is left: a resume and a new pause while a write was slow may
+        # have staged pages after the first drain began.
+        while self.paused and (unwritten := [b for b in self._batchers if not b.idle]):
+            for batcher in unwritten:
+                try:
+                    await batcher.drain()
+                except Exception:  # raised again to its stream when it next commits
+                    return  # not really paused: the stream reports the failure on resume
         with contextlib.suppress(StateError):
             await self.engine.state.flush()
         if self.paused and self._busy == 0 and self.stats.status is SourceStatus.PAUSING:
@@ -523,7 +527,7 @@ class SourceRunner:
         return None
 
     def offer(self, parent_records: list[Any]) -> None:
-        """A parent's committed records: each one a partition of this (child) source."""
+        """A parent's fetched records: each one a partition of this (child) source."""
         values = self._parent_values
         if values is None or not self._accepting:
             return

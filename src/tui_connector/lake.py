@@ -275,6 +275,11 @@ class PageBatcher(Generic[Note]):
         if self._failure is not None:
             raise self._failure
 
+    @property
+    def idle(self) -> bool:
+        """Nothing staged and nothing being written."""
+        return self._open is None and not self._writing
+
     def cancel(self) -> None:
         """Give up what is not committed (the stream is cancelled: a resume fetches it)."""
         if self._timer is not None:
