@@ -198,9 +198,9 @@ async def test_a_stream_waits_while_its_batches_wait_for_the_disk(
     disk_free = threading.Event()
     real = lake.write_file_sync
 
-    def slow_disk(directory: Path, position: int, chunks: Any, fsync: bool) -> int:
+    def slow_disk(*args: Any) -> int:
         disk_free.wait(timeout=30)
-        return real(directory, position, chunks, fsync)
+        return real(*args)
 
     monkeypatch.setattr(lake, "write_file_sync", slow_disk)
     writer = LakeWriter(tmp_path, commit_interval=60)
@@ -217,6 +217,34 @@ async def test_a_stream_waits_while_its_batches_wait_for_the_disk(
     assert len(list((tmp_path / "src" / "all").glob("page-*.jsonl"))) == lake.MAX_UNWRITTEN + 1
 
 
+async def test_a_write_abandoned_in_its_thread_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, disk_free, finished = threading.Event(), threading.Event(), threading.Event()
+    real = lake.write_file_sync
+
+    def slow_disk(*args: Any) -> int:
+        started.set()
+        disk_free.wait(timeout=30)
+        try:
+            return real(*args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(lake, "write_file_sync", slow_disk)
+    committed: list[int] = []
+    writer = LakeWriter(tmp_path, commit_interval=60)
+    batcher = PageBatcher(writer, "src", "all", lambda b, w: committed.append(b.position))
+    await batcher.add(0, [{"id": 0}], None)
+    batcher.close()
+    await asyncio.to_thread(started.wait, 10)  # the write is in its thread
+    batcher.cancel()  # the stream ends: its next run cleans the directory, maybe before...
+    disk_free.set()  # ...this write finishes in its thread
+    await asyncio.to_thread(finished.wait, 10)
+    assert committed == []
+    assert list((tmp_path / "src" / "all").iterdir()) == []  # no page file, no temp file
+
+
 async def test_a_failed_batch_write_commits_nothing_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,10 +255,10 @@ async def test_a_failed_batch_write_commits_nothing_after_it(
     )
     real = lake.write_file_sync
 
-    def full_disk_at_two(directory: Path, position: int, chunks: Any, fsync: bool) -> int:
+    def full_disk_at_two(directory: Path, position: int, *args: Any) -> int:
         if position == 2:
             raise LakeError("cannot write: No space left on device")
-        return real(directory, position, chunks, fsync)
+        return real(directory, position, *args)
 
     monkeypatch.setattr(lake, "write_file_sync", full_disk_at_two)
     for position in range(4):  # each page its own batch (max_bytes=1), all written behind

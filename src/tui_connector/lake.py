@@ -73,9 +73,16 @@ def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsyn
     return write_file_sync(directory, position, [_encode(records)], fsync)
 
 
-def write_file_sync(directory: Path, position: int, chunks: Sequence[bytes], fsync: bool) -> int:
-    """Write encoded pages to one file, atomically; returns the bytes written. Runs in a
-    worker thread."""
+def write_file_sync(
+    directory: Path,
+    position: int,
+    chunks: Sequence[bytes],
+    fsync: bool,
+    abandoned: Callable[[], bool] = lambda: False,
+) -> int:
+    """Write encoded pages to one file, atomically; returns the bytes written (0 when
+    `abandoned` says, before the rename, that nobody will commit it). Runs in a worker
+    thread."""
     target = page_path(directory, position)
     temp = target.with_name(target.name + _TEMP_SUFFIX)
     try:
@@ -85,6 +92,11 @@ def write_file_sync(directory: Path, position: int, chunks: Sequence[bytes], fsy
                 handle.flush()
                 os.fsync(handle.fileno())
         failpoints.reached("lake.before_rename")
+        if abandoned():
+            # Its stream ended meanwhile: a file landing now could outlive the next run's
+            # clean-up of the stream (a retry in the same process) and duplicate records.
+            temp.unlink(missing_ok=True)
+            return 0
         os.replace(temp, target)
         if fsync:
             _fsync_dir(directory)
@@ -156,10 +168,17 @@ class LakeWriter:
         return stream_dir(self.out, source, partition)
 
     async def write_file(
-        self, source: str, partition: str, position: int, chunks: Sequence[bytes]
+        self,
+        source: str,
+        partition: str,
+        position: int,
+        chunks: Sequence[bytes],
+        abandoned: Callable[[], bool] = lambda: False,
     ) -> int:
         directory = self.directory(source, partition)
-        return await asyncio.to_thread(write_file_sync, directory, position, chunks, self.fsync)
+        return await asyncio.to_thread(
+            write_file_sync, directory, position, chunks, self.fsync, abandoned
+        )
 
     async def count_pages(
         self, source: str, partition: str, below: int, also: frozenset[int] = frozenset()
@@ -232,6 +251,7 @@ class PageBatcher(Generic[Note]):
         self._writing: set[asyncio.Task[None]] = set()
         self._order = asyncio.Lock()  # FIFO: batches commit in the order they were closed
         self._failure: Exception | None = None
+        self._abandoned = False
 
     async def add(self, position: int, records: Sequence[Any], note: Note) -> None:
         """Stage a page; waits only while the lake falls behind (see `MAX_UNWRITTEN`)."""
@@ -285,6 +305,7 @@ class PageBatcher(Generic[Note]):
         if self._timer is not None:
             self._timer.cancel()
         self._open = None
+        self._abandoned = True  # a write already in its thread leaves no file behind
         for task in self._writing:
             task.cancel()
 
@@ -295,7 +316,11 @@ class PageBatcher(Generic[Note]):
             try:
                 if batch.chunks:
                     await self._writer.write_file(
-                        self._source, self._partition, batch.position, batch.chunks
+                        self._source,
+                        self._partition,
+                        batch.position,
+                        batch.chunks,
+                        lambda: self._abandoned,
                     )
                 self._commit(batch, bool(batch.chunks))
             except Exception as exc:  # raised to the stream by its next add or drain
