@@ -637,7 +637,7 @@ class Config(Strict):
     state: FilePath = ".tui-connector/state.db"
     fsync: bool = False
     # Seconds: a stream's pages fetched within it go to one lake file and one checkpoint (0: a
-    # file per page). A crash fetches at most this much again.
+    # file per page). A crash fetches about this much again (more when the disk falls behind).
     commit_interval: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 1.0
     max_concurrency: Annotated[int, Field(ge=1, le=10000)] = 256
     defaults: SourceDefaults = SourceDefaults()

@@ -2,9 +2,9 @@
 and offers the controls the dashboard and the signal handlers use.
 
 A page is committed in one order only: its records reach their lake file (atomically, in a
-batch of the stream's pages), then the checkpoint that points past it is queued. A crash
-between the two fetches the batch again and rewrites the same file, so nothing is lost and
-nothing is written twice.
+batch of the stream's pages), then the checkpoint that points past it is queued. After a
+crash between the two, the stream removes the files its checkpoint does not cover and
+fetches those pages again, so nothing is lost and nothing is written twice.
 
 This module never imports Textual: the dashboard drives it through the public controls and
 reads `telemetry`.

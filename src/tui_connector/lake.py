@@ -1,12 +1,13 @@
 """Writing records to the lake: `<out>/<source>/<partition>/page-<position>.jsonl`.
 
-A file holds a batch of a stream's pages and is named by the position of its first page.
+A file holds a batch of a stream's pages and is named by the lowest position among them.
 Each file is written whole to a temporary name, closed (and fsynced when asked), then
 renamed into place: a reader, or a process killed at any instant, sees the complete file or
 none. The checkpoint that covers a batch is committed only after its file is in place, so a
-checkpoint always falls on a batch boundary: pages fetched again after a crash start at the
-same position, hence the same name, and replace their own file. The lake never holds a
-record twice.
+checkpoint never runs ahead of the files. Files written after the last committed checkpoint
+may exist after a crash; a resumed stream first removes every file its checkpoint does not
+cover (`clear_stream_sync`), so pages fetched again never sit beside an earlier copy. The lake
+never holds a record twice.
 """
 
 from __future__ import annotations
