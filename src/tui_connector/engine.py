@@ -215,13 +215,13 @@ class _Stream:
 class _Staged:
     """A fetched page waiting in its batch, and what committing it means."""
 
-    records: int
-    pending: Any  # an incremental stream's pending mark once this page was fetched
+    index: int | None = None  # parallel: its page index (None: a sequential page)
     checkpoint: dict[str, Any] = field(default_factory=dict)  # sequential: the cursor after it
     position: int = 0  # sequential: the lake position after it
     status: str = "running"  # sequential: the stream's status once it is committed
     next: dict[str, Any] | None = None  # sequential: the cursor to show (None: finished)
-    index: int = 0  # parallel: its page index
+    records: int = 0  # set when staged
+    pending: Any = None  # set when staged: an incremental stream's pending mark then
 
 
 _LIVE: Any = object()  # `_checkpoint`'s default: the pending mark as it is now
@@ -758,16 +758,10 @@ class SourceRunner:
                                 # The first page told the total: fetch the rest concurrently.
                                 parallel = {"count": count, "low": 1, "done": []}
                                 after = shown = {**next_cursor, "parallel": parallel}
-                        await self._stage(
-                            batcher,
-                            run,
-                            position,
-                            records,
-                            checkpoint=after,
-                            position=position + 1,
-                            status=status,
-                            next=shown,
+                        note = _Staged(
+                            checkpoint=after, position=position + 1, status=status, next=shown
                         )
+                        await self._stage(batcher, run, position, records, note)
                         position += 1
                     except _StopRequested:
                         continue
@@ -809,6 +803,7 @@ class SourceRunner:
         def commit(batch: Batch[_Staged], wrote: bool) -> None:
             nonlocal low
             for note in batch.notes:
+                assert note.index is not None
                 done.add(note.index)
             while low in done:
                 done.discard(low)
@@ -828,7 +823,8 @@ class SourceRunner:
             try:
                 try:
                     _, records = await self._fetch(run, run.paginator.seek(first_page, index))
-                    await self._stage(batcher, run, run.base + index, records, index=index)
+                    note = _Staged(index=index)
+                    await self._stage(batcher, run, run.base + index, records, note)
                 except _StopRequested:
                     return  # not done: the checkpoint leaves it for the resume
                 except Exception as exc:  # a bug too: the scheduler raises it below
@@ -895,7 +891,7 @@ class SourceRunner:
         run: _Stream,
         at: int,
         records: list[Any],
-        **note: Any,
+        note: _Staged,
     ) -> None:
         """A fetched page, at lake position `at`, into its stream's batch (`note`: what
         committing it means). Progress counts it now, and child sources take their partitions
@@ -910,18 +906,15 @@ class SourceRunner:
             records = [
                 {**record, **copied} if isinstance(record, dict) else record for record in records
             ]
-        staged = _Staged(
-            records=len(records),
-            pending=run.high_water.pending if run.high_water is not None else None,
-            **note,
-        )
-        await batcher.add(at, records, staged)
+        note.records = len(records)
+        note.pending = run.high_water.pending if run.high_water is not None else None
+        await batcher.add(at, records, note)
         for child in self.children:
             child.offer(records)
         stream.pages += 1
         stream.records += len(records)
-        if "index" not in note:  # a parallel stream's position moves as its pages commit
-            shown = note["next"]
+        if note.index is None:  # a parallel stream's position moves as its pages commit
+            shown = note.next
             stream.position = "finished" if shown is None else self._describe(run.paginator, shown)
         self.engine.telemetry.page_retrieved(self.name, len(records), stream.position)
 

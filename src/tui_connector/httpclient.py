@@ -328,32 +328,32 @@ class SourceHttp:
         """The body of a streamed response, refused past `max_response_size`: a broken or
         hostile server must not make the process hold gigabytes."""
         limit = self.spec.max_response_size
-
-        def refusal() -> FetchError:
-            shown = humanize.naturalsize(limit, binary=True)
-            message = (
-                f"the response is larger than max_response_size ({shown}); raise "
-                "max_response_size if the API really sends pages this large, or ask for "
-                "smaller pages"
-            )
-            return self._error(message, shown_url, attempt, response=response, retryable=False)
-
         try:
             declared = int(response.headers.get("Content-Length", "0"))
         except ValueError:
             declared = 0
         if declared > limit:
             await response.aclose()
-            raise refusal()
+            raise self._too_large(response, shown_url, attempt)
         body = bytearray()
         try:
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > limit:
-                    raise refusal()
+                    raise self._too_large(response, shown_url, attempt)
         finally:
             await response.aclose()
         return bytes(body)
+
+    def _too_large(self, response: httpx.Response, shown_url: str, attempt: int) -> FetchError:
+        # Built only when refusing: `humanize` per response was a line of the profile.
+        shown = humanize.naturalsize(self.spec.max_response_size, binary=True)
+        message = (
+            f"the response is larger than max_response_size ({shown}); raise "
+            "max_response_size if the API really sends pages this large, or ask for "
+            "smaller pages"
+        )
+        return self._error(message, shown_url, attempt, response=response, retryable=False)
 
     async def _send_following_redirects(
         self, http_request: httpx.Request, attempt: int
