@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections import Counter
@@ -215,6 +216,31 @@ async def test_a_stream_waits_while_its_batches_wait_for_the_disk(
     await asyncio.wait_for(blocked, timeout=10)
     await batcher.drain()
     assert len(list((tmp_path / "src" / "all").glob("page-*.jsonl"))) == lake.MAX_UNWRITTEN + 1
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "setpriority") or os.getpriority(os.PRIO_PROCESS, 0) >= lake.WRITER_NICENESS,
+    reason="per-thread niceness (Linux), in a process not already that nice",
+)
+async def test_lake_writers_give_the_event_loop_the_cpu_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = lake.write_file_sync
+    writers: list[tuple[str, int]] = []
+
+    def noting_who_writes(*args: Any) -> int:
+        thread = threading.current_thread()
+        writers.append((thread.name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return real(*args)
+
+    monkeypatch.setattr(lake, "write_file_sync", noting_who_writes)
+    writer = LakeWriter(tmp_path)
+    assert await writer.write_file("src", "all", 0, [b'{"id":1}\n']) > 0
+    await writer.aclose()
+    [(name, niceness)] = writers
+    assert name.startswith("lake-writer") and niceness == lake.WRITER_NICENESS
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < niceness  # the loop's
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("lake-")]
 
 
 async def test_a_write_abandoned_in_its_thread_leaves_no_file(

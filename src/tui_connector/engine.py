@@ -1113,6 +1113,7 @@ class Engine:
                 for runner in self.runners.values():
                     with contextlib.suppress(Exception):  # a dead connection is already closed
                         await runner.http.aclose()
+                await self.lake.aclose()
             finally:
                 self._lock.release()
                 gc.unfreeze()
