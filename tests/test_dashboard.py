@@ -17,6 +17,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.command import CommandList, CommandPalette
 from textual.content import Content
+from textual.geometry import Size
 from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import Static
@@ -34,7 +35,7 @@ from tui_connector.telemetry import (
 )
 from tui_connector.tui import Dashboard
 from tui_connector.tui import format as fmt
-from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
+from tui_connector.tui.screens import HelpScreen, KeyList, SourceDetailScreen
 from tui_connector.tui.widgets import (
     MAX_IN_FLIGHT_SHOWN,
     MAX_PARTITIONS_SHOWN,
@@ -673,17 +674,36 @@ async def test_help_lists_every_key(
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
-        keys = {
-            line.split()[0]
-            for line in shown(app.screen.query_one("#help-keys")).splitlines()
-            if line.strip()
-        }
+        key_list = app.screen.query_one("#help-keys", KeyList)
+        keys = {line.plain.split()[0] for line in key_list.lines(key_list.size.width) if line}
         for binding in Dashboard.BINDINGS:
             assert isinstance(binding, Binding) and binding.description
             assert (binding.key_display or binding.key) in keys, binding
         assert {"enter", "escape", "ctrl+p"} <= keys
         await pilot.press("escape")
         await async_wait_for(lambda: not isinstance(app.screen, HelpScreen), what="closed")
+
+
+def test_the_help_wraps_each_description_beside_its_key() -> None:
+    sections = [
+        ("Keys", [("p", "Pause the selected source until its requests commit"), ("ctrl+p", "x")]),
+        ("More", [("", "A column note without a key")]),
+    ]
+    key_list = KeyList(sections)
+    lines = [line.plain for line in key_list.lines(30)]
+    assert lines == [
+        "        Keys",
+        "     p  Pause the selected",
+        "        source until its",
+        "        requests commit",
+        "ctrl+p  x",
+        "",
+        "        More",
+        "        A column note without",
+        "        a key",
+    ]
+    assert key_list.get_content_height(Size(30, 10), Size(30, 10), 30) == len(lines)
+    assert len(key_list.lines(200)) == 6  # nothing wraps
 
 
 async def test_the_command_palette_pauses_a_source_by_name(
