@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
 import threading
@@ -144,21 +145,42 @@ async def test_the_pacer_spreads_page_work_over_short_loop_iterations() -> None:
             asyncio.get_running_loop().call_soon(tick)
 
     ran_in: list[int] = []
+    order: list[int] = []
 
-    async def page() -> None:
+    async def page(number: int) -> None:
         nonlocal now
         await pacer.pace()
         ran_in.append(iteration)
+        order.append(number)
         now += 0.001  # a page's work: 1 ms of the clock
 
     asyncio.get_running_loop().call_soon(tick)
-    await asyncio.gather(*(page() for _ in range(40)))
+    await asyncio.gather(*(page(number) for number in range(40)))
     done.set()
     per_iteration = Counter(ran_in)
     assert len(ran_in) == 40
     # 5 pages fill a 5 ms slice; the rest waited for later iterations, none was starved.
     assert max(per_iteration.values()) <= 5
     assert len(per_iteration) >= 8
+    assert order == sorted(order)  # first come, first served
+
+
+async def test_streams_cancelled_around_their_turn_do_not_stall_the_others() -> None:
+    seconds = itertools.count()
+    pacer = LoopPacer(budget=0.5, clock=lambda: next(seconds))  # a slice never has room
+    queued = [asyncio.ensure_future(pacer.pace()) for _ in range(12)]
+    loop = asyncio.get_running_loop()
+
+    def cancel_one_each_iteration(index: int) -> None:
+        # Every other stream, one per loop iteration: some while they wait, some just after
+        # their turn came and before they resumed.
+        if index < len(queued):
+            queued[index].cancel()
+            loop.call_soon(cancel_one_each_iteration, index + 2)
+
+    loop.call_soon(cancel_one_each_iteration, 0)
+    await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), timeout=5)
+    assert [task.cancelled() for task in queued].count(True) == 6
 
 
 async def test_page_batches_land_in_order_named_by_their_lowest_position(tmp_path: Path) -> None:

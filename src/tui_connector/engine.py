@@ -114,15 +114,17 @@ class LoopPacer:
 
     Asyncio runs every callback that is ready before it looks at timers and input again; with
     dozens of pages arriving at once, one iteration ran 20-130 ms of page work. A stream
-    paces before each request it sends: once the running slice has lasted `budget` seconds it
-    yields, and the rest wait for later iterations (same work, other order).
+    paces before each request it sends: while the running slice has lasted less than `budget`
+    it goes on; after that it waits for a turn. Each loop iteration gives as many turns as
+    fit in a slice, first come first served (same work, other order).
+
+    Turns are futures in a queue. (The first version had every waiting stream yield and look
+    again at each iteration: with 50 streams most of them found the slice spent again, and
+    those wake-ups cost a quarter of the CPU.)
 
     With `interactive` (an operator is watching) each response's work is paced too, with its
     request slot still held so that a busy CPU slows the fetching rather than piling up
-    fetched pages in memory. In a CPU-bound run (benchmark workload 2 with the dashboard) that
-    takes the loop lag p99 from 68-89 to 26-38 ms and keypress-to-screen p50 from 75 to 30 ms,
-    for about a sixth of its throughput, which is why a headless run does not pay it. (A 4 ms
-    budget: half of the cost, and lag p99 30-48 ms.)
+    fetched pages in memory. A headless run does not pay for it.
     """
 
     def __init__(
@@ -131,25 +133,52 @@ class LoopPacer:
         self.budget = budget
         self._clock = clock
         self._slice_started = clock()
-        self._new_slice_queued = False
+        self._turns: deque[asyncio.Future[None]] = deque()
+        self._release_queued = False
+        self._given = 1  # turns given at the last release
         self.interactive = False
 
     async def pace(self) -> None:
-        while self._clock() - self._slice_started >= self.budget:
-            if not self._new_slice_queued:
-                # Queued before the yielding tasks' wake-ups: the next iteration starts a
-                # slice, then resumes them, in order, until it is spent again.
-                self._new_slice_queued = True
-                asyncio.get_running_loop().call_soon(self._new_slice)
-            await asyncio.sleep(0)
+        if not self._turns and self._clock() - self._slice_started < self.budget:
+            return
+        loop = asyncio.get_running_loop()
+        turn = loop.create_future()
+        self._turns.append(turn)
+        self._release_soon(loop)
+        await turn  # a turn given to a stream cancelled meanwhile is not waited for: the
+        # next one comes at the next iteration all the same
 
     async def pace_response(self) -> None:
         if self.interactive:
             await self.pace()
 
-    def _new_slice(self) -> None:
-        self._slice_started = self._clock()
-        self._new_slice_queued = False
+    def _release_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._release_queued:
+            self._release_queued = True
+            loop.call_soon(self._release)
+
+    def _release(self) -> None:
+        """At the next iteration: a new slice, and as many turns as fit in one.
+
+        The turns given last time ran just before this, so the time since the last release
+        is what they (and whatever else shared the iteration) cost: the next iteration gets
+        as many turns as fit in the budget at that cost, at most twice as many as last time
+        and at least one. (A turn each iteration made every request wait for one, and cost a
+        headless run a fifth of its throughput.)"""
+        self._release_queued = False
+        now = self._clock()
+        spent, self._slice_started = now - self._slice_started, now
+        given = self._given
+        turns = max(1, min(2 * given, int(given * self.budget / spent) if spent > 0 else 2 * given))
+        self._given = 0
+        queue = self._turns
+        while queue and self._given < turns:
+            turn = queue.popleft()
+            if not turn.done():  # a cancelled stream's turn goes to the next one
+                turn.set_result(None)
+                self._given += 1
+        if queue:
+            self._release_soon(asyncio.get_running_loop())
 
 
 class _StopRequested(Exception):
