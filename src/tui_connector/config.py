@@ -526,6 +526,11 @@ class RetryPolicy(Strict):
         description="a Retry-After longer than this fails the source instead of sleeping",
     )
     statuses: tuple[Annotated[int, Field(ge=400, le=599)], ...] = (429, 500, 502, 503, 504)
+    retry_after: Literal["request", "source"] = Field(
+        default="request",
+        description="what a 429's or 503's Retry-After holds back: the request that got it, "
+        "or every request of the source",
+    )
 
 
 class SourceDefaults(Strict):

@@ -335,8 +335,14 @@ class SourceRunner:
         self.paused = False
         self._unpaused.set()
         self._wake.set()
-        if not self.stats.status.finished:
-            self.stats.status = SourceStatus.RUNNING if self.task else SourceStatus.PENDING
+        if self.stats.status.finished:
+            return
+        if self.task is None:
+            self.stats.status = SourceStatus.PENDING
+        elif self.http.held_until is not None:  # resumed within a Retry-After: still waiting
+            self.stats.status = SourceStatus.BACKING_OFF  # its backoff_until is the hold's end
+        else:
+            self.stats.status = SourceStatus.RUNNING
 
     def stop(self) -> None:
         self.stop_requested = True

@@ -1,6 +1,12 @@
 """HTTP for one source: a pooled `httpx.AsyncClient` (aiohttp transport by default), auth,
 rate limiting, retries with backoff and `Retry-After`, and the in-flight registry.
 
+A `Retry-After` on a 429 or 503 delays the retry of the request that got it; with
+`retry.retry_after: source` it holds the whole source: no attempt of the source (other
+streams, partitions and parallel pages, retries) is sent before that time. Attempts wait out
+the hold in line before they take their concurrency slots (the wait holds no slot, and a stop
+cuts it short), then go in the order they were held.
+
 It knows nothing of pagination, storage or the UI: it turns a `PageRequest` into decoded JSON
 or raises a `FetchError` that says what happened, with every secret redacted.
 """
@@ -13,7 +19,7 @@ import functools
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +55,9 @@ USER_AGENT = "tui-connector"
 MAX_REDIRECTS = 10
 _EXCERPT = 300
 _REDACTED_WINDOW = 64 * 1024  # of an error body, searched for secrets before the excerpt is cut
+# The statuses whose Retry-After holds the whole source: the server is overloaded or limiting
+# the client, so any request of the source would get the same answer.
+_HOLDING_STATUSES = frozenset({429, 503})
 
 
 class FetchError(Exception):
@@ -173,6 +182,15 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, FetchError) and exc.retryable
 
 
+async def _sleep(seconds: float, interrupt: asyncio.Event | None) -> None:
+    """Sleep, cut short when `interrupt` is set."""
+    if interrupt is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(interrupt.wait(), seconds)
+
+
 class SourceHttp:
     """Fetches pages for one source with its client, limiter and retry policy."""
 
@@ -199,6 +217,19 @@ class SourceHttp:
         self._backoff_jitter = wait_random_exponential(
             multiplier=max(self.policy.backoff_base, 0.001), max=self.policy.backoff_max
         )
+        # Monotonic time before which no attempt of this source is sent: the latest
+        # Retry-After of a 429 or 503. It outlives a run of the source, so a quick retry of a
+        # failed source still waits.
+        self._not_before = 0.0
+        # Attempts wait out the hold in line (asyncio.Lock is first come, first served): when
+        # it ends they go in the order they were held, and a retry, in line from its 429 on,
+        # goes first instead of losing the race to the server's free capacity again and again.
+        self._hold_line = asyncio.Lock()
+
+    @property
+    def held_until(self) -> float | None:
+        """The monotonic time the source's Retry-After hold ends, or None if it is not held."""
+        return self._not_before if self._not_before > time.monotonic() else None
 
     def set_rate_limit(self, per_second: float | None) -> None:
         # A bucket of one second's worth of requests; below 1/s, one request per period.
@@ -222,28 +253,22 @@ class SourceHttp:
         """Fetch and decode one page, retrying as the policy says. Raises FetchError.
 
         `attempt_slot` is entered around each attempt's request only (the engine's pause gate
-        and concurrency slots), so a backoff sleep holds no slot; setting `interrupt` cuts a
-        backoff sleep short, so a stop never waits out a Retry-After.
+        and concurrency slots), so a backoff sleep or the source's Retry-After hold holds no
+        slot; setting `interrupt` cuts a backoff sleep and the hold short, so a stop never
+        waits out a Retry-After (the attempt goes on to `attempt_slot`, which refuses it).
         """
 
         # Most requests succeed at once: they skip tenacity, whose per-request setup and
         # bookkeeping cost a measurable share of a request's CPU.
         try:
-            return await self._attempt(request, 1, attempt_slot)
+            return await self._attempt(request, 1, attempt_slot, interrupt)
         except FetchError as exc:
             if not exc.retryable or self.policy.max_attempts == 1:
                 raise
             first_failure = exc
 
-        async def sleep(seconds: float) -> None:
-            if interrupt is None:
-                await asyncio.sleep(seconds)
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(interrupt.wait(), seconds)
-
         retrying = AsyncRetrying(
-            sleep=sleep,
+            sleep=functools.partial(_sleep, interrupt=interrupt),
             stop=stop_after_attempt(self.policy.max_attempts),
             wait=self._wait,
             retry=retry_if_exception(_is_retryable),
@@ -257,7 +282,7 @@ class SourceHttp:
                     attempt_number = attempt.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure  # replayed: tenacity waits and retries as usual
-                    return await self._attempt(request, attempt_number, attempt_slot)
+                    return await self._attempt(request, attempt_number, attempt_slot, interrupt)
         except FetchError as exc:
             exc.attempts = attempt_number
             raise
@@ -268,14 +293,13 @@ class SourceHttp:
         request: PageRequest,
         attempt: int,
         attempt_slot: Callable[[], AbstractAsyncContextManager[None]] | None,
+        interrupt: asyncio.Event | None,
     ) -> Response:
-        if self._limiter is not None:
-            await self._limiter.acquire()
         http_request = self.client.build_request(
             request.method, self._full_url(request), json=request.json
         )
         shown_url = self.redact(str(http_request.url))
-        async with attempt_slot() if attempt_slot else contextlib.nullcontext():
+        async with self._turn(attempt_slot, interrupt):
             stats = self.telemetry.source(self.spec.name)
             if stats.status is SourceStatus.BACKING_OFF:
                 stats.status = SourceStatus.RUNNING
@@ -291,6 +315,7 @@ class SourceHttp:
                 async with asyncio.timeout(self.spec.timeout.total):
                     response = await self._send_following_redirects(http_request, attempt)
                     status = response.status_code
+                    self._hold_for_retry_after(response)  # before the slot is given back
                     content = await self._read_body(response, shown_url, attempt)
                 size = len(content)
             except TimeoutError:
@@ -312,6 +337,64 @@ class SourceHttp:
                     ended = time.monotonic()
                     self.observer(AttemptOutcome(started, ended, in_flight, status, timed_out))
         return self._decode(response, content, shown_url, attempt)
+
+    # -- the source's Retry-After hold --------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _turn(
+        self,
+        attempt_slot: Callable[[], AbstractAsyncContextManager[None]] | None,
+        interrupt: asyncio.Event | None,
+    ) -> AsyncIterator[None]:
+        """Held around one attempt's request: entered once the source's hold is over, with a
+        token of the rate limiter and `attempt_slot`.
+
+        A hold may begin while the attempt waits for its slot (a request in flight got a 429
+        and gave its slot to this one): the attempt gives the slot back and waits again, so
+        nothing reaches a server that said wait. Only `interrupt` lets it through a hold, on to
+        `attempt_slot`, whose owner refuses it."""
+        while True:
+            if self._not_before > time.monotonic() or self._hold_line.locked():
+                await self._wait_out_hold(interrupt)
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            async with attempt_slot() if attempt_slot else contextlib.nullcontext():
+                if not self._holds(interrupt):
+                    yield
+                    return
+
+    def _holds(self, interrupt: asyncio.Event | None) -> bool:
+        if interrupt is not None and interrupt.is_set():
+            return False
+        return self._not_before > time.monotonic()
+
+    async def _wait_out_hold(self, interrupt: asyncio.Event | None) -> None:
+        async with self._hold_line:
+            # Again until it is over: another 429 may extend the hold during the wait.
+            while self._holds(interrupt):
+                self._show_backing_off(self._not_before)
+                await _sleep(self._not_before - time.monotonic(), interrupt)
+
+    def _hold_for_retry_after(self, response: httpx.Response) -> None:
+        """With `retry.retry_after: source`, a 429 or 503 with a Retry-After holds every
+        attempt of the source until then (one longer than `retry.max_wait` fails its fetch
+        instead, in `_decode`)."""
+        if response.status_code not in _HOLDING_STATUSES:
+            return
+        if self.policy.retry_after != "source":
+            return
+        wait = parse_retry_after(response.headers.get("Retry-After"))
+        if wait and wait <= self.policy.max_wait:
+            self._not_before = max(self._not_before, time.monotonic() + wait)
+            self._show_backing_off(self._not_before)
+
+    def _show_backing_off(self, until: float) -> None:
+        stats = self.telemetry.source(self.spec.name)
+        stats.backoff_until = max(until, self._not_before)
+        if stats.status is SourceStatus.RUNNING:
+            stats.status = SourceStatus.BACKING_OFF
+
+    # -- requests -----------------------------------------------------------------------------
 
     def _full_url(self, request: PageRequest) -> str | httpx.URL:
         """The URL with the request's and the auth's params. Parsing a URL is a good part of
@@ -467,13 +550,15 @@ class SourceHttp:
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, FetchError) and exc.retry_after is not None:
+            if exc.status in _HOLDING_STATUSES and self.policy.retry_after == "source":
+                return 0.0  # the source's hold waits it out, the retry first in its line
             return exc.retry_after
         return float(self._backoff_jitter(state))
 
     async def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        wait = state.upcoming_sleep
-        stats = self.telemetry.source(self.spec.name)
+        # The retry goes once both its backoff and the source's hold are over.
+        wait = max(state.upcoming_sleep, self._not_before - time.monotonic())
         if isinstance(exc, FetchError):
             self.telemetry.error(
                 ErrorEvent(
@@ -487,9 +572,7 @@ class SourceHttp:
                     next_step=f"retrying in {wait:.1f} s",
                 )
             )
-        stats.backoff_until = time.monotonic() + wait
-        if stats.status is SourceStatus.RUNNING:
-            stats.status = SourceStatus.BACKING_OFF
+        self._show_backing_off(time.monotonic() + wait)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

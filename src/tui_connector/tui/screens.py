@@ -179,7 +179,9 @@ def config_summary(spec: SourceSpec, redact: Callable[[str], str], live_concurre
         (
             "retry",
             f"{retry.max_attempts} attempts, backoff {retry.backoff_base:g}-{retry.backoff_max:g}"
-            f" s, Retry-After up to {retry.max_wait:g} s, on "
+            f" s, Retry-After up to {retry.max_wait:g} s"
+            + (" (holds the source)" if retry.retry_after == "source" else "")
+            + ", on "
             + " ".join(str(status) for status in retry.statuses),
         ),
         (
