@@ -42,6 +42,37 @@ class LoopLagProbe:
         return summary_ms(self.overshoots_ms)
 
 
+class ProgressTrace:
+    """Records retrieved so far, sampled every `interval` seconds from `start`: throughput over
+    time, and the steady rate apart from a run's start-up and its tail."""
+
+    def __init__(self, records_done: Callable[[], int], interval: float = 0.05) -> None:
+        self.records_done = records_done
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, records)
+        self._task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="progress-trace")
+
+    def _sample(self) -> None:
+        self.samples.append((round(time.monotonic() - self._started, 3), self.records_done()))
+
+    async def _run(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> list[tuple[float, int]]:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._sample()
+        return self.samples
+
+
 def rss_mb() -> float:
     """This process's resident set size now, in MB (from /proc: no psutil needed)."""
     with open("/proc/self/statm", encoding="ascii") as statm:

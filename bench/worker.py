@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes import LoopLagProbe, RenderingDriver, RssMilestones
+from probes import LoopLagProbe, ProgressTrace, RenderingDriver, RssMilestones
 from stats import summary_ms
 from textual import events
 
@@ -142,6 +142,8 @@ async def run_engine(job: dict[str, Any]) -> dict[str, Any]:
     engine = TimedEngine(config, checkpoints=job.get("checkpoints", True))
     lag = LoopLagProbe()
     lag.start()
+    progress = ProgressTrace(lambda: _records(engine.telemetry))
+    progress.start()
     rss = RssMilestones(lambda: _records(engine.telemetry), job["expected_records"])
     if job.get("track_rss"):
         rss.start()
@@ -157,6 +159,7 @@ async def run_engine(job: dict[str, Any]) -> dict[str, Any]:
         figures["concurrency_trace"] = await trace.stop()
     figures["exit_code"] = result.exit_code
     figures["loop_lag"] = await lag.stop()
+    figures["progress"] = await progress.stop()
     if memory is not None:
         figures["rss"] = memory
     return figures
@@ -193,10 +196,15 @@ class KeyPresser:
         self.watcher = RenderingDriver.watcher
         self.latencies: dict[str, list[float]] = {}
         self.misses: dict[str, int] = {}
+        # (key, ms since the first press, ms to the screen): shows when the slow ones came.
+        self.timeline: list[tuple[str, float, float]] = []
+        self._first_press: float | None = None
 
     async def press(self, key: str, shows: str | None) -> None:
         seen = self.watcher.expect(shows) if shows is not None else None
         pressed = time.perf_counter()
+        if self._first_press is None:
+            self._first_press = pressed
         send_key(self.app, key)
         if seen is None:
             await asyncio.sleep(KEY_INTERVAL)
@@ -207,7 +215,9 @@ class KeyPresser:
             self.watcher.cancel()
             self.misses[key] = self.misses.get(key, 0) + 1
             return
-        self.latencies.setdefault(key, []).append(round((shown - pressed) * 1000, 3))
+        latency = round((shown - pressed) * 1000, 3)
+        self.latencies.setdefault(key, []).append(latency)
+        self.timeline.append((key, round((pressed - self._first_press) * 1000, 1), latency))
         await asyncio.sleep(KEY_INTERVAL)
 
     async def run(self, names: list[str]) -> None:
@@ -235,6 +245,7 @@ class KeyPresser:
             "by_key": {key: summary_ms(values) for key, values in self.latencies.items()},
             "misses": self.misses,
             "samples_ms": every,
+            "timeline": self.timeline,
         }
 
 
@@ -246,6 +257,8 @@ async def run_dashboard(job: dict[str, Any]) -> dict[str, Any]:
     lag = LoopLagProbe()
     keys = KeyPresser(app)
     cpu = CpuMeter()
+    progress = ProgressTrace(lambda: _records(engine.telemetry))
+    progress.start()
     async with app.run_test(headless=False, size=DASHBOARD_SIZE, notifications=True):
         lag.start()
         # Polled, as the dashboard itself does: telemetry is plain counters, with no events.
@@ -258,7 +271,9 @@ async def run_dashboard(job: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(pressing, return_exceptions=True)
         RenderingDriver.watcher.cancel()
         loop_lag = await lag.stop()
+        samples = await progress.stop()
     figures = _engine_figures(engine, cpu)
+    figures["progress"] = samples
     figures["exit_code"] = app.result.exit_code
     figures["loop_lag"] = loop_lag
     figures["loop_lag_samples_ms"] = lag.overshoots_ms  # pooled across repeats by run.py
