@@ -135,7 +135,9 @@ class LoopPacer:
         self._slice_started = clock()
         self._turns: deque[asyncio.Future[None]] = deque()
         self._release_queued = False
-        self._given = 1  # turns given at the last release
+        self._given = 0  # turns given at the last release
+        self._backlogged = False  # streams were still waiting after the last release
+        self._turn_cost = budget / 4  # seconds of loop time a turn takes, last measured
         self.interactive = False
 
     async def pace(self) -> None:
@@ -160,16 +162,18 @@ class LoopPacer:
     def _release(self) -> None:
         """At the next iteration: a new slice, and as many turns as fit in one.
 
-        The turns given last time ran just before this, so the time since the last release
-        is what they (and whatever else shared the iteration) cost: the next iteration gets
-        as many turns as fit in the budget at that cost, at most twice as many as last time
-        and at least one. (A turn each iteration made every request wait for one, and cost a
-        headless run a fifth of its throughput.)"""
+        While streams wait, the loop does not sleep between iterations, so the time since the
+        last release is what the turns given then cost (with whatever else shared the
+        iteration): the estimate of a turn's cost is updated only then, never across a wait
+        for the network. (Counting that wait made every burst of pages start again at one
+        turn an iteration and cost the latency-bound workload a tenth of its requests; one
+        turn each iteration throughout cost a headless run a fifth of its throughput.)"""
         self._release_queued = False
         now = self._clock()
-        spent, self._slice_started = now - self._slice_started, now
-        given = self._given
-        turns = max(1, min(2 * given, int(given * self.budget / spent) if spent > 0 else 2 * given))
+        if self._backlogged and self._given:
+            self._turn_cost = (now - self._slice_started) / self._given
+        self._slice_started = now
+        turns = max(1, int(self.budget / self._turn_cost)) if self._turn_cost > 0 else 1
         self._given = 0
         queue = self._turns
         while queue and self._given < turns:
@@ -177,6 +181,7 @@ class LoopPacer:
             if not turn.done():  # a cancelled stream's turn goes to the next one
                 turn.set_result(None)
                 self._given += 1
+        self._backlogged = bool(queue)
         if queue:
             self._release_soon(asyncio.get_running_loop())
 
