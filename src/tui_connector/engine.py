@@ -1131,9 +1131,11 @@ class Engine:
                     parent.children.append(runner)
         # What is alive now (modules, the config, the dashboard) lives as long as the run.
         # Frozen, the collector's full passes stop scanning it again and again: decoding pages
-        # allocates fast enough that those passes cost about 7 % of a fast run's CPU. Garbage
-        # is collected first, so none is kept; `close` thaws it all again.
-        gc.collect()
+        # allocates fast enough that those passes cost about 7 % of a fast run's CPU. The young
+        # generations' garbage (loading the config) is collected first, so it is not kept; a
+        # full collection would cost 16-40 ms of every start, for the little garbage imports
+        # leave. `close` thaws it all again.
+        gc.collect(1)
         gc.freeze()
         return self
 
