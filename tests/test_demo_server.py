@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import logging
 import re
@@ -793,6 +794,20 @@ def test_the_default_mix_is_deterministic(
     assert outcomes(factory(seed=7, **knobs)) == first
     assert {fault for _, _, fault in first} == {None, *FAULTS}
     assert outcomes(factory(seed=8, **knobs)) != first
+    assert_quiet(caplog)
+
+
+def test_stopping_with_a_reply_pending_leaves_no_task_behind(
+    factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = factory(records=RECORDS, latency_ms=30_000)
+    with (
+        httpx.Client(base_url=server.url, timeout=0.3) as http,
+        contextlib.suppress(httpx.TimeoutException),
+    ):
+        http.get("/v1/pages/pending")  # the client gives up; the server's handler still waits
+    server.stop()
+    gc.collect()  # a task left pending in the closed loop is destroyed (and logged) here
     assert_quiet(caplog)
 
 

@@ -1275,14 +1275,16 @@ class DemoServer:
         self.stop()
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        # asyncio.run, not a bare loop: it cancels and awaits the handlers still pending when
+        # serving stops (a dropped or slowed reply), which a closed loop would leave for the
+        # garbage collector to destroy later, logging "Task was destroyed but it is pending"
+        # into whatever runs then.
         try:
-            loop.run_until_complete(self._serve())
+            asyncio.run(self._serve())
         except BaseException as exc:  # pragma: no cover - reported through start()
             self._error = self._error or exc
         finally:
             self._ready.set()
-            loop.close()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
