@@ -6,14 +6,16 @@ real demo API on 127.0.0.1, asserting on what the server saw."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer, RequestLogEntry
-from tui_connector.engine import Engine
-from tui_connector.telemetry import SourceStatus
+from tui_connector.engine import Engine, RunResult
+from tui_connector.telemetry import SourceStats, SourceStatus
 
 from conftest import async_wait_for, expected_ids, lake_ids
 from conftest import run_engine as run
@@ -85,18 +87,36 @@ def sent_while_held(log: list[RequestLogEntry], retry_after: float) -> list[Requ
     ]
 
 
+@dataclass
+class ThrottledRun:
+    engine: Engine
+    task: asyncio.Task[RunResult]
+    stats: SourceStats  # of the throttled source
+    throttled: RequestLogEntry  # the one 429
+
+
+@contextlib.asynccontextmanager
+async def throttled_run(
+    server: DemoServer, config: LoadedConfig, source: str = "items"
+) -> AsyncIterator[ThrottledRun]:
+    """A run of `config`, under way, whose `source` has just been answered one 429."""
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run())
+        stats = engine.telemetry.sources[source]
+        await async_wait_for(lambda: stats.pages >= 10, what="first pages")
+        yield ThrottledRun(engine, task, stats, await throttle_once(server))
+
+
 async def test_no_request_of_the_source_reaches_the_server_before_its_retry_after(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
 ) -> None:
     server = throttling_server(demo_server_factory, RETRY_AFTER)
     config = write_config("sources:\n" + partitioned_source(server.url))
-    engine = Engine(config)
-    async with engine:
-        task = asyncio.create_task(engine.run())
-        stats = engine.telemetry.sources["items"]
-        await async_wait_for(lambda: stats.pages >= 10, what="first pages")
-        throttled = await throttle_once(server)
+    async with throttled_run(server, config) as under_way:
+        task, stats = under_way.task, under_way.stats
+        throttled = under_way.throttled
         hold_ends = throttled.ended + RETRY_AFTER
         # The dashboard shows the hold with its countdown (once the client has read the 429),
         # then the source running again.
@@ -125,12 +145,9 @@ async def test_by_default_a_retry_after_delays_only_the_request_that_got_it(
 ) -> None:
     server = throttling_server(demo_server_factory, RETRY_AFTER)
     config = write_config("sources:\n" + partitioned_source(server.url, retry_after="request"))
-    engine = Engine(config)
-    async with engine:
-        task = asyncio.create_task(engine.run())
-        stats = engine.telemetry.sources["items"]
-        await async_wait_for(lambda: stats.pages >= 10, what="first pages")
-        throttled = await throttle_once(server)
+    async with throttled_run(server, config) as under_way:
+        task, stats = under_way.task, under_way.stats
+        throttled = under_way.throttled
         result = await asyncio.wait_for(task, timeout=60)
     assert result.done == ["items"], stats.last_error
     assert lake_ids(config.out, "items") == every_record()
@@ -151,12 +168,9 @@ async def test_a_stop_during_a_long_hold_ends_the_run_at_once_and_loses_nothing(
 ) -> None:
     server = throttling_server(demo_server_factory, retry_after=30)
     config = write_config("sources:\n" + partitioned_source(server.url))
-    engine = Engine(config)
-    async with engine:
-        task = asyncio.create_task(engine.run())
-        stats = engine.telemetry.sources["items"]
-        await async_wait_for(lambda: stats.pages >= 10, what="first pages")
-        throttled = await throttle_once(server)
+    async with throttled_run(server, config) as under_way:
+        engine, task, stats = under_way.engine, under_way.task, under_way.stats
+        throttled = under_way.throttled
         # Well into the hold, the source has sent nothing more: it has nothing in flight.
         await async_wait_for(
             lambda: time.monotonic() > throttled.ended + 0.5 and stats.in_flight == 0,
@@ -184,15 +198,11 @@ async def test_a_pause_during_a_hold_sends_nothing_until_resumed_and_loses_nothi
 ) -> None:
     server = throttling_server(demo_server_factory, RETRY_AFTER)
     config = write_config("sources:\n" + partitioned_source(server.url))
-    engine = Engine(config)
     pauses: list[tuple[float, float]] = []
-    async with engine:
-        task = asyncio.create_task(engine.run())
-        stats = engine.telemetry.sources["items"]
-        await async_wait_for(lambda: stats.pages >= 10, what="first pages")
-
+    async with throttled_run(server, config) as under_way:
+        engine, task, stats = under_way.engine, under_way.task, under_way.stats
+        throttled = under_way.throttled
         # Paused during a hold, and still paused when it ends: nothing is sent.
-        throttled = await throttle_once(server)
         engine.pause("items")
         paused_at = time.monotonic()
         await async_wait_for(
@@ -239,12 +249,9 @@ async def test_another_source_of_the_run_is_not_held(
         + partitioned_source(throttling.url, name="held")
         + partitioned_source(other.url, name="free")
     )
-    engine = Engine(config)
-    async with engine:
-        task = asyncio.create_task(engine.run())
-        stats = engine.telemetry.sources
-        await async_wait_for(lambda: stats["held"].pages >= 10, what="first pages")
-        throttled = await throttle_once(throttling)
+    async with throttled_run(throttling, config, source="held") as under_way:
+        task, throttled = under_way.task, under_way.throttled
+        stats = under_way.engine.telemetry.sources
         await async_wait_for(
             lambda: stats["held"].status is SourceStatus.BACKING_OFF, within=5, what="backing off"
         )
