@@ -704,6 +704,10 @@ def test_the_help_wraps_each_description_beside_its_key() -> None:
     ]
     assert key_list.get_content_height(Size(30, 10), Size(30, 10), 30) == len(lines)
     assert len(key_list.lines(200)) == 6  # nothing wraps
+    # Too narrow for a description beside its key: it goes under it, and nothing is cut.
+    narrow = [line.plain for line in key_list.lines(16)]
+    assert narrow[:4] == ["Keys", "p", "  Pause the", "  selected"]
+    assert max(len(line) for line in narrow) <= 16
 
 
 async def test_the_command_palette_pauses_a_source_by_name(

@@ -160,7 +160,8 @@ class LoopPacer:
             loop.call_soon(self._release)
 
     def _release(self) -> None:
-        """At the next iteration: a new slice, and as many turns as fit in one.
+        """At the next iteration: a new slice, and as many turns as fit in one (at most twice
+        as many as the last release gave).
 
         While streams wait, the loop does not sleep between iterations, so the time since the
         last release is what the turns given then cost (with whatever else shared the
@@ -174,6 +175,10 @@ class LoopPacer:
             self._turn_cost = (now - self._slice_started) / self._given
         self._slice_started = now
         turns = max(1, int(self.budget / self._turn_cost)) if self._turn_cost > 0 else 1
+        # At most twice the last release's: cheap turns (sending a request) and dear ones (a
+        # response's page work) share the estimate, and a burst of dear ones after cheap ones
+        # must not all go in one iteration.
+        turns = min(turns, 2 * max(1, self._given))
         self._given = 0
         queue = self._turns
         while queue and self._given < turns:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -172,8 +173,9 @@ def _lower_thread_priority() -> None:
     a second's batches of 50 streams closing together gave each writer as much of a busy core
     as the loop, whose iterations then took 20-35 ms of waiting for the CPU (keys and frames
     waited with them). Linux only (per-thread niceness); elsewhere it stays as it was."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+    if sys.platform.startswith("linux"):  # elsewhere the call would take the id for a pid
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
 
 
 class LakeWriter:
@@ -183,14 +185,14 @@ class LakeWriter:
         self.out = out
         self.fsync = fsync
         self.commit_interval = commit_interval  # seconds a page may wait for its batch
-        self._writers = ThreadPoolExecutor(
-            WRITER_THREADS, thread_name_prefix="lake-writer", initializer=_lower_thread_priority
-        )
+        self._writers: ThreadPoolExecutor | None = None  # made at the first write
 
     async def aclose(self) -> None:
         """Wait for the writer threads to end (each write ends soon: an abandoned one drops
-        its file)."""
-        await asyncio.to_thread(self._writers.shutdown)
+        its file). A later write starts new ones: an engine may be entered again."""
+        writers, self._writers = self._writers, None
+        if writers is not None:
+            await asyncio.to_thread(writers.shutdown)
 
     def directory(self, source: str, partition: str) -> Path:
         return stream_dir(self.out, source, partition)
@@ -204,6 +206,10 @@ class LakeWriter:
         abandoned: Callable[[], bool] = lambda: False,
     ) -> int:
         directory = self.directory(source, partition)
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(
+                WRITER_THREADS, thread_name_prefix="lake-writer", initializer=_lower_thread_priority
+            )
         return await asyncio.get_running_loop().run_in_executor(
             self._writers, write_file_sync, directory, position, chunks, self.fsync, abandoned
         )

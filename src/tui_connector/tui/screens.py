@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from rich.cells import cell_len
 from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -434,7 +435,8 @@ HelpSections = Sequence[tuple[str, Sequence[tuple[str, str]]]]
 
 
 class KeyList(Widget):
-    """Keys in a right-aligned column, each description wrapped beside its key.
+    """Keys in a right-aligned column, each description wrapped beside its key (under it, in a
+    terminal too narrow for both).
 
     Drawn line by line from lines wrapped once per width: laid out as a Rich table, the help
     took 16 ms to render, twice each time it opened (measured, then drawn), the largest part
@@ -443,32 +445,42 @@ class KeyList(Widget):
 
     DEFAULT_CSS = "KeyList { height: auto; }"
     GAP = 2
+    NARROWEST_TEXT = 12  # below this beside the keys, a description goes under its key
 
     def __init__(self, sections: HelpSections, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.sections = sections
         entries = [entry for _, keys in sections for entry in keys]
-        self._key_width = max(cell_len(key) for key, _ in entries)
-        self._widest = self._key_width + self.GAP + max(cell_len(text) for _, text in entries)
+        self._key_width = max((cell_len(key) for key, _ in entries), default=0)
+        widest_text = max((cell_len(text) for _, text in entries), default=0)
+        self._widest = self._key_width + self.GAP + widest_text
         self._wrapped: tuple[int, list[Text]] = (-1, [])
+        self._strips: dict[int, Strip] = {}  # drawn lines of the current width and style
+        self._strip_style: Style | None = None
 
     def lines(self, width: int) -> list[Text]:
         """The lines as shown at `width` cells."""
         if self._wrapped[0] == width:
             return self._wrapped[1]
         indent = self._key_width + self.GAP
-        text_width = max(12, width - indent)
+        beside = width - indent >= self.NARROWEST_TEXT
         lines: list[Text] = []
         for index, (title, keys) in enumerate(self.sections):
             if index:
                 lines.append(Text())
-            lines.append(Text.assemble(" " * indent, (title, "bold underline")))
+            lines.append(Text.assemble(" " * indent if beside else "", (title, "bold underline")))
             for key, description in keys:
-                for number, part in enumerate(textwrap.wrap(description, text_width) or [""]):
-                    shown_key = key if number == 0 else ""
-                    pad = " " * (self._key_width - cell_len(shown_key))
-                    lines.append(Text.assemble(pad, (shown_key, "bold"), " " * self.GAP, part))
+                if beside:
+                    for number, part in enumerate(_wrap(description, width - indent)):
+                        shown_key = key if number == 0 else ""
+                        pad = " " * (self._key_width - cell_len(shown_key))
+                        lines.append(Text.assemble(pad, (shown_key, "bold"), " " * self.GAP, part))
+                else:
+                    if key:
+                        lines.append(Text(key, style="bold"))
+                    lines.extend(Text("  " + part) for part in _wrap(description, width - 2))
         self._wrapped = (width, lines)
+        self._strips.clear()
         return lines
 
     def get_content_width(self, container: Size, viewport: Size) -> int:
@@ -483,12 +495,22 @@ class KeyList(Widget):
         lines = self.lines(width)
         if y >= len(lines):
             return Strip.blank(width, base)
-        segments = [
-            Segment(segment.text, base + segment.style if segment.style else base)
-            for segment in text_segments(lines[y], self.app.console)
-            if segment.text
-        ]
-        return Strip(segments).adjust_cell_length(width, base)
+        if base != self._strip_style:
+            self._strip_style = base
+            self._strips.clear()
+        strip = self._strips.get(y)
+        if strip is None:  # the dashboard beneath still asks for the lines at every update
+            segments = [
+                Segment(segment.text, base + segment.style if segment.style else base)
+                for segment in text_segments(lines[y], self.app.console)
+                if segment.text
+            ]
+            strip = self._strips[y] = Strip(segments).adjust_cell_length(width, base)
+        return strip
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, max(1, width)) or [""]
 
 
 class HelpScreen(ModalScreen[None]):
