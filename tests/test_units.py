@@ -200,41 +200,6 @@ async def test_a_wait_for_the_network_does_not_cut_the_next_bursts_turns() -> No
     assert list(per_iteration.values())[:3] == [4, 4, 4]
 
 
-async def test_dear_turns_after_cheap_ones_do_not_all_go_in_one_iteration() -> None:
-    now = 0.0
-    millisecond = 2**-10
-    pacer = LoopPacer(budget=2 * millisecond, clock=lambda: now)
-    iteration = 0
-    ticking = True
-
-    def tick() -> None:  # numbers the loop's iterations
-        nonlocal iteration
-        iteration += 1
-        if ticking:
-            asyncio.get_running_loop().call_soon(tick)
-
-    async def burst(pages: int, cost: float) -> Counter[int]:
-        ran_in: list[int] = []
-
-        async def page() -> None:
-            nonlocal now
-            await pacer.pace()
-            ran_in.append(iteration)
-            now += cost
-
-        await asyncio.gather(*(page() for _ in range(pages)))
-        return Counter(ran_in)
-
-    asyncio.get_running_loop().call_soon(tick)
-    now = 1.0
-    await burst(40, millisecond / 64)  # requests sent: cheap turns
-    per_iteration = await burst(50, millisecond)  # then pages to decode: dear ones
-    ticking = False
-    # The cheap turns' cost let 128 through an iteration; the dear ones went a few at a time.
-    assert max(per_iteration.values()) < 25
-    assert len(per_iteration) > 5
-
-
 async def test_streams_cancelled_around_their_turn_do_not_stall_the_others() -> None:
     seconds = itertools.count()
     pacer = LoopPacer(budget=0.5, clock=lambda: next(seconds))  # a slice never has room
