@@ -299,7 +299,7 @@ class SourceHttp:
             request.method, self._full_url(request), json=request.json
         )
         shown_url = self.redact(str(http_request.url))
-        async with self._turn(attempt_slot, interrupt):
+        async with await self._turn(attempt_slot, interrupt):
             stats = self.telemetry.source(self.spec.name)
             if stats.status is SourceStatus.BACKING_OFF:
                 stats.status = SourceStatus.RUNNING
@@ -340,14 +340,27 @@ class SourceHttp:
 
     # -- the source's Retry-After hold --------------------------------------------------------
 
-    @contextlib.asynccontextmanager
     async def _turn(
         self,
         attempt_slot: Callable[[], AbstractAsyncContextManager[None]] | None,
         interrupt: asyncio.Event | None,
+    ) -> AbstractAsyncContextManager[None]:
+        """What one attempt's request is sent within: a token of the rate limiter taken, then
+        `attempt_slot`; with `retry_after: source`, only once the source's hold is over."""
+        if self.policy.retry_after == "source":
+            return self._held_turn(attempt_slot, interrupt)
+        # No hold can begin: every request goes this way, so it takes no extra layer.
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        return attempt_slot() if attempt_slot else contextlib.nullcontext()
+
+    @contextlib.asynccontextmanager
+    async def _held_turn(
+        self,
+        attempt_slot: Callable[[], AbstractAsyncContextManager[None]] | None,
+        interrupt: asyncio.Event | None,
     ) -> AsyncIterator[None]:
-        """Held around one attempt's request: entered once the source's hold is over, with a
-        token of the rate limiter and `attempt_slot`.
+        """`_turn` for `retry_after: source`: entered once the source's hold is over.
 
         A hold may begin while the attempt waits for its slot (a request in flight got a 429
         and gave its slot to this one): the attempt gives the slot back and waits again, so
