@@ -10,7 +10,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.cells import cell_len
-from rich.segment import Segment
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
@@ -39,7 +38,7 @@ from tui_connector.redact import REDACTED, looks_secret
 from tui_connector.telemetry import SourceStats
 from tui_connector.tui import format as fmt
 from tui_connector.tui.history import ThroughputHistory
-from tui_connector.tui.table import RowTable, text_segments
+from tui_connector.tui.table import RowTable, text_strip
 from tui_connector.tui.widgets import ErrorTable, PartitionTable, ThemeStyles, shown_streams
 
 # -- the config summary ---------------------------------------------------------------------------
@@ -500,12 +499,7 @@ class KeyList(Widget):
             self._strips.clear()
         strip = self._strips.get(y)
         if strip is None:  # the dashboard beneath still asks for the lines at every update
-            segments = [
-                Segment(segment.text, base + segment.style if segment.style else base)
-                for segment in text_segments(lines[y], self.app.console)
-                if segment.text
-            ]
-            strip = self._strips[y] = Strip(segments).adjust_cell_length(width, base)
+            strip = self._strips[y] = text_strip(lines[y], self.app.console, base, width)
         return strip
 
 

@@ -62,6 +62,16 @@ def text_segments(text: Text, console: Console) -> Iterable[Segment]:
     return text.render(console)
 
 
+def text_strip(text: Text, console: Console, base: Style, width: int) -> Strip:
+    """One line of a line-drawn widget: `text`'s styles over the widget's, `width` cells."""
+    segments = [
+        Segment(segment.text, base + segment.style)
+        for segment in text_segments(text, console)
+        if segment.text
+    ]
+    return Strip(segments).adjust_cell_length(width, base)
+
+
 def cell_segments(
     text: Text, width: int, style: Style, post_style: Style, console: Console
 ) -> list[Segment]:

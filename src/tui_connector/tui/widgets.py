@@ -9,7 +9,6 @@ from itertools import count as counter
 from itertools import islice
 from typing import Any
 
-from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.app import App
@@ -28,7 +27,7 @@ from tui_connector.telemetry import (
     StreamStatus,
 )
 from tui_connector.tui import format as fmt
-from tui_connector.tui.table import Cells, Column, RowTable, text_segments
+from tui_connector.tui.table import Cells, Column, RowTable, text_strip
 
 # Theme variables (not literal colours) behind each status; resolved when the theme changes.
 STATUS_THEME_VARIABLE: dict[str, str] = {
@@ -362,12 +361,7 @@ class InFlightPane(ScrollView, can_focus=True):
         self.lines_drawn += 1
         line = self.line_text(index)
         line.truncate(width, overflow="ellipsis")
-        segments = [
-            Segment(segment.text, base + segment.style)
-            for segment in text_segments(line, self.app.console)
-            if segment.text
-        ]
-        return Strip(segments).adjust_cell_length(width, base)
+        return text_strip(line, self.app.console, base, width)
 
 
 # -- errors ----------------------------------------------------------------------------------------
