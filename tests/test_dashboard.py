@@ -87,6 +87,12 @@ def good_and_broken(demo: DemoServer, write_config: Callable[..., LoadedConfig])
     )
 
 
+async def finished_with_its_error(app: Dashboard) -> None:
+    """Once the run of `good_and_broken` is over and the errors pane lists its one error."""
+    await async_wait_for(app.all_finished, what="the run")
+    await async_wait_for(lambda: app.errors_table.row_count == 1, what="the error")
+
+
 def requests_for(server: DemoServer, source: str) -> list[float]:
     return [entry.started for entry in server.log() if entry.path.endswith(f"/{source}")]
 
@@ -397,8 +403,7 @@ async def test_errors_pane_filters_to_the_selected_source_with_f(
     app = Dashboard(Engine(good_and_broken(demo, write_config)))
     async with app.run_test(size=SIZE) as pilot:
         errors = app.errors_table
-        await async_wait_for(app.all_finished, what="the run")
-        await async_wait_for(lambda: errors.row_count == 1, what="the error")
+        await finished_with_its_error(app)
         assert errors.row_sources == {next(iter(errors.row_sources)): "broken"}
         await pilot.press("f")  # the selected source is "good": it has no errors
         assert errors.row_count == 0
@@ -652,8 +657,7 @@ async def test_the_panes_that_follow_the_selection_follow_it_at_once(
     app = Dashboard(Engine(good_and_broken(demo, write_config)))
     async with app.run_test(size=SIZE) as pilot:
         errors = app.errors_table
-        await async_wait_for(app.all_finished, what="the run")
-        await async_wait_for(lambda: errors.row_count == 1, what="the error")
+        await finished_with_its_error(app)
         await pilot.press("f")
         app.refresh_timer.pause()  # no tick from here on: what changes, the key changed
         assert errors.row_count == 0
