@@ -37,6 +37,7 @@ from tui_connector.tui import Dashboard
 from tui_connector.tui import format as fmt
 from tui_connector.tui.screens import HelpScreen, KeyList, SourceDetailScreen
 from tui_connector.tui.widgets import (
+    IN_FLIGHT_SHRINK_AFTER_SECONDS,
     MAX_IN_FLIGHT_SHOWN,
     MAX_PARTITIONS_SHOWN,
     InFlightPane,
@@ -612,6 +613,46 @@ async def test_the_in_flight_pane_is_bounded_and_builds_only_the_lines_on_screen
         assert 0 < pane.lines_drawn - drawn <= on_screen
         for request_id in list(requests):
             engine.telemetry.request_finished(request_id)
+        await pilot.press("q")
+
+
+async def test_the_in_flight_pane_grows_at_once_and_shrinks_only_when_fewer_lines_lasted(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    """A pane that followed each tick's count would make the errors pane below it jump (and
+    re-lay the whole screen out) ten times a second."""
+    server = demo_server_factory(records=20, page_size=10)
+    config = write_config(sources_yaml(server.url, ["a"]))
+    clock = [1_000.0]
+    app = Dashboard(Engine(config), clock=lambda: clock[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        app.refresh_timer.pause()  # ticks by hand, each at a time of the test's choosing
+        telemetry = app.engine.telemetry
+        pane = app.in_flight_pane
+
+        async def height_after_tick(seconds_later: float) -> int:
+            clock[0] += seconds_later
+            app.refresh_view()
+            await pilot.pause()
+            return pane.outer_size.height
+
+        idle = await height_after_tick(0)
+        requests = [telemetry.request_started("a", "GET", f"http://x/{n}", 1) for n in range(6)]
+        tall = await height_after_tick(0.1)
+        assert tall == idle + 5  # six lines where "nothing in flight" was one
+        for request_id in requests[3:]:
+            telemetry.request_finished(request_id)
+        assert await height_after_tick(0.1) == tall
+        assert await height_after_tick(IN_FLIGHT_SHRINK_AFTER_SECONDS - 0.2) == tall
+        assert pane.lines()[-1].endswith("http://x/2")  # the three left, over blank lines
+        assert await height_after_tick(0.2) == tall - 3
+        requests.append(telemetry.request_started("a", "GET", "http://x/6", 1))
+        assert await height_after_tick(0.1) == tall - 2  # growing: at once
+        for request_id in requests[:3] + requests[6:]:
+            telemetry.request_finished(request_id)
+        assert await height_after_tick(0.1) == idle  # nothing in flight: at once
         await pilot.press("q")
 
 
