@@ -6,7 +6,8 @@ Modes:
   driver that renders every frame to escape sequences (see `probes.RenderingDriver`), while
   keys are pressed and the time until their effect is on screen is measured.
 - `bare`: the baseline: a loop doing only `client.get` + JSON decode per page, over the same
-  client tui-connector builds (httpx with the aiohttp transport) and the same concurrency.
+  client tui-connector builds (httpx with the aiohttp transport), with the same decoder and
+  the same concurrency.
 
 A fresh process per measurement keeps RSS, the loop-lag probe and caches clean. Every mode
 reports wall time, records, requests and CPU time; each also runs the loop-lag probe.
@@ -28,7 +29,7 @@ from textual import events
 
 from tui_connector.config import load_config
 from tui_connector.engine import Engine
-from tui_connector.httpclient import build_client
+from tui_connector.httpclient import build_client, decode_json
 from tui_connector.telemetry import RunTelemetry
 from tui_connector.tui import Dashboard
 
@@ -301,7 +302,7 @@ async def run_bare(job: dict[str, Any]) -> dict[str, Any]:
         while True:
             response = await client.get(stream["url"], params=params)
             response.raise_for_status()
-            body = json.loads(response.content)
+            body = decode_json(response.content)
             requests += 1
             records += len(body["items"])
             cursor = body.get("next_cursor")

@@ -29,6 +29,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import humanize
+import orjson
 from aiolimiter import AsyncLimiter
 from httpx_aiohttp import AiohttpTransport
 from tenacity import (
@@ -58,6 +59,11 @@ _REDACTED_WINDOW = 64 * 1024  # of an error body, searched for secrets before th
 # The statuses whose Retry-After holds the whole source: the server is overloaded or limiting
 # the client, so any request of the source would get the same answer.
 _HOLDING_STATUSES = frozenset({429, 503})
+
+# Digits as "1", every other byte as "0": 19 ones in a row are a number orjson may not hold
+# exactly (it turns integers past 64 bits into floats, without a word).
+_DIGIT_MAP = bytes(0x31 if 0x30 <= byte <= 0x39 else 0x30 for byte in range(256))
+_LONG_NUMBER = b"1" * 19
 
 
 class FetchError(Exception):
@@ -103,6 +109,20 @@ class AttemptOutcome:
     in_flight: int  # the source's requests in flight when it started, itself included
     status: int | None  # None when no response came
     timed_out: bool
+
+
+def decode_json(content: bytes) -> Any:
+    """A response body as Python values, exactly as `json.loads` gives them. orjson decodes a
+    page in less than half the stdlib's time, and decoding is the client's largest cost of a
+    page. The stdlib decodes what orjson refuses (NaN, a byte-order mark, UTF-16, invalid
+    JSON, for its error message) and any body with 19 digits in a row, whose integers orjson
+    could change. Finding those costs about a fifth of what orjson saves."""
+    if _LONG_NUMBER not in content.translate(_DIGIT_MAP):
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(content)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -522,7 +542,7 @@ class SourceHttp:
                 retry_after=retry_after,
             )
         try:
-            body = json.loads(content)
+            body = decode_json(content)
         except (ValueError, UnicodeDecodeError) as exc:
             content_type = response.headers.get("Content-Type", "no content type")
             raise self._error(
