@@ -218,7 +218,7 @@ def latency_bound(bench: Bench, figures: dict[str, Any]) -> None:
     )
     bench.api.configure(latency_ms=wl.LATENCY_MS)
     runs = interleaved(
-        max(1, bench.sizes.repeats - 1),
+        bench.sizes.repeats,
         headless=lambda i: bench.tui(f"headless #{i + 1}", streams),
         dashboard=lambda i: bench.tui(f"dashboard #{i + 1}", streams, "dashboard"),
     )

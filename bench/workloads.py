@@ -132,7 +132,11 @@ class Sizes:
     adaptive_pages: int
     peer_records: int  # per dataset, against dlt
     repeats: int  # interleaved repetitions of the noisy, short comparisons
-    cpu_repeats: int  # the same for workload 2, whose runs swing most with the disk's load
+    # The same for workload 2, whose runs swing most with the shared machine's load: the
+    # same run took 2.2 to 2.9 s within minutes. Its best of 5 still moved its ratios by 0.1
+    # from one full run to the next; more runs let the best of each side come nearer to what
+    # an undisturbed run does. (CPU time instead of wall time swings as much.)
+    cpu_repeats: int
 
 
 FULL = Sizes(
@@ -143,7 +147,7 @@ FULL = Sizes(
     adaptive_pages=2_000,
     peer_records=5_000,
     repeats=3,
-    cpu_repeats=5,
+    cpu_repeats=8,
 )
 QUICK = Sizes(
     latency_pages=10,
