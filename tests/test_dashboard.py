@@ -649,10 +649,51 @@ async def test_the_in_flight_pane_grows_at_once_and_shrinks_only_when_fewer_line
         assert pane.lines()[-1].endswith("http://x/2")  # the three left, over blank lines
         assert await height_after_tick(0.2) == tall - 3
         requests.append(telemetry.request_started("a", "GET", "http://x/6", 1))
-        assert await height_after_tick(0.1) == tall - 2  # growing: at once
-        for request_id in requests[:3] + requests[6:]:
+        four = await height_after_tick(0.1)
+        assert four == tall - 2  # growing: at once
+        telemetry.request_finished(requests.pop())
+        assert await height_after_tick(1.5) == four
+        requests.append(telemetry.request_started("a", "GET", "http://x/7", 1))
+        assert await height_after_tick(0.1) == four  # as tall as the pane again: wait anew
+        telemetry.request_finished(requests.pop())
+        assert await height_after_tick(1.5) == four
+        assert await height_after_tick(0.6) == four - 1
+        for request_id in requests[:3]:
             telemetry.request_finished(request_id)
         assert await height_after_tick(0.1) == idle  # nothing in flight: at once
+        await pilot.press("q")
+
+
+async def test_the_in_flight_pane_scrolled_down_shrinks_at_once_rather_than_show_blank_lines(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=20, page_size=10)
+    config = write_config(sources_yaml(server.url, ["a"]))
+    clock = [1_000.0]
+    app = Dashboard(Engine(config), clock=lambda: clock[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        app.refresh_timer.pause()
+        telemetry = app.engine.telemetry
+        pane = app.in_flight_pane
+        requests = [telemetry.request_started("a", "GET", f"http://x/{n}", 1) for n in range(30)]
+        app.refresh_view()
+        await pilot.pause()
+        rows = pane.scrollable_content_region.height
+        assert rows < 30
+        pane.scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+        assert pane.scroll_y > 0
+        for request_id in requests[3:]:
+            telemetry.request_finished(request_id)
+        clock[0] += 0.1
+        app.refresh_view()
+        await pilot.pause()
+        shown = [pane.render_line(y).text.strip() for y in range(rows)]
+        assert [row.split()[-1] for row in shown if row] == [f"http://x/{n}" for n in range(3)]
+        for request_id in requests[:3]:
+            telemetry.request_finished(request_id)
         await pilot.press("q")
 
 

@@ -102,6 +102,7 @@ JSON_VALUES = st.recursive(
     | st.booleans()
     | st.integers()
     | st.integers(min_value=2**62, max_value=2**70)
+    | st.integers(min_value=-(2**70), max_value=-(2**62))
     | st.floats(allow_nan=False)
     | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
@@ -119,7 +120,8 @@ def test_response_bodies_decode_exactly_as_the_stdlib_decodes_them(value: Any) -
     "body",
     [
         b'{"id": 123456789012345678901234567890}',  # orjson alone: 1.2345678901234568e+29
-        b"[-9223372036854775809, 18446744073709551616]",
+        b"-9223372036854775809",  # orjson alone: -9.223372036854776e+18
+        b"18446744073709551616",
         b'{"n": NaN, "big": Infinity}',
         b"\xef\xbb\xbf{}",  # a UTF-8 byte-order mark
         '{"a": "Zoë"}'.encode("utf-16"),

@@ -116,7 +116,8 @@ def decode_json(content: bytes) -> Any:
     page in less than half the stdlib's time, and decoding is the client's largest cost of a
     page. The stdlib decodes what orjson refuses (NaN, a byte-order mark, UTF-16, invalid
     JSON, for its error message) and any body with 19 digits in a row, whose integers orjson
-    could change. Finding those costs about a fifth of what orjson saves."""
+    could change. Finding those costs about a fifth of what orjson saves. (One difference is
+    left: orjson decodes arrays nested 995 to 1024 deep, where the stdlib runs out of stack.)"""
     if _LONG_NUMBER not in content.translate(_DIGIT_MAP):
         try:
             return orjson.loads(content)

@@ -327,7 +327,10 @@ class InFlightPane(ScrollView, can_focus=True):
     def _fit_height(self, now: float) -> None:
         lines, height = self.line_count, self.virtual_size.height
         recently_taller = now - self._tallest_at < IN_FLIGHT_SHRINK_AFTER_SECONDS
-        if lines < height and self._requests and recently_taller:
+        # Scrolled down, the held height could leave nothing but blank lines in view.
+        top = round(self.scroll_y)
+        lines_in_view = top == 0 or top + self.scrollable_content_region.height <= lines
+        if lines < height and self._requests and recently_taller and lines_in_view:
             return  # blank lines below, until the count has stayed lower for a while
         self._tallest_at = now
         if lines != height:
