@@ -517,7 +517,9 @@ async def test_retry_restarts_a_failed_source_from_its_checkpoint(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
 ) -> None:
-    server = demo_server_factory(records=200, page_size=10)
+    # 200 pages of 5 ms: the faults must begin while pages are left (20 pages without
+    # latency were once all fetched before the test saw the fifth).
+    server = demo_server_factory(records=2000, page_size=10, latency_ms=5)
     config = write_config(
         one_source(
             f"{server.url}/v1/pages/again",
@@ -539,8 +541,8 @@ async def test_retry_restarts_a_failed_source_from_its_checkpoint(
         await async_wait_for(lambda: stats.status is SourceStatus.DONE, what="done after retry")
         engine.request_stop()
         await asyncio.wait_for(task, timeout=30)
-    assert stats.pages == 21 and pages_at_failure < 21
-    assert lake_ids(config.out) == expected_ids("again", 200)
+    assert stats.pages == 201 and pages_at_failure < 201
+    assert lake_ids(config.out) == expected_ids("again", 2000)
     ok_pages = [e.query for e in server.log() if e.status == 200]
     assert len(ok_pages) == len(set(ok_pages))  # no page fetched twice
 
