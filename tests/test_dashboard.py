@@ -4,11 +4,12 @@ the screen tells the truth, quitting commits. Snapshots pin its appearance."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -616,6 +617,27 @@ async def test_the_in_flight_pane_is_bounded_and_builds_only_the_lines_on_screen
         await pilot.press("q")
 
 
+@contextlib.asynccontextmanager
+async def finished_run_ticked_by_hand(
+    config: LoadedConfig,
+) -> AsyncIterator[tuple[Dashboard, Callable[[float], Awaitable[None]]]]:
+    """A dashboard whose run has finished, with its timer stopped: `tick(seconds)` moves its
+    clock on by that much and refreshes the view once."""
+    clock = [1_000.0]
+    app = Dashboard(Engine(config), clock=lambda: clock[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        app.refresh_timer.pause()
+
+        async def tick(seconds_later: float) -> None:
+            clock[0] += seconds_later
+            app.refresh_view()
+            await pilot.pause()
+
+        yield app, tick
+        await pilot.press("q")
+
+
 async def test_the_in_flight_pane_grows_at_once_and_shrinks_only_when_fewer_lines_lasted(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
@@ -623,19 +645,15 @@ async def test_the_in_flight_pane_grows_at_once_and_shrinks_only_when_fewer_line
     """A pane that followed each tick's count would make the errors pane below it jump (and
     re-lay the whole screen out) ten times a second."""
     server = demo_server_factory(records=20, page_size=10)
-    config = write_config(sources_yaml(server.url, ["a"]))
-    clock = [1_000.0]
-    app = Dashboard(Engine(config), clock=lambda: clock[0])
-    async with app.run_test(size=SIZE) as pilot:
-        await async_wait_for(app.all_finished, what="the run")
-        app.refresh_timer.pause()  # ticks by hand, each at a time of the test's choosing
+    async with finished_run_ticked_by_hand(write_config(sources_yaml(server.url, ["a"]))) as (
+        app,
+        tick,
+    ):
         telemetry = app.engine.telemetry
         pane = app.in_flight_pane
 
         async def height_after_tick(seconds_later: float) -> int:
-            clock[0] += seconds_later
-            app.refresh_view()
-            await pilot.pause()
+            await tick(seconds_later)
             return pane.outer_size.height
 
         idle = await height_after_tick(0)
@@ -661,7 +679,6 @@ async def test_the_in_flight_pane_grows_at_once_and_shrinks_only_when_fewer_line
         for request_id in requests[:3]:
             telemetry.request_finished(request_id)
         assert await height_after_tick(0.1) == idle  # nothing in flight: at once
-        await pilot.press("q")
 
 
 async def test_the_in_flight_pane_scrolled_down_shrinks_at_once_rather_than_show_blank_lines(
@@ -669,32 +686,26 @@ async def test_the_in_flight_pane_scrolled_down_shrinks_at_once_rather_than_show
     write_config: Callable[..., LoadedConfig],
 ) -> None:
     server = demo_server_factory(records=20, page_size=10)
-    config = write_config(sources_yaml(server.url, ["a"]))
-    clock = [1_000.0]
-    app = Dashboard(Engine(config), clock=lambda: clock[0])
-    async with app.run_test(size=SIZE) as pilot:
-        await async_wait_for(app.all_finished, what="the run")
-        app.refresh_timer.pause()
+    async with finished_run_ticked_by_hand(write_config(sources_yaml(server.url, ["a"]))) as (
+        app,
+        tick,
+    ):
         telemetry = app.engine.telemetry
         pane = app.in_flight_pane
         requests = [telemetry.request_started("a", "GET", f"http://x/{n}", 1) for n in range(30)]
-        app.refresh_view()
-        await pilot.pause()
+        await tick(0)
         rows = pane.scrollable_content_region.height
         assert rows < 30
         pane.scroll_end(animate=False, immediate=True)
-        await pilot.pause()
+        await tick(0)
         assert pane.scroll_y > 0
         for request_id in requests[3:]:
             telemetry.request_finished(request_id)
-        clock[0] += 0.1
-        app.refresh_view()
-        await pilot.pause()
+        await tick(0.1)
         shown = [pane.render_line(y).text.strip() for y in range(rows)]
         assert [row.split()[-1] for row in shown if row] == [f"http://x/{n}" for n in range(3)]
         for request_id in requests[:3]:
             telemetry.request_finished(request_id)
-        await pilot.press("q")
 
 
 async def test_a_tick_with_nothing_new_updates_no_row(
