@@ -619,10 +619,13 @@ async def test_the_in_flight_pane_is_bounded_and_builds_only_the_lines_on_screen
 
 @contextlib.asynccontextmanager
 async def finished_run_ticked_by_hand(
-    config: LoadedConfig,
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
 ) -> AsyncIterator[tuple[Dashboard, Callable[[float], Awaitable[None]]]]:
-    """A dashboard whose run has finished, with its timer stopped: `tick(seconds)` moves its
-    clock on by that much and refreshes the view once."""
+    """A dashboard whose run of one small source "a" has finished, with its timer stopped:
+    `tick(seconds)` moves its clock on by that much and refreshes the view once."""
+    server = demo_server_factory(records=20, page_size=10)
+    config = write_config(sources_yaml(server.url, ["a"]))
     clock = [1_000.0]
     app = Dashboard(Engine(config), clock=lambda: clock[0])
     async with app.run_test(size=SIZE) as pilot:
@@ -644,11 +647,7 @@ async def test_the_in_flight_pane_grows_at_once_and_shrinks_only_when_fewer_line
 ) -> None:
     """A pane that followed each tick's count would make the errors pane below it jump (and
     re-lay the whole screen out) ten times a second."""
-    server = demo_server_factory(records=20, page_size=10)
-    async with finished_run_ticked_by_hand(write_config(sources_yaml(server.url, ["a"]))) as (
-        app,
-        tick,
-    ):
+    async with finished_run_ticked_by_hand(demo_server_factory, write_config) as (app, tick):
         telemetry = app.engine.telemetry
         pane = app.in_flight_pane
 
@@ -685,11 +684,7 @@ async def test_the_in_flight_pane_scrolled_down_shrinks_at_once_rather_than_show
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
 ) -> None:
-    server = demo_server_factory(records=20, page_size=10)
-    async with finished_run_ticked_by_hand(write_config(sources_yaml(server.url, ["a"]))) as (
-        app,
-        tick,
-    ):
+    async with finished_run_ticked_by_hand(demo_server_factory, write_config) as (app, tick):
         telemetry = app.engine.telemetry
         pane = app.in_flight_pane
         requests = [telemetry.request_started("a", "GET", f"http://x/{n}", 1) for n in range(30)]
