@@ -326,15 +326,22 @@ class InFlightPane(ScrollView, can_focus=True):
 
     def _fit_height(self, now: float) -> None:
         lines, height = self.line_count, self.virtual_size.height
-        recently_taller = now - self._tallest_at < IN_FLIGHT_SHRINK_AFTER_SECONDS
-        # Scrolled down, the held height could leave nothing but blank lines in view.
-        top = round(self.scroll_y)
-        lines_in_view = top == 0 or top + self.scrollable_content_region.height <= lines
-        if lines < height and self._requests and recently_taller and lines_in_view:
+        if (
+            lines < height
+            and self._requests
+            and now - self._tallest_at < IN_FLIGHT_SHRINK_AFTER_SECONDS
+            and self._lines_in_view(lines)
+        ):
             return  # blank lines below, until the count has stayed lower for a while
         self._tallest_at = now
         if lines != height:
             self.virtual_size = Size(0, lines)
+
+    def _lines_in_view(self, lines: int) -> bool:
+        """Whether the rows in view start at the top or lie within the first `lines`: scrolled
+        down, a held height could leave nothing but blank lines in view."""
+        top = round(self.scroll_y)
+        return top == 0 or top + self.scrollable_content_region.height <= lines
 
     @property
     def line_count(self) -> int:
