@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +105,27 @@ def test_many_keys_are_cut_short() -> None:
 
 
 def test_expressions_are_compiled_once() -> None:
-    extract._compiled.cache_clear()
+    extract.compile_path.cache_clear()
     for _ in range(5):
         extract_records({"cached": {"path": [1]}}, "cached.path")
-    info = extract._compiled.cache_info()
+    info = extract.compile_path.cache_info()
     assert (info.misses, info.hits) == (1, 4)
+
+
+def test_searching_leaves_no_garbage_for_the_collector() -> None:
+    """Searches run for every page (and every record of an incremental stream): jmespath's own
+    `search` left an interpreter in a reference cycle each time, for the collector to find."""
+    path = extract.compile_path("items[?n > `1`].{id: id, n: n}")
+    body = {"items": [{"id": "a", "n": 1}, {"id": "b", "n": 2}]}
+    assert path.search(body) == [{"id": "b", "n": 2}]
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(200):
+            path.search(body)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 # -- read_value -------------------------------------------------------------------------------

@@ -11,13 +11,15 @@ from functools import lru_cache
 from typing import Any
 
 import jmespath
-from jmespath.parser import ParsedResult
+from jmespath.visitor import TreeInterpreter
 
 from tui_connector.config import ValueRef
 
 __all__ = [
     "ExtractError",
+    "JsonPath",
     "check_errors",
+    "compile_path",
     "excerpt",
     "extract_records",
     "header_value",
@@ -33,14 +35,36 @@ class ExtractError(Exception):
     """The response does not have the shape the config expects; the message says how to fix it."""
 
 
+# One interpreter for every search. `ParsedResult.search` builds a new one per call, and an
+# interpreter refers to itself (its method cache holds bound methods), so each call left a
+# cycle for the garbage collector: two a page for records and cursor, one a record for an
+# incremental cursor. Interpreting keeps no state between calls.
+_INTERPRETER = TreeInterpreter()
+
+
+class JsonPath:
+    """A compiled JMESPath expression."""
+
+    __slots__ = ("_tree", "expression")
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self._tree = jmespath.compile(expression).parsed
+
+    def search(self, value: Any) -> Any:
+        """What the expression selects in `value`, or None when nothing matches."""
+        return _INTERPRETER.visit(self._tree, value)
+
+
 @lru_cache(maxsize=512)
-def _compiled(expression: str) -> ParsedResult:
-    return jmespath.compile(expression)
+def compile_path(expression: str) -> JsonPath:
+    """`expression` compiled, once per expression."""
+    return JsonPath(expression)
 
 
 def search(path: str, body: Any) -> Any:
     """The value at the JMESPath `path` in `body`, or None when nothing matches."""
-    return _compiled(path).search(body)
+    return compile_path(path).search(body)
 
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:

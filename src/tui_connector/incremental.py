@@ -14,10 +14,8 @@ import hashlib
 import json
 from typing import Any
 
-import jmespath
-
 from tui_connector.config import Incremental
-from tui_connector.extract import excerpt
+from tui_connector.extract import compile_path, excerpt
 
 Mark = dict[str, Any]
 
@@ -61,8 +59,8 @@ class HighWater:
     """Filters one stream's records against the committed mark and tracks the pending one."""
 
     def __init__(self, incremental: Incremental, mark: Mark | None, pending: Mark | None) -> None:
-        self._cursor = jmespath.compile(incremental.cursor_field)
-        self._key = jmespath.compile(incremental.primary_key) if incremental.primary_key else None
+        self._cursor = compile_path(incremental.cursor_field)
+        self._key = compile_path(incremental.primary_key) if incremental.primary_key else None
         if mark is None and incremental.initial is not None:
             mark = {"value": _comparable(incremental.initial, "as 'initial'"), "keys": []}
         self.mark = mark

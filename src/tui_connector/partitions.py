@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import jmespath
-
 from tui_connector.config import (
     DatePartitions,
     ParentPartitions,
@@ -30,6 +28,7 @@ from tui_connector.config import (
     ValuePartitions,
     scalar_text,
 )
+from tui_connector.extract import compile_path
 from tui_connector.paginate import place
 
 # The partition of a source that has no partitions.
@@ -162,8 +161,8 @@ class ParentValues:
 
     def __init__(self, partitions: ParentPartitions) -> None:
         self.partitions = partitions
-        self._value = jmespath.compile(partitions.value)
-        self._copied = {name: jmespath.compile(path) for name, path in partitions.copied.items()}
+        self._value = compile_path(partitions.value)
+        self._copied = {name: compile_path(path) for name, path in partitions.copied.items()}
         self.skipped = 0  # parent records without a value
 
     def partition(self, record: Any) -> Partition | None:
