@@ -210,6 +210,22 @@ def test_page_past_the_end_repeating_the_last_page_is_caught(tmp_path: Path) -> 
         drive(Paginator(spec), page_number_server(total=30, repeat_last=True))
 
 
+def test_repeats_are_told_apart_by_integers_past_64_bits(tmp_path: Path) -> None:
+    """The fingerprint is exact for integers orjson cannot encode (they take the stdlib)."""
+    spec = spec_from(
+        tmp_path, records="data", pagination={"type": "page_number", "stop": {"max_pages": 3}}
+    )
+
+    def serve(request: PageRequest) -> Page:
+        found = [{"id": 2**70 + int(query(request)["page"])}]
+        return page(found, {"data": found})
+
+    run = drive(Paginator(spec), serve)
+    assert run.records == [{"id": 2**70 + number} for number in (1, 2, 3)]
+    with pytest.raises(PaginationError, match="page 2 returned the same records as page 1"):
+        drive(Paginator(spec), lambda request: page([{"id": 2**70}], {"data": [{"id": 2**70}]}))
+
+
 def test_empty_pages_are_not_taken_for_repeats(tmp_path: Path) -> None:
     spec = spec_from(
         tmp_path,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+import orjson
+
 from tui_connector.config import (
     ApiKeyAuth,
     CursorPagination,
@@ -429,8 +431,11 @@ def _digest(records: list[Any]) -> str:
     where the previous one did), and hashing three records instead of a thousand keeps a
     large page from blocking the event loop for a millisecond."""
     sample = [len(records), records[0], records[-1]]
-    canonical = json.dumps(sample, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    try:  # orjson in a fifth of the stdlib's time: this runs for every page
+        canonical = orjson.dumps(sample, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits
+        canonical = json.dumps(sample, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def _whole_number(value: Any, where: str) -> int:
