@@ -18,7 +18,7 @@ import pytest
 from tui_connector import lake
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.server import DemoServer
-from tui_connector.engine import Engine
+from tui_connector.engine import YOUNG_COLLECTION_ALLOCATIONS, Engine
 from tui_connector.state import StateLockedError
 from tui_connector.telemetry import SourceStatus
 
@@ -647,3 +647,18 @@ async def test_fetched_pages_leave_no_garbage_for_the_collector(
     pages = engine.telemetry.sources["items"].pages
     assert pages == 48
     assert garbage < pages, f"{garbage} objects in reference cycles after {pages} pages"
+
+
+async def test_a_run_collects_young_objects_less_often_and_then_restores_the_collector(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        one_source(f"{demo.url}/v1/link/plain", "pagination:\n  type: next_url\n")
+    )
+    before = gc.get_threshold()
+    async with Engine(config) as engine:
+        assert gc.get_threshold() == (YOUNG_COLLECTION_ALLOCATIONS, *before[1:])
+        result = await engine.run()
+    assert result.done == ["items"]
+    assert gc.get_threshold() == before
+    assert not gc.get_freeze_count()
