@@ -946,6 +946,7 @@ HOSTILE = (
     "/bad/redirect-away/a?to=http://example.invalid/",
     "/bad/status/404/a",
     "/bad/never-valid/a",
+    "/bad/deep/a",
     "/bad/echo-error/a",
 )
 
@@ -1141,6 +1142,15 @@ def test_never_valid_is_never_json(client: httpx.Client) -> None:
         assert response.headers["Content-Type"] == "application/json"
         with pytest.raises(json.JSONDecodeError):
             response.json()
+
+
+def test_deep_nests_its_one_record_as_deep_as_asked(client: httpx.Client) -> None:
+    assert client.get("/v1/bad/deep/d", params={"depth": 3}).content == b'{"data": [[[[]]]]}'
+    deepest = client.get("/v1/bad/deep/d", params={"depth": 100_000}).content
+    assert deepest.count(b"[") == 100_001
+    for bad in ("0", "100001", "x"):
+        response = client.get("/v1/bad/deep/d", params={"depth": bad})
+        assert response.status_code == 400 and "depth must be" in response.json()["error"], bad
 
 
 def test_echo_error_echoes_the_whole_request(client: httpx.Client) -> None:

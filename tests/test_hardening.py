@@ -12,6 +12,7 @@ import resource
 import shutil
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -343,6 +344,18 @@ sources:
   leaving:
     url: {url}/v1/bad/redirect-away/leaving
     params: {{to: "http://localhost:{port}/v1/all/leaving"}}
+  too-deep-to-decode:
+    url: {url}/v1/bad/deep/d
+    params: {{depth: 5000}}
+    records: data
+  too-deep-to-write:
+    url: {url}/v1/bad/deep/d
+    params: {{depth: 1000}}
+    records: data
+  deep:
+    url: {url}/v1/bad/deep/d
+    params: {{depth: 500}}
+    records: data
 """
 HOSTILE_ERRORS = {
     "silent": "timed out (ReadTimeout)",
@@ -351,6 +364,8 @@ HOSTILE_ERRORS = {
     "huge-chunked": "larger than max_response_size (1.0 MiB)",
     "looping": "more than 10 redirects",
     "leaving": "redirect to another host (http://localhost",
+    "too-deep-to-decode": "response nests arrays and objects too deeply to decode",
+    "too-deep-to-write": "a record nests arrays and objects too deeply to be written",
 }
 
 
@@ -364,7 +379,7 @@ async def test_hostile_servers_fail_their_source_quickly_and_hold_no_huge_body(
     started = time.monotonic()
     result, engine = await run_engine(config)
     assert time.monotonic() - started < 20
-    assert result.done == ["fine"]
+    assert sorted(result.done) == ["deep", "fine"]
     assert sorted(result.failed) == sorted(HOSTILE_ERRORS)
     for source, says in HOSTILE_ERRORS.items():
         error = engine.telemetry.sources[source].last_error or ""
@@ -374,3 +389,9 @@ async def test_hostile_servers_fail_their_source_quickly_and_hold_no_huge_body(
     # A size refusal is final (no retry): one request each.
     huge = [entry for entry in server.log() if "/huge/" in entry.path]
     assert len(huge) == 2
+    # A body nested past what can be decoded or written fails at once, and leaves no page.
+    deep = [entry for entry in server.log() if "/deep/" in entry.path]
+    assert len(deep) == 3
+    assert lake_ids(config.out, "too-deep-to-write") == Counter()
+    (page,) = lake.source_pages_sync(config.out, "deep")
+    assert json.loads(page.read_text()) == json.loads("[" * 500 + "]" * 500)

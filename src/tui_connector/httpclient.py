@@ -119,7 +119,8 @@ def decode_json(content: bytes) -> Any:
     page. The stdlib decodes what orjson refuses (NaN, a byte-order mark, UTF-16, invalid
     JSON, for its error message) and any body with 19 digits in a row, whose integers orjson
     could change. Finding those costs about a fifth of what orjson saves. (One difference is
-    left: orjson decodes arrays nested 995 to 1024 deep, where the stdlib runs out of stack.)"""
+    left: orjson decodes arrays nested 995 to 1024 deep, where the stdlib raises
+    RecursionError, as it does for anything deeper.)"""
     if _LONG_NUMBER not in content.translate(_DIGIT_MAP):
         try:
             return orjson.loads(content)
@@ -550,6 +551,16 @@ class SourceHttp:
             )
         try:
             body = decode_json(content)
+        except RecursionError:
+            raise self._error(
+                "response nests arrays and objects too deeply to decode (about 1000 levels "
+                "or more)",
+                shown_url,
+                attempt,
+                response=response,
+                content=content,
+                retryable=False,
+            ) from None
         except (ValueError, UnicodeDecodeError) as exc:
             content_type = response.headers.get("Content-Type", "no content type")
             raise self._error(

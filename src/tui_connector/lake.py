@@ -33,7 +33,7 @@ _TEMP_SUFFIX = ".tmp"
 
 
 class LakeError(Exception):
-    """The lake directory cannot be written (permissions, disk full, ...)."""
+    """The lake cannot be written (permissions, disk full, a record too deep to encode...)."""
 
 
 def stream_dir(out: Path, source: str, partition: str) -> Path:
@@ -56,8 +56,14 @@ def _encode(records: Sequence[Any]) -> bytes:
         return b""
     try:
         return b"\n".join(map(orjson.dumps, records)) + b"\n"  # map: no generator frames
-    except TypeError:
-        lines = [_ENCODER.encode(record) for record in records]
+    except TypeError:  # also a record nested more than 254 deep, which orjson refuses
+        try:
+            lines = [_ENCODER.encode(record) for record in records]
+        except RecursionError:
+            raise LakeError(
+                "a record nests arrays and objects too deeply to be written as JSON (about "
+                "1000 levels or more)"
+            ) from None
         lines.append("")
         return "\n".join(lines).encode("utf-8")
 
@@ -291,6 +297,7 @@ class PageBatcher(Generic[Note]):
         """Stage a page; waits only while the lake falls behind (see `MAX_UNWRITTEN`)."""
         if self._failure is not None:
             raise self._failure
+        data = _encode(records)  # first: a page that cannot be encoded leaves no trace
         batch = self._open
         if batch is None:
             batch = self._open = Batch(position)
@@ -299,8 +306,7 @@ class PageBatcher(Generic[Note]):
                 self._timer = loop.call_later(self._max_seconds, self.close)
         elif position < batch.position:
             batch.position = position  # parallel pages land out of order
-        if records:
-            data = _encode(records)
+        if data:
             batch.chunks.append(data)
             batch.size += len(data)
             batch.records += len(records)

@@ -21,6 +21,7 @@ Routes (each dataset route is served under ``/v1`` without auth and under ``/sec
 - ``GET  {prefix}/bad/redirect-away/{ds}?to=URL``       302 to ``to`` (any absolute http(s) URL)
 - ``GET  {prefix}/bad/status/{code}/{ds}``              always HTTP ``code`` (400-599), JSON error
 - ``GET  {prefix}/bad/never-valid/{ds}``                200 ``application/json``, never JSON
+- ``GET  {prefix}/bad/deep/{ds}?depth=N``               one record: arrays nested N deep
 - ``GET|POST {prefix}/bad/echo-error/{ds}?status=N``    HTTP N (400) echoing the whole request
 - ``GET  /secure/echo``                                 the request's headers and query (auth)
 - ``GET|POST /_demo/knobs``, ``GET /_demo/log``, ``POST /_demo/reset``   control, never faulted
@@ -55,6 +56,9 @@ Hostile servers (the ``/bad/`` routes from ``hang`` on), to test a client's defe
   is an absolute http or https URL), to test that a client refuses to follow to another host.
 - ``status/{code}`` answers ``{"error": "<code> <reason> (...)"}`` with that status, 400-599 (for
   permanent 400 / 403 / 404 failures); ``never-valid`` answers 200 with the body ``{"data": [``.
+- ``deep`` answers ``{"data": [R]}`` where the one record ``R`` is an array nested ``depth``
+  (default 2000, at most 100000) levels deep: valid JSON past what a recursive decoder or
+  encoder can follow.
 - ``echo-error`` answers ``status`` (400-599, default 400) with a JSON body holding an ``error``
   and the request's ``method``, ``path``, ``query`` (every param), ``headers`` (every header,
   names lowercased) and ``body`` (as text): an API that echoes secrets back in its errors.
@@ -797,6 +801,16 @@ def _never_valid(_request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Rep
     return _Reply(b'{"data": [')
 
 
+_MAX_DEPTH = 100_000
+
+
+def _deep(request: web.Request, _knobs: DemoKnobs, _body: bytes) -> _Reply:
+    depth = _int_param(request.query, "depth", 2000, minimum=1)
+    if depth > _MAX_DEPTH:
+        raise _BadRequest(f"depth must be at most {_MAX_DEPTH}, not {depth}")
+    return _Reply(b'{"data": [' + b"[" * depth + b"]" * depth + b"]}")
+
+
 def _echo(request: web.BaseRequest) -> dict[str, Any]:
     """The request's method, path, every query param and every header (names lowercased;
     repeated ones joined with commas)."""
@@ -840,6 +854,7 @@ DATASET_ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", f"/bad/redirect-away/{_DS}", _redirect_away),
     ("GET", "/bad/status/{code:[0-9]{3}}/" + _DS, _status),
     ("GET", f"/bad/never-valid/{_DS}", _never_valid),
+    ("GET", f"/bad/deep/{_DS}", _deep),
     ("GET", f"/bad/echo-error/{_DS}", _echo_error),
     ("POST", f"/bad/echo-error/{_DS}", _echo_error),
 )
