@@ -352,6 +352,7 @@ sources:
     url: {url}/v1/bad/deep/d
     params: {{depth: 1000}}
     records: data
+    pagination: {{type: page_number}}
   deep:
     url: {url}/v1/bad/deep/d
     params: {{depth: 500}}

@@ -207,7 +207,7 @@ _STREAM_ERRORS = (FetchError, ExtractError, PaginationError, LakeError, Incremen
 # Parent page files read per trip to a worker thread when a child scans its parent's lake.
 _SCAN_BATCH = 50
 # The young generation's collection threshold during a run (Python's default: 700).
-YOUNG_COLLECTION_ALLOCATIONS = 10_000
+YOUNG_GENERATION_THRESHOLD = 10_000
 
 
 async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
@@ -1116,7 +1116,7 @@ class Engine:
         self._changed = asyncio.Event()
         self._stopping = False
         self.stop_requested_at: float | None = None
-        self._thresholds = gc.get_threshold()  # the collector's, restored by `close`
+        self._thresholds = gc.get_threshold()  # so that `close` works on an engine never entered
 
     async def __aenter__(self) -> Engine:
         self._lock.acquire()
@@ -1144,12 +1144,13 @@ class Engine:
         # leave. `close` thaws it all again.
         gc.collect(1)
         gc.freeze()
-        # A run makes next to no cyclic garbage (see `SourceHttp._read_body`), but a young
-        # collection still traces every object of the requests in flight (thousands with 100
-        # streams), found alive again each time: at the default 700 allocations, 2.5-4.5 % of
-        # the CPU of workload 1 (--only 1); collected every YOUNG_COLLECTION_ALLOCATIONS, 0.5 %.
+        # A run makes next to no cyclic garbage (see `httpclient._release`), yet a young
+        # collection traces every object of the requests in flight (thousands with 100
+        # streams), alive again each time. Python starts one whenever 700 more containers
+        # were allocated than freed: in the bench's workload 1 (8 s), 126-278 ms of collecting
+        # headless and 309-506 ms with the dashboard; at 10,000, 2-3 ms and 58-97 ms.
         self._thresholds = gc.get_threshold()
-        gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, *self._thresholds[1:])
+        gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *self._thresholds[1:])
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -1170,9 +1171,9 @@ class Engine:
                         await runner.http.aclose()
                 await self.lake.aclose()
             finally:
-                self._lock.release()
-                gc.unfreeze()
+                gc.unfreeze()  # first: nothing that could fail keeps the process tuned
                 gc.set_threshold(*self._thresholds)
+                self._lock.release()
 
     # -- running ----------------------------------------------------------------------------
 

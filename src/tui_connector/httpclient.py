@@ -129,6 +129,14 @@ def decode_json(content: bytes) -> Any:
     return json.loads(content)
 
 
+async def _release(response: httpx.Response) -> None:
+    """Close a response and let go of its stream. httpx's response and its stream refer to
+    each other, so each request's objects (30-odd, with aiohttp's) were otherwise left for
+    the garbage collector to find and free."""
+    await response.aclose()
+    response.stream = _READ_STREAM
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
     if value is None:
@@ -453,7 +461,7 @@ class SourceHttp:
         except ValueError:
             declared = 0
         if declared > limit:
-            await response.aclose()
+            await _release(response)
             raise self._too_large(response, shown_url, attempt)
         body = bytearray()
         try:
@@ -462,11 +470,7 @@ class SourceHttp:
                 if len(body) > limit:
                     raise self._too_large(response, shown_url, attempt)
         finally:
-            await response.aclose()
-            # httpx's response and its stream refer to each other, so each request's objects
-            # (30-odd, with aiohttp's) were left for the garbage collector to find and free:
-            # a twentieth of a fast run's CPU. Without the stream they go at once.
-            response.stream = _READ_STREAM
+            await _release(response)
         return bytes(body)
 
     def _too_large(self, response: httpx.Response, shown_url: str, attempt: int) -> FetchError:
@@ -489,7 +493,7 @@ class SourceHttp:
             response = await self.client.send(http_request, stream=True)
             if not response.has_redirect_location:
                 return response
-            await response.aclose()
+            await _release(response)
             target = http_request.url.join(response.headers["Location"])
             if _origin(target) != _origin(first) and not self._allow_other_hosts:
                 raise self._error(
