@@ -43,6 +43,7 @@ from tui_connector.tui.widgets import (
     MAX_PARTITIONS_SHOWN,
     InFlightPane,
     PartitionTable,
+    SteadyFooter,
     shown_streams,
 )
 
@@ -774,6 +775,31 @@ async def test_help_lists_every_key(
         assert {"enter", "escape", "ctrl+p"} <= keys
         await pilot.press("escape")
         await async_wait_for(lambda: not isinstance(app.screen, HelpScreen), what="closed")
+
+
+async def test_the_footer_is_rebuilt_only_when_its_keys_change(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    """Textual rebuilds a footer's keys (and lays the screen out again) at every change of
+    screen or focus; the help opening and closing changes none of the keys shown."""
+    config = write_config(sources_yaml(demo.url, ["any"]))
+    app = Dashboard(Engine(config))
+    async with app.run_test(size=SIZE) as pilot:
+        footer = app.screen.query_one(SteadyFooter)
+        await async_wait_for(lambda: bool(footer.children), what="the footer's keys")
+        keys = list(footer.children)
+        await pilot.press("question_mark")
+        await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
+        await pilot.press("escape")
+        await async_wait_for(lambda: not isinstance(app.screen, HelpScreen), what="closed")
+        await pilot.pause()
+        assert list(footer.children) == keys  # the same widgets
+        app.bind("x", "bell", description="Ring")
+        app.screen.refresh_bindings()
+        await async_wait_for(
+            lambda: "Ring" in [getattr(key, "description", "") for key in footer.children],
+            what="a new key in the footer",
+        )
 
 
 def test_the_help_wraps_each_description_beside_its_key() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker
 
 from tui_connector.engine import Engine, RunResult
@@ -35,6 +35,7 @@ from tui_connector.tui.widgets import (
     ErrorTable,
     InFlightPane,
     SourcesTable,
+    SteadyFooter,
     ThemeStyles,
     idle_reason,
     source_cells,
@@ -114,7 +115,7 @@ class Dashboard(App[int]):
         yield SourcesTable(self.engine.selected, id="sources")
         yield InFlightPane(id="in-flight")
         yield ErrorTable(id="errors", max_rows=200)
-        yield Footer()
+        yield SteadyFooter()
 
     def on_mount(self) -> None:
         # Held, not queried each tick: a query looks only at the screen on top, and the main

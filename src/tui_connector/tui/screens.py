@@ -21,7 +21,7 @@ from textual.geometry import Size
 from textual.screen import ModalScreen, Screen
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Footer, Sparkline, Static
+from textual.widgets import Sparkline, Static
 
 from tui_connector.config import (
     ApiKeyAuth,
@@ -39,7 +39,13 @@ from tui_connector.telemetry import SourceStats
 from tui_connector.tui import format as fmt
 from tui_connector.tui.history import ThroughputHistory
 from tui_connector.tui.table import RowTable, text_strip
-from tui_connector.tui.widgets import ErrorTable, PartitionTable, ThemeStyles, shown_streams
+from tui_connector.tui.widgets import (
+    ErrorTable,
+    PartitionTable,
+    SteadyFooter,
+    ThemeStyles,
+    shown_streams,
+)
 
 # -- the config summary ---------------------------------------------------------------------------
 
@@ -313,7 +319,7 @@ class SourceDetailScreen(Screen[None]):
                 yield Sparkline([], id="throughput")
         yield PartitionTable(id="streams")
         yield self.history
-        yield Footer()
+        yield SteadyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#detail-config").border_title = "Config (secrets redacted)"

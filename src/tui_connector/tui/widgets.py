@@ -15,8 +15,10 @@ from textual.app import App
 from textual.binding import Binding
 from textual.color import Color
 from textual.geometry import Size
+from textual.screen import Screen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widgets import Footer
 
 from tui_connector.telemetry import (
     ErrorEvent,
@@ -385,6 +387,30 @@ class InFlightPane(ScrollView, can_focus=True):
         line = self.line_text(index)
         line.truncate(width, overflow="ellipsis")
         return text_strip(line, self.app.console, base, width)
+
+
+class SteadyFooter(Footer):
+    """Textual's footer, rebuilt only when the keys it shows change.
+
+    Textual rebuilds the footer (a widget per key, then a layout of the whole screen) at every
+    change of screen or focus, though the keys shown seldom change: opening and closing the
+    help rebuilt the footer underneath twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: tuple[object, ...] | None = None
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        shown = tuple(
+            (binding, enabled, tooltip)
+            for _node, binding, enabled, tooltip in screen.active_bindings.values()
+            if binding.show
+        )
+        if shown == self._shown:
+            return
+        super().bindings_changed(screen)
+        if screen.app.app_focus:  # otherwise Textual did not rebuild it
+            self._shown = shown
 
 
 # -- errors ----------------------------------------------------------------------------------------
