@@ -807,6 +807,23 @@ async def test_the_help_and_the_footer_are_not_rebuilt_each_time_the_help_opens(
         )
 
 
+async def test_a_tick_after_the_screens_are_gone_does_nothing(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    """Closing, Textual empties the screen stack while the refresh timer can still fire (a
+    fresh-clone test run once failed with ScreenStackError at exit)."""
+    app = Dashboard(Engine(write_config(sources_yaml(demo.url, ["any"]))))
+    async with app.run_test(size=SIZE):
+        app.refresh_timer.pause()
+        stack = app._screen_stack  # as Textual leaves it while it closes the app
+        screens = stack[:]
+        stack.clear()
+        try:
+            app.refresh_view()
+        finally:
+            stack[:] = screens
+
+
 def test_the_help_wraps_each_description_beside_its_key() -> None:
     sections = [
         ("Keys", [("p", "Pause the selected source until its requests commit"), ("ctrl+p", "x")]),

@@ -210,6 +210,8 @@ class Dashboard(App[int]):
 
     def refresh_view(self) -> None:
         """One tick: read telemetry, change what changed. Runs 10 times a second."""
+        if not self.screen_stack:
+            return  # the app is closing: a tick can come after its screens are gone
         started = time.perf_counter()
         now = self.clock()
         engine = self.engine
