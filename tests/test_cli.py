@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tui_connector.demo.server import DemoServer
+from tui_connector.engine import STOP_GRACE_S
 
 from conftest import (
     cli,
@@ -108,8 +109,9 @@ def test_a_signal_commits_then_resume_refetches_nothing(
 def test_second_sigint_exits_at_once_and_stays_safe(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:
-    # Every request takes 3 s: a graceful stop would wait for them, an immediate exit doesn't.
-    server = demo_server_factory(records=300, latency_ms=3000)
+    # Every request takes 10 minutes: a graceful stop would wait the grace (10 s) for them and
+    # then print the run's summary; an immediate exit does neither.
+    server = demo_server_factory(records=300, latency_ms=600_000)
     config = backfill_config(tmp_path, server.url)
     process = start("run", "--headless", str(config), "--progress-interval", "60")
     wait_for(
@@ -123,9 +125,10 @@ def test_second_sigint_exits_at_once_and_stays_safe(
         pass
     interrupted_at = time.monotonic()
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=10)
+    stdout, _ = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert time.monotonic() - interrupted_at < 2.0
+    assert "interrupted:" not in stdout  # no summary: the graceful stop did not run to its end
+    assert time.monotonic() - interrupted_at < STOP_GRACE_S  # nor wait out its grace
     server.update_knobs(latency_ms=0)
     final = cli("run", "--headless", str(config))
     assert final.returncode == 0

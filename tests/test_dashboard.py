@@ -386,16 +386,17 @@ async def test_a_backing_off_source_shows_a_live_countdown(
         await async_wait_for(
             lambda: cell(app, "throttled", "status").startswith("backing off"), what="backoff"
         )
-        seconds = int(cell(app, "throttled", "status").removeprefix("backing off ").rstrip("s"))
+        def countdown() -> int:
+            status = cell(app, "throttled", "status")
+            assert status.startswith("backing off"), status
+            return int(status.removeprefix("backing off ").rstrip("s"))
+
+        seconds = countdown()
         assert 25 <= seconds <= 30
         pane = in_flight(app)
         assert "throttled: backing off, next attempt in" in pane
         assert "HTTP 429" in pane
-        await async_wait_for(
-            lambda: cell(app, "throttled", "status") == f"backing off {seconds - 1}s",
-            within=3,
-            what="the countdown to tick",
-        )
+        await async_wait_for(lambda: countdown() < seconds, what="the countdown to tick")
         await pilot.press("q")
     assert app.return_value == 130
 
@@ -936,16 +937,16 @@ async def test_a_second_q_quits_at_once_and_releases_the_state(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
 ) -> None:
-    server = demo_server_factory(records=300, page_size=10, latency_ms=2_000)
+    # The request takes 10 minutes and a graceful stop would wait all of it: only an exit at
+    # once can end the app within the wait below.
+    server = demo_server_factory(records=300, page_size=10, latency_ms=600_000)
     config = write_config(sources_yaml(server.url, ["stuck"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(Engine(config, stop_grace=600))
     async with app.run_test(size=SIZE) as pilot:
         stats = app.engine.telemetry.sources
         await async_wait_for(lambda: "stuck" in stats and stats["stuck"].in_flight == 1)
-        quit_at = time.monotonic()
         await pilot.press("q", "q")
-        await async_wait_for(lambda: app.return_value is not None, within=3, what="exit")
-    assert time.monotonic() - quit_at < 1.5  # did not wait for the 2 s request
+        await async_wait_for(lambda: app.return_value is not None, within=60, what="exit")
     assert app.return_value == 130
     server.update_knobs(latency_ms=0)
     async with Engine(config) as engine:  # the lock was released

@@ -752,9 +752,9 @@ def test_latency_and_slow(factory: Factory) -> None:
     started = time.monotonic()
     assert httpx.get(f"{server.url}/v1/all/l").status_code == 200
     assert time.monotonic() - started >= 0.1
-    started = time.monotonic()
-    assert httpx.get(f"{server.url}/_demo/knobs").status_code == 200
-    assert time.monotonic() - started < 0.1  # control routes have no latency
+    # Control routes have no latency: with a 10-minute one, they still answer.
+    server.update_knobs(latency_ms=600_000)
+    assert httpx.get(f"{server.url}/_demo/knobs", timeout=60).status_code == 200
     server.update_knobs(latency_ms=0, fault_rate=1.0, faults=("slow",), slow_ms=150)
     started = time.monotonic()
     assert httpx.get(f"{server.url}/v1/all/l").status_code == 200
@@ -819,10 +819,8 @@ def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_slow_is_how_read_timeouts_are_tested(factory: Factory) -> None:
     server = factory(fault_rate=1.0, faults=("slow",), slow_ms=600)
-    started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
+    with pytest.raises(httpx.ReadTimeout):  # the client gave up before the slow reply came
         httpx.get(f"{server.url}/v1/pages/s", timeout=httpx.Timeout(5, read=0.2))
-    assert time.monotonic() - started < 0.6
     wait_for(lambda: len(server.log()) == 1, timeout=5, what="the slow reply")
     assert [(e.status, e.fault) for e in server.log()] == [(200, "slow")]
 
@@ -974,7 +972,7 @@ def test_hang_never_answers_until_the_client_gives_up(
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(f"{server.url}/v1/bad/hang/h", timeout=httpx.Timeout(5, read=0.3))
     assert time.monotonic() - started >= 0.3
-    wait_for(lambda: server.in_flight == 0, timeout=2, what="the server to see the client go")
+    wait_for(lambda: server.in_flight == 0, timeout=30, what="the server to see the client go")
     [entry] = server.log()
     assert (entry.path, entry.status, entry.fault) == ("/v1/bad/hang/h", 0, None)
     assert entry.ended - entry.started >= 0.3
@@ -988,7 +986,7 @@ def test_a_hang_holds_a_turn_of_the_capacity(factory: Factory) -> None:
         hanging.sendall(b"GET /v1/bad/hang/c HTTP/1.1\r\nHost: demo\r\n\r\n")
         wait_for(lambda: server.serving == 1, timeout=5, what="the hang to be served")
         assert httpx.get(f"{server.url}/v1/pages/c").status_code == 429  # over capacity
-    wait_for(lambda: server.serving == 0, timeout=2, what="the turn to be given back")
+    wait_for(lambda: server.serving == 0, timeout=30, what="the turn to be given back")
     assert httpx.get(f"{server.url}/v1/pages/c").status_code == 200
     assert [(e.status, e.fault) for e in server.log()] == [
         (429, "capacity"),
@@ -1007,7 +1005,7 @@ def test_trickle_beats_a_read_timeout(factory: Factory, caplog: pytest.LogCaptur
         got = read_at_least(r, 30)
     assert time.monotonic() - started >= 29 * 0.02  # a byte at a time, and no read timeout
     assert got[:30] == b'{"data":[{"id":"tr-000000","n"'
-    wait_for(lambda: server.in_flight == 0, timeout=2, what="the server to see the client go")
+    wait_for(lambda: server.in_flight == 0, timeout=30, what="the server to see the client go")
     assert [(e.status, e.fault) for e in server.log()] == [(200, None)]
 
     with httpx.stream("GET", f"{server.url}/v1/bad/trickle/tr?every_ms=5000", timeout=0.2) as r:
@@ -1090,7 +1088,7 @@ def test_huge_can_be_refused_on_its_header(
     with httpx.stream("GET", f"{server.url}/v1/bad/huge/hr?length=1", timeout=5) as response:
         assert response.headers["Content-Length"] == str(64 * MIB)  # the default: 64 MiB
     # Refused unread: the server stops writing at once.
-    wait_for(lambda: server.in_flight == 0, timeout=2, what="the server to see the client go")
+    wait_for(lambda: server.in_flight == 0, timeout=30, what="the server to see the client go")
     [entry] = server.log()
     assert entry.status == 200 and entry.ended - entry.started < 2
     assert_quiet(caplog)
@@ -1341,8 +1339,9 @@ def test_start_stop_and_a_busy_port() -> None:
 
 
 def test_stop_does_not_wait_for_slow_requests() -> None:
-    server = DemoServer(DemoKnobs(latency_ms=30_000)).start()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    latency_s = 600
+    server = DemoServer(DemoKnobs(latency_ms=latency_s * 1000)).start()
+    with httpx.Client(base_url=server.url, timeout=latency_s) as http:
         failed = threading.Event()
 
         def call() -> None:
@@ -1356,13 +1355,14 @@ def test_stop_does_not_wait_for_slow_requests() -> None:
         wait_for(lambda: server.in_flight == 1, timeout=5, what="the request to arrive")
         started = time.monotonic()
         server.stop()
-        assert time.monotonic() - started < 3
-        worker.join(timeout=5)
+        assert time.monotonic() - started < latency_s / 10  # a hang guard, not a speed target
+        worker.join(timeout=60)
         assert failed.is_set()
 
 
 def test_stop_does_not_wait_for_hostile_requests(caplog: pytest.LogCaptureFixture) -> None:
-    server = DemoServer(DemoKnobs()).start()
+    grace_s = 300  # long enough that waiting for any of it could not go unnoticed
+    server = DemoServer(DemoKnobs(), shutdown_grace=grace_s).start()
     paths = ("/v1/bad/hang/s", "/v1/bad/trickle/s?every_ms=10000", "/v1/bad/huge/s?mb=512")
     sockets = []
     try:
@@ -1373,7 +1373,7 @@ def test_stop_does_not_wait_for_hostile_requests(caplog: pytest.LogCaptureFixtur
         wait_for(lambda: server.in_flight == 3, timeout=5, what="the requests to arrive")
         started = time.monotonic()
         server.stop()
-        assert time.monotonic() - started < 0.5  # not the aiohttp grace period (2 x 0.5 s)
+        assert time.monotonic() - started < grace_s / 10  # hostile handlers get no grace
         for sock in sockets:  # each connection was closed
             with contextlib.suppress(ConnectionResetError):
                 while sock.recv(1 << 20):

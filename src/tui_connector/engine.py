@@ -55,6 +55,10 @@ __all__ = ["WHOLE_SOURCE", "Engine", "RunResult", "SourceRunner", "StreamFailed"
 log = logging.getLogger(__name__)
 
 
+# How long a graceful stop lets the requests in flight finish and commit.
+STOP_GRACE_S = 10.0
+
+
 class ResizableLimit:
     """A semaphore whose limit can change while tasks hold and wait for it (`+`/`-` live)."""
 
@@ -1085,7 +1089,7 @@ class Engine:
         only: Iterable[str] | None = None,
         full_refresh: bool = False,
         telemetry: RunTelemetry | None = None,
-        stop_grace: float = 10.0,
+        stop_grace: float = STOP_GRACE_S,
         checkpoints: bool = True,
     ) -> None:
         """`checkpoints=False` is for the benchmark only: it measures what checkpointing costs

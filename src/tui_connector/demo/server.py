@@ -1248,8 +1248,16 @@ class DemoServer:
     ``with DemoServer(DemoKnobs(records=237)) as server: httpx.get(server.url + "/v1/all/x")``
     """
 
-    def __init__(self, knobs: DemoKnobs | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        knobs: DemoKnobs | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        shutdown_grace: float = 0.5,
+    ):
         self.host = host
+        self.shutdown_grace = shutdown_grace
         self._requested_port = port
         self.state = DemoState(knobs or DemoKnobs())
         self._port: int | None = None
@@ -1306,7 +1314,7 @@ class DemoServer:
         self._stopping = asyncio.Event()
         try:
             runner, self._port = await _start(
-                self.state, self.host, self._requested_port, shutdown_timeout=0.5
+                self.state, self.host, self._requested_port, shutdown_timeout=self.shutdown_grace
             )
         except BaseException as exc:
             self._error = exc
