@@ -48,7 +48,7 @@ from tui_connector.config import (
     RetryPolicy,
     SourceSpec,
 )
-from tui_connector.paginate import PageRequest
+from tui_connector.exchange import PageRequest, same_origin
 from tui_connector.redact import Redactor
 from tui_connector.telemetry import ErrorEvent, RunTelemetry, SourceStatus
 
@@ -495,7 +495,7 @@ class SourceHttp:
                 return response
             await _release(response)
             target = http_request.url.join(response.headers["Location"])
-            if _origin(target) != _origin(first) and not self._allow_other_hosts:
+            if not same_origin(str(target), str(first)) and not self._allow_other_hosts:
                 raise self._error(
                     f"HTTP {response.status_code} redirect to another host "
                     f"({self.redact(str(target.copy_with(query=None)))}) refused: it would "
@@ -628,10 +628,6 @@ class SourceHttp:
                 )
             )
         self._show_backing_off(time.monotonic() + wait)
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port
 
 
 def _status_hint(status: int) -> str:

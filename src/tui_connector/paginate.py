@@ -12,8 +12,6 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -31,8 +29,17 @@ from tui_connector.config import (
     ValueRef,
     scalar_text,
 )
+from tui_connector.exchange import (
+    DEFAULT_PORTS,
+    InvalidUrl,
+    Page,
+    PageRequest,
+    origin,
+    origin_text,
+    shorten,
+    shown_url,
+)
 from tui_connector.extract import excerpt, header_value, read_value
-from tui_connector.redact import REDACTED, looks_secret
 
 __all__ = [
     "Page",
@@ -45,31 +52,9 @@ __all__ = [
 
 State = dict[str, Any]
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _CURSOR_SHOWN = 16
 _URL_SHOWN = 80
 _FALSE_TEXTS = frozenset({"false", "0", "no"})
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    method: str
-    url: str
-    """Absolute URL to request; a next link already carries its query string."""
-    params: dict[str, str]
-    """Query parameters to add: static config params plus pagination params (empty for a
-    next link, which carries its own)."""
-    json: Any | None
-    """The JSON body for POST (a fresh copy of the template, cursor placed), else None."""
-
-
-@dataclass(frozen=True)
-class Page:
-    url: str
-    """The URL actually requested, with its query: relative next links resolve against it."""
-    headers: Mapping[str, str]
-    body: Any
-    records: list[Any]
 
 
 class PaginationError(Exception):
@@ -263,12 +248,12 @@ class Paginator:
         if self.style == "cursor":
             cursor = state.get("cursor")
             return (
-                "first page" if cursor is None else f"cursor {_shorten(str(cursor), _CURSOR_SHOWN)}"
+                "first page" if cursor is None else f"cursor {shorten(str(cursor), _CURSOR_SHOWN)}"
             )
         next_url = state.get("next")
         if next_url is None:
             return "first page"
-        return f"next {_shorten(_shown_url(str(next_url)), _URL_SHOWN)}"
+        return f"next {shorten(shown_url(str(next_url)), _URL_SHOWN)}"
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -331,7 +316,7 @@ class Paginator:
         if cursor == state["cursor"]:
             raise PaginationError(
                 "the server returned the same cursor twice in a row "
-                f"({_shorten(str(cursor), 40)}); stopping instead of looping forever"
+                f"({shorten(str(cursor), 40)}); stopping instead of looping forever"
             )
         return cursor
 
@@ -349,14 +334,14 @@ class Paginator:
                 f"the next link read from {_where(ref)} is not a URL string: {excerpt(raw, 80)}"
             )
         next_url = self._without_auth_param(urljoin(page.url, raw.strip()))
-        shown = _shorten(_shown_url(next_url), _URL_SHOWN)
+        shown = shorten(shown_url(next_url), _URL_SHOWN)
         origin = _origin(next_url)
-        if origin[0] not in _DEFAULT_PORTS:
+        if origin[0] not in DEFAULT_PORTS:
             raise PaginationError(f"the next link {shown} is not an http(s) URL")
         if origin != self._origin and not pagination.allow_other_hosts:
             raise PaginationError(
                 f"the next link {shown} points to another host than the source URL "
-                f"({_shown_url(_origin_text(self._origin))}); it could leak your credentials; "
+                f"({shown_url(origin_text(self._origin))}); it could leak your credentials; "
                 "set pagination.allow_other_hosts: true if you trust it"
             )
         if next_url in (state["next"], self._without_auth_param(page.url)):
@@ -474,35 +459,7 @@ def _where(ref: ValueRef) -> str:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
     try:
-        port = parts.port
-    except ValueError:
-        raise PaginationError(f"{_shown_url(url)!r} has an invalid port") from None
-    return scheme, parts.hostname or "", port or _DEFAULT_PORTS.get(scheme)
-
-
-def _origin_text(origin: tuple[str, str, int | None]) -> str:
-    scheme, host, port = origin
-    return (
-        f"{scheme}://{host}" if port == _DEFAULT_PORTS.get(scheme) else f"{scheme}://{host}:{port}"
-    )
-
-
-def _shown_url(url: str) -> str:
-    """The URL with any password and secret-looking query values masked, for messages."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-    query = parts.query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(looks_secret(name) for name, _ in pairs):
-        masked = [(name, REDACTED if looks_secret(name) else value) for name, value in pairs]
-        query = urlencode(masked, safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return origin(url)
+    except InvalidUrl as exc:
+        raise PaginationError(str(exc)) from None
