@@ -386,6 +386,7 @@ async def test_a_backing_off_source_shows_a_live_countdown(
         await async_wait_for(
             lambda: cell(app, "throttled", "status").startswith("backing off"), what="backoff"
         )
+
         def countdown() -> int:
             status = cell(app, "throttled", "status")
             assert status.startswith("backing off"), status

@@ -11,7 +11,6 @@ import os
 import resource
 import shutil
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
