@@ -5,34 +5,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import sqlite3
-import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui_connector import lake
 from tui_connector.engine import LoopPacer, ResizableLimit
 from tui_connector.httpclient import decode_json, parse_retry_after
-from tui_connector.lake import (
-    Batch,
-    LakeError,
-    LakeWriter,
-    PageBatcher,
-    clear_stream_sync,
-    page_path,
-    read_page_sync,
-    write_page_sync,
-)
 from tui_connector.redact import Redactor
-from tui_connector.state import SCHEMA_VERSION, Checkpoint, StateError, StateStore
 from tui_connector.telemetry import RateWindow
 
 
@@ -154,29 +138,6 @@ def test_redactor_removes_the_first_part_of_a_secret_cut_short() -> None:
     assert redact("ends in s3c") == "ends in s3c"  # too little of it to matter
 
 
-def test_lake_pages_round_trip_every_json_value(tmp_path: Path) -> None:
-    records = [
-        {"id": 1, "name": "Zoë ✓", "nested": {"list": [1.5, None, True, "a\nb"]}},
-        {"id": 2**70, "note": "past 64 bits: written by the stdlib"},
-        [1, "bare", {"x": -0.0}],
-    ]
-    write_page_sync(tmp_path, 0, records, fsync=False)
-    assert read_page_sync(page_path(tmp_path, 0)) == records
-
-
-def test_lake_write_is_atomic_and_cleanup_removes_stale_pages(tmp_path: Path) -> None:
-    directory = tmp_path / "src" / "all"
-    for position in range(4):
-        write_page_sync(directory, position, [{"id": position}], fsync=True)
-    (directory / "page-000000009.jsonl.tmp").write_text("partial")
-    assert page_path(directory, 2).read_text() == '{"id":2}\n'
-    assert clear_stream_sync(directory, keep_below=2) == 2
-    assert sorted(p.name for p in directory.iterdir()) == [
-        "page-000000000.jsonl",
-        "page-000000001.jsonl",
-    ]
-
-
 async def test_the_pacer_spreads_page_work_over_short_loop_iterations() -> None:
     now = 0.0
     pacer = LoopPacer(budget=0.005, clock=lambda: now)
@@ -263,198 +224,6 @@ async def test_streams_cancelled_around_their_turn_do_not_stall_the_others() -> 
     for outcome, task in zip(outcomes, queued, strict=True):
         assert outcome is None or task.cancelled()
     assert [task.cancelled() for task in queued].count(True) >= 3  # some were cut off
-
-
-async def test_page_batches_land_in_order_named_by_their_lowest_position(tmp_path: Path) -> None:
-    committed: list[tuple[list[str], bool]] = []
-
-    def commit(batch: Batch[str], wrote: bool) -> None:
-        # Each batch's file is in place before its commit, and every earlier one too.
-        assert page_path(tmp_path / "src" / "all", batch.position).exists() == wrote
-        committed.append((batch.notes, wrote))
-
-    writer = LakeWriter(tmp_path, commit_interval=60)  # only size and drain close batches
-    batcher = PageBatcher(writer, "src", "all", commit, max_bytes=40)
-    await batcher.add(5, [{"id": 5}], "p5")  # parallel pages land out of order
-    await batcher.add(3, [{"id": 3}], "p3")
-    await batcher.add(4, [{"id": 4, "pad": "x" * 30}], "p4")  # past max_bytes: written behind
-    await batcher.add(6, [], "p6")  # a page without records writes no file of its own
-    await batcher.drain()
-    assert committed == [(["p5", "p3", "p4"], True), (["p6"], False)]
-    assert read_page_sync(page_path(tmp_path / "src" / "all", 3)) == [
-        {"id": 5},
-        {"id": 3},
-        {"id": 4, "pad": "x" * 30},
-    ]
-
-
-async def test_page_batches_close_on_their_interval(tmp_path: Path) -> None:
-    landed = asyncio.Event()
-    writer = LakeWriter(tmp_path, commit_interval=0.01)
-    batcher = PageBatcher(writer, "src", "all", lambda batch, wrote: landed.set())
-    await batcher.add(0, [{"id": 0}], None)
-    await asyncio.wait_for(landed.wait(), timeout=10)  # no drain: the interval closed it
-    assert read_page_sync(page_path(tmp_path / "src" / "all", 0)) == [{"id": 0}]
-
-
-async def test_a_stream_waits_while_its_batches_wait_for_the_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    disk_free = threading.Event()
-    real = lake.write_file_sync
-
-    def slow_disk(*args: Any) -> int:
-        disk_free.wait(timeout=30)
-        return real(*args)
-
-    monkeypatch.setattr(lake, "write_file_sync", slow_disk)
-    writer = LakeWriter(tmp_path, commit_interval=60)
-    batcher = PageBatcher(writer, "src", "all", lambda b, w: None, max_bytes=1)
-    for position in range(lake.MAX_UNWRITTEN):  # one writing, the others waiting
-        await asyncio.wait_for(batcher.add(position, [{"id": position}], None), timeout=10)
-    blocked = asyncio.ensure_future(batcher.add(9, [{"id": 9}], None))
-    for _ in range(5):  # an add that is not held back completes in its first step
-        await asyncio.sleep(0)
-    assert not blocked.done()  # memory stays bounded: the fetching waits for the disk
-    disk_free.set()
-    await asyncio.wait_for(blocked, timeout=10)
-    await batcher.drain()
-    assert len(list((tmp_path / "src" / "all").glob("page-*.jsonl"))) == lake.MAX_UNWRITTEN + 1
-
-
-@pytest.mark.skipif(
-    not hasattr(os, "setpriority") or os.getpriority(os.PRIO_PROCESS, 0) >= lake.WRITER_NICENESS,
-    reason="per-thread niceness (Linux), in a process not already that nice",
-)
-async def test_lake_writers_give_the_event_loop_the_cpu_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = lake.write_file_sync
-    writers: list[tuple[str, int]] = []
-
-    def noting_who_writes(*args: Any) -> int:
-        thread = threading.current_thread()
-        writers.append((thread.name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-        return real(*args)
-
-    monkeypatch.setattr(lake, "write_file_sync", noting_who_writes)
-    writer = LakeWriter(tmp_path)
-    assert await writer.write_file("src", "all", 0, [b'{"id":1}\n']) > 0
-    await writer.aclose()
-    [(name, niceness)] = writers
-    assert name.startswith("lake-writer") and niceness == lake.WRITER_NICENESS
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < niceness  # the loop's
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("lake-")]
-    # Closed, it writes again (an engine entered a second time), and closes again.
-    assert await writer.write_file("src", "all", 1, [b'{"id":2}\n']) > 0
-    await writer.aclose()
-    assert len(writers) == 2
-
-
-async def test_a_write_abandoned_in_its_thread_leaves_no_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    started, disk_free, finished = threading.Event(), threading.Event(), threading.Event()
-    real = lake.write_file_sync
-
-    def slow_disk(*args: Any) -> int:
-        started.set()
-        disk_free.wait(timeout=30)
-        try:
-            return real(*args)
-        finally:
-            finished.set()
-
-    monkeypatch.setattr(lake, "write_file_sync", slow_disk)
-    committed: list[int] = []
-    writer = LakeWriter(tmp_path, commit_interval=60)
-    batcher = PageBatcher(writer, "src", "all", lambda b, w: committed.append(b.position))
-    await batcher.add(0, [{"id": 0}], None)
-    batcher.close()
-    await asyncio.to_thread(started.wait, 10)  # the write is in its thread
-    batcher.cancel()  # the stream ends: its next run cleans the directory, maybe before...
-    disk_free.set()  # ...this write finishes in its thread
-    await asyncio.to_thread(finished.wait, 10)
-    assert committed == []
-    assert list((tmp_path / "src" / "all").iterdir()) == []  # no page file, no temp file
-
-
-async def test_a_failed_batch_write_commits_nothing_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    committed: list[int] = []
-    writer = LakeWriter(tmp_path, commit_interval=60)
-    batcher = PageBatcher(
-        writer, "src", "all", lambda b, w: committed.append(b.position), max_bytes=1
-    )
-    real = lake.write_file_sync
-
-    def full_disk_at_two(directory: Path, position: int, *args: Any) -> int:
-        if position == 2:
-            raise LakeError("cannot write: No space left on device")
-        return real(directory, position, *args)
-
-    monkeypatch.setattr(lake, "write_file_sync", full_disk_at_two)
-    for position in range(4):  # each page its own batch (max_bytes=1), all written behind
-        await batcher.add(position, [{"id": position}], None)
-    with pytest.raises(LakeError, match="No space left"):
-        await batcher.drain()
-    assert committed == [0, 1]
-    with pytest.raises(LakeError):  # the stream learns of it at its next page, too
-        await batcher.add(9, [{"id": 9}], None)
-
-
-async def test_state_checkpoints_group_commit_and_survive_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    store = await StateStore(path).open()
-    await store.begin_run("sources.yaml")
-    await store.start_stream("s", "all", {"page": 1}, str(tmp_path), "fp")
-    for page in range(2, 50):
-        store.checkpoint(Checkpoint("s", "all", {"page": page}, page - 1, "running", page - 1, 0))
-    await store.flush()
-    await store.close()
-    store = await StateStore(path).open()
-    [row] = await store.streams()
-    await store.close()
-    assert row.cursor == {"page": 49} and row.position == 48
-
-
-async def test_state_refuses_foreign_corrupt_and_newer_databases(tmp_path: Path) -> None:
-    foreign = tmp_path / "foreign.db"
-    with sqlite3.connect(foreign) as db:
-        db.execute("CREATE TABLE something (x)")
-    with pytest.raises(StateError, match="not a tui-connector state"):
-        await StateStore(foreign).open()
-
-    corrupt = tmp_path / "corrupt.db"
-    corrupt.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(StateError, match="not a usable tui-connector state database"):
-        await StateStore(corrupt).open()
-
-    newer = tmp_path / "newer.db"
-    with sqlite3.connect(newer) as db:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StateError, match="newer tui-connector"):
-        await StateStore(newer).open()
-
-
-async def test_state_from_an_older_schema_is_migrated(tmp_path: Path) -> None:
-    from tui_connector.state import _MIGRATIONS
-
-    path = tmp_path / "v1.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
-        db.execute(
-            "INSERT INTO streams (source, partition, cursor, position, status, out_dir,"
-            " started_at, updated_at) VALUES ('s', 'all', '{\"page\": 3}', 2, 'running', 'x',"
-            " 'then', 'then')"
-        )
-    store = await StateStore(path).open()
-    [row] = await store.streams()
-    await store.close()
-    assert row.cursor == {"page": 3} and row.fingerprint == "" and row.files is None
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_secret_names_are_recognised_broadly() -> None:

@@ -286,7 +286,8 @@ def _state_path(config: str, state: Path | None) -> Path:
 )
 def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> None:
     """Show each source's progress and high-water mark (--streams: every stream's checkpoint)."""
-    from tui_connector.state import StateError, StateStore
+    from tui_connector.state import StateError
+    from tui_connector.state.sqlite import StateStore
 
     path = _state_path(config, state)
     if not path.exists():
@@ -384,7 +385,8 @@ def _source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
     """Forget the checkpoints of SOURCES (all when none given): the next run starts them over
     and replaces their files in the lake."""
-    from tui_connector.state import RunLock, StateError, StateStore
+    from tui_connector.state import StateError
+    from tui_connector.state.sqlite import RunLock, StateStore
 
     path = _state_path(config, state)
     if not path.exists():
@@ -581,7 +583,8 @@ def demo(
 
 
 async def _everything_done(loaded: LoadedConfig) -> bool:
-    from tui_connector.state import StateError, StateStore
+    from tui_connector.state import StateError
+    from tui_connector.state.sqlite import StateStore
 
     if not loaded.state.exists():
         return False

@@ -1,4 +1,4 @@
-"""The checkpoint store: SQLite (WAL) through aiosqlite.
+"""The SQLite checkpoint store (WAL) through aiosqlite, and the run lock beside it.
 
 Each stream (source × partition) has one row: its pagination state as JSON, the position of
 the next page (which names its lake file), counts and status. Checkpoints are group-committed:
@@ -19,7 +19,6 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import aiosqlite
 
 from tui_connector import failpoints
+from tui_connector.state import Checkpoint, StateError, StateLockedError, StreamRow
 
 # Forward migrations: index i upgrades a database at user_version i to i + 1.
 _MIGRATIONS: list[str] = [
@@ -83,37 +83,8 @@ GROUP_COMMIT_SIZE = 200
 GROUP_COMMIT_INTERVAL = 0.05
 
 
-class StateError(Exception):
-    """The state database cannot be used; the message says why and what to do."""
-
-
-class StateLockedError(StateError):
-    pass
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class StreamRow:
-    source: str
-    partition: str
-    cursor: dict[str, Any]
-    position: int
-    status: str
-    pages: int
-    records: int
-    out_dir: str
-    last_error: str | None
-    started_at: str
-    updated_at: str
-    finished_at: str | None
-    fingerprint: str
-    base: int = 0
-    mark: Any = None
-    pending_mark: Any = None
-    files: int | None = None
 
 
 @contextlib.contextmanager
@@ -123,24 +94,6 @@ def _database_errors(path: Path, doing: str) -> Iterator[None]:
         yield
     except (sqlite3.Error, OSError) as exc:
         raise StateError(f"{path}: cannot {doing}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    source: str
-    partition: str
-    cursor: dict[str, Any]
-    position: int
-    status: str
-    pages: int
-    records: int
-    last_error: str | None = None
-    mark: Any = None
-    """The high-water mark of the last completed incremental run (JSON)."""
-    pending_mark: Any = None
-    """The high-water mark this run's committed pages reached (JSON)."""
-    files: int = 0
-    """The page files the committed pages wrote."""
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -197,6 +150,8 @@ def _describe_holder(text: str) -> str:
 
 
 class StateStore:
+    """The `CheckpointStore` port on an SQLite file."""
+
     def __init__(self, path: Path, *, durable: bool = False) -> None:
         self.path = path
         self.durable = durable
@@ -209,6 +164,13 @@ class StateStore:
         self._writing = False
         self.last_commit_at: dict[str, float] = {}
         self.run_id: int | None = None
+        self._run_lock = RunLock(path)
+
+    def lock(self) -> None:
+        self._run_lock.acquire()
+
+    def unlock(self) -> None:
+        self._run_lock.release()
 
     # -- opening -----------------------------------------------------------------------
 

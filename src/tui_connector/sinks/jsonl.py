@@ -1,4 +1,4 @@
-"""Writing records to the lake: `<out>/<source>/<partition>/page-<position>.jsonl`.
+"""The JSON Lines sink: `<out>/<source>/<partition>/page-<position>.jsonl` on local disk.
 
 A file holds a batch of a stream's pages and is named by the lowest position among them.
 Each file is written whole to a temporary name, closed (and fsynced when asked), then
@@ -18,22 +18,18 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO
 
 import orjson
 
 from tui_connector import failpoints
+from tui_connector.sinks import LakeError, StagedPage, StreamKey
 
 PAGE_GLOB = "page-*.jsonl"
 _TEMP_SUFFIX = ".tmp"
-
-
-class LakeError(Exception):
-    """The lake cannot be written (permissions, disk full, a record too deep to encode...)."""
 
 
 def stream_dir(out: Path, source: str, partition: str) -> Path:
@@ -184,13 +180,13 @@ def _lower_thread_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
 
 
-class LakeWriter:
-    """Async front of the writer: file work goes to threads so the event loop never blocks."""
+class JsonLinesSink:
+    """The `Sink` port as JSON Lines files on local disk: file work goes to threads so the
+    event loop never blocks."""
 
-    def __init__(self, out: Path, fsync: bool = False, commit_interval: float = 0.0) -> None:
+    def __init__(self, out: Path, fsync: bool = False) -> None:
         self.out = out
         self.fsync = fsync
-        self.commit_interval = commit_interval  # seconds a page may wait for its batch
         self._writers: ThreadPoolExecutor | None = None  # made at the first write
 
     async def aclose(self) -> None:
@@ -200,171 +196,66 @@ class LakeWriter:
         if writers is not None:
             await asyncio.to_thread(writers.shutdown)
 
-    def directory(self, source: str, partition: str) -> Path:
-        return stream_dir(self.out, source, partition)
+    def directory(self, stream: StreamKey) -> Path:
+        return stream_dir(self.out, stream.source, stream.partition)
 
-    async def write_file(
+    def location(self, stream: StreamKey) -> str:
+        return str(self.directory(stream))
+
+    def identity(self, source: str) -> str:
+        return str(self.out.resolve() / source)
+
+    def stage(self, records: Sequence[Any]) -> StagedPage:
+        data = _encode(records)
+        return StagedPage(data, len(data), len(records))
+
+    async def write_batch(
         self,
-        source: str,
-        partition: str,
+        stream: StreamKey,
         position: int,
-        chunks: Sequence[bytes],
+        pages: Sequence[StagedPage],
         abandoned: Callable[[], bool] = lambda: False,
-    ) -> int:
-        directory = self.directory(source, partition)
+    ) -> bool:
+        chunks = [page.payload for page in pages if page.payload]
+        if not chunks:
+            return False  # a batch of pages without records writes no file
+        directory = self.directory(stream)
         if self._writers is None:
             self._writers = ThreadPoolExecutor(
                 WRITER_THREADS, thread_name_prefix="lake-writer", initializer=_lower_thread_priority
             )
-        return await asyncio.get_running_loop().run_in_executor(
-            self._writers, write_file_sync, directory, position, chunks, self.fsync, abandoned
+        # Looked up at each call, so that tests can slow the disk down.
+        write = sys.modules[__name__].write_file_sync
+        await asyncio.get_running_loop().run_in_executor(
+            self._writers, write, directory, position, chunks, self.fsync, abandoned
         )
+        return True
 
-    async def count_pages(
-        self, source: str, partition: str, below: int, also: frozenset[int] = frozenset()
+    async def count_batches(
+        self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()
     ) -> int:
-        directory = self.directory(source, partition)
+        directory = self.directory(stream)
         return await _in_thread("read", directory, count_pages_sync, below, also)
 
-    async def clear_stream(
-        self,
-        source: str,
-        partition: str,
-        keep_below: int = 0,
-        also_keep: frozenset[int] = frozenset(),
+    async def remove_uncovered(
+        self, stream: StreamKey, keep_below: int = 0, also_keep: frozenset[int] = frozenset()
     ) -> int:
-        directory = self.directory(source, partition)
+        directory = self.directory(stream)
         return await _in_thread("clean", directory, clear_stream_sync, keep_below, also_keep)
 
-
-# A stream's pages are gathered into one file until it holds BATCH_BYTES or its first page has
-# waited the config's `commit_interval`. Creating a file costs far more than writing a page's
-# bytes (measured on a cloud VM's ext4: 0.4-0.7 ms of kernel time per file against 8 µs per
-# 12 KB appended), so a file per page made the lake most of a fast run's CPU. The price: a
-# crash fetches again the pages of at most the last interval.
-BATCH_BYTES = 1 << 20
-# Closed batches a stream may have waiting for the disk before its fetching waits for them:
-# without a bound, a lake slower than the API held every page fetched meanwhile in memory.
-MAX_UNWRITTEN = 2
-
-Note = TypeVar("Note")
+    async def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
+        paths = await asyncio.to_thread(source_pages_sync, self.out, source)
+        for start in range(0, len(paths), _READ_BATCH):
+            for records in await asyncio.to_thread(_read_pages, paths[start : start + _READ_BATCH]):
+                yield records
 
 
-@dataclass
-class Batch(Generic[Note]):
-    """Pages bound for one file, with what the caller commits once the file is in place."""
-
-    position: int  # the lowest lake position among its pages: the file's name
-    chunks: list[bytes] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)  # one per page, in the order added
-    size: int = 0
-    records: int = 0
+# Page files read per trip to a worker thread when a source's lake is read back.
+_READ_BATCH = 50
 
 
-class PageBatcher(Generic[Note]):
-    """Gathers one stream's pages into batch files, written behind the fetching.
-
-    A full or old batch goes to a worker thread while the stream fetches on (`add` waits only
-    when the disk falls behind). Batches land and are committed (`commit(batch, wrote_file)`,
-    called on the loop right after the rename) in the order they were closed, one at a time,
-    so a stream's checkpoints never run ahead of its files. After a failed write nothing later
-    is committed, and the failure is raised by the next `add` or `drain`.
-    """
-
-    def __init__(
-        self,
-        writer: LakeWriter,
-        source: str,
-        partition: str,
-        commit: Callable[[Batch[Note], bool], None],
-        *,
-        max_bytes: int = BATCH_BYTES,
-    ) -> None:
-        self._writer = writer
-        self._source = source
-        self._partition = partition
-        self._commit = commit
-        self._max_bytes = max_bytes
-        self._max_seconds = writer.commit_interval
-        self._open: Batch[Note] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._writing: set[asyncio.Task[None]] = set()
-        self._order = asyncio.Lock()  # FIFO: batches commit in the order they were closed
-        self._failure: Exception | None = None
-        self._abandoned = False
-
-    async def add(self, position: int, records: Sequence[Any], note: Note) -> None:
-        """Stage a page; waits only while the lake falls behind (see `MAX_UNWRITTEN`)."""
-        if self._failure is not None:
-            raise self._failure
-        data = _encode(records)  # first: a page that cannot be encoded leaves no trace
-        batch = self._open
-        if batch is None:
-            batch = self._open = Batch(position)
-            if self._max_seconds > 0:
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(self._max_seconds, self.close)
-        elif position < batch.position:
-            batch.position = position  # parallel pages land out of order
-        if data:
-            batch.chunks.append(data)
-            batch.size += len(data)
-            batch.records += len(records)
-        batch.notes.append(note)
-        if batch.size >= self._max_bytes or self._max_seconds <= 0:
-            self.close()
-        while len(self._writing) > MAX_UNWRITTEN:
-            await asyncio.wait(set(self._writing), return_when=asyncio.FIRST_COMPLETED)
-
-    def close(self) -> None:
-        """Send the open batch to be written now."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._open = self._open, None
-        if batch is not None:
-            task = asyncio.get_running_loop().create_task(self._write(batch))
-            self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
-
-    async def drain(self) -> None:
-        """Write the open batch and wait until every batch is committed (or one failed)."""
-        self.close()
-        while self._writing:
-            await asyncio.wait(set(self._writing))
-        if self._failure is not None:
-            raise self._failure
-
-    @property
-    def idle(self) -> bool:
-        """Nothing staged and nothing being written."""
-        return self._open is None and not self._writing
-
-    def cancel(self) -> None:
-        """Give up what is not committed (the stream is cancelled: a resume fetches it)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._open = None
-        self._abandoned = True  # a write already in its thread leaves no file behind
-        for task in self._writing:
-            task.cancel()
-
-    async def _write(self, batch: Batch[Note]) -> None:
-        async with self._order:
-            if self._failure is not None:
-                return
-            try:
-                if batch.chunks:
-                    await self._writer.write_file(
-                        self._source,
-                        self._partition,
-                        batch.position,
-                        batch.chunks,
-                        lambda: self._abandoned,
-                    )
-                self._commit(batch, bool(batch.chunks))
-            except Exception as exc:  # raised to the stream by its next add or drain
-                self._failure = exc
+def _read_pages(paths: list[Path]) -> list[list[Any]]:
+    return [read_page_sync(path) for path in paths]
 
 
 async def _in_thread(
