@@ -1,7 +1,8 @@
 """The demo API's server: the aiohttp application (every dataset route of ``routes`` under
 ``/v1`` without auth and under ``/secure`` with it, each through ``pipeline``; and the control
-endpoints), and running it: :class:`DemoServer` on its own thread (tests, ``tui-connector demo``),
-:func:`serve_forever` in the foreground (``tui-connector serve-demo``).
+endpoints), and running it: :class:`DemoServer` on its own thread (tests, the screenshots
+script), :func:`serve_forever` in the foreground (``tui-connector serve-demo``, which
+``tui-connector demo`` starts).
 
 The control endpoints are never faulted, never wait for capacity and are not logged:
 
