@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tui_connector.config import LoadedConfig, load_config
-from tui_connector.demo.server import DemoKnobs, DemoServer
+from tui_connector.demo.knobs import DemoKnobs
+from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine, RunResult
 
 ROOT = Path(__file__).resolve().parent.parent

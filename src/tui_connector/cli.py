@@ -475,7 +475,8 @@ def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
 @_demo_knob_options
 def serve_demo(port: int, **knobs: object) -> None:
     """Serve the built-in demo API on 127.0.0.1 (every pagination style, with fault knobs)."""
-    from tui_connector.demo.server import DemoKnobs, serve_forever
+    from tui_connector.demo.knobs import DemoKnobs
+    from tui_connector.demo.server import serve_forever
 
     try:
         serve_forever(DemoKnobs(**knobs), port=port)  # type: ignore[arg-type]
