@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from tui_connector.config import SourceSpec, load_config
-from tui_connector.paginate import Page, PageRequest, PaginationError, Paginator, next_link
+from tui_connector.exchange import PageRequest
+from tui_connector.paginate import Page, PaginationError, Paginator, next_link
 
 BASE = "https://api.example.com/v1/items"
 
