@@ -21,16 +21,15 @@ class CursorPaginator(BasePaginator[CursorPagination]):
 
     def request_at(self, state: State) -> PageRequest:
         pagination, template = self.pagination, self.template
-        params = template.query()
-        body = template.fresh_body()
         cursor = state["cursor"]
-        if cursor is not None:
-            if pagination.cursor_param is not None:
-                params[pagination.cursor_param] = scalar_text(cursor)
-            else:
-                assert pagination.cursor_body_field is not None  # config: exactly one
-                body = place(body, pagination.cursor_body_field, cursor)
-        return template.request(params, body)
+        if cursor is None:
+            return template.request()
+        if pagination.cursor_param is not None:
+            return template.request({pagination.cursor_param: scalar_text(cursor)})
+        assert pagination.cursor_body_field is not None  # config: exactly one
+        return template.request(
+            body=place(template.fresh_body(), pagination.cursor_body_field, cursor)
+        )
 
     def next_position(self, state: State, page: Page, pages: int) -> Any:
         ref = self.pagination.cursor

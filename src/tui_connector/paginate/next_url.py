@@ -30,11 +30,9 @@ class NextUrlPaginator(BasePaginator[NextUrlPagination]):
     position = "next"
 
     def request_at(self, state: State) -> PageRequest:
-        template = self.template
         next_url = state["next"]
-        if next_url is not None:  # it carries its own query
-            return PageRequest(template.method, next_url, {}, template.fresh_body())
-        return template.request(template.query(), template.fresh_body())
+        template = self.template
+        return template.request() if next_url is None else template.follow(next_url)
 
     def next_position(self, state: State, page: Page, pages: int) -> str | None:
         pagination, template = self.pagination, self.template

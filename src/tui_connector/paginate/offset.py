@@ -13,15 +13,14 @@ class OffsetPaginator(AddressablePaginator[OffsetPagination]):
     style = "offset"
     position = "offset"
 
-    def first_position(self) -> int:
-        return self.pagination.start
-
     def request_at(self, state: State) -> PageRequest:
-        pagination, template = self.pagination, self.template
-        params = template.query()
-        params[pagination.offset_param] = str(state["offset"])
-        params[pagination.limit_param] = str(pagination.limit)
-        return template.request(params, template.fresh_body())
+        pagination = self.pagination
+        return self.template.request(
+            {
+                pagination.offset_param: str(state["offset"]),
+                pagination.limit_param: str(pagination.limit),
+            }
+        )
 
     def next_position(self, state: State, page: Page, pages: int) -> int:
         count = len(page.records)

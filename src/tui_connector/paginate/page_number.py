@@ -12,16 +12,12 @@ class PageNumberPaginator(AddressablePaginator[PageNumberPagination]):
     style = "page_number"
     position = "page"
 
-    def first_position(self) -> int:
-        return self.pagination.start
-
     def request_at(self, state: State) -> PageRequest:
-        pagination, template = self.pagination, self.template
-        params = template.query()
-        params[pagination.page_param] = str(state["page"])
+        pagination = self.pagination
+        params = {pagination.page_param: str(state["page"])}
         if pagination.size_param is not None and pagination.size is not None:
             params[pagination.size_param] = str(pagination.size)
-        return template.request(params, template.fresh_body())
+        return self.template.request(params)
 
     def next_position(self, state: State, page: Page, pages: int) -> int:
         page_number: int = state["page"]

@@ -23,6 +23,9 @@ A = TypeVar("A", PageNumberPagination, OffsetPagination)
 class AddressablePaginator(BasePaginator[A]):
     """A style whose page `i` can be requested without the pages before it."""
 
+    def first_position(self) -> int:
+        return self.pagination.start
+
     def page_count(self, state: State) -> int | None:
         """After the first page: how many pages the stream has in all, when that is known up
         front, so the rest can be fetched concurrently. None means follow the pages one by one.

@@ -51,16 +51,23 @@ class RequestTemplate:
         auth_param = auth.param if isinstance(auth, ApiKeyAuth) else None
         return cls(spec.method, spec.url, spec.params, spec.body, auth_param)
 
-    def query(self) -> dict[str, str]:
-        """The static params, as a fresh dict pagination may add its own to."""
-        return dict(self.params)
+    def request(
+        self, params: Mapping[str, str] | None = None, body: Any | None = None
+    ) -> PageRequest:
+        """The request with pagination's `params` added to the static ones, and `body` (by
+        default a fresh copy of the template)."""
+        query = {**self.params, **params} if params else dict(self.params)
+        return PageRequest(
+            self.method, self.url, query, self.fresh_body() if body is None else body
+        )
+
+    def follow(self, url: str) -> PageRequest:
+        """The request for a next link: it carries its own query."""
+        return PageRequest(self.method, url, {}, self.fresh_body())
 
     def fresh_body(self) -> Any | None:
         """A copy of the body template that placing a value in cannot change the template."""
         return None if self.body is None else copy.deepcopy(dict(self.body))
-
-    def request(self, params: dict[str, str], body: Any | None) -> PageRequest:
-        return PageRequest(self.method, self.url, params, body)
 
     def without_auth_param(self, url: str) -> str:
         if self.auth_param is None:

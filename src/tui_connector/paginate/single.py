@@ -18,8 +18,7 @@ class SinglePage(BasePaginator[NoPagination]):
         return None
 
     def request_at(self, state: State) -> PageRequest:
-        template = self.template
-        return template.request(template.query(), template.fresh_body())
+        return self.template.request()
 
     def describe_position(self, state: State) -> str:
         return "single request"
