@@ -13,7 +13,7 @@ from tui_connector.config import SourceSpec
 from tui_connector.engine.failures import StreamFailed
 from tui_connector.engine.stream import Start, StreamRun, StreamServices
 from tui_connector.incremental import HighWater
-from tui_connector.paginate import PaginationError, Paginator
+from tui_connector.paginate import PaginationError, ParallelPages, paginator_for
 from tui_connector.partitions import Partition, stream_spec
 from tui_connector.sinks import Sink, StreamKey
 from tui_connector.state import StreamRow
@@ -96,7 +96,7 @@ async def open_stream(
     if since is not None:
         services.stats.high_water = services.redact(str(since))
     try:
-        paginator = Paginator(stream_spec(spec, partition, since))
+        paginator = paginator_for(stream_spec(spec, partition, since))
     except PaginationError as exc:  # the body template has no room for the value
         event = services.failures.exception(exc)
         raise StreamFailed(event.error, event, fatal=True) from None
@@ -134,8 +134,7 @@ async def open_stream(
 def done_above(row: StreamRow) -> frozenset[int]:
     """The lake positions of a parallel stream's pages committed above its checkpoint's
     position (the low-water mark)."""
-    parallel = row.cursor.get("parallel") or {}
-    return frozenset(row.base + index for index in parallel.get("done", ()))
+    return frozenset(row.base + index for index in ParallelPages.done_in(row.cursor))
 
 
 async def _check_lake(services: StreamServices, row: StreamRow) -> None:

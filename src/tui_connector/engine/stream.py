@@ -24,10 +24,11 @@ from tui_connector.engine.failures import (
     stops_the_source,
 )
 from tui_connector.engine.gate import SourceGate, StopRequested, cancel_all
+from tui_connector.exchange import Page, PageRequest
 from tui_connector.extract import check_errors, extract_records, read_value
 from tui_connector.httpclient import SourceHttp
 from tui_connector.incremental import HighWater, merged
-from tui_connector.paginate import Page, Paginator
+from tui_connector.paginate import BasePaginator, ParallelPages, Step
 from tui_connector.partitions import Partition
 from tui_connector.redact import Redactor
 from tui_connector.sinks import LakeError, Sink, StreamKey
@@ -107,7 +108,7 @@ class StreamRun:
         services: StreamServices,
         partition: Partition,
         stats: StreamStats,
-        paginator: Paginator,
+        paginator: BasePaginator[Any],
         start: Start,
         *,
         fresh: bool,
@@ -129,9 +130,11 @@ class StreamRun:
     async def run(self) -> bool:
         """True when the stream finished, False when it was stopped. Raises StreamFailed."""
         cursor, position = self._start.cursor, self._start.position
-        self.stats.position = self._describe(cursor)
-        if "parallel" in cursor:
-            return await self._parallel(cursor)
+        pages = ParallelPages.resume(self.paginator, cursor)
+        if pages is not None:
+            self.stats.position = pages.describe()
+            return await self._parallel(pages)
+        self.stats.position = self.services.redact(self.paginator.describe(cursor))
         return await self._sequential(cursor, position)
 
     # -- pages in order -----------------------------------------------------------------------
@@ -159,77 +162,51 @@ class StreamRun:
                     return False
                 with gate.fetching():
                     try:
-                        page, records = await self._fetch(cursor)
-                        after, finished, count = self._advance(cursor, page)
+                        page, records = await self._fetch(self.paginator.request(cursor))
+                        step = self.paginator.step(cursor, page)
                     except StopRequested:
                         continue
                     except STREAM_ERRORS as exc:
                         await self._drain(batcher, lambda: committed)
                         await self._fail(exc, committed)
                     note = SequentialPage(
-                        len(records), self._pending(), after, position + 1, finished
+                        len(records), self._pending(), step.checkpoint, position + 1, step.finished
                     )
-                    await self._stage(batcher, position, records, note, None if finished else after)
+                    await self._stage(batcher, position, records, note, step)
                     position += 1
-                    if finished or count is not None:
+                    if step.next is None:  # finished, or the rest goes concurrently
                         await self._drain(batcher, lambda: committed)
                         break
-                cursor = after
+                cursor = step.next
         finally:
             self._forget(batcher)
-        if finished:
+        if step.parallel is None:
             await self.services.store.flush()
             return True
-        return await self._parallel(after)
-
-    def _advance(self, cursor: Cursor, page: Page) -> tuple[Cursor, bool, int | None]:
-        """The cursor after `page`, whether the stream is finished, and, when the first page
-        told how many pages there are, that count: the rest are fetched concurrently."""
-        paginator = self.paginator
-        following = paginator.advance(cursor, page)
-        if following is None:
-            return cursor, True, None
-        count = paginator.page_count(following)
-        if count == 1:
-            return cursor, True, None
-        if count is not None:
-            following = {**following, "parallel": {"count": count, "low": 1, "done": []}}
-        return following, False, count
+        return await self._parallel(step.parallel)
 
     # -- pages at once ------------------------------------------------------------------------
 
-    async def _parallel(self, cursor: Cursor) -> bool:
+    async def _parallel(self, pages: ParallelPages) -> bool:
         """Fetch the pages of a stream whose page count is known, up to the source's limit at
         once. The checkpoint holds a low-water mark and the pages done above it, so a resume
         fetches exactly the pages missing."""
         gate = self.services.gate
-        progress = cursor["parallel"]
-        count: int = progress["count"]
-        low: int = progress["low"]
-        done: set[int] = set(progress["done"])
-        first_page = {name: value for name, value in cursor.items() if name != "parallel"}
-        todo = deque(index for index in range(low, count) if index not in done)
-        self.stats.pages_total = count
+        todo = deque(pages.todo())
+        self.stats.pages_total = pages.count
         active: set[asyncio.Task[None]] = set()
         failure: Exception | None = None
 
-        def state() -> Cursor:
-            return {**first_page, "parallel": {"count": count, "low": low, "done": sorted(done)}}
-
         def committed() -> Committed:
-            return Committed(state(), self.base + low)
+            return Committed(pages.checkpoint(), self.base + pages.low)
 
         def commit(batch: Batch[ParallelPage], wrote: bool) -> None:
-            nonlocal low
-            done.update(note.index for note in batch.notes)
-            while low in done:
-                done.discard(low)
-                low += 1
-            snapshot = state()
+            pages.commit(note.index for note in batch.notes)
             self._landed(batch, wrote)
-            status = "done" if low == count else "running"
-            self._checkpoint(snapshot, self.base + low, status, batch.notes[-1].pending)
-            self.stats.position = "finished" if low == count else self._describe(snapshot)
+            status = "done" if pages.finished else "running"
+            at = committed()
+            self._checkpoint(at.cursor, at.position, status, batch.notes[-1].pending)
+            self.stats.position = pages.describe()
 
         batcher = self._batcher(commit)
 
@@ -237,7 +214,7 @@ class StreamRun:
             nonlocal failure
             with gate.fetching():
                 try:
-                    _, records = await self._fetch(self.paginator.seek(first_page, index))
+                    _, records = await self._fetch(pages.request(index))
                     note = ParallelPage(len(records), self._pending(), index)
                     await self._stage(batcher, self.base + index, records, note, None)
                 except StopRequested:
@@ -268,20 +245,20 @@ class StreamRun:
             raise failure
         if failure is not None:
             await self._fail(failure, committed())
-        if low < count:
-            self._checkpoint(state(), self.base + low, "stopped", self._pending())
+        if not pages.finished:
+            at = committed()
+            self._checkpoint(at.cursor, at.position, "stopped", self._pending())
             return False
         await self.services.store.flush()
         return True
 
     # -- the steps ----------------------------------------------------------------------------
 
-    async def _fetch(self, cursor: Cursor) -> tuple[Page, list[Any]]:
+    async def _fetch(self, request: PageRequest) -> tuple[Page, list[Any]]:
         """One page: fetched, checked, its records extracted (and only the new ones kept, for
         an incremental stream)."""
         services = self.services
         spec = services.spec
-        request = self.paginator.request(cursor)
         gate = services.gate
         response = await services.http.fetch(request, gate.attempt_slot, interrupt=gate.stopping)
         check_errors(response.body, spec.errors)
@@ -303,12 +280,12 @@ class StreamRun:
         at: int,
         records: list[Any],
         note: SequentialPage | ParallelPage,
-        shown: Cursor | None,
+        step: Step | None,
     ) -> None:
         """A fetched page, at lake position `at`, into its stream's batch. Progress counts it
         now, and child sources take their partitions from it now: its batch becomes durable
-        within the commit interval (or is fetched again after a crash). `shown`: the cursor
-        to show next, for a page fetched in order (None once finished)."""
+        within the commit interval (or is fetched again after a crash). `step`: where a page
+        fetched in order leads (a parallel stream's position moves as its pages commit)."""
         services = self.services
         stream = self.stats
         if stream.pages == 0 and not records and self.high_water is None:
@@ -324,8 +301,10 @@ class StreamRun:
         services.offer_to_children(records)
         stream.pages += 1
         stream.records += len(records)
-        if isinstance(note, SequentialPage):  # a parallel stream's position moves as it commits
-            stream.position = "finished" if shown is None else self._describe(shown)
+        if step is not None:
+            # A server may echo a key into its next links: positions are shown only redacted.
+            shown = step.describe()
+            stream.position = shown if step.next is None else services.redact(shown)
         services.telemetry.page_retrieved(services.spec.name, len(records), stream.position)
 
     def _checkpoint(
@@ -400,10 +379,3 @@ class StreamRun:
         """The stream ended: what is still unwritten is given up (a resume fetches it)."""
         batcher.cancel()
         self.services.batchers.discard(batcher)
-
-    def _describe(self, cursor: Cursor) -> str:
-        # A server may echo a key into its next links: positions are shown only redacted.
-        parallel = cursor.get("parallel")
-        if parallel:
-            return f"{parallel['low']}/{parallel['count']} pages (parallel)"
-        return self.services.redact(self.paginator.describe(cursor))

@@ -14,11 +14,8 @@ databases rely on (`style`, `pages`, `records`, `digest`, `first_size`, `total_r
 `count`, `low`, `done`). Nothing here does I/O.
 """
 
-# Only for the engine, until it imports Page from tui_connector.exchange: then drop it.
-from tui_connector.exchange import Page
 from tui_connector.paginate.base import AnyPagination, BasePaginator, State, Step
 from tui_connector.paginate.errors import PaginationError
-from tui_connector.paginate.legacy import Paginator
 from tui_connector.paginate.next_url import next_link
 from tui_connector.paginate.parallel import AddressablePaginator, ParallelPages
 from tui_connector.paginate.registry import PAGINATORS, build_paginator, paginator_for
@@ -29,9 +26,7 @@ __all__ = [
     "AddressablePaginator",
     "AnyPagination",
     "BasePaginator",
-    "Page",
     "PaginationError",
-    "Paginator",
     "ParallelPages",
     "RequestTemplate",
     "State",
