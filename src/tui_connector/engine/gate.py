@@ -4,8 +4,7 @@ slot every attempt holds, and the count of fetches under way that a pause waits 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 
@@ -28,9 +27,9 @@ class SourceGate:
         on_quiet: Callable[[], None],
     ) -> None:
         self.limit = limit
-        self._global_limit = global_limit
-        self._pacer = pacer
-        self._on_quiet = on_quiet
+        self.global_limit = global_limit
+        self.pacer = pacer
+        self.on_quiet = on_quiet
         self.paused = False
         self.stop_requested = False
         self._unpaused = asyncio.Event()
@@ -38,6 +37,10 @@ class SourceGate:
         self.stopping = asyncio.Event()  # cuts backoff sleeps and Retry-After holds short
         self._wake = asyncio.Event()  # a scheduler may start something: look again
         self.busy = 0  # fetches between the gate and their page staged
+        # Entered for every page and every attempt: one reusable object each, not a
+        # generator-based context manager made per call.
+        self._fetching = _Fetching(self)
+        self._attempt_slot = _AttemptSlot(self)
 
     # -- controls ---------------------------------------------------------------------------
 
@@ -65,41 +68,22 @@ class SourceGate:
 
     # -- what streams wait on ---------------------------------------------------------------
 
+    async def wait_unpaused(self) -> None:
+        await self._unpaused.wait()
+
     async def passed(self) -> bool:
         """Wait while paused. False when the source (or the run) is stopping."""
         if self.paused and not self.stop_requested:
             await self._unpaused.wait()
         return not self.stop_requested
 
-    @contextlib.contextmanager
-    def fetching(self) -> Iterator[None]:
+    def fetching(self) -> _Fetching:
         """Around one page's fetch and staging: what a pause waits for."""
-        self.busy += 1
-        try:
-            yield
-        finally:
-            self.busy -= 1
-            if self.paused:
-                self._on_quiet()
+        return self._fetching
 
-    @contextlib.asynccontextmanager
-    async def attempt_slot(self) -> AsyncIterator[None]:
+    def attempt_slot(self) -> _AttemptSlot:
         """Held for one attempt only: a backoff sleep or a paused retry holds no slot."""
-        # A retry is a new request: a paused source does not send it until resumed.
-        if self.paused and not self.stop_requested:
-            self.busy -= 1
-            self._on_quiet()
-            try:
-                await self._unpaused.wait()
-            finally:
-                self.busy += 1
-        if self.stop_requested:
-            raise StopRequested
-        pacer = self._pacer
-        await pacer.pace()
-        async with self.limit.slot(), self._global_limit.slot():
-            yield
-            await pacer.pace_response()
+        return self._attempt_slot
 
     # -- schedulers -------------------------------------------------------------------------
 
@@ -130,3 +114,58 @@ async def cancel_all(tasks: set[asyncio.Task[None]]) -> None:
         task.cancel()
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Fetching:
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: SourceGate) -> None:
+        self._gate = gate
+
+    def __enter__(self) -> None:
+        self._gate.busy += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        gate = self._gate
+        gate.busy -= 1
+        if gate.paused:
+            gate.on_quiet()
+
+
+class _AttemptSlot:
+    """The source's and the run's concurrency slots, taken after the pacer's turn; a retry
+    of a paused source waits for the resume first, and a stopped one is refused."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: SourceGate) -> None:
+        self._gate = gate
+
+    async def __aenter__(self) -> None:
+        gate = self._gate
+        if gate.paused and not gate.stop_requested:
+            # A retry is a new request: a paused source does not send it until resumed.
+            gate.busy -= 1
+            gate.on_quiet()
+            try:
+                await gate.wait_unpaused()
+            finally:
+                gate.busy += 1
+        if gate.stop_requested:
+            raise StopRequested
+        await gate.pacer.pace()
+        await gate.limit.acquire()
+        try:
+            await gate.global_limit.acquire()
+        except BaseException:
+            gate.limit.release()
+            raise
+
+    async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
+        gate = self._gate
+        try:
+            if exc_type is None:  # the response's work is paced with its slots still held
+                await gate.pacer.pace_response()
+        finally:
+            gate.global_limit.release()
+            gate.limit.release()
