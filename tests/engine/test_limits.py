@@ -1,23 +1,14 @@
-"""Small pieces with subtle logic, tested on their own."""
+"""The limits a run's requests share: resizable concurrency limits and the loop pacer."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
-from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from tui_connector.engine import LoopPacer, ResizableLimit
-from tui_connector.httpclient import decode_json, parse_retry_after
-from tui_connector.redact import Redactor
-from tui_connector.telemetry import RateWindow
+from tui_connector.engine.limits import LoopPacer, ResizableLimit
 
 
 async def test_resizable_limit_bounds_and_grows_live() -> None:
@@ -59,83 +50,6 @@ async def test_resizable_limit_cancelled_waiter_leaks_no_slot() -> None:
     limit.release()
     assert limit.in_use == 0
     await asyncio.wait_for(limit.acquire(), 1)
-
-
-def test_rate_window_counts_recent_events_only() -> None:
-    window = RateWindow(seconds=5)
-    window._started = 0.0
-    for second in range(10):
-        window.add(10, now=second + 0.5)
-    # At t=10.0 the window holds seconds 6..9 (+ the empty current one): 40 events / 4 s.
-    assert window.rate(now=10.0) == pytest.approx(10.0)
-    assert window.rate(now=100.0) == 0.0
-
-
-def test_retry_after_both_forms() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(" 1.5 ") == 1.5
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
-    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
-
-
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=2**62, max_value=2**70)
-    | st.integers(min_value=-(2**70), max_value=-(2**62))
-    | st.floats(allow_nan=False)
-    | st.text(),
-    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
-    max_leaves=20,
-)
-
-
-@given(JSON_VALUES)
-def test_response_bodies_decode_exactly_as_the_stdlib_decodes_them(value: Any) -> None:
-    body = json.dumps(value).encode()
-    assert repr(decode_json(body)) == repr(json.loads(body))  # repr: 1 and 1.0 differ
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b'{"id": 123456789012345678901234567890}',  # orjson alone: 1.2345678901234568e+29
-        b"-9223372036854775809",  # orjson alone: -9.223372036854776e+18
-        b"18446744073709551616",
-        b'{"n": NaN, "big": Infinity}',
-        b"\xef\xbb\xbf{}",  # a UTF-8 byte-order mark
-        '{"a": "Zoë"}'.encode("utf-16"),
-        b"1e400",
-    ],
-)
-def test_response_bodies_orjson_would_refuse_or_change_decode_as_the_stdlib_does(
-    body: bytes,
-) -> None:
-    assert repr(decode_json(body)) == repr(json.loads(body))
-
-
-def test_an_invalid_body_raises_the_stdlib_error_with_its_position() -> None:
-    with pytest.raises(json.JSONDecodeError, match=r"^Expecting property name.*line 1 column 9"):
-        decode_json(b'{"a": 1,,}')
-
-
-def test_redactor_replaces_plain_and_url_encoded_values() -> None:
-    redact = Redactor(["s3cr3t/+value"])
-    assert redact("a s3cr3t/+value b") == "a *** b"
-    assert redact("?k=s3cr3t%2F%2Bvalue") == "?k=***"
-    assert Redactor(["ab"])("ab") == "ab"  # too short to be a real secret
-
-
-def test_redactor_removes_the_first_part_of_a_secret_cut_short() -> None:
-    redact = Redactor(["s3cr3t/+value"])
-    assert redact('{"q":"s3cr3t/+va…') == '{"q":"***…'  # an excerpt cut mid-secret
-    assert redact("Authorization: s3cr3t/") == "Authorization: ***"  # a text cut at its end
-    assert redact("s3cr3t/ is not cut here") == "s3cr3t/ is not cut here"
-    assert redact("ends in s3c") == "ends in s3c"  # too little of it to matter
 
 
 async def test_the_pacer_spreads_page_work_over_short_loop_iterations() -> None:
@@ -224,12 +138,3 @@ async def test_streams_cancelled_around_their_turn_do_not_stall_the_others() -> 
     for outcome, task in zip(outcomes, queued, strict=True):
         assert outcome is None or task.cancelled()
     assert [task.cancelled() for task in queued].count(True) >= 3  # some were cut off
-
-
-def test_secret_names_are_recognised_broadly() -> None:
-    from tui_connector.redact import looks_secret
-
-    for name in ("key", "MAPS_KEY", "access_key", "X-Api-Key", "DB_PASS", "gh_pat", "token"):
-        assert looks_secret(name), name
-    for name in ("page", "per_page", "cursor", "DEMO_URL", "limit"):
-        assert not looks_secret(name), name
