@@ -110,15 +110,11 @@ class Engine:
             await self.state.close()
             self.state.unlock()
             raise
-        for name in self.selected:
-            self.runners[name] = SourceRunner(self._services, self.config.sources[name])
-        for runner in self.runners.values():
-            partitions = runner.spec.partitions
-            if isinstance(partitions, ParentPartitions):
-                parent = self.runners.get(partitions.source)
-                if parent is not None:
-                    runner.parent = parent
-                    parent.children.append(runner)
+        try:
+            self._make_runners()
+        except BaseException:  # e.g. a CA bundle that cannot be read: release the state
+            await self.close()
+            raise
         # What is alive now (modules, the config, the dashboard) lives as long as the run.
         # Frozen, the collector's full passes stop scanning it again and again: decoding pages
         # allocates fast enough that those passes cost about 7 % of a fast run's CPU. The young
@@ -135,6 +131,17 @@ class Engine:
         self._thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *self._thresholds[1:])
         return self
+
+    def _make_runners(self) -> None:
+        for name in self.selected:
+            self.runners[name] = SourceRunner(self._services, self.config.sources[name])
+        for runner in self.runners.values():
+            partitions = runner.spec.partitions
+            if isinstance(partitions, ParentPartitions):
+                parent = self.runners.get(partitions.source)
+                if parent is not None:
+                    runner.parent = parent
+                    parent.children.append(runner)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
