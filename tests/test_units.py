@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from tui_connector import lake
 from tui_connector.engine import LoopPacer, ResizableLimit
-from tui_connector.httpclient import decode_json, parse_retry_after
+from tui_connector.http.body import decode_json
+from tui_connector.http.retry import parse_retry_after
 from tui_connector.lake import (
     Batch,
     LakeError,

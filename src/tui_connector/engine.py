@@ -28,7 +28,8 @@ from typing import Any, NoReturn
 from tui_connector.adaptive import AdaptiveLimit
 from tui_connector.config import LoadedConfig, ParentPartitions, SourceSpec
 from tui_connector.extract import ExtractError, check_errors, extract_records, read_value
-from tui_connector.httpclient import AttemptOutcome, FetchError, SourceHttp
+from tui_connector.http.errors import FetchError
+from tui_connector.http.source import SourceHttp
 from tui_connector.incremental import HighWater, IncrementalError, merged
 from tui_connector.lake import (
     Batch,
@@ -42,6 +43,7 @@ from tui_connector.paginate import Page, PaginationError, Paginator
 from tui_connector.partitions import WHOLE_SOURCE, ParentValues, Partition, plan, stream_spec
 from tui_connector.state import Checkpoint, RunLock, StateError, StateStore, StreamRow
 from tui_connector.telemetry import (
+    AttemptOutcome,
     ConcurrencyMode,
     ErrorEvent,
     RunTelemetry,
@@ -288,7 +290,8 @@ class SourceRunner:
         self.stats = engine.telemetry.source(spec.name)
         self.stats.concurrency = spec.concurrency
         self.limit = ResizableLimit(spec.concurrency)
-        self.http = SourceHttp(spec, engine.telemetry, engine.redactor, engine.max_concurrency)
+        reporter = engine.telemetry.reporter(spec.name)
+        self.http = SourceHttp(spec, reporter, engine.redactor, engine.max_concurrency)
         self.adaptive: AdaptiveLimit | None = None
         auto = spec.auto_concurrency
         if auto is not None:
@@ -298,7 +301,7 @@ class SourceRunner:
             )
             self.stats.concurrency_mode = ConcurrencyMode.AUTO
             self.stats.concurrency_reason = "adaptive: starting"
-            self.http.observer = self._observe
+            reporter.attempt_listener = self._observe
         self.stats.partitioned = spec.partitions is not None
         self.task: asyncio.Task[None] | None = None
         self.paused = False
@@ -1148,7 +1151,7 @@ class Engine:
         # leave. `close` thaws it all again.
         gc.collect(1)
         gc.freeze()
-        # A run makes next to no cyclic garbage (see `httpclient._release`), yet a young
+        # A run makes next to no cyclic garbage (see `http.body.release`), yet a young
         # collection traces every object of the requests in flight (thousands with 100
         # streams), alive again each time. Python starts one whenever 700 more containers
         # were allocated than freed: in the bench's workload 1 (8 s), 126-278 ms of collecting
