@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui_connector.httpclient import decode_json, parse_retry_after
+from tui_connector.http.body import decode_json
+from tui_connector.http.retry import parse_retry_after
 
 
 def test_retry_after_both_forms() -> None:
