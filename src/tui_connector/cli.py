@@ -251,6 +251,19 @@ def validate(config: str) -> None:
         )
 
 
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of sources.yaml, for completion and checks in your editor.
+
+    sources.schema.json holds it (regenerate: tui-connector schema > sources.schema.json); a
+    first line `# yaml-language-server: $schema=./sources.schema.json` in sources.yaml points
+    VS Code (the YAML extension) or Neovim (yaml-language-server) at it.
+    """
+    from tui_connector.config.editor_schema import editor_schema_text
+
+    click.echo(editor_schema_text(), nl=False)
+
+
 def _state_options(command: Callable[..., None]) -> Callable[..., None]:
     """--state and --config, for the commands that read the state of a config's runs."""
     command = click.option(
