@@ -33,16 +33,12 @@ def read_document(path: str | os.PathLike[str]) -> Document:
     text = _read_text(file, shown)
     locations = Locations()
     try:
-        _check_shape(text, shown)
-        loader = _StrictLoader(text)
-        try:
-            node = loader.get_single_node()
-            if node is not None:
-                # Before constructing: it flattens merge keys (`<<: *anchor`) in place.
-                locations.record(node)
-            data = None if node is None else loader.construct_document(node)
-        finally:
-            loader.dispose()
+        loader = _StrictLoader(_parsed(text, shown))
+        node = loader.get_single_node()
+        if node is not None:
+            # Before constructing: it flattens merge keys (`<<: *anchor`) in place.
+            locations.record(node)
+        data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -146,9 +142,32 @@ def _yaml_kind(node: yaml.Node) -> str:
     return _YAML_KINDS.get(node.tag.rpartition(":")[2], node.tag)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (YAML silently keeps the last one) and keys that
-    are not text, and reports a scalar it cannot build at its place."""
+class _StrictLoader(
+    yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
+):
+    """A SafeLoader that reads events already parsed (by `_parsed`), refuses duplicate keys
+    (YAML silently keeps the last one) and keys that are not text, and reports a scalar it
+    cannot build at its place."""
+
+    def __init__(self, events: list[yaml.Event]) -> None:
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self._events = events
+        self._next = 0
+
+    # What the composer asks of a parser, answered from the events.
+    def check_event(self, *choices: type[yaml.Event]) -> bool:
+        if self._next == len(self._events):
+            return False
+        return not choices or isinstance(self._events[self._next], choices)
+
+    def peek_event(self) -> yaml.Event:
+        return self._events[self._next]
+
+    def get_event(self) -> yaml.Event:
+        self._next += 1
+        return self._events[self._next - 1]
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -197,7 +216,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     return loader.construct_mapping(node)
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# The stubs expect a whole Loader (with a reader and a parser), which this one needs not be.
+_StrictLoader.add_constructor(  # type: ignore[type-var]
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
 
 # ---------------------------------------------------------------------------------------------
 # Bombs
@@ -209,9 +231,9 @@ _MAX_DEPTH = 64
 _MAX_ALIASED_VALUES = 100_000
 
 
-def _check_shape(text: str, shown: str) -> None:
-    """Refuse deep nesting and alias bombs from the parser's events, before anything is built
-    (composing 10,000 nested lists recurses; validating a bomb walks it whole)."""
+def _parsed(text: str, shown: str) -> list[yaml.Event]:
+    """The parser's events, once deep nesting and alias bombs are refused: before anything is
+    built (composing 10,000 nested lists recurses; validating a bomb walks it whole)."""
 
     def refuse(event: yaml.Event, message: str) -> NoReturn:
         raise ConfigError([at(shown, Mark.of(event.start_mark), message)])
@@ -219,7 +241,9 @@ def _check_shape(text: str, shown: str) -> None:
     sizes: dict[str, int] = {}  # anchor -> how many values its node expands to
     open_: list[tuple[str | None, int]] = []  # collections being read: anchor, `total` before
     total = aliased = 0
+    events = []
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        events.append(event)
         if isinstance(event, yaml.CollectionStartEvent):
             if len(open_) == _MAX_DEPTH:
                 refuse(event, f"the YAML nests deeper than {_MAX_DEPTH} levels")
@@ -246,3 +270,4 @@ def _check_shape(text: str, shown: str) -> None:
                     f"the YAML expands to more than {_MAX_ALIASED_VALUES:,} values through "
                     "anchors and aliases (an alias bomb?); write the values out, or alias less",
                 )
+    return events
