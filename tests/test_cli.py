@@ -15,7 +15,7 @@ import pytest
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import STOP_GRACE_S
 
-from conftest import (
+from helpers import (
     cli,
     crash_and_resume,
     expected_ids,

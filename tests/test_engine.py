@@ -22,8 +22,8 @@ from tui_connector.sinks import jsonl
 from tui_connector.state import StateLockedError
 from tui_connector.telemetry import SourceStatus
 
-from conftest import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids
-from conftest import run_engine as run
+from helpers import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids
+from helpers import run_engine as run
 
 TOKEN = "test-token-5f3a9"
 

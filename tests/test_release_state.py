@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 
-from conftest import expected_ids, lake_ids, run_engine
+from helpers import expected_ids, lake_ids, run_engine
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release_state"
 RECORDS = 400  # per dataset, as make_fixture.py served them

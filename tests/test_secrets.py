@@ -21,7 +21,7 @@ from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 from tui_connector.tui import Dashboard
 
-from conftest import async_wait_for, cli
+from helpers import async_wait_for, cli
 
 SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"

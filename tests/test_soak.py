@@ -28,7 +28,7 @@ from tui_connector.demo.server import DemoServer
 from tui_connector.failpoints import ENV as CRASH_AT
 from tui_connector.failpoints import POINTS
 
-from conftest import cli, expected_ids, lake_ids, start, wait_for
+from helpers import cli, expected_ids, lake_ids, start, wait_for
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
