@@ -34,7 +34,7 @@ def _auth_and_params(spec: SourceSpec) -> tuple[httpx.Auth | None, dict[str, str
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """One TLS context for every source: building one loads the CA bundle, about 16 ms of
     blocked event loop each, which a config of a hundred sources paid at every start."""
     return httpx.create_ssl_context()
@@ -54,9 +54,9 @@ def build_client(spec: SourceSpec, pool_size: int) -> tuple[httpx.AsyncClient, d
     )
     transport: httpx.AsyncBaseTransport
     if spec.transport == "httpx":
-        transport = httpx.AsyncHTTPTransport(limits=limits, http2=False, verify=_tls_context())
+        transport = httpx.AsyncHTTPTransport(limits=limits, http2=False, verify=tls_context())
     else:
-        transport = AiohttpTransport(limits=limits, verify=_tls_context())
+        transport = AiohttpTransport(limits=limits, verify=tls_context())
     auth, auth_headers, auth_params = _auth_and_params(spec)
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     headers.update({name: str(value) for name, value in spec.headers.items()})
