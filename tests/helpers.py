@@ -39,6 +39,22 @@ def expected_ids(dataset: str, count: int = RECORDS) -> Counter[str]:
     return Counter(f"{dataset}-{n:06d}" for n in range(count))
 
 
+def soak_ids(records: int) -> dict[str, Counter[str]]:
+    """Every id, per source, of the soak's backfill (`test_soak.SOAK`): five value partitions,
+    30 parents with 25 children each, date windows and next links over `records` each."""
+    issues: Counter[str] = Counter()
+    for parent in range(30):
+        issues += expected_ids(f"repos-{parent:06d}", 25)
+    regions = ("north", "south", "east", "west", "centre")
+    return {
+        "regions": sum((expected_ids(region, records) for region in regions), Counter()),
+        "repos": expected_ids("repos", 30),
+        "issues": issues,
+        "events": expected_ids("events", records),
+        "feed": expected_ids("feed", records),
+    }
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     """Poll a condition (in a sync test) until true or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
