@@ -133,6 +133,31 @@ async def test_a_lake_that_cannot_be_written_fails_the_source_and_keeps_what_was
     assert fetched_after
 
 
+async def test_a_lake_that_cannot_be_written_fails_a_stream_going_page_by_page_too(
+    demo: DemoServer,
+    write_config: Callable[..., LoadedConfig],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cursor stream of 48 pages stages them one by one: the failure of a page's write
+    # behind the fetching reaches it while it stages a later page.
+    config = write_config(
+        PAGES.format(url=demo.url, commit_interval=0).replace("limit: 50", "limit: 5")
+    )
+    fail_lake_writes(monkeypatch, errno.ENOSPC, after=2, only="/other/")
+    result, engine = await run_engine(config)
+    assert result.failed == ["other"]
+    message = engine.telemetry.sources["other"].last_error or ""
+    assert message.startswith(f"cannot write {config.out / 'other' / 'all'}"), message
+    assert "No space left on device" in message
+    # The stream's checkpoint says so too, at the last page that was committed.
+    with sqlite3.connect(config.state) as db:
+        status, error = db.execute(
+            "SELECT status, last_error FROM streams WHERE source = 'other'"
+        ).fetchone()
+    db.close()
+    assert status == "failed" and "No space left on device" in error
+
+
 def test_a_lake_path_under_a_file_is_a_clear_error(demo: DemoServer, tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("not a directory")
     config = tmp_path / "sources.yaml"

@@ -80,8 +80,10 @@ class Engine:
             raise ValueError(f"unknown source {', '.join(unknown)}; the config defines: {known}")
         self.selected = selected
         model = config.model
-        self.sink: Sink = sink or JsonLinesSink(self.out, fsync=model.fsync)
-        self.state: CheckpointStore = store or StateStore(self.state_path, durable=model.fsync)
+        self.sink: Sink = JsonLinesSink(self.out, fsync=model.fsync) if sink is None else sink
+        self.state: CheckpointStore = (
+            StateStore(self.state_path, durable=model.fsync) if store is None else store
+        )
         self._services = RunServices(
             telemetry=self.telemetry,
             sink=self.sink,
@@ -113,7 +115,7 @@ class Engine:
         try:
             self._make_runners()
         except BaseException:  # e.g. a CA bundle that cannot be read: release the state
-            await self.close()
+            await self.close(status="failed to start")
             raise
         # What is alive now (modules, the config, the dashboard) lives as long as the run.
         # Frozen, the collector's full passes stop scanning it again and again: decoding pages
@@ -146,11 +148,14 @@ class Engine:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def close(self) -> None:
+    async def close(self, *, status: str | None = None) -> None:
+        """End the run (`status`: as the runs table records it; by default finished or
+        interrupted) and release everything it holds."""
         # The state closes whatever else fails: an open aiosqlite connection's thread would
         # keep the process alive after the run.
         try:
-            status = "interrupted" if self._interrupted() else "finished"
+            if status is None:
+                status = "interrupted" if self._interrupted() else "finished"
             with contextlib.suppress(StateError):
                 await self.state.end_run(status)
             await self.state.close()

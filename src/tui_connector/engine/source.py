@@ -55,50 +55,50 @@ class RunServices:
 class SourceRunner:
     """Runs the streams of one source and holds its controls."""
 
-    def __init__(self, run: RunServices, spec: SourceSpec) -> None:
-        self.run_services = run
+    def __init__(self, services: RunServices, spec: SourceSpec) -> None:
+        self.run_services = services
         self.spec = spec
         self.name = spec.name
-        self.stats = run.telemetry.source(spec.name)
+        self.stats = services.telemetry.source(spec.name)
         self.stats.concurrency = spec.concurrency
         self.stats.partitioned = spec.partitions is not None
         self.limit = ResizableLimit(spec.concurrency)
         # The one owner of the source's status: its HTTP layer reports there, and so does this.
-        self.reporter = reporter = run.telemetry.reporter(spec.name)
-        self.http = SourceHttp(spec, reporter, run.redact, run.max_concurrency)
+        self.reporter = reporter = services.telemetry.reporter(spec.name)
+        self.http = SourceHttp(spec, reporter, services.redact, services.max_concurrency)
         self.adaptive: AdaptiveLimit | None = None
         auto = spec.auto_concurrency
         if auto is not None:
-            maximum = min(auto.max, run.max_concurrency)
+            maximum = min(auto.max, services.max_concurrency)
             self.adaptive = AdaptiveLimit(
                 minimum=min(auto.min, maximum), maximum=maximum, initial=spec.concurrency
             )
             self.stats.concurrency_mode = ConcurrencyMode.AUTO
             self.stats.concurrency_reason = "adaptive: starting"
             reporter.attempt_listener = self._observe
-        self.gate = SourceGate(self.limit, run.global_limit, run.pacer, self._settle_soon)
-        self.failures = FailureReporter(run.telemetry, spec.name, run.redact)
+        self.gate = SourceGate(self.limit, services.global_limit, services.pacer, self._settle_soon)
+        self.failures = FailureReporter(services.telemetry, spec.name, services.redact)
         self._batchers: set[BatchWriter[Any]] = set()  # of the streams running
         self.stream_services = StreamServices(
             spec=spec,
             stats=self.stats,
-            telemetry=run.telemetry,
+            telemetry=services.telemetry,
             http=self.http,
-            sink=run.sink,
-            store=run.store,
+            sink=services.sink,
+            store=services.store,
             gate=self.gate,
             failures=self.failures,
-            redact=run.redact,
+            redact=services.redact,
             offer_to_children=self._offer_to_children,
             batchers=self._batchers,
-            commit_interval=run.commit_interval,
-            checkpoints=run.checkpoints,
+            commit_interval=services.commit_interval,
+            checkpoints=services.checkpoints,
         )
         self.task: asyncio.Task[None] | None = None
         self._settling: asyncio.Task[None] | None = None
         self._restarted: set[str] = set()  # streams a --full-refresh already started over
-        self._fingerprint = source_fingerprint(spec, run.sink)
-        # Parent -> child: the engine links the runners of one run.
+        self._fingerprint = source_fingerprint(spec, services.sink)
+        # Parent -> child: the engine links the runners of one services.
         self.parent: SourceRunner | None = None
         self.children: list[SourceRunner] = []
         self.finished = asyncio.Event()

@@ -2,9 +2,11 @@
 sink has made the batch durable, queue the checkpoint that points past it. Sequentially, or,
 once the first page told the total, many pages at once.
 
-The commit order is the whole safety argument (see docs/architecture.md): a checkpoint is
-queued only from a batch's commit callback, which runs after the sink returned from making
-that batch durable, and a stream's batches commit one at a time in the order they closed.
+The commit order is the whole safety argument (see docs/architecture.md): a checkpoint that
+moves a stream forward is queued only from a batch's commit callback, which runs after the
+sink returned from making that batch durable, and a stream's batches commit one at a time in
+the order they closed. A stop or a failure checkpoints where the last durable batch left the
+stream.
 """
 
 from __future__ import annotations
@@ -151,11 +153,14 @@ class StreamRun:
             self._checkpoint(last.cursor_after, last.position_after, status, last.pending)
             committed = Committed(last.cursor_after, last.position_after)
 
+        def last_committed() -> Committed:
+            return committed
+
         batcher = self._batcher(commit)
         try:
             while True:
                 if not await gate.passed():
-                    await self._drain(batcher, lambda: committed)
+                    await self._drain(batcher, last_committed)
                     self._checkpoint(
                         committed.cursor, committed.position, "stopped", self._pending()
                     )
@@ -164,18 +169,23 @@ class StreamRun:
                     try:
                         page, records = await self._fetch(self.paginator.request(cursor))
                         step = self.paginator.step(cursor, page)
+                        self._show(step)
+                        note = SequentialPage(
+                            len(records),
+                            self._pending(),
+                            step.checkpoint,
+                            position + 1,
+                            step.finished,
+                        )
+                        await self._stage(batcher, position, records, note)
                     except StopRequested:
-                        continue
-                    except STREAM_ERRORS as exc:
-                        await self._drain(batcher, lambda: committed)
+                        continue  # the gate tells the stop at the next pass
+                    except STREAM_ERRORS as exc:  # a page that cannot be fetched or staged
+                        await self._drain(batcher, last_committed)
                         await self._fail(exc, committed)
-                    note = SequentialPage(
-                        len(records), self._pending(), step.checkpoint, position + 1, step.finished
-                    )
-                    await self._stage(batcher, position, records, note, step)
                     position += 1
                     if step.next is None:  # finished, or the rest goes concurrently
-                        await self._drain(batcher, lambda: committed)
+                        await self._drain(batcher, last_committed)
                         break
                 cursor = step.next
         finally:
@@ -216,7 +226,7 @@ class StreamRun:
                 try:
                     _, records = await self._fetch(pages.request(index))
                     note = ParallelPage(len(records), self._pending(), index)
-                    await self._stage(batcher, self.base + index, records, note, None)
+                    await self._stage(batcher, self.base + index, records, note)
                 except StopRequested:
                     pass  # not done: the checkpoint leaves it for the resume
                 except Exception as exc:  # a bug too: the scheduler raises it below
@@ -280,12 +290,10 @@ class StreamRun:
         at: int,
         records: list[Any],
         note: SequentialPage | ParallelPage,
-        step: Step | None,
     ) -> None:
         """A fetched page, at lake position `at`, into its stream's batch. Progress counts it
         now, and child sources take their partitions from it now: its batch becomes durable
-        within the commit interval (or is fetched again after a crash). `step`: where a page
-        fetched in order leads (a parallel stream's position moves as its pages commit)."""
+        within the commit interval (or is fetched again after a crash)."""
         services = self.services
         stream = self.stats
         if stream.pages == 0 and not records and self.high_water is None:
@@ -301,11 +309,13 @@ class StreamRun:
         services.offer_to_children(records)
         stream.pages += 1
         stream.records += len(records)
-        if step is not None:
-            # A server may echo a key into its next links: positions are shown only redacted.
-            shown = step.describe()
-            stream.position = shown if step.next is None else services.redact(shown)
         services.telemetry.page_retrieved(services.spec.name, len(records), stream.position)
+
+    def _show(self, step: Step) -> None:
+        """Where a stream fetching in order stands (a parallel stream's position moves as its
+        pages commit). A server may echo a key into its next links: shown only redacted."""
+        shown = step.describe()
+        self.stats.position = shown if step.next is None else self.services.redact(shown)
 
     def _checkpoint(
         self,
@@ -316,8 +326,8 @@ class StreamRun:
         last_error: str | None = None,
     ) -> None:
         """Queue the stream's checkpoint. `pending`: the incremental mark as it was when the
-        last page it covers was fetched (all of a stream's pages are committed once it stops
-        or fails, so then the mark as it is now)."""
+        last page it covers was fetched; a stop or a failure passes the mark as it is now,
+        as the release before did."""
         services = self.services
         if status == "running" and not services.checkpoints:
             return
