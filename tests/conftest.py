@@ -14,12 +14,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.server import DemoKnobs, DemoServer
 from tui_connector.engine import Engine, RunResult
+from tui_connector.in_process import InProcessRun
+
+if TYPE_CHECKING:
+    from tui_connector.tui.app import Dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = 237  # not a multiple of any page size, so last pages are short
@@ -106,6 +111,13 @@ async def run_engine(config: LoadedConfig, **options: object) -> tuple[RunResult
     async with engine:
         result = await asyncio.wait_for(engine.run(), timeout=60)
     return result, engine
+
+
+def engine_of(app: Dashboard) -> Engine:
+    """The engine behind a dashboard's in-process run: the tests look inside it."""
+    run = app.facade
+    assert isinstance(run, InProcessRun)
+    return run.engine
 
 
 # -- the command line as a subprocess ---------------------------------------------------------

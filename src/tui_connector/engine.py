@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from tui_connector.adaptive import AdaptiveLimit
 from tui_connector.config import LoadedConfig, ParentPartitions, SourceSpec
 from tui_connector.extract import ExtractError, check_errors, extract_records, read_value
+from tui_connector.facade import RunResult
 from tui_connector.httpclient import AttemptOutcome, FetchError, SourceHttp
 from tui_connector.incremental import HighWater, IncrementalError, merged
 from tui_connector.lake import (
@@ -224,20 +225,6 @@ async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
 
 def _read_pages(paths: list[Path]) -> list[list[Any]]:
     return [read_page_sync(path) for path in paths]
-
-
-@dataclass
-class RunResult:
-    done: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    stopped: list[str] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if self.failed else 0
 
 
 @dataclass
