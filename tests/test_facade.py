@@ -1,12 +1,10 @@
 """The front-end facade: the rules every front end shares (exit codes, when a run counts as
-interrupted, the two-stage stop), the in-process run behind it, the one config description,
-and the Textual-free modules the headless side imports."""
+interrupted, the two-stage stop), the in-process run behind it and the one config
+description."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -171,18 +169,3 @@ def test_validate_and_the_detail_screen_describe_a_source_from_one_place(
 def test_a_description_is_plain_data() -> None:
     described = SourceDescription("a", "GET x", (("concurrency", "4"),), 4, False, False)
     assert dict(described.settings_at(6)) == {"concurrency": "4 (now 6)"}
-
-
-def test_the_headless_side_and_the_dashboards_helpers_import_without_textual() -> None:
-    code = (
-        "import sys; sys.modules['textual'] = None\n"
-        "import tui_connector.tui, tui_connector.tui.format, tui_connector.figures\n"
-        "import tui_connector.facade, tui_connector.in_process, tui_connector.headless\n"
-        "import tui_connector.describe\n"
-        "print('ok')"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
