@@ -4,7 +4,7 @@
     python3 scripts/dev.py demo     # the dashboard on the built-in demo API
     python3 scripts/dev.py test     # the test suite
     python3 scripts/dev.py bench    # the benchmark (bench/README.md); --quick for a smoke run
-    python3 scripts/dev.py lint     # ruff and mypy, as CI runs them
+    python3 scripts/dev.py lint     # ruff, mypy and the import contracts, as CI runs them
 
 Needs only Python 3.11+. The virtualenv is (re)installed when pyproject.toml changes.
 """
@@ -61,6 +61,7 @@ def main() -> int:
             [str(BIN / "ruff"), "check", "src", "tests", "scripts", "bench"],
             [str(BIN / "ruff"), "format", "--check", "src", "tests", "scripts", "bench"],
             [str(BIN / "mypy")],
+            [str(BIN / "lint-imports")],
         ],
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

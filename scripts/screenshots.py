@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tui_connector.config import load_config
-from tui_connector.demo.server import DemoKnobs, DemoServer
+from tui_connector.demo.knobs import DemoKnobs
+from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 from tui_connector.in_process import InProcessRun
 from tui_connector.telemetry import SourceStatus

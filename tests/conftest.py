@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tui_connector.config import LoadedConfig, load_config
-from tui_connector.demo.server import DemoKnobs, DemoServer
+from tui_connector.demo.knobs import DemoKnobs
+from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine, RunResult
 from tui_connector.in_process import InProcessRun
 

@@ -15,7 +15,8 @@ from urllib.parse import parse_qs
 import pytest
 
 from tui_connector.config import LoadedConfig, load_config
-from tui_connector.demo.server import DemoServer, RequestLogEntry
+from tui_connector.demo.server import DemoServer
+from tui_connector.demo.state import RequestLogEntry
 from tui_connector.engine import Engine
 from tui_connector.telemetry import SourceStatus, StreamStatus
 

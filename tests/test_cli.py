@@ -115,7 +115,7 @@ def test_second_sigint_exits_at_once_and_stays_safe(
     config = backfill_config(tmp_path, server.url)
     process = start("run", "--headless", str(config), "--progress-interval", "60")
     wait_for(
-        lambda: len(server.log()) >= 1 or process.poll() is not None,
+        lambda: server.in_flight >= 1 or process.poll() is not None,
         timeout=30,
         what="requests in flight",
     )

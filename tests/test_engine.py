@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tui_connector import lake
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import YOUNG_GENERATION_THRESHOLD, Engine
+from tui_connector.sinks import jsonl
 from tui_connector.state import StateLockedError
 from tui_connector.telemetry import SourceStatus
 
@@ -384,14 +384,14 @@ async def test_paused_means_every_fetched_page_is_in_the_lake_even_after_a_quick
     )
     disk = threading.Event()  # held: the first pause's write waits on a slow disk
     writing = threading.Event()
-    real = lake.write_file_sync
+    real = jsonl.write_file_sync
 
     def slow_disk(*args: Any) -> int:
         writing.set()
         disk.wait(timeout=30)
         return real(*args)
 
-    monkeypatch.setattr(lake, "write_file_sync", slow_disk)
+    monkeypatch.setattr(jsonl, "write_file_sync", slow_disk)
     engine = Engine(config)
     async with engine:
         task = asyncio.create_task(engine.run())
@@ -404,7 +404,7 @@ async def test_paused_means_every_fetched_page_is_in_the_lake_even_after_a_quick
         await async_wait_for(lambda: stream().pages >= fetched + 3, what="pages after resume")
         engine.pause("items")  # while the first settle still waits
         runner = engine.runners["items"]
-        await async_wait_for(lambda: runner._busy == 0, what="its last fetch staged")
+        await async_wait_for(lambda: runner.gate.busy == 0, what="its last fetch staged")
         disk.set()
         await async_wait_for(lambda: stream().status is SourceStatus.PAUSED, what="paused")
         # Paused promises a kill now re-fetches nothing: every fetched page is written.

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from tui_connector.config import ConfigError, LoadedConfig, SourceSpec, load_config
+from tui_connector.exchange import Page
 from tui_connector.incremental import HighWater, IncrementalError, merged
-from tui_connector.paginate import Page, Paginator
+from tui_connector.paginate import paginator_for
 from tui_connector.partitions import (
     WHOLE_SOURCE,
     ParentValues,
@@ -315,7 +316,7 @@ def test_concurrency_auto_forms(write_config: Write) -> None:
 
 
 def first_page(spec: SourceSpec, records: int, body: dict[str, Any]) -> dict[str, Any] | None:
-    paginator = Paginator(spec)
+    paginator = paginator_for(spec)
     page = Page(url=spec.url, headers={}, body=body, records=[{"n": i} for i in range(records)])
     return paginator.advance(paginator.start(), page)
 
@@ -355,7 +356,7 @@ def test_page_count_after_the_first_page(
     spec = source(write_config, f"    url: {URL}/items\n    pagination: {pagination}\n")
     state = first_page(spec, first_records, body)
     assert state is not None
-    paginator = Paginator(spec)
+    paginator = paginator_for(spec)
     assert paginator.page_count(state) == count
     if count is not None:
         third = paginator.request(paginator.seek(state, 2)).params

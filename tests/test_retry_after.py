@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from tui_connector.config import LoadedConfig
-from tui_connector.demo.server import DemoServer, RequestLogEntry
+from tui_connector.demo.server import DemoServer
+from tui_connector.demo.state import RequestLogEntry
 from tui_connector.engine import Engine, RunResult
 from tui_connector.telemetry import SourceStats, SourceStatus
 

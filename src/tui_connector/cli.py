@@ -241,7 +241,8 @@ def _state_path(config: str, state: Path | None) -> Path:
 )
 def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> None:
     """Show each source's progress and high-water mark (--streams: every stream's checkpoint)."""
-    from tui_connector.state import StateError, StateStore
+    from tui_connector.state import StateError
+    from tui_connector.state.sqlite import StateStore
 
     path = _state_path(config, state)
     if not path.exists():
@@ -341,7 +342,8 @@ def _source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
     """Forget the checkpoints of SOURCES (all when none given): the next run starts them over
     and replaces their files in the lake."""
-    from tui_connector.state import RunLock, StateError, StateStore
+    from tui_connector.state import StateError
+    from tui_connector.state.sqlite import RunLock, StateStore
 
     path = _state_path(config, state)
     if not path.exists():
@@ -430,7 +432,8 @@ def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
 @_demo_knob_options
 def serve_demo(port: int, **knobs: object) -> None:
     """Serve the built-in demo API on 127.0.0.1 (every pagination style, with fault knobs)."""
-    from tui_connector.demo.server import DemoKnobs, serve_forever
+    from tui_connector.demo.knobs import DemoKnobs
+    from tui_connector.demo.server import serve_forever
 
     try:
         serve_forever(DemoKnobs(**knobs), port=port)  # type: ignore[arg-type]
@@ -538,7 +541,8 @@ def demo(
 
 
 async def _everything_done(loaded: LoadedConfig) -> bool:
-    from tui_connector.state import StateError, StateStore
+    from tui_connector.state import StateError
+    from tui_connector.state.sqlite import StateStore
 
     if not loaded.state.exists():
         return False

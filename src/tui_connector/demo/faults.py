@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-#: Every fault the demo server knows (what each does: ``tui_connector.demo.server``). The
+#: Every fault the demo server knows (what each does: ``tui_connector.demo.pipeline``). The
 #: default mix of ``DemoKnobs.faults``; the draw picks ``faults[i % len(faults)]``, so a seed's
 #: sequence of faults depends on this list and its order as well.
 FAULTS: tuple[str, ...] = (

@@ -1,0 +1,91 @@
+"""How the demo server behaves: :class:`DemoKnobs`, validated on construction, changed live by
+replacing them (``DemoServer.update_knobs``, ``POST /_demo/knobs``).
+
+Latency and faults (``fault_rate``, ``faults``, ``retry_after_s``, ``slow_ms``, ``seed``) apply to
+the dataset routes only (see ``pipeline``); ``capacity`` and ``capacity_queue`` to how many are
+served at once (see ``state``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tui_connector.demo.faults import FAULTS
+
+#: The most records a page may hold, whatever a request or the ``page_size`` knob asks.
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class DemoKnobs:
+    """How the demo server behaves. Validated on construction; replace to change."""
+
+    records: int = 1000
+    page_size: int = 50
+    latency_ms: float = 0.0
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULTS
+    retry_after_s: float = 1.0
+    slow_ms: float = 2000.0
+    seed: int = 0
+    token: str | None = None
+    #: Dataset requests served at once (None: no limit); more wait in line, then get 429.
+    capacity: int | None = None
+    #: How many may wait in line for a turn (None: half the capacity, at least one).
+    capacity_queue: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("records", self.records, minimum=0)
+        _check_int("page_size", self.page_size, minimum=1, maximum=MAX_PAGE_SIZE)
+        _check_int("seed", self.seed)
+        if self.capacity is not None:
+            _check_int("capacity", self.capacity, minimum=1)
+        if self.capacity_queue is not None:
+            _check_int("capacity_queue", self.capacity_queue, minimum=0)
+        for name in ("latency_ms", "fault_rate", "retry_after_s", "slow_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.fault_rate > 1:
+            raise ValueError(f"fault_rate must be between 0 and 1, not {self.fault_rate!r}")
+        faults = self.faults
+        if isinstance(faults, str) or not isinstance(faults, Iterable):
+            raise TypeError("faults must be a list of fault names")
+        faults = tuple(faults)
+        unknown = [f for f in faults if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault(s) {unknown!r}; known: {', '.join(FAULTS)}")
+        object.__setattr__(self, "faults", faults)
+        if self.token is not None and (not isinstance(self.token, str) or not self.token):
+            raise TypeError("token must be a non-empty string or null")
+
+    def to_json(self) -> dict[str, Any]:
+        """The knobs as JSON, the token masked (the control endpoints are unauthenticated)."""
+        values = dataclasses.asdict(self)
+        values["faults"] = list(self.faults)
+        values["token"] = None if self.token is None else "***"
+        return values
+
+    @property
+    def queue_limit(self) -> int:
+        """How many requests may wait for a turn while ``capacity`` are being served."""
+        if self.capacity_queue is not None:
+            return self.capacity_queue
+        return max(1, (self.capacity or 0) // 2)
+
+
+def _check_int(
+    name: str, value: object, minimum: int | None = None, maximum: int | None = None
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be {bounds}, not {value}")

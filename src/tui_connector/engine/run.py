@@ -1,0 +1,281 @@
+"""A run: plans the selected sources, runs each as an asyncio task, and offers the controls
+the front ends use. The run's collaborators (the sink, the checkpoint store, the pacer and
+limits, the telemetry) are made here and handed to each source explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from tui_connector.config import LoadedConfig, ParentPartitions
+from tui_connector.engine.limits import LoopPacer, ResizableLimit
+from tui_connector.engine.source import RunServices, SourceRunner
+from tui_connector.facade import RunResult
+from tui_connector.sinks import Sink
+from tui_connector.sinks.jsonl import JsonLinesSink
+from tui_connector.state import CheckpointStore, StateError
+from tui_connector.state.sqlite import StateStore
+from tui_connector.telemetry import RunTelemetry, SourceStatus
+
+# How long a graceful stop lets the requests in flight finish and commit.
+STOP_GRACE_S = 10.0
+# The young generation's collection threshold during a run (Python's default: 700).
+YOUNG_GENERATION_THRESHOLD = 10_000
+
+
+class Engine:
+    """Runs a config. Use as `async with Engine(config) as engine: result = await engine.run()`."""
+
+    def __init__(
+        self,
+        config: LoadedConfig,
+        *,
+        state_path: Path | None = None,
+        out: Path | None = None,
+        only: Iterable[str] | None = None,
+        full_refresh: bool = False,
+        telemetry: RunTelemetry | None = None,
+        stop_grace: float = STOP_GRACE_S,
+        checkpoints: bool = True,
+        sink: Sink | None = None,
+        store: CheckpointStore | None = None,
+    ) -> None:
+        """`sink` and `store` default to the config's JSON Lines lake and SQLite state.
+        `checkpoints=False` is for the benchmark only: it measures what checkpointing costs
+        by committing a stream's state only when it ends (a crash would refetch it all)."""
+        self.config = config
+        self.checkpoints = checkpoints
+        self.state_path = state_path or config.state
+        self.out = out or config.out
+        self.full_refresh = full_refresh
+        self.telemetry = telemetry or RunTelemetry()
+        self.redactor = config.redactor
+        self._changed = asyncio.Event()
+        self.max_concurrency = config.model.max_concurrency
+        self.global_limit = ResizableLimit(self.max_concurrency)
+        self.pacer = LoopPacer()
+        self.stop_grace = stop_grace
+        selected = list(only) if only else list(config.sources)
+        unknown = [name for name in selected if name not in config.sources]
+        if unknown:
+            known = ", ".join(config.sources)
+            raise ValueError(f"unknown source {', '.join(unknown)}; the config defines: {known}")
+        self.selected = selected
+        model = config.model
+        self.sink: Sink = sink or JsonLinesSink(self.out, fsync=model.fsync)
+        self.state: CheckpointStore = store or StateStore(self.state_path, durable=model.fsync)
+        self._services = RunServices(
+            telemetry=self.telemetry,
+            sink=self.sink,
+            store=self.state,
+            redact=self.redactor,
+            pacer=self.pacer,
+            global_limit=self.global_limit,
+            max_concurrency=self.max_concurrency,
+            commit_interval=model.commit_interval,
+            full_refresh=full_refresh,
+            checkpoints=checkpoints,
+            on_finished=self._changed.set,
+        )
+        self.runners: dict[str, SourceRunner] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._stopping = False
+        self.stop_requested_at: float | None = None
+        self._thresholds = gc.get_threshold()  # so that `close` works on an engine never entered
+
+    async def __aenter__(self) -> Engine:
+        self.state.lock()
+        try:
+            await self.state.open()
+            await self.state.begin_run(str(self.config.path))
+        except BaseException:
+            await self.state.close()
+            self.state.unlock()
+            raise
+        try:
+            self._make_runners()
+        except BaseException:  # e.g. a CA bundle that cannot be read: release the state
+            await self.close()
+            raise
+        # What is alive now (modules, the config, the dashboard) lives as long as the run.
+        # Frozen, the collector's full passes stop scanning it again and again: decoding pages
+        # allocates fast enough that those passes cost about 7 % of a fast run's CPU. The young
+        # generations' garbage (loading the config) is collected first, so it is not kept; a
+        # full collection would cost 16-40 ms of every start, for the little garbage imports
+        # leave. `close` thaws it all again.
+        gc.collect(1)
+        gc.freeze()
+        # A run makes next to no cyclic garbage (see `httpclient._release`), yet a young
+        # collection traces every object of the requests in flight (thousands with 100
+        # streams), alive again each time. Python starts one whenever 700 more containers
+        # were allocated than freed: in the bench's workload 1 (8 s), 126-278 ms of collecting
+        # headless and 309-506 ms with the dashboard; at 10,000, 2-3 ms and 58-97 ms.
+        self._thresholds = gc.get_threshold()
+        gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *self._thresholds[1:])
+        return self
+
+    def _make_runners(self) -> None:
+        for name in self.selected:
+            self.runners[name] = SourceRunner(self._services, self.config.sources[name])
+        for runner in self.runners.values():
+            partitions = runner.spec.partitions
+            if isinstance(partitions, ParentPartitions):
+                parent = self.runners.get(partitions.source)
+                if parent is not None:
+                    runner.parent = parent
+                    parent.children.append(runner)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        # The state closes whatever else fails: an open aiosqlite connection's thread would
+        # keep the process alive after the run.
+        try:
+            status = "interrupted" if self._interrupted() else "finished"
+            with contextlib.suppress(StateError):
+                await self.state.end_run(status)
+            await self.state.close()
+        finally:
+            try:
+                for runner in self.runners.values():
+                    with contextlib.suppress(Exception):  # a dead connection is already closed
+                        await runner.http.aclose()
+                await self.sink.aclose()
+            finally:
+                gc.unfreeze()  # first: nothing that could fail keeps the process tuned
+                gc.set_threshold(*self._thresholds)
+                self.state.unlock()
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _all_finished(self) -> bool:
+        return all(runner.stats.status.finished for runner in self.runners.values())
+
+    async def run(self, *, until_done: bool = True) -> RunResult:
+        """Run every selected source. Returns when all have finished (or, with
+        `until_done=False`, when a stop is requested: the dashboard keeps the run open)."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            for runner in self.runners.values():
+                if not self._stopping:  # a stop requested before the run starts nothing
+                    runner.start(group)
+            while True:
+                await self._changed.wait()
+                self._changed.clear()
+                if self._stopping or (until_done and self._all_finished()):
+                    break
+            if self._stopping:
+                await self._drain()
+        self._group = None
+        self.telemetry.finished_at = time.monotonic()
+        with contextlib.suppress(StateError):
+            await self.state.flush()
+        return self.result()
+
+    async def _drain(self) -> None:
+        """Let in-flight pages finish and commit, for at most `stop_grace` seconds."""
+        tasks = [r.task for r in self.runners.values() if r.task and not r.task.done()]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=self.stop_grace)
+        for task in late:
+            task.cancel()
+
+    def _interrupted(self) -> bool:
+        """A stop counts as an interruption only if it left work undone (the dashboard's
+        run always ends with a stop, usually after everything finished)."""
+        return self._stopping and any(
+            runner.stats.status not in (SourceStatus.DONE, SourceStatus.FAILED)
+            for runner in self.runners.values()
+        )
+
+    def result(self) -> RunResult:
+        result = RunResult(interrupted=self._interrupted())
+        for name, runner in self.runners.items():
+            status = runner.stats.status
+            if status is SourceStatus.DONE:
+                result.done.append(name)
+            elif status is SourceStatus.FAILED:
+                result.failed.append(name)
+            else:
+                result.stopped.append(name)
+        return result
+
+    # -- controls (for the dashboard and signal handlers) -----------------------------------
+
+    def _runner(self, source: str) -> SourceRunner:
+        try:
+            return self.runners[source]
+        except KeyError:
+            raise ValueError(f"no source named {source!r} in this run") from None
+
+    def pause(self, source: str) -> None:
+        self._runner(source).pause()
+
+    def resume(self, source: str) -> None:
+        self._runner(source).resume()
+
+    def pause_all(self) -> None:
+        for runner in self.runners.values():
+            runner.pause()
+
+    def resume_all(self) -> None:
+        for runner in self.runners.values():
+            runner.resume()
+
+    def stop(self, source: str) -> None:
+        self._runner(source).stop()
+
+    def retry(self, source: str) -> bool:
+        """Start a failed or stopped source again from its checkpoint. False if it can't be.
+
+        Its finished child sources start again too: the parent's new records are their new
+        partitions (their finished partitions are skipped, so this costs no request)."""
+        runner = self._runner(source)
+        if self._group is None or runner.stats.status not in (
+            SourceStatus.FAILED,
+            SourceStatus.STOPPED,
+        ):
+            return False
+        self._restart(runner, self._group)
+        return True
+
+    def _restart(self, runner: SourceRunner, group: asyncio.TaskGroup) -> None:
+        runner.stats.pages = runner.stats.records = 0
+        runner.start(group)
+        for child in runner.children:
+            if child.stats.status.finished:
+                self._restart(child, group)
+
+    def set_concurrency(self, source: str, limit: int) -> None:
+        """The operator's limit (an adaptive source switches to manual)."""
+        self._runner(source).set_concurrency(limit)
+
+    def set_auto(self, source: str) -> bool:
+        """Hand a source's limit back to its adaptive controller; False if it has none."""
+        return self._runner(source).set_auto()
+
+    def is_paused(self, source: str) -> bool:
+        return self._runner(source).paused
+
+    def set_rate_limit(self, source: str, per_second: float | None) -> None:
+        self._runner(source).http.set_rate_limit(per_second)
+
+    def request_stop(self) -> None:
+        """Graceful stop: no new requests; in-flight pages finish and commit."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.stop_requested_at = time.monotonic()
+        for runner in self.runners.values():
+            runner.stop()
+        self._changed.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping

@@ -1,0 +1,92 @@
+"""The `Sink` port: where a stream's batches of records become durable, and what a resume
+must remove. The stream loop and its commit order talk only to this port; JSON Lines on local
+disk (`jsonl`) is its first implementation.
+
+The contract, for every implementation:
+- `stage` turns one page's records into what a batch holds (encoding them now, so a page that
+  cannot be written fails at that page, leaving no trace);
+- `write_batch` makes a batch of staged pages durable as one unit named by its lowest lake
+  position, all or nothing, and returns only then. A checkpoint pointing past the batch is
+  committed after that, never before: data first, then the cursor;
+- `remove_uncovered` removes what a stream's checkpoint does not cover (batches at or past its
+  position, but those listed as already committed above it), so pages fetched again never sit
+  beside an earlier copy;
+- `count_batches` says how many batches a checkpoint committed are still there, so files
+  removed behind the state's back are noticed;
+- `committed_records` reads back what a source wrote (a child source takes its partitions from
+  its parent's records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+
+class LakeError(Exception):
+    """The lake cannot be written (permissions, disk full, a record too deep to encode...)."""
+
+
+class StreamKey(NamedTuple):
+    source: str
+    partition: str
+
+
+@dataclass(frozen=True, slots=True)
+class StagedPage:
+    """One page's records as a batch holds them (for JSON Lines: the encoded lines)."""
+
+    payload: Any
+    size: int  # bytes, for closing a batch at its size limit
+    records: int
+
+
+class Sink(Protocol):
+    def stage(self, records: Sequence[Any]) -> StagedPage:
+        """One page's records, encoded for a batch. Raises LakeError if they cannot be."""
+        ...
+
+    async def write_batch(
+        self,
+        stream: StreamKey,
+        position: int,
+        pages: Sequence[StagedPage],
+        abandoned: Callable[[], bool],
+    ) -> bool:
+        """Make the pages durable as one batch at `position`; True if anything was written.
+        `abandoned` says, before the batch becomes visible, that nobody will commit it: then
+        nothing may be left behind. Raises LakeError."""
+        ...
+
+    async def count_batches(
+        self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()
+    ) -> int:
+        """How many batches hold positions below `below` (or in `also`)."""
+        ...
+
+    async def remove_uncovered(
+        self, stream: StreamKey, keep_below: int, also_keep: frozenset[int] = frozenset()
+    ) -> int:
+        """Remove the batches at positions >= keep_below (but those in `also_keep`) and any
+        half-written leftovers; returns how many batches went."""
+        ...
+
+    def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
+        """Every written page's records of a source, page by page."""
+        ...
+
+    def location(self, stream: StreamKey) -> str:
+        """Where a stream's batches go, as messages show it."""
+        ...
+
+    def identity(self, source: str) -> str:
+        """Where a source's batches go, absolutely: part of what a checkpoint is valid for."""
+        ...
+
+    async def aclose(self) -> None:
+        """Wait for writes under way to end; a later write may start again."""
+        ...
+
+
+__all__ = ["LakeError", "Sink", "StagedPage", "StreamKey"]

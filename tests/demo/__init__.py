@@ -1,0 +1,1 @@
+"""Tests of the built-in demo API (``tui_connector.demo``), one file per part of it."""

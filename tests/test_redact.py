@@ -1,0 +1,28 @@
+"""Redaction by value, and which names look secret."""
+
+from __future__ import annotations
+
+from tui_connector.redact import Redactor, looks_secret
+
+
+def test_redactor_replaces_plain_and_url_encoded_values() -> None:
+    redact = Redactor(["s3cr3t/+value"])
+    assert redact("a s3cr3t/+value b") == "a *** b"
+    assert redact("?k=s3cr3t%2F%2Bvalue") == "?k=***"
+    assert Redactor(["ab"])("ab") == "ab"  # too short to be a real secret
+
+
+def test_redactor_removes_the_first_part_of_a_secret_cut_short() -> None:
+    redact = Redactor(["s3cr3t/+value"])
+    assert redact('{"q":"s3cr3t/+va…') == '{"q":"***…'  # an excerpt cut mid-secret
+    assert redact("Authorization: s3cr3t/") == "Authorization: ***"  # a text cut at its end
+    assert redact("s3cr3t/ is not cut here") == "s3cr3t/ is not cut here"
+    assert redact("ends in s3c") == "ends in s3c"  # too little of it to matter
+
+
+def test_secret_names_are_recognised_broadly() -> None:
+
+    for name in ("key", "MAPS_KEY", "access_key", "X-Api-Key", "DB_PASS", "gh_pat", "token"):
+        assert looks_secret(name), name
+    for name in ("page", "per_page", "cursor", "DEMO_URL", "limit"):
+        assert not looks_secret(name), name
