@@ -4,7 +4,7 @@ and a clock reading; no Textual, no I/O, no formatting library."""
 
 from __future__ import annotations
 
-from tui_connector.telemetry import SourceStats, SourceStatus
+from tui_connector.telemetry import RunTelemetry, SourceStats, SourceStatus
 
 PLACEHOLDER = "—"  # where there is no value to show
 
@@ -68,3 +68,27 @@ def progress_fraction(stats: SourceStats) -> float | None:
     if total is None or total <= 0:
         return None
     return min(stats.records / total, 1.0)
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+
+def run_seconds(telemetry: RunTelemetry, finished: bool, now: float) -> float:
+    """How long the run has been going; once every source has `finished`, until the last did."""
+    end = now
+    if finished:
+        ends = [s.finished_at for s in telemetry.sources.values() if s.finished_at]
+        end = max(ends, default=now)
+    return max(0.0, end - telemetry.started_at)
+
+
+def run_records_per_second(
+    telemetry: RunTelemetry, finished: bool, seconds: float, now: float
+) -> float:
+    """Every source's rate now; once every source has `finished`, the run's average over its
+    `seconds` (the sliding windows only decay)."""
+    sources = telemetry.sources.values()
+    if finished:
+        fetched = sum(source.records_this_run for source in sources)
+        return fetched / seconds if seconds > 0 else 0.0
+    return sum(source.records_rate.rate(now) for source in sources)

@@ -31,10 +31,11 @@ from tui_connector.facade import (
     all_finished,
     grace_left,
 )
-from tui_connector.figures import one_line
+from tui_connector.figures import one_line, run_seconds
 from tui_connector.telemetry import ConcurrencyMode, SourceStats, SourceStatus
 from tui_connector.tui import format as fmt
 from tui_connector.tui.commands import DashboardCommands
+from tui_connector.tui.controls import SourceControls
 from tui_connector.tui.history import ThroughputHistory
 from tui_connector.tui.keys import DASHBOARD_KEYS, KeyNames, bindings
 from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
@@ -90,6 +91,7 @@ class Dashboard(App[int]):
         self.keys = KeyNames(keymap)
         if keymap:
             self.set_keymap(dict(keymap))
+        self.controls = SourceControls(self)
         self.exit_when_done = exit_when_done
         self.clock = clock
         self.handle_signals = handle_signals
@@ -265,49 +267,13 @@ class Dashboard(App[int]):
         self._set_title(errors, title)
 
     def _refresh_totals(self, now: float) -> None:
-        facts = self.facts
-        stats = list(self.telemetry.sources.values())
-        counts = {status: 0 for status in SourceStatus}
-        for source in stats:
-            counts[source.status] += 1
-        waiting = len(facts.selected) - len(stats)
-        running = counts[SourceStatus.RUNNING] + counts[SourceStatus.BACKING_OFF]
-        paused = counts[SourceStatus.PAUSED] + counts[SourceStatus.PAUSING]
-        records = sum(source.records for source in stats)
-        elapsed = self.run_elapsed(now)
-        if self.all_finished():
-            fetched = sum(source.records_this_run for source in stats)
-            overall = fetched / elapsed if elapsed > 0 else 0.0
-        else:
-            overall = sum(source.records_rate.rate(now) for source in stats)
-        parts = [
-            f"{counts[SourceStatus.DONE]}/{len(facts.selected)} done",
-            f"{running} running",
-            f"{counts[SourceStatus.FAILED]} failed",
-        ]
-        if paused:
-            parts.append(f"{paused} paused")
-        if counts[SourceStatus.STOPPED]:
-            parts.append(f"{counts[SourceStatus.STOPPED]} stopped")
-        if waiting + counts[SourceStatus.PENDING]:
-            parts.append(f"{waiting + counts[SourceStatus.PENDING]} pending")
-        totals = " · ".join(parts) + (
-            f" │ {fmt.count(records)} records │ {fmt.rate(overall)} records/s"
-            f" │ elapsed {fmt.elapsed(elapsed)}"
-            f" │ state {fmt.shown_path(facts.state_path)}"
-            f" │ lake {fmt.shown_path(facts.lake_path)}"
-        )
+        totals = fmt.totals_text(self.telemetry, self.facts, self.all_finished(), now)
         if totals != self._shown_totals:
             self._shown_totals = totals
             self.totals_line.update(totals, layout=False)  # one line, docked: nothing moves
 
     def run_elapsed(self, now: float) -> float:
-        telemetry = self.telemetry
-        end = now
-        if self.all_finished():
-            finished = [s.finished_at for s in telemetry.sources.values() if s.finished_at]
-            end = max(finished, default=now)
-        return max(0.0, end - telemetry.started_at)
+        return run_seconds(self.telemetry, self.all_finished(), now)
 
     def _refresh_banner(self, now: float) -> None:
         in_flight = len(self.telemetry.in_flight)
@@ -399,90 +365,6 @@ class Dashboard(App[int]):
             return
         action(name)
 
-    def _stats(self, name: str) -> SourceStats | None:
-        stats = self.telemetry.sources.get(name)
-        if stats is None:
-            self.notify(f"{name} has not started yet", severity="warning")
-        return stats
-
-    # -- controls (keys and command palette) ------------------------------------------------------
-
-    def is_paused(self, name: str) -> bool:
-        """False too for a source that has not started yet."""
-        return self.facade.is_paused(name)
-
-    def toggle_pause(self, name: str) -> None:
-        stats = self._stats(name)
-        if stats is None:
-            return
-        if self.is_paused(name):
-            self.facade.resume(name)
-        elif stats.status.finished:
-            self.notify(f"{name} is {stats.status}: nothing to pause", severity="warning")
-        else:
-            self.facade.pause(name)
-
-    def pause_all(self) -> None:
-        self.facade.pause_all()
-
-    def resume_all(self) -> None:
-        self.facade.resume_all()
-
-    def retry_source(self, name: str) -> None:
-        stats = self._stats(name)
-        if stats is None:
-            return
-        if not self.facade.retry(name):
-            self.notify(
-                f"{name} is {stats.status}: only a failed or stopped source can be retried",
-                severity="warning",
-            )
-
-    def change_concurrency(self, name: str, delta: int) -> None:
-        stats = self._stats(name)
-        if stats is None:
-            return
-        before = stats.concurrency
-        was_auto = stats.concurrency_mode is ConcurrencyMode.AUTO
-        self.facade.set_concurrency(name, before + delta)
-        if stats.concurrency == before:
-            bound = "1" if delta < 0 else f"max_concurrency ({self.facts.max_concurrency})"
-            self.notify(f"{name}: concurrency is already {bound}", severity="warning")
-        if was_auto and stats.concurrency_mode is ConcurrencyMode.MANUAL:
-            auto = self.keys["auto"]
-            self.notify(
-                f"{name}: concurrency now manual at {stats.concurrency}; {auto} returns it to auto",
-                title="Adaptive concurrency overridden",
-            )
-
-    def auto_concurrency(self, name: str) -> None:
-        stats = self._stats(name)
-        if stats is None:
-            return
-        if stats.concurrency_mode is ConcurrencyMode.AUTO:
-            self.notify(f"{name}: concurrency is already adaptive (auto)")
-        elif self.facade.set_auto(name):
-            self.notify(
-                f"{name}: concurrency adaptive again, from {stats.concurrency}",
-                title="Auto concurrency",
-            )
-        else:
-            more, less = self.keys["more"], self.keys["less"]
-            self.notify(
-                f"{name} has a fixed concurrency ({stats.concurrency}): {more} and {less} change "
-                "it; `concurrency: auto` in sources.yaml makes it adaptive",
-                severity="warning",
-            )
-
-    def stop_source(self, name: str) -> None:
-        stats = self._stats(name)
-        if stats is None:
-            return
-        if stats.status.finished:
-            self.notify(f"{name} is {stats.status}: nothing to stop", severity="warning")
-            return
-        self.facade.stop(name)
-
     def show_detail(self, name: str) -> None:
         if isinstance(self.screen, SourceDetailScreen):
             if self.screen.source == name:
@@ -491,28 +373,22 @@ class Dashboard(App[int]):
         self.push_screen(SourceDetailScreen(self.facade, name, self.history, self.clock))
 
     def action_toggle_pause(self) -> None:
-        self._with_selected(self.toggle_pause)
+        self._with_selected(self.controls.toggle_pause)
 
     def action_toggle_pause_all(self) -> None:
-        if any(
-            not self.is_paused(name) and not stats.status.finished
-            for name, stats in self.telemetry.sources.items()
-        ):
-            self.pause_all()
-        else:
-            self.resume_all()
+        self.controls.toggle_pause_all()
 
     def action_retry(self) -> None:
-        self._with_selected(self.retry_source)
+        self._with_selected(self.controls.retry)
 
     def action_concurrency(self, delta: int) -> None:
-        self._with_selected(lambda name: self.change_concurrency(name, delta))
+        self._with_selected(lambda name: self.controls.change_concurrency(name, delta))
 
     def action_auto_concurrency(self) -> None:
-        self._with_selected(self.auto_concurrency)
+        self._with_selected(self.controls.auto_concurrency)
 
     def action_stop_source(self) -> None:
-        self._with_selected(self.stop_source)
+        self._with_selected(self.controls.stop)
 
     def action_detail(self) -> None:
         self._with_selected(self.show_detail)

@@ -37,11 +37,11 @@ class DashboardCommands(Provider):
         yield PaletteCommand(
             "Pause all sources",
             f"Like {keys['pause-all']}: no new requests anywhere",
-            app.pause_all,
+            app.controls.pause_all,
             True,
         )
         yield PaletteCommand(
-            "Resume all sources", f"Like {keys['pause-all']} again", app.resume_all, True
+            "Resume all sources", f"Like {keys['pause-all']} again", app.controls.resume_all, True
         )
         yield PaletteCommand(
             "Errors: all sources / selected source",
@@ -76,24 +76,25 @@ class DashboardCommands(Provider):
     ) -> Iterator[PaletteCommand]:
         keys = app.keys
         stats = app.telemetry.sources.get(name)
-        paused = app.is_paused(name)
+        controls = app.controls
+        paused = controls.is_paused(name)
         yield PaletteCommand(
             f"{'Resume' if paused else 'Pause'} {name}",
             f"Like {keys['pause']} on its row",
-            partial(app.toggle_pause, name),
+            partial(controls.toggle_pause, name),
             discover,
         )
         if stats is not None and stats.status in (SourceStatus.FAILED, SourceStatus.STOPPED):
             yield PaletteCommand(
                 f"Retry {name}",
                 f"Like {keys['retry']}: start again from its checkpoint",
-                partial(app.retry_source, name),
+                partial(controls.retry, name),
                 discover,
             )
         yield PaletteCommand(
             f"Stop {name}",
             f"Like {keys['stop']}: no new requests; it can be retried",
-            partial(app.stop_source, name),
+            partial(controls.stop, name),
             discover,
         )
         adaptive = app.facade.describe(name).adaptive
@@ -101,13 +102,13 @@ class DashboardCommands(Provider):
         yield PaletteCommand(
             f"Raise concurrency of {name}",
             f"Like {keys['more']}: one more request in flight{manual}",
-            partial(app.change_concurrency, name, 1),
+            partial(controls.change_concurrency, name, 1),
             discover,
         )
         yield PaletteCommand(
             f"Lower concurrency of {name}",
             f"Like {keys['less']}: one request fewer in flight{manual}",
-            partial(app.change_concurrency, name, -1),
+            partial(controls.change_concurrency, name, -1),
             discover,
         )
         if adaptive:
@@ -115,7 +116,7 @@ class DashboardCommands(Provider):
             yield PaletteCommand(
                 f"Auto concurrency for {name}",
                 f"Like {keys['auto']}: hand its limit back to the adaptive controller",
-                partial(app.auto_concurrency, name),
+                partial(controls.auto_concurrency, name),
                 discover and not auto,
             )
         yield PaletteCommand(

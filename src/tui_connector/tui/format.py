@@ -10,14 +10,17 @@ from pathlib import Path
 
 import humanize
 
+from tui_connector.facade import RunFacts
 from tui_connector.figures import (
     PLACEHOLDER,
     backoff_seconds,
     eta_seconds,
     one_line,
     progress_fraction,
+    run_records_per_second,
+    run_seconds,
 )
-from tui_connector.telemetry import ConcurrencyMode, SourceStats, SourceStatus
+from tui_connector.telemetry import ConcurrencyMode, RunTelemetry, SourceStats, SourceStatus
 
 BAR_WIDTH = 10
 BAR_FILLED = "━"
@@ -160,3 +163,38 @@ def concurrency_note(stats: SourceStats | None, now: float) -> str:
     text = f"{stats.name}: limit {stats.concurrency}, {mode}"
     change = concurrency_change_text(stats, now)
     return f"{text} — {change}" if change else text
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+
+def totals_text(telemetry: RunTelemetry, facts: RunFacts, finished: bool, now: float) -> str:
+    """The line over the sources: how many are in each state, records, rate, elapsed time and
+    where the state and the lake are."""
+    stats = list(telemetry.sources.values())
+    counts = {status: 0 for status in SourceStatus}
+    for source in stats:
+        counts[source.status] += 1
+    waiting = len(facts.selected) - len(stats)
+    running = counts[SourceStatus.RUNNING] + counts[SourceStatus.BACKING_OFF]
+    paused = counts[SourceStatus.PAUSED] + counts[SourceStatus.PAUSING]
+    records = sum(source.records for source in stats)
+    seconds = run_seconds(telemetry, finished, now)
+    overall = run_records_per_second(telemetry, finished, seconds, now)
+    parts = [
+        f"{counts[SourceStatus.DONE]}/{len(facts.selected)} done",
+        f"{running} running",
+        f"{counts[SourceStatus.FAILED]} failed",
+    ]
+    if paused:
+        parts.append(f"{paused} paused")
+    if counts[SourceStatus.STOPPED]:
+        parts.append(f"{counts[SourceStatus.STOPPED]} stopped")
+    if waiting + counts[SourceStatus.PENDING]:
+        parts.append(f"{waiting + counts[SourceStatus.PENDING]} pending")
+    return " · ".join(parts) + (
+        f" │ {count(records)} records │ {rate(overall)} records/s"
+        f" │ elapsed {elapsed(seconds)}"
+        f" │ state {shown_path(facts.state_path)}"
+        f" │ lake {shown_path(facts.lake_path)}"
+    )
