@@ -29,7 +29,8 @@ from textual import events
 
 from tui_connector.config import load_config
 from tui_connector.engine import Engine
-from tui_connector.httpclient import build_client, decode_json
+from tui_connector.http.body import decode_json
+from tui_connector.http.client import build_client
 from tui_connector.in_process import InProcessRun
 from tui_connector.telemetry import RunTelemetry
 from tui_connector.tui.app import Dashboard

@@ -20,7 +20,7 @@ from tui_connector.demo.state import RequestLogEntry
 from tui_connector.engine import Engine
 from tui_connector.telemetry import SourceStatus, StreamStatus
 
-from conftest import (
+from helpers import (
     async_wait_for,
     cli,
     crash_and_resume,

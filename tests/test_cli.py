@@ -15,7 +15,7 @@ import pytest
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import STOP_GRACE_S
 
-from conftest import (
+from helpers import (
     cli,
     crash_and_resume,
     expected_ids,
@@ -192,7 +192,7 @@ def test_engine_imports_without_textual() -> None:
     code = (
         "import sys; sys.modules['textual'] = None\n"
         "import tui_connector.engine, tui_connector.headless, tui_connector.cli\n"
-        "import tui_connector.config, tui_connector.state, tui_connector.httpclient\n"
+        "import tui_connector.config, tui_connector.state, tui_connector.http.source\n"
         "import tui_connector.facade, tui_connector.in_process, tui_connector.figures\n"
         "import tui_connector.describe, tui_connector.tui, tui_connector.tui.format\n"
         "assert not any(m == 'textual' or m.startswith('textual.') for m in sys.modules"

@@ -48,7 +48,7 @@ from tui_connector.tui.widgets import (
     shown_streams,
 )
 
-from conftest import RECORDS, async_wait_for, engine_of, expected_ids, lake_ids
+from helpers import RECORDS, async_wait_for, engine_of, expected_ids, lake_ids
 
 SIZE = (140, 40)
 TOKEN = "test-token-5f3a9"  # the session demo server's token (see conftest)

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import sqlite3
+import ssl
 import threading
 import time
 from collections import Counter
@@ -18,12 +19,13 @@ import pytest
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import YOUNG_GENERATION_THRESHOLD, Engine
+from tui_connector.http.client import tls_context
 from tui_connector.sinks import jsonl
 from tui_connector.state import StateLockedError
 from tui_connector.telemetry import SourceStatus
 
-from conftest import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids
-from conftest import run_engine as run
+from helpers import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids
+from helpers import run_engine as run
 
 TOKEN = "test-token-5f3a9"
 
@@ -467,6 +469,28 @@ async def test_second_run_on_the_same_state_refuses(
         with pytest.raises(StateLockedError, match=r"in use by another run \(process \d+"):
             async with Engine(config):
                 pass
+
+
+async def test_a_source_that_cannot_be_set_up_releases_the_state_and_its_lock(
+    demo: DemoServer,
+    write_config: Callable[..., LoadedConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_config(one_source(f"{demo.url}/v1/all/tls", ""))
+    unreadable = tmp_path / "not-a-ca-bundle.pem"
+    unreadable.write_text("not a certificate")
+    monkeypatch.setenv("SSL_CERT_FILE", str(unreadable))
+    tls_context.cache_clear()  # made again, from the bad bundle
+    try:
+        with pytest.raises(ssl.SSLError):
+            async with Engine(config):
+                pass
+    finally:
+        monkeypatch.delenv("SSL_CERT_FILE")
+        tls_context.cache_clear()
+    async with Engine(config):  # the lock was released: a new run may start
+        pass
 
 
 async def test_state_records_streams_and_secrets_stay_out(

@@ -25,7 +25,7 @@ from tui_connector.facade import (
 )
 from tui_connector.in_process import InProcessRun
 
-from conftest import async_wait_for
+from helpers import async_wait_for
 
 TOKEN = "test-token-5f3a9"
 

@@ -24,7 +24,7 @@ from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 from tui_connector.sinks import jsonl
 
-from conftest import RECORDS, cli, expected_ids, lake_ids, run_engine
+from helpers import RECORDS, cli, expected_ids, lake_ids, run_engine
 
 # A file per page (`commit_interval: 0`): these tests count and remove page files.
 PAGES = """\

@@ -24,7 +24,7 @@ from tui_connector.tui.settings import (
     settings_path,
 )
 
-from conftest import async_wait_for, engine_of
+from helpers import async_wait_for, engine_of
 
 SIZE = (140, 40)
 

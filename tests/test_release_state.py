@@ -21,11 +21,10 @@ from urllib.parse import parse_qs
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 
-from conftest import expected_ids, lake_ids, run_engine
+from helpers import expected_ids, lake_ids, run_engine, soak_ids
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release_state"
 RECORDS = 400  # per dataset, as make_fixture.py served them
-REGIONS = ("north", "south", "east", "west", "centre")
 
 
 def release_fingerprint(identity: dict[str, object]) -> str:
@@ -59,17 +58,7 @@ def restore(config: LoadedConfig, origin: str) -> None:
 
 
 def expected() -> dict[str, Counter[str]]:
-    issues: Counter[str] = Counter()
-    for parent in range(30):
-        issues += expected_ids(f"repos-{parent:06d}", 25)
-    return {
-        "regions": sum((expected_ids(region, RECORDS) for region in REGIONS), Counter()),
-        "repos": expected_ids("repos", 30),
-        "issues": issues,
-        "events": expected_ids("events", RECORDS),
-        "feed": expected_ids("feed", RECORDS),
-        "changes": expected_ids("changes", RECORDS),
-    }
+    return {**soak_ids(RECORDS), "changes": expected_ids("changes", RECORDS)}
 
 
 def pages_asked(server: DemoServer, path: str) -> list[int]:

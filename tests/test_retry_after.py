@@ -18,8 +18,8 @@ from tui_connector.demo.state import RequestLogEntry
 from tui_connector.engine import Engine, RunResult
 from tui_connector.telemetry import SourceStats, SourceStatus
 
-from conftest import async_wait_for, expected_ids, lake_ids
-from conftest import run_engine as run
+from helpers import async_wait_for, expected_ids, lake_ids
+from helpers import run_engine as run
 
 RETRY_AFTER = 1.0  # seconds, the demo server's Retry-After on a 429
 # A request the client sent before it read a 429 may reach the server just after the 429 left.

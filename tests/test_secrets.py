@@ -22,7 +22,7 @@ from tui_connector.engine import Engine
 from tui_connector.in_process import InProcessRun
 from tui_connector.tui.app import Dashboard
 
-from conftest import async_wait_for, cli, engine_of
+from helpers import async_wait_for, cli, engine_of
 
 SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"

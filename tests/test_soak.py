@@ -28,7 +28,7 @@ from tui_connector.demo.server import DemoServer
 from tui_connector.failpoints import ENV as CRASH_AT
 from tui_connector.failpoints import POINTS
 
-from conftest import cli, expected_ids, lake_ids, start, wait_for
+from helpers import cli, lake_ids, soak_ids, start, wait_for
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
@@ -73,24 +73,10 @@ defaults:
     pagination: {{type: next_url, next: links.next}}
 """
 )
-REGIONS = ("north", "south", "east", "west", "centre")
-
-
-def _expected() -> dict[str, Counter[str]]:
-    issues: Counter[str] = Counter()
-    for parent in range(30):
-        issues += expected_ids(f"repos-{parent:06d}", 25)
-    return {
-        "regions": sum((expected_ids(region, RECORDS) for region in REGIONS), Counter()),
-        "repos": expected_ids("repos", 30),
-        "issues": issues,
-        "events": expected_ids("events", RECORDS),
-        "feed": expected_ids("feed", RECORDS),
-    }
 
 
 def _assert_exact(out: Path, when: str) -> None:
-    for source, expected in _expected().items():
+    for source, expected in soak_ids(RECORDS).items():
         found = lake_ids(out, source)
         missing, extra = expected - found, found - expected
         assert not missing and not extra, (

@@ -1,20 +1,18 @@
 """The `tui-connector` command.
 
 Exit codes: 0 every source done; 1 some source failed; 2 bad config or usage; 130 interrupted.
+
+Each command imports what it needs when it runs (the config's models, asyncio, the engine,
+Textual): `--help` and `validate` start in a fraction of the time the whole program takes
+to import (bench/startup.py measures it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import logging
 import math
 import os
-import socket
-import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -22,11 +20,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from tui_connector import __version__
-from tui_connector.config import ConfigError, LoadedConfig, load_config, state_path_of
 from tui_connector.facade import ExitCode
-from tui_connector.redact import RedactingFormatter
 
-if TYPE_CHECKING:  # the engine is imported when a command needs it: `validate` stays fast
+if TYPE_CHECKING:
+    from tui_connector.config import LoadedConfig
     from tui_connector.engine import Engine
 
 DEFAULT_CONFIG = "sources.yaml"
@@ -40,6 +37,8 @@ def _fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
 
 
 def _load(path: str) -> LoadedConfig:
+    from tui_connector.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -206,6 +205,19 @@ def validate(config: str) -> None:
         click.echo(f"  {name}: {describe_source(spec, loaded.redactor).headline}")
 
 
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of sources.yaml, for completion and checks in your editor.
+
+    sources.schema.json holds it (regenerate: tui-connector schema > sources.schema.json); a
+    first line `# yaml-language-server: $schema=./sources.schema.json` in sources.yaml points
+    VS Code (the YAML extension) or Neovim (yaml-language-server) at it.
+    """
+    from tui_connector.config.editor_schema import editor_schema_text
+
+    click.echo(editor_schema_text(), nl=False)
+
+
 def _state_options(command: Callable[..., None]) -> Callable[..., None]:
     """--state and --config, for the commands that read the state of a config's runs."""
     command = click.option(
@@ -223,6 +235,8 @@ def _state_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def _state_path(config: str, state: Path | None) -> Path:
+    from tui_connector.config import ConfigError, state_path_of
+
     if state is not None:
         return state
     if Path(config).exists():
@@ -241,6 +255,9 @@ def _state_path(config: str, state: Path | None) -> Path:
 )
 def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> None:
     """Show each source's progress and high-water mark (--streams: every stream's checkpoint)."""
+    import asyncio
+    import json
+
     from tui_connector.state import StateError
     from tui_connector.state.sqlite import StateStore
 
@@ -283,6 +300,8 @@ def _mark_text(mark: Any) -> str:
 
 
 def _stream_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    import json
+
     table: list[tuple[str, ...]] = [
         ("SOURCE", "PARTITION", "STATUS", "PAGES", "RECORDS", "MARK", "UPDATED", "CURSOR")
     ]
@@ -306,6 +325,8 @@ def _stream_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 def _source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """One line per source: its streams by status, its totals, its high-water mark (the
     lowest of its streams': where the next incremental run of the slowest one starts)."""
+    from collections import Counter
+
     by_source: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_source.setdefault(str(row["source"]), []).append(row)
@@ -342,6 +363,8 @@ def _source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
     """Forget the checkpoints of SOURCES (all when none given): the next run starts them over
     and replaces their files in the lake."""
+    import asyncio
+
     from tui_connector.state import StateError
     from tui_connector.state.sqlite import RunLock, StateStore
 
@@ -442,6 +465,8 @@ def serve_demo(port: int, **knobs: object) -> None:
 
 
 def _port_free(port: int) -> bool:
+    import socket
+
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -453,6 +478,8 @@ def _port_free(port: int) -> bool:
 @contextlib.contextmanager
 def demo_server(args: list[str]) -> Iterator[str]:
     """Start `serve-demo` as a child process; yield its base URL; stop it on exit."""
+    import subprocess
+
     port = DEMO_PORT if _port_free(DEMO_PORT) else 0
     child = subprocess.Popen(
         [sys.executable, "-m", "tui_connector", "serve-demo", "--port", str(port), *args],
@@ -511,6 +538,8 @@ def demo(
 
     Unfinished streams resume; when everything was already done, it starts over.
     """
+    import asyncio
+
     if not Path(config).exists():
         _fail(f"{config} not found; run this from the tui-connector checkout, or pass a config")
     knobs = [
@@ -561,6 +590,10 @@ async def _everything_done(loaded: LoadedConfig) -> bool:
 def _log_to_file(loaded: LoadedConfig, state_path: Path | None, level: str) -> Path:
     """Tracebacks of unexpected errors go to a log beside the state, never to the terminal
     (the user sees one line naming the error; the dashboard's screen stays intact)."""
+    import logging
+
+    from tui_connector.redact import RedactingFormatter
+
     log_path = (state_path or loaded.state).with_name("tui-connector.log")
     with contextlib.suppress(OSError):
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ partitions of a child source come from its parent's records as they land.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -200,4 +199,4 @@ def stream_spec(spec: SourceSpec, partition: Partition, since: Any = None) -> So
             body = place(body, dotted, value)
     if (url, params, body) == (spec.url, dict(spec.params), spec.body):
         return spec
-    return dataclasses.replace(spec, url=url, params=params, body=body)
+    return spec.model_copy(update={"url": url, "params": params, "body": body})

@@ -6,9 +6,10 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 
 class SourceStatus(StrEnum):
@@ -127,6 +128,28 @@ class InFlightRequest:
     url: str  # already redacted
     started_at: float
     attempt: int
+    source_in_flight: int  # the source's requests in flight when it started, itself included
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How one attempt went, for an adaptive concurrency limit."""
+
+    started: float  # monotonic
+    ended: float
+    in_flight: int  # the source's requests in flight when it started, itself included
+    status: int | None  # None when no response came
+    timed_out: bool
+
+
+class Failure(Protocol):
+    """What an error event tells of a failed request (`http.errors.FetchError` is one)."""
+
+    message: str  # redacted, as every text here
+    url: str
+    status: int | None
+    body_excerpt: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -151,6 +174,7 @@ class RunTelemetry:
         self.started_at = time.monotonic()
         self.finished_at: float | None = None
         self._ids: Iterator[int] = itertools.count(1)
+        self._reporters: dict[str, SourceReporter] = {}
 
     def source(self, name: str) -> SourceStats:
         stats = self.sources.get(name)
@@ -158,25 +182,34 @@ class RunTelemetry:
             stats = self.sources[name] = SourceStats(name)
         return stats
 
+    def reporter(self, source: str) -> SourceReporter:
+        """The one reporter of `source`: its HTTP layer and its runner tell it what happens."""
+        reporter = self._reporters.get(source)
+        if reporter is None:
+            reporter = self._reporters[source] = SourceReporter(self, self.source(source))
+        return reporter
+
     def request_started(self, source: str, method: str, url: str, attempt: int) -> int:
         request_id = next(self._ids)
-        self.in_flight[request_id] = InFlightRequest(
-            request_id, source, method, url, time.monotonic(), attempt
-        )
         stats = self.sources[source]
-        stats.requests += 1
         stats.in_flight += 1
+        self.in_flight[request_id] = InFlightRequest(
+            request_id, source, method, url, time.monotonic(), attempt, stats.in_flight
+        )
+        stats.requests += 1
         stats.requests_rate.add()
         if attempt > 1:
             stats.retries += 1
         return request_id
 
-    def request_finished(self, request_id: int, received_bytes: int = 0) -> None:
+    def request_finished(self, request_id: int, received_bytes: int = 0) -> InFlightRequest | None:
+        """The request is no longer in flight; returns what it was (None if unknown)."""
         request = self.in_flight.pop(request_id, None)
         if request is not None:
             stats = self.sources[request.source]
             stats.in_flight -= 1
             stats.bytes += received_bytes
+        return request
 
     def page_retrieved(self, source: str, records: int, position: str) -> None:
         stats = self.sources[source]
@@ -204,3 +237,114 @@ class RunTelemetry:
             "running": sum(1 for s in self.sources.values() if not s.status.finished),
             "records": records,
         }
+
+
+class SourceReporter:
+    """What happens to one source, turned into its `SourceStats`: the one place its status
+    changes. Its HTTP layer reports here (this is `tui_connector.http.report.HttpReport`), and
+    so may its runner, through the transitions below.
+
+    - `start`: a run begins: running, or paused if a pause came first.
+    - `backing_off` (a retry's wait, the source's hold): running becomes backing off; any
+      other status stays, and `backoff_until` shows the wait all the same.
+    - an attempt sent (`request_started`): backing off becomes running; `backoff_until` is
+      cleared.
+    - `pausing`, then `paused` once settled (only a pausing source becomes paused).
+    - `resumed`: pending if it never started, backing off if still held, else running.
+    - `finish`: done, failed or stopped; nothing waits any more. A finished source stays
+      finished until its next `start`.
+    """
+
+    def __init__(self, telemetry: RunTelemetry, stats: SourceStats) -> None:
+        self._telemetry = telemetry
+        self.stats = stats
+        # Told how every attempt went (an adaptive concurrency limit listens here).
+        self.attempt_listener: Callable[[AttemptOutcome], None] | None = None
+
+    # -- what the HTTP layer reports ------------------------------------------------------------
+
+    def request_started(self, method: str, url: str, attempt: int) -> int:
+        stats = self.stats
+        # An attempt is sent: whatever the source was waiting for is over.
+        if stats.status is SourceStatus.BACKING_OFF:
+            stats.status = SourceStatus.RUNNING
+        stats.backoff_until = None
+        return self._telemetry.request_started(stats.name, method, url, attempt)
+
+    def request_finished(
+        self, request_id: int, size: int, status: int | None, timed_out: bool
+    ) -> None:
+        request = self._telemetry.request_finished(request_id, size)
+        listener = self.attempt_listener
+        if listener is not None and request is not None:
+            ended = time.monotonic()
+            listener(
+                AttemptOutcome(
+                    request.started_at, ended, request.source_in_flight, status, timed_out
+                )
+            )
+
+    def retry_scheduled(self, error: Failure, wait: float) -> None:
+        self._telemetry.error(
+            ErrorEvent(
+                at=time.time(),
+                source=self.stats.name,
+                status=error.status,
+                error=error.message,
+                url=error.url,
+                body_excerpt=error.body_excerpt,
+                attempt=error.attempts,
+                next_step=f"retrying in {wait:.1f} s",
+            )
+        )
+        self.backing_off(time.monotonic() + wait)
+
+    def source_held(self, until: float) -> None:
+        self.backing_off(until)
+
+    def rate_limit_changed(self, per_second: float | None) -> None:
+        self.stats.rate_limit = per_second
+
+    # -- the status ---------------------------------------------------------------------------
+
+    def backing_off(self, until: float) -> None:
+        """Nothing of the source is sent before `until` (monotonic). Only a running source
+        shows it as its status."""
+        stats = self.stats
+        stats.backoff_until = until
+        if stats.status is SourceStatus.RUNNING:
+            stats.status = SourceStatus.BACKING_OFF
+
+    def start(self, *, paused: bool) -> None:
+        """A run of the source begins (paused before it began: it waits at once)."""
+        self.stats.status = SourceStatus.PAUSED if paused else SourceStatus.RUNNING
+
+    def pausing(self) -> None:
+        """A pause was asked for: requests in flight finish, their pages are written."""
+        if not self.stats.status.finished:
+            self.stats.status = SourceStatus.PAUSING
+
+    def paused(self) -> None:
+        """A pausing source has settled: nothing in flight, everything committed."""
+        if self.stats.status is SourceStatus.PAUSING:
+            self.stats.status = SourceStatus.PAUSED
+
+    def resumed(self, *, started: bool, held: bool) -> None:
+        """The pause is over: pending if the source never started, backing off if its hold
+        still runs (`backoff_until` is its end), else running. A finished source stays so."""
+        stats = self.stats
+        if stats.status.finished:
+            return
+        if not started:
+            stats.status = SourceStatus.PENDING
+        elif held:
+            stats.status = SourceStatus.BACKING_OFF
+        else:
+            stats.status = SourceStatus.RUNNING
+
+    def finish(self, status: SourceStatus) -> None:
+        """The run of the source ended: done, failed or stopped. Nothing waits any more."""
+        if not status.finished:
+            raise ValueError(f"{status} is not how a run of a source ends")
+        self.stats.status = status
+        self.stats.backoff_until = None

@@ -12,7 +12,7 @@ import pytest
 from tui_connector.demo.knobs import DemoKnobs
 
 from .helpers import Factory
-from conftest import wait_for
+from helpers import wait_for
 
 
 def fire(url: str, count: int) -> list[httpx.Response]:

@@ -19,7 +19,7 @@ from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.server import DemoServer
 
 from .helpers import MIB, Factory, assert_quiet, read_at_least
-from conftest import RECORDS, wait_for
+from helpers import RECORDS, wait_for
 
 
 def test_every_dataset_request_faults_but_control_routes_do_not(factory: Factory) -> None:

@@ -16,7 +16,7 @@ from tui_connector.demo import data
 from tui_connector.demo.server import DemoServer
 
 from .helpers import MIB, TOKEN, Factory, assert_quiet, read_at_least
-from conftest import wait_for
+from helpers import wait_for
 
 HOSTILE = (
     "/bad/hang/a",

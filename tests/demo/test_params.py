@@ -13,7 +13,7 @@ from tui_connector.demo import data
 from tui_connector.demo.server import DemoServer
 
 from .helpers import ids, parse_link
-from conftest import RECORDS, expected_ids
+from helpers import RECORDS, expected_ids
 
 BASE = data.BASE_EPOCH
 

@@ -19,7 +19,7 @@ from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.server import DemoServer
 
 from .helpers import assert_quiet, ids
-from conftest import wait_for
+from helpers import wait_for
 
 
 def test_start_stop_and_a_busy_port() -> None:

@@ -7,7 +7,7 @@ import logging
 import time
 
 from tui_connector.extract import ExtractError
-from tui_connector.httpclient import FetchError
+from tui_connector.http.errors import FetchError
 from tui_connector.incremental import IncrementalError
 from tui_connector.paginate import PaginationError
 from tui_connector.redact import Redactor

@@ -109,7 +109,7 @@ class Engine:
         # leave. `close` thaws it all again.
         gc.collect(1)
         gc.freeze()
-        # A run makes next to no cyclic garbage (see `httpclient._release`), yet a young
+        # A run makes next to no cyclic garbage (see `http.body.release`), yet a young
         # collection traces every object of the requests in flight (thousands with 100
         # streams), alive again each time. Python starts one whenever 700 more containers
         # were allocated than freed: in the bench's workload 1 (8 s), 126-278 ms of collecting

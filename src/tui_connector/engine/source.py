@@ -19,13 +19,14 @@ from tui_connector.engine.gate import SourceGate, cancel_all
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 from tui_connector.engine.resume import Resumption, open_stream, source_fingerprint
 from tui_connector.engine.stream import StreamServices
-from tui_connector.httpclient import AttemptOutcome, SourceHttp
+from tui_connector.http.source import SourceHttp
 from tui_connector.partitions import ParentValues, Partition, plan
 from tui_connector.redact import Redactor
 from tui_connector.sinks import Sink
 from tui_connector.sinks.batching import BatchWriter
 from tui_connector.state import CheckpointStore, StateError, StreamRow
 from tui_connector.telemetry import (
+    AttemptOutcome,
     ConcurrencyMode,
     RunTelemetry,
     SourceStatus,
@@ -62,7 +63,9 @@ class SourceRunner:
         self.stats.concurrency = spec.concurrency
         self.stats.partitioned = spec.partitions is not None
         self.limit = ResizableLimit(spec.concurrency)
-        self.http = SourceHttp(spec, run.telemetry, run.redact, run.max_concurrency)
+        # The one owner of the source's status: its HTTP layer reports there, and so does this.
+        self.reporter = reporter = run.telemetry.reporter(spec.name)
+        self.http = SourceHttp(spec, reporter, run.redact, run.max_concurrency)
         self.adaptive: AdaptiveLimit | None = None
         auto = spec.auto_concurrency
         if auto is not None:
@@ -72,7 +75,7 @@ class SourceRunner:
             )
             self.stats.concurrency_mode = ConcurrencyMode.AUTO
             self.stats.concurrency_reason = "adaptive: starting"
-            self.http.observer = self._observe
+            reporter.attempt_listener = self._observe
         self.gate = SourceGate(self.limit, run.global_limit, run.pacer, self._settle_soon)
         self.failures = FailureReporter(run.telemetry, spec.name, run.redact)
         self._batchers: set[BatchWriter[Any]] = set()  # of the streams running
@@ -124,21 +127,16 @@ class SourceRunner:
         if self.stats.status.finished or self.gate.paused:
             return
         self.gate.pause()
-        self.stats.status = SourceStatus.PAUSING
+        self.reporter.pausing()
         self._settle_soon()
 
     def resume(self) -> None:
         if not self.gate.paused:
             return
         self.gate.resume()
-        if self.stats.status.finished:
-            return
-        if self.task is None:
-            self.stats.status = SourceStatus.PENDING
-        elif self.http.held_until is not None:  # resumed within a Retry-After: still waiting
-            self.stats.status = SourceStatus.BACKING_OFF  # its backoff_until is the hold's end
-        else:
-            self.stats.status = SourceStatus.RUNNING
+        # Resumed within a Retry-After hold, it is still backing off.
+        held = self.http.held_until is not None
+        self.reporter.resumed(started=self.task is not None, held=held)
 
     def stop(self) -> None:
         self.gate.stop()
@@ -208,15 +206,15 @@ class SourceRunner:
                     return  # not really paused: the stream reports the failure on resume
         with contextlib.suppress(StateError):
             await self.run_services.store.flush()
-        if self.gate.paused and self.gate.busy == 0 and self.stats.status is SourceStatus.PAUSING:
-            self.stats.status = SourceStatus.PAUSED
+        if self.gate.paused and self.gate.busy == 0:
+            self.reporter.paused()
 
     # -- running ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run every stream of the source to the end. Never raises (but for cancellation)."""
         stats = self.stats
-        stats.status = SourceStatus.PAUSED if self.gate.paused else SourceStatus.RUNNING
+        self.reporter.start(paused=self.gate.paused)
         stats.started_at = stats.started_at or time.monotonic()
         stats.finished_at = None
         stats.last_error = None
@@ -228,14 +226,16 @@ class SourceRunner:
         self._failures = []
         self._halted = False
         try:
-            stats.status = self._verdict(await self._run_partitions())
-        except StateError as exc:
-            self.failures.report(f"state database: {exc}")
-            stats.status = SourceStatus.FAILED
-        except Exception as exc:  # a bug must fail one source, not the run
-            self.failures.internal_error(exc)
-            stats.status = SourceStatus.FAILED
-        finally:
+            try:
+                status = self._verdict(await self._run_partitions())
+            except StateError as exc:
+                self.failures.report(f"state database: {exc}")
+                status = SourceStatus.FAILED
+            except Exception as exc:  # a bug must fail one source, not the run
+                self.failures.internal_error(exc)
+                status = SourceStatus.FAILED
+            self.reporter.finish(status)
+        finally:  # cancelled too (the operator quit at once): it waits for nothing any more
             self._accepting = False
             stats.finished_at = time.monotonic()
             stats.backoff_until = None

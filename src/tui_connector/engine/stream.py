@@ -26,7 +26,7 @@ from tui_connector.engine.failures import (
 from tui_connector.engine.gate import SourceGate, StopRequested, cancel_all
 from tui_connector.exchange import Page, PageRequest
 from tui_connector.extract import check_errors, extract_records, read_value
-from tui_connector.httpclient import SourceHttp
+from tui_connector.http.source import SourceHttp
 from tui_connector.incremental import HighWater, merged
 from tui_connector.paginate import BasePaginator, ParallelPages, Step
 from tui_connector.partitions import Partition

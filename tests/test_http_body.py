@@ -1,29 +1,15 @@
-"""The HTTP layer's pure pieces: Retry-After in both forms, and decoding bodies exactly as the
-stdlib would."""
+"""Response bodies decode exactly as the stdlib's `json.loads` decodes them."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui_connector.httpclient import decode_json, parse_retry_after
-
-
-def test_retry_after_both_forms() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(" 1.5 ") == 1.5
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
-    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
-
+from tui_connector.http.body import decode_json
 
 JSON_VALUES = st.recursive(
     st.none()

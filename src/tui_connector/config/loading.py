@@ -1,0 +1,249 @@
+"""Loading a config: read the YAML, interpolate the environment, validate, then resolve each
+source into the `SourceSpec` the engine runs (defaults applied, `values_file`s read, paths
+made absolute, secrets collected for redaction)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, ValidationError
+
+from tui_connector.config.document import Document, read_document
+from tui_connector.config.environment import resolve_env
+from tui_connector.config.errors import ConfigError, Loc, located, validation_messages
+from tui_connector.config.fields import FilePath, Scalar, Strict
+from tui_connector.config.partition_schema import (
+    AnyPartitions,
+    ParentPartitions,
+    ValuePartitions,
+    check_values,
+)
+from tui_connector.config.schema import (
+    ApiKeyAuth,
+    AutoConcurrency,
+    BasicAuth,
+    BearerAuth,
+    Config,
+    Source,
+    SourceKnobs,
+)
+from tui_connector.redact import Redactor, looks_secret
+
+
+class SourceSpec(Source):
+    """A source as the engine runs it: the knobs it left unset taken from `defaults:` (its
+    headers added to theirs), a `values_file` read into `values`, and its name. Built from
+    validated parts by `resolve_source`, never validated again."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    name: str
+    concurrency: int
+    """The fixed limit, or where an adaptive one starts."""
+    auto_concurrency: AutoConcurrency | None = None
+
+
+def resolve_source(
+    name: str, source: Source, defaults: SourceKnobs, partitions: AnyPartitions | None
+) -> SourceSpec:
+    """`source` with the knobs it did not set taken from `defaults`."""
+    knobs = {
+        knob: getattr(source if knob in source.model_fields_set else defaults, knob)
+        for knob in SourceKnobs.model_fields
+    }
+    knobs["headers"] = {**defaults.headers, **source.headers}
+    concurrency = knobs.pop("concurrency")
+    auto = concurrency if isinstance(concurrency, AutoConcurrency) else None
+    fields = dict(source) | knobs
+    fields |= {
+        "name": name,
+        "partitions": partitions,
+        "concurrency": auto.initial if auto else concurrency,
+        "auto_concurrency": auto,
+    }
+    return SourceSpec.model_construct(**fields)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    model: Config
+    sources: dict[str, SourceSpec]
+    out: Path
+    state: Path
+    redactor: Redactor
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, interpolate and validate a config file. Raises ConfigError, never anything else."""
+    document = read_document(path)
+    secrets: set[str] = set()
+    data = _interpolated(document, document.data, env, secrets)
+    model = _validated(Config, document, data)
+
+    partitions, problems = _resolve_partitions(model, document.file.resolve().parent)
+    _raise_located(document, problems)
+    sources = {
+        name: resolve_source(name, source, model.defaults, partitions[name])
+        for name, source in model.sources.items()
+    }
+    redactor = Redactor(secrets | set(_secret_values(sources)))
+    return LoadedConfig(
+        path=document.file,
+        model=model,
+        sources=sources,
+        out=_beside(document.file, model.out),
+        state=_beside(document.file, model.state),
+        redactor=redactor,
+    )
+
+
+_Model = TypeVar("_Model", bound=Strict)
+
+
+class _StateOnly(Strict):
+    model_config = ConfigDict(extra="ignore")
+    state: FilePath = Config.model_fields["state"].default
+
+
+def state_path_of(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Path:
+    """Where a config keeps its state, read from its `state:` alone: `status` and `reset` work
+    without the sources' secrets in the environment, and after the sources were edited."""
+    document = read_document(path)
+    data = {key: value for key, value in document.data.items() if key == "state"}
+    model = _validated(_StateOnly, document, _interpolated(document, data, env, set()))
+    return _beside(document.file, model.state)
+
+
+def _interpolated(
+    document: Document, data: Any, env: Mapping[str, str] | None, secrets: set[str]
+) -> Any:
+    errors: list[tuple[Loc, str]] = []
+    data = resolve_env(data, (), os.environ if env is None else env, secrets, errors)
+    _raise_located(document, errors)
+    return data
+
+
+def _validated(model: type[_Model], document: Document, data: Any) -> _Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        messages = validation_messages(exc, data, document.shown, document.locations)
+        raise ConfigError(messages) from None
+
+
+def _raise_located(document: Document, problems: list[tuple[Loc, str]]) -> None:
+    if problems:
+        raise ConfigError(
+            [
+                located(document.shown, document.locations.find(loc), loc, message)
+                for loc, message in problems
+            ]
+        )
+
+
+def _beside(config_file: Path, path: str) -> Path:
+    """A path from the config: a relative one is relative to the config file."""
+    return Path(path) if Path(path).is_absolute() else config_file.resolve().parent / path
+
+
+# ---------------------------------------------------------------------------------------------
+# What spans sources, and values files
+
+
+def _resolve_partitions(
+    model: Config, base: Path
+) -> tuple[dict[str, AnyPartitions | None], list[tuple[Loc, str]]]:
+    """Read `values_file`s, and check what spans sources: parents exist and form no cycle."""
+    resolved: dict[str, AnyPartitions | None] = {}
+    problems: list[tuple[Loc, str]] = []
+    for name, source in model.sources.items():
+        partitions = source.partitions
+        loc = _partitions_loc(name)
+        if isinstance(partitions, ValuePartitions) and partitions.values_file is not None:
+            try:
+                values = _read_values_file(base / partitions.values_file)
+                check_values(values)
+            except ValueError as exc:
+                problems.append(((*loc, "values_file"), f"{partitions.values_file}: {exc}"))
+            else:
+                partitions = partitions.model_copy(update={"values": values})
+        if isinstance(partitions, ParentPartitions):
+            parent = partitions.source
+            if parent == name:
+                problems.append(((*loc, "source"), "a source cannot be its own parent"))
+            elif parent not in model.sources:
+                known = ", ".join(n for n in model.sources if n != name) or "none"
+                problems.append(
+                    ((*loc, "source"), f"no source named {parent!r}; the others are: {known}")
+                )
+        resolved[name] = partitions
+    for name in model.sources:
+        chain = [name]
+        current = resolved.get(name)
+        while isinstance(current, ParentPartitions) and current.source in model.sources:
+            if current.source == name:
+                cycle = " -> ".join([*chain, name])
+                problems.append(
+                    ((*_partitions_loc(name), "source"), f"parents form a cycle: {cycle}")
+                )
+                break
+            if current.source in chain:
+                break  # a cycle that does not pass through `name`: reported at its members
+            chain.append(current.source)
+            current = resolved.get(current.source)
+    return resolved, problems
+
+
+def _partitions_loc(name: str) -> Loc:
+    return ("sources", name, "partitions")
+
+
+def _read_values_file(path: Path) -> tuple[Scalar, ...]:
+    """One value per line (blank lines and # comments skipped), or a JSON list."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError("file not found (the path is relative to the config file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read: {exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if not isinstance(data, list) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in data
+        ):
+            raise ValueError("a .json values file must hold a list of strings or numbers")
+        return tuple(data)
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def _secret_values(sources: Mapping[str, SourceSpec]) -> Iterator[str]:
+    for spec in sources.values():
+        auth = spec.auth
+        if isinstance(auth, BearerAuth):
+            yield auth.token.get_secret_value()
+        elif isinstance(auth, BasicAuth):
+            password = auth.password.get_secret_value()
+            yield password
+            # The Authorization header carries it base64-encoded; a body may echo that.
+            yield base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+        elif isinstance(auth, ApiKeyAuth):
+            yield auth.key.get_secret_value()
+        url_password = urlsplit(spec.url).password
+        if url_password:
+            yield url_password
+        for mapping in (spec.headers, spec.params):
+            for name, value in mapping.items():
+                if looks_secret(name) and isinstance(value, str) and value:
+                    yield value

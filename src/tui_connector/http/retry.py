@@ -1,0 +1,176 @@
+"""The retry policy: what an error status means, how long to wait before the next attempt
+(backoff with jitter, or the server's `Retry-After`), and the loop of attempts after a first
+one failed (tenacity)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from tui_connector.config import RetryPolicy
+from tui_connector.http.body import Response
+from tui_connector.http.errors import FetchError, fetch_error
+from tui_connector.http.report import HttpReport
+from tui_connector.redact import Redactor
+
+if TYPE_CHECKING:
+    from tui_connector.http.hold import SourceHold
+
+# The statuses whose Retry-After holds the whole source (with `retry_after: source`): the
+# server is overloaded or limiting the client, so any request of the source would get the
+# same answer.
+HOLDING_STATUSES = frozenset({429, 503})
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+async def sleep(seconds: float, interrupt: asyncio.Event | None) -> None:
+    """Sleep, cut short when `interrupt` is set."""
+    if interrupt is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(interrupt.wait(), seconds)
+
+
+def status_error(
+    response: httpx.Response,
+    content: bytes,
+    shown_url: str,
+    attempt: int,
+    policy: RetryPolicy,
+    redact: Redactor,
+) -> FetchError:
+    """The error an HTTP status of 400 or more means: retryable if the policy says so, with
+    the server's `Retry-After`; one longer than `retry.max_wait` fails the request at once."""
+    status = response.status_code
+    retryable = status in policy.statuses
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if retry_after is not None and retry_after > policy.max_wait:
+        return fetch_error(
+            redact,
+            f"HTTP {status}: the server asks to wait {retry_after:.0f} s (Retry-After), "
+            f"more than retry.max_wait ({policy.max_wait:g} s); "
+            "raise retry.max_wait or run again later",
+            shown_url,
+            attempt,
+            status=status,
+            content=content,
+            retryable=False,
+        )
+    hint = "" if retryable else _status_hint(status)
+    return fetch_error(
+        redact,
+        f"HTTP {status} {response.reason_phrase}{hint}",
+        shown_url,
+        attempt,
+        status=status,
+        content=content,
+        retryable=retryable,
+        retry_after=retry_after,
+    )
+
+
+def _status_hint(status: int) -> str:
+    if status in (401, 403):
+        return "; check the source's auth credentials (and the environment variable behind them)"
+    if status == 404:
+        return "; check the source's url"
+    return ""
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, FetchError) and exc.retryable
+
+
+class Retries:
+    """The attempts after a first one failed, as the source's policy says: each waits its
+    backoff (or the server's `Retry-After`), and the source's hold if that ends later."""
+
+    def __init__(self, policy: RetryPolicy, hold: SourceHold, report: HttpReport) -> None:
+        self.policy = policy
+        self._hold = hold
+        self._report = report
+        self._backoff_jitter = wait_random_exponential(
+            multiplier=max(policy.backoff_base, 0.001), max=policy.backoff_max
+        )
+
+    async def after(
+        self,
+        first_failure: FetchError,
+        attempt: Callable[[int], Awaitable[Response]],
+        interrupt: asyncio.Event | None,
+    ) -> Response:
+        """Attempt 2, 3, ... (`attempt(number)`) until one succeeds, fails for good or the
+        policy's attempts are spent; raises the last FetchError, its `attempts` set.
+
+        Setting `interrupt` cuts a backoff sleep short."""
+        # Set up only now: most requests succeed at once, and tenacity's per-request setup
+        # and bookkeeping cost a measurable share of a request's CPU.
+        retrying = AsyncRetrying(
+            sleep=functools.partial(sleep, interrupt=interrupt),
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        attempt_number = 0
+        try:
+            async for try_ in retrying:
+                with try_:
+                    attempt_number = try_.retry_state.attempt_number
+                    if attempt_number == 1:
+                        raise first_failure  # replayed: tenacity waits and retries as usual
+                    return await attempt(attempt_number)
+        except FetchError as exc:
+            exc.attempts = attempt_number
+            raise
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, FetchError) and exc.retry_after is not None:
+            if exc.status in HOLDING_STATUSES and self.policy.retry_after == "source":
+                return 0.0  # the source's hold waits it out, the retry first in its line
+            return exc.retry_after
+        return float(self._backoff_jitter(state))
+
+    async def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if not isinstance(exc, FetchError):  # only FetchErrors are retried: `_is_retryable`
+            return
+        # The retry goes once both its backoff and the source's hold are over.
+        wait = max(state.upcoming_sleep, self._hold.not_before - time.monotonic())
+        self._report.retry_scheduled(exc, wait)

@@ -1,0 +1,191 @@
+"""`SourceHttp`: fetches the pages of one source, composing its client, rate limit, hold,
+redirects, body reading and retries. What happened is told to its `HttpReport`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+import httpx
+from aiolimiter import AsyncLimiter
+
+from tui_connector.config import NextUrlPagination, RetryPolicy, SourceSpec
+from tui_connector.exchange import PageRequest
+from tui_connector.http.body import Response, ResponseTooLarge, decode_response, read_body
+from tui_connector.http.client import build_client, request_url
+from tui_connector.http.errors import FetchError, fetch_error
+from tui_connector.http.hold import SourceHold
+from tui_connector.http.redirects import RedirectFollower
+from tui_connector.http.report import HttpReport
+from tui_connector.http.retry import HOLDING_STATUSES, Retries, status_error
+from tui_connector.redact import Redactor
+
+AttemptSlot = Callable[[], AbstractAsyncContextManager[None]]
+
+
+class SourceHttp:
+    """Fetches pages for one source with its client, limiter and retry policy."""
+
+    def __init__(
+        self, spec: SourceSpec, report: HttpReport, redactor: Redactor, pool_size: int
+    ) -> None:
+        self.spec = spec
+        self.redact = redactor
+        self._report = report
+        self.client, self._auth_params = build_client(spec, pool_size)
+        self.policy: RetryPolicy = spec.retry
+        pagination = spec.pagination
+        self._redirects = RedirectFollower(
+            self.client,
+            redactor,
+            allow_other_hosts=(
+                isinstance(pagination, NextUrlPagination) and pagination.allow_other_hosts
+            ),
+        )
+        self._holds_source = self.policy.retry_after == "source"
+        self._hold = SourceHold(self.policy, report)
+        self._retries = Retries(self.policy, self._hold, report)
+        self._limiter: AsyncLimiter | None = None
+        self.set_rate_limit(spec.rate_limit)
+
+    @property
+    def held_until(self) -> float | None:
+        """The monotonic time the source's Retry-After hold ends, or None if it is not held."""
+        return self._hold.until
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        # A bucket of one second's worth of requests; below 1/s, one request per period.
+        if not per_second:
+            self._limiter = None
+        elif per_second >= 1:
+            self._limiter = AsyncLimiter(per_second, 1.0)
+        else:
+            self._limiter = AsyncLimiter(1, 1.0 / per_second)
+        self._report.rate_limit_changed(per_second)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def fetch(
+        self,
+        request: PageRequest,
+        attempt_slot: AttemptSlot | None = None,
+        interrupt: asyncio.Event | None = None,
+    ) -> Response:
+        """Fetch and decode one page, retrying as the policy says. Raises FetchError.
+
+        `attempt_slot` is entered around each attempt's request only (the engine's pause gate
+        and concurrency slots), so a backoff sleep or the source's Retry-After hold holds no
+        slot; setting `interrupt` cuts a backoff sleep and the hold short, so a stop never
+        waits out a Retry-After (the attempt goes on to `attempt_slot`, which refuses it).
+        """
+        # Most requests succeed at once: they never reach tenacity (see `Retries.after`).
+        try:
+            return await self._attempt(request, 1, attempt_slot, interrupt)
+        except FetchError as exc:
+            if not exc.retryable or self.policy.max_attempts == 1:
+                raise
+            first_failure = exc
+        return await self._retries.after(
+            first_failure,
+            lambda number: self._attempt(request, number, attempt_slot, interrupt),
+            interrupt,
+        )
+
+    async def _attempt(
+        self,
+        request: PageRequest,
+        attempt: int,
+        attempt_slot: AttemptSlot | None,
+        interrupt: asyncio.Event | None,
+    ) -> Response:
+        http_request = self.client.build_request(
+            request.method, request_url(request, self._auth_params), json=request.json
+        )
+        shown_url = self.redact(str(http_request.url))
+        report = self._report
+        async with await self._turn(attempt_slot, interrupt):
+            request_id = report.request_started(request.method, shown_url, attempt)
+            size = 0
+            status: int | None = None
+            timed_out = False
+            try:
+                async with asyncio.timeout(self.spec.timeout.total):
+                    response = await self._redirects.send(http_request, attempt)
+                    status = response.status_code
+                    if status in HOLDING_STATUSES and self._holds_source:
+                        self._hold.extend_for(response)  # before the slot is given back
+                    content = await read_body(response, self.spec.max_response_size)
+                size = len(content)
+            except TimeoutError:
+                timed_out = True
+                raise self._error(
+                    f"no complete response within {self.spec.timeout.total:g} s (timeout.total)",
+                    shown_url,
+                    attempt,
+                ) from None
+            except httpx.TimeoutException as exc:
+                timed_out = True
+                raise self._error(f"timed out ({type(exc).__name__})", shown_url, attempt) from None
+            except httpx.TransportError as exc:
+                detail = self.redact(str(exc)) or type(exc).__name__
+                raise self._error(f"connection failed: {detail}", shown_url, attempt) from None
+            except ResponseTooLarge as exc:
+                raise self._error(
+                    str(exc), shown_url, attempt, status=status, retryable=False
+                ) from None
+            finally:
+                report.request_finished(request_id, size, status, timed_out)
+        if response.status_code >= 400:
+            raise status_error(response, content, shown_url, attempt, self.policy, self.redact)
+        return decode_response(response, content, shown_url, attempt, self.redact)
+
+    def _error(
+        self,
+        message: str,
+        shown_url: str,
+        attempt: int,
+        *,
+        status: int | None = None,
+        retryable: bool = True,
+    ) -> FetchError:
+        return fetch_error(
+            self.redact, message, shown_url, attempt, status=status, retryable=retryable
+        )
+
+    # -- when an attempt may go ---------------------------------------------------------------
+
+    async def _turn(
+        self, attempt_slot: AttemptSlot | None, interrupt: asyncio.Event | None
+    ) -> AbstractAsyncContextManager[None]:
+        """What one attempt's request is sent within: a token of the rate limiter taken, then
+        `attempt_slot`; with `retry_after: source`, only once the source's hold is over."""
+        if self._holds_source:
+            return self._held_turn(attempt_slot, interrupt)
+        # No hold can begin: every request goes this way, so it takes no extra layer.
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        return attempt_slot() if attempt_slot else contextlib.nullcontext()
+
+    @contextlib.asynccontextmanager
+    async def _held_turn(
+        self, attempt_slot: AttemptSlot | None, interrupt: asyncio.Event | None
+    ) -> AsyncIterator[None]:
+        """`_turn` for `retry_after: source`: entered once the source's hold is over.
+
+        A hold may begin while the attempt waits for its slot (a request in flight got a 429
+        and gave its slot to this one): the attempt gives the slot back and waits again, so
+        nothing reaches a server that said wait. Only `interrupt` lets it through a hold, on to
+        `attempt_slot`, whose owner refuses it."""
+        hold = self._hold
+        while True:
+            if hold.must_wait():
+                await hold.wait_out(interrupt)
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            async with attempt_slot() if attempt_slot else contextlib.nullcontext():
+                if not hold.holds(interrupt):
+                    yield
+                    return

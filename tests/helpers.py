@@ -1,0 +1,170 @@
+"""What tests share besides fixtures: the demo data's ids, a lake reader, waiting on a
+condition with a deadline, running the engine in-process (and reaching the one behind a
+dashboard) and the command line as a process.
+Tests import these from here (`from helpers import ...`); conftest.py holds only fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tui_connector.config import LoadedConfig
+from tui_connector.engine import Engine, RunResult
+from tui_connector.in_process import InProcessRun
+
+if TYPE_CHECKING:
+    from tui_connector.tui.app import Dashboard
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = 237  # not a multiple of any page size, so last pages are short
+
+
+def lake_ids(out: Path, source: str | None = None, partition: str = "*") -> Counter[str]:
+    """Every record id in the lake (or one source, or one partition of it), with how often it
+    occurs."""
+    ids: Counter[str] = Counter()
+    pattern = f"{source}/{partition}/page-*.jsonl" if source else "*/*/page-*.jsonl"
+    for page in sorted(out.glob(pattern)):
+        for line in page.read_text().splitlines():
+            ids[json.loads(line)["id"]] += 1
+    return ids
+
+
+def expected_ids(dataset: str, count: int = RECORDS) -> Counter[str]:
+    return Counter(f"{dataset}-{n:06d}" for n in range(count))
+
+
+def soak_ids(records: int) -> dict[str, Counter[str]]:
+    """Every id, per source, of the soak's backfill (`test_soak.SOAK`): five value partitions,
+    30 parents with 25 children each, date windows and next links over `records` each."""
+    issues: Counter[str] = Counter()
+    for parent in range(30):
+        issues += expected_ids(f"repos-{parent:06d}", 25)
+    regions = ("north", "south", "east", "west", "centre")
+    return {
+        "regions": sum((expected_ids(region, records) for region in regions), Counter()),
+        "repos": expected_ids("repos", 30),
+        "issues": issues,
+        "events": expected_ids("events", records),
+        "feed": expected_ids("feed", records),
+    }
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll a condition (in a sync test) until true or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+async def async_wait_for(
+    condition: Callable[[], bool], within: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll a condition (in an async test) until true or fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def run_engine(config: LoadedConfig, **options: object) -> tuple[RunResult, Engine]:
+    """Run a config in-process to the end (a minute at most)."""
+    engine = Engine(config, **options)  # type: ignore[arg-type]
+    async with engine:
+        result = await asyncio.wait_for(engine.run(), timeout=60)
+    return result, engine
+
+
+def engine_of(app: Dashboard) -> Engine:
+    """The engine behind a dashboard's in-process run: the tests look inside it."""
+    run = app.facade
+    assert isinstance(run, InProcessRun)
+    return run.engine
+
+
+# -- the command line as a subprocess ---------------------------------------------------------
+
+CLI = [sys.executable, "-m", "tui_connector"]
+
+
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command line, to its end; `env` adds to this process's environment."""
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
+    )
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The command line in the background; `env` adds to this process's environment."""
+    return subprocess.Popen(
+        [*CLI, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
+    )
+
+
+def stream_pages(state: Path) -> int:
+    """Pages committed in a state database (read-only; 0 while it does not exist)."""
+    if not state.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1) as db:
+            row = db.execute("SELECT coalesce(sum(pages), 0) FROM streams").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+def crash_and_resume(config: Path, state: Path, seed: int, rounds: int = 6) -> int:
+    """`run --headless`, SIGKILLed at random instants (most of them once pages are being
+    committed), `rounds` times or until a run finishes; then a last run that must finish.
+    Returns how many kills there were."""
+    chooser = random.Random(seed)
+    kills = 0
+    for _ in range(rounds):
+        process = start("run", "--headless", str(config), "--progress-interval", "60")
+        pages_before = stream_pages(state)
+        if chooser.random() < 0.7:
+            wait_for(
+                lambda p=pages_before, run=process: (
+                    stream_pages(state) > p or run.poll() is not None
+                ),
+                timeout=60,
+                what="progress",
+            )
+        time.sleep(chooser.uniform(0.0, 0.4))  # the random instant of the kill
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            assert process.returncode == 0, stderr
+            break
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        kills += 1
+    final = cli("run", "--headless", str(config), "--progress-interval", "60")
+    assert final.returncode == 0, final.stdout + final.stderr
+    return kills
