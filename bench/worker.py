@@ -31,8 +31,9 @@ from tui_connector.config import load_config
 from tui_connector.engine import Engine
 from tui_connector.http.body import decode_json
 from tui_connector.http.client import build_client
+from tui_connector.in_process import InProcessRun
 from tui_connector.telemetry import RunTelemetry
-from tui_connector.tui import Dashboard
+from tui_connector.tui.app import Dashboard
 
 DASHBOARD_SIZE = (160, 48)
 # Between one key's effect reaching the screen and the next key: an operator's pace.
@@ -254,7 +255,7 @@ class KeyPresser:
 async def run_dashboard(job: dict[str, Any]) -> dict[str, Any]:
     config = load_config(job["config"])
     engine = TimedEngine(config, checkpoints=job.get("checkpoints", True))
-    app = Dashboard(engine, exit_when_done=True)
+    app = Dashboard(InProcessRun(engine), exit_when_done=True)
     app.driver_class = RenderingDriver
     lag = LoopLagProbe()
     keys = KeyPresser(app)

@@ -24,8 +24,9 @@ from tui_connector.config import load_config
 from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
+from tui_connector.in_process import InProcessRun
 from tui_connector.telemetry import SourceStatus
-from tui_connector.tui import Dashboard
+from tui_connector.tui.app import Dashboard
 from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ async def take(workdir: Path, main_url: str, throttled_url: str) -> None:
     config_path.write_text(CONFIG.format(main=main_url, throttled=throttled_url))
     config = load_config(config_path, env={"DEMO_TOKEN": TOKEN})
     engine = Engine(config)
-    app = Dashboard(engine)
+    app = Dashboard(InProcessRun(engine))
     stats = engine.telemetry.sources
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(lambda: "orders" in stats and stats["orders"].pages >= 3, "orders")

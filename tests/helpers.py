@@ -1,5 +1,6 @@
 """What tests share besides fixtures: the demo data's ids, a lake reader, waiting on a
-condition with a deadline, running the engine in-process and the command line as a process.
+condition with a deadline, running the engine in-process (and reaching the one behind a
+dashboard) and the command line as a process.
 Tests import these from here (`from helpers import ...`); conftest.py holds only fixtures."""
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui_connector.config import LoadedConfig
 from tui_connector.engine import Engine, RunResult
+from tui_connector.in_process import InProcessRun
+
+if TYPE_CHECKING:
+    from tui_connector.tui.app import Dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = 237  # not a multiple of any page size, so last pages are short
@@ -81,6 +87,13 @@ async def run_engine(config: LoadedConfig, **options: object) -> tuple[RunResult
     async with engine:
         result = await asyncio.wait_for(engine.run(), timeout=60)
     return result, engine
+
+
+def engine_of(app: Dashboard) -> Engine:
+    """The engine behind a dashboard's in-process run: the tests look inside it."""
+    run = app.facade
+    assert isinstance(run, InProcessRun)
+    return run.engine
 
 
 # -- the command line as a subprocess ---------------------------------------------------------

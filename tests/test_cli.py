@@ -193,6 +193,8 @@ def test_engine_imports_without_textual() -> None:
         "import sys; sys.modules['textual'] = None\n"
         "import tui_connector.engine, tui_connector.headless, tui_connector.cli\n"
         "import tui_connector.config, tui_connector.state, tui_connector.http.source\n"
+        "import tui_connector.facade, tui_connector.in_process, tui_connector.figures\n"
+        "import tui_connector.describe, tui_connector.tui, tui_connector.tui.format\n"
         "assert not any(m == 'textual' or m.startswith('textual.') for m in sys.modules"
         " if sys.modules[m] is not None)\n"
         "print('ok')"

@@ -26,6 +26,7 @@ from textual.widgets import Static
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
+from tui_connector.in_process import InProcessRun
 from tui_connector.telemetry import (
     ConcurrencyMode,
     ErrorEvent,
@@ -34,8 +35,8 @@ from tui_connector.telemetry import (
     StreamStats,
     StreamStatus,
 )
-from tui_connector.tui import Dashboard
 from tui_connector.tui import format as fmt
+from tui_connector.tui.app import Dashboard
 from tui_connector.tui.screens import HelpScreen, KeyList, SourceDetailScreen
 from tui_connector.tui.widgets import (
     IN_FLIGHT_SHRINK_AFTER_SECONDS,
@@ -47,7 +48,7 @@ from tui_connector.tui.widgets import (
     shown_streams,
 )
 
-from helpers import RECORDS, async_wait_for, expected_ids, lake_ids
+from helpers import RECORDS, async_wait_for, engine_of, expected_ids, lake_ids
 
 SIZE = (140, 40)
 TOKEN = "test-token-5f3a9"  # the session demo server's token (see conftest)
@@ -106,7 +107,7 @@ def test_the_dashboard_asks_the_engine_to_pace_for_a_responsive_loop(
     config = write_config(sources_yaml("http://127.0.0.1:9", ["items"]))
     engine = Engine(config)
     assert not engine.pacer.interactive  # headless: throughput first
-    Dashboard(engine)
+    Dashboard(InProcessRun(engine))
     assert engine.pacer.interactive  # an operator watches: responses are paced too
 
 
@@ -121,14 +122,14 @@ async def test_p_pauses_the_selected_source_and_p_again_resumes_it(
     busy = sources_yaml(server.url, ["busy"], PAGES.replace("size: 10", "size: 2"))
     idle = sources_yaml(server.url, ["idle"]).removeprefix("sources:\n")
     config = write_config(busy + idle)
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await pilot.press("down")
         assert app.sources_table.selected_source == "idle"
         await async_wait_for(lambda: "idle" in stats and stats["idle"].pages >= 3, what="pages")
         await pilot.press("p")
-        assert app.engine.is_paused("idle")
+        assert engine_of(app).is_paused("idle")
         await async_wait_for(lambda: stats["idle"].status is SourceStatus.PAUSED, what="paused")
         paused_at = time.monotonic()
         await async_wait_for(lambda: cell(app, "idle", "status") == "paused", what="shown")
@@ -140,7 +141,7 @@ async def test_p_pauses_the_selected_source_and_p_again_resumes_it(
         assert [t for t in requests_for(server, "idle") if t > paused_at] == []
         assert stats["idle"].in_flight == 0
         await pilot.press("p")
-        assert not app.engine.is_paused("idle")
+        assert not engine_of(app).is_paused("idle")
         await async_wait_for(lambda: stats["idle"].status is SourceStatus.DONE, what="done")
         await async_wait_for(lambda: cell(app, "idle", "status") == "done", what="done shown")
         assert [t for t in requests_for(server, "idle") if t > paused_at]
@@ -153,16 +154,16 @@ async def test_pausing_is_shown_until_the_request_in_flight_has_committed(
 ) -> None:
     server = demo_server_factory(records=100, page_size=10, latency_ms=400)
     config = write_config(sources_yaml(server.url, ["slow"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "slow" in stats and stats["slow"].in_flight == 1)
         await pilot.press("p")
         await async_wait_for(lambda: cell(app, "slow", "status") == "pausing", what="pausing")
         assert stats["slow"].in_flight == 1
         await async_wait_for(lambda: cell(app, "slow", "status") == "paused", what="paused")
         assert stats["slow"].in_flight == 0
-        assert app.engine.state.last_commit_at.get("slow") is not None
+        assert engine_of(app).state.last_commit_at.get("slow") is not None
         await pilot.press("q", "q")
 
 
@@ -172,9 +173,9 @@ async def test_shift_p_pauses_and_resumes_every_source(
 ) -> None:
     server = demo_server_factory(records=1000, page_size=10, latency_ms=20)
     config = write_config(sources_yaml(server.url, ["one", "two", "three"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        engine = app.engine
+        engine = engine_of(app)
         await async_wait_for(lambda: len(engine.runners) == 3 and engine.telemetry.sources)
         await pilot.press("P")
         assert all(engine.is_paused(name) for name in engine.runners)
@@ -193,10 +194,11 @@ async def test_plus_and_minus_change_the_concurrency_the_engine_uses(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["first", "second"], "concurrency: 3\n"))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        runners = app.engine.runners
-        await async_wait_for(lambda: len(runners) == 2 and len(app.engine.telemetry.sources) == 2)
+        engine = engine_of(app)
+        runners = engine.runners
+        await async_wait_for(lambda: len(runners) == 2 and len(engine.telemetry.sources) == 2)
         await pilot.press("down", "+")
         assert runners["second"].limit.limit == 4
         assert runners["first"].limit.limit == 3
@@ -205,7 +207,7 @@ async def test_plus_and_minus_change_the_concurrency_the_engine_uses(
         assert runners["second"].limit.limit == 1
         await pilot.press("-")  # already at the minimum: stays, and says so
         assert runners["second"].limit.limit == 1
-        assert app.engine.telemetry.sources["second"].concurrency == 1
+        assert engine_of(app).telemetry.sources["second"].concurrency == 1
         await async_wait_for(lambda: cell(app, "second", "concurrency").endswith("/1"))
 
 
@@ -228,10 +230,10 @@ async def test_plus_turns_an_auto_source_manual_and_a_turns_it_back(
 ) -> None:
     server = demo_server_factory(records=5000, page_size=10, latency_ms=20)
     config = write_config(sources_yaml(server.url, ["adaptive"], "concurrency: auto\n" + PAGES))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "adaptive" in stats and stats["adaptive"].pages >= 2)
         source = stats["adaptive"]
         assert source.concurrency_mode is ConcurrencyMode.AUTO
@@ -241,7 +243,7 @@ async def test_plus_turns_an_auto_source_manual_and_a_turns_it_back(
         await pilot.press("+")
         assert source.concurrency_mode is ConcurrencyMode.MANUAL
         limit = source.concurrency
-        assert app.engine.runners["adaptive"].limit.limit == limit
+        assert engine_of(app).runners["adaptive"].limit.limit == limit
         assert source.concurrency_reason == f"set to {limit} by the operator"
         assert [note for note in notes if "now manual" in note[0]] == [
             (f"adaptive: concurrency now manual at {limit}; a returns it to auto", "information")
@@ -276,10 +278,10 @@ async def test_a_on_a_fixed_source_warns_and_changes_nothing(
 ) -> None:
     server = demo_server_factory(records=1000, page_size=10, latency_ms=20)
     config = write_config(sources_yaml(server.url, ["fixed"], "concurrency: 3\n" + PAGES))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "fixed" in stats and stats["fixed"].pages >= 1)
         await pilot.press("a")
         assert notes and notes[-1][1] == "warning"
@@ -301,9 +303,9 @@ async def test_the_palette_returns_a_manual_source_to_auto(
     # Slow requests keep the process idle, so that Pilot types without waiting for it.
     server = demo_server_factory(records=1000, page_size=10, latency_ms=300)
     config = write_config(sources_yaml(server.url, ["tuned"], "concurrency: auto\n" + PAGES))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "tuned" in stats)
         await pilot.press("-")
         assert stats["tuned"].concurrency_mode is ConcurrencyMode.MANUAL
@@ -336,9 +338,9 @@ async def test_r_retries_a_failed_source_to_completion(
     config = write_config(
         sources_yaml(server.url, ["again"], "retry: {max_attempts: 2, backoff_base: 0}\n" + PAGES)
     )
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "again" in stats and stats["again"].pages >= 5)
         server.update_knobs(fault_rate=1.0, faults=("500",))
         await async_wait_for(lambda: cell(app, "again", "status") == "failed", what="failed")
@@ -360,9 +362,9 @@ async def test_s_stops_the_selected_source_and_r_resumes_it(
 ) -> None:
     server = demo_server_factory(records=300, page_size=10, latency_ms=10)
     config = write_config(sources_yaml(server.url, ["halted"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "halted" in stats and stats["halted"].pages >= 3)
         await pilot.press("s")
         await async_wait_for(lambda: cell(app, "halted", "status") == "stopped", what="stopped")
@@ -381,7 +383,7 @@ async def test_a_backing_off_source_shows_a_live_countdown(
 ) -> None:
     server = demo_server_factory(fault_rate=1.0, faults=("429",), retry_after_s=30)
     config = write_config(sources_yaml(server.url, ["throttled"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(
             lambda: cell(app, "throttled", "status").startswith("backing off"), what="backoff"
@@ -405,7 +407,7 @@ async def test_a_backing_off_source_shows_a_live_countdown(
 async def test_errors_pane_filters_to_the_selected_source_with_f(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    app = Dashboard(Engine(good_and_broken(demo, write_config)))
+    app = Dashboard(InProcessRun(Engine(good_and_broken(demo, write_config))))
     async with app.run_test(size=SIZE) as pilot:
         errors = app.errors_table
         await finished_with_its_error(app)
@@ -427,11 +429,11 @@ async def test_the_errors_pane_follows_new_errors_unless_focused(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["noisy"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         app.refresh_timer.pause()  # ticks by hand only
-        telemetry = app.engine.telemetry
+        telemetry = engine_of(app).telemetry
         errors = app.errors_table
 
         def add_errors(count: int) -> None:
@@ -464,7 +466,7 @@ async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
         "    pagination: {type: cursor, cursor: next_cursor, cursor_param: cursor}\n",
         env={"API_TOKEN": TOKEN},
     )
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         await pilot.press("enter")
@@ -485,7 +487,7 @@ async def test_a_click_on_a_source_selects_it_and_opens_its_detail(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["first", "second", "third"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         # The table's top border, its header, then one line per source.
@@ -511,10 +513,10 @@ async def test_a_partitioned_source_rolls_up_its_partitions_and_the_detail_lists
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(SHARDS.format(url=demo.url, values="alpha, beta, gamma"))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
-        stats = app.engine.telemetry.sources["shards"]
+        stats = engine_of(app).telemetry.sources["shards"]
         assert (stats.streams_total, stats.streams_done, stats.streams_failed) == (3, 3, 0)
         await async_wait_for(lambda: cell(app, "shards", "progress") == "3/3 parts")
         assert cell(app, "shards", "records") == f"{3 * RECORDS:,}"
@@ -545,7 +547,7 @@ async def test_the_partitions_list_is_bounded(
     names = [f"p{number:03d}" for number in range(MAX_PARTITIONS_SHOWN + 30)]
     shards = SHARDS.format(url=demo.url, values=", ".join(names))
     config = write_config(shards.replace("per_page: 20", "per_page: 500"))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, within=60, what="the run")
         total = len(names)
@@ -594,11 +596,11 @@ async def test_the_in_flight_pane_is_bounded_and_builds_only_the_lines_on_screen
 ) -> None:
     server = demo_server_factory(records=20, page_size=10)
     config = write_config(sources_yaml(server.url, ["a", "b", "c"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         app.refresh_timer.pause()  # ticks by hand only: one tick, one frame
-        engine = app.engine
+        engine = engine_of(app)
         requests = engine.telemetry.in_flight
         for number in range(120):  # a synthetic burst, to measure what one tick costs
             engine.telemetry.request_started("abc"[number % 3], "GET", f"http://x/{number}", 1)
@@ -630,7 +632,7 @@ async def finished_run_ticked_by_hand(
     server = demo_server_factory(records=20, page_size=10)
     config = write_config(sources_yaml(server.url, ["a"]))
     clock = [1_000.0]
-    app = Dashboard(Engine(config), clock=lambda: clock[0])
+    app = Dashboard(InProcessRun(Engine(config)), clock=lambda: clock[0])
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         app.refresh_timer.pause()
@@ -651,7 +653,7 @@ async def test_the_in_flight_pane_grows_at_once_and_shrinks_only_when_fewer_line
     """A pane that followed each tick's count would make the errors pane below it jump (and
     re-lay the whole screen out) ten times a second."""
     async with finished_run_ticked_by_hand(demo_server_factory, write_config) as (app, tick):
-        telemetry = app.engine.telemetry
+        telemetry = engine_of(app).telemetry
         pane = app.in_flight_pane
 
         async def height_after_tick(seconds_later: float) -> int:
@@ -688,7 +690,7 @@ async def test_the_in_flight_pane_scrolled_down_shrinks_at_once_rather_than_show
     write_config: Callable[..., LoadedConfig],
 ) -> None:
     async with finished_run_ticked_by_hand(demo_server_factory, write_config) as (app, tick):
-        telemetry = app.engine.telemetry
+        telemetry = engine_of(app).telemetry
         pane = app.in_flight_pane
         requests = [telemetry.request_started("a", "GET", f"http://x/{n}", 1) for n in range(30)]
         await tick(0)
@@ -710,10 +712,10 @@ async def test_a_tick_with_nothing_new_updates_no_row(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["calm", "quiet"]))
-    app = Dashboard(Engine(config), clock=lambda: 1_000.0)
+    app = Dashboard(InProcessRun(Engine(config)), clock=lambda: 1_000.0)
     async with app.run_test(size=SIZE):
         await async_wait_for(app.all_finished, what="the run")
-        await async_wait_for(lambda: not app.engine.telemetry.in_flight)
+        await async_wait_for(lambda: not engine_of(app).telemetry.in_flight)
         app.refresh_view()
         updated = app.sources_table.rows_updated
         for _ in range(5):
@@ -726,16 +728,16 @@ async def test_a_tick_that_changes_one_source_draws_only_its_row(
 ) -> None:
     names = ["one", "two", "three", "four"]
     config = write_config(sources_yaml(demo.url, names))
-    app = Dashboard(Engine(config), clock=lambda: 1_000.0)
+    app = Dashboard(InProcessRun(Engine(config)), clock=lambda: 1_000.0)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
-        await async_wait_for(lambda: not app.engine.telemetry.in_flight)
+        await async_wait_for(lambda: not engine_of(app).telemetry.in_flight)
         app.refresh_timer.pause()  # ticks by hand only
         table = app.sources_table
         app.refresh_view()
         await pilot.pause()
         drawn = table.rows_drawn
-        app.engine.telemetry.sources["three"].records += 1
+        engine_of(app).telemetry.sources["three"].records += 1
         app.refresh_view()
         await pilot.pause()
         assert table.rows_drawn - drawn == 1
@@ -745,7 +747,7 @@ async def test_a_tick_that_changes_one_source_draws_only_its_row(
 async def test_the_panes_that_follow_the_selection_follow_it_at_once(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    app = Dashboard(Engine(good_and_broken(demo, write_config)))
+    app = Dashboard(InProcessRun(Engine(good_and_broken(demo, write_config))))
     async with app.run_test(size=SIZE) as pilot:
         errors = app.errors_table
         await finished_with_its_error(app)
@@ -765,7 +767,7 @@ async def test_help_lists_every_key(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["any"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
@@ -786,7 +788,7 @@ async def test_the_help_and_the_footer_are_not_rebuilt_each_time_the_help_opens(
     Textual rebuilds a footer's keys (and lays the screen out again) at every change of
     screen or focus, though the help opening and closing changes none of the keys shown."""
     config = write_config(sources_yaml(demo.url, ["any"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         footer = app.screen.query_one(SteadyFooter)
         await async_wait_for(lambda: bool(footer.children), what="the footer's keys")
@@ -814,7 +816,7 @@ async def test_a_tick_after_the_screens_are_gone_does_nothing(
 ) -> None:
     """Closing, Textual empties the screen stack while the refresh timer can still fire (a
     fresh-clone test run once failed with ScreenStackError at exit)."""
-    app = Dashboard(Engine(write_config(sources_yaml(demo.url, ["any"]))))
+    app = Dashboard(InProcessRun(Engine(write_config(sources_yaml(demo.url, ["any"])))))
     async with app.run_test(size=SIZE):
         app.refresh_timer.pause()
         stack = app._screen_stack  # as Textual leaves it while it closes the app
@@ -859,9 +861,9 @@ async def test_the_command_palette_pauses_a_source_by_name(
     # Slow requests keep the process idle, so that Pilot types without waiting for it.
     server = demo_server_factory(records=1000, page_size=10, latency_ms=300)
     config = write_config(sources_yaml(server.url, ["alpha", "beta"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        await async_wait_for(lambda: len(app.engine.telemetry.sources) == 2)
+        await async_wait_for(lambda: len(engine_of(app).telemetry.sources) == 2)
         await pilot.press("ctrl+p")
         await async_wait_for(lambda: CommandPalette.is_open(app), what="the palette")
         await pilot.press(*"pause beta")
@@ -875,8 +877,8 @@ async def test_the_command_palette_pauses_a_source_by_name(
 
         await async_wait_for(first_command_highlighted, what="the command")
         await pilot.press("enter")
-        await async_wait_for(lambda: app.engine.is_paused("beta"), what="beta paused")
-        assert not app.engine.is_paused("alpha")
+        await async_wait_for(lambda: engine_of(app).is_paused("beta"), what="beta paused")
+        assert not engine_of(app).is_paused("alpha")
         await pilot.press("q", "q")
 
 
@@ -889,7 +891,7 @@ async def test_q_after_the_run_exits_0_with_everything_committed(
 ) -> None:
     server = demo_server_factory(records=RECORDS, page_size=50)
     config = write_config(sources_yaml(server.url, ["kept", "also"], PAGES.replace("10", "50")))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         await pilot.press("q")
@@ -912,9 +914,9 @@ async def test_q_mid_run_shows_the_grace_countdown_and_commits_before_exiting(
 ) -> None:
     server = demo_server_factory(records=300, page_size=10, latency_ms=1_000)
     config = write_config(sources_yaml(server.url, ["long"]))
-    app = Dashboard(Engine(config))
+    app = Dashboard(InProcessRun(Engine(config)))
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "long" in stats and stats["long"].in_flight == 1)
         await pilot.press("q")
         banner = app.query_one("#quit-banner")
@@ -942,9 +944,9 @@ async def test_a_second_q_quits_at_once_and_releases_the_state(
     # once can end the app within the wait below.
     server = demo_server_factory(records=300, page_size=10, latency_ms=600_000)
     config = write_config(sources_yaml(server.url, ["stuck"]))
-    app = Dashboard(Engine(config, stop_grace=600))
+    app = Dashboard(InProcessRun(Engine(config, stop_grace=600)))
     async with app.run_test(size=SIZE) as pilot:
-        stats = app.engine.telemetry.sources
+        stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "stuck" in stats and stats["stuck"].in_flight == 1)
         await pilot.press("q", "q")
         await async_wait_for(lambda: app.return_value is not None, within=60, what="exit")
@@ -963,7 +965,7 @@ async def test_exit_when_done_exits_with_the_runs_code(
         f"sources:\n  fine:\n    url: {demo.url}/v1/all/fine\n"
         f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
     )
-    app = Dashboard(Engine(config), exit_when_done=True)
+    app = Dashboard(InProcessRun(Engine(config)), exit_when_done=True)
     async with app.run_test(size=SIZE):
         await async_wait_for(lambda: app.return_value is not None, what="exit")
     assert app.return_value == 1
@@ -976,7 +978,7 @@ async def test_a_locked_state_exits_2_with_the_reason(
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["locked"]))
     async with Engine(config):
-        app = Dashboard(Engine(config))
+        app = Dashboard(InProcessRun(Engine(config)))
         async with app.run_test(size=SIZE):
             await async_wait_for(lambda: app.return_value is not None, what="exit")
     assert app.return_value == 2
@@ -1036,7 +1038,7 @@ def finished_run(
     config = write_config(SNAPSHOT_CONFIG.format(url=demo.url), env={"API_TOKEN": TOKEN})
     # The demo server's port changes with every session: hide it like a secret.
     config.redactor.add(f"127.0.0.1:{demo.port}")
-    yield lambda: Dashboard(Engine(config), clock=lambda: FROZEN_AT)
+    yield lambda: Dashboard(InProcessRun(Engine(config)), clock=lambda: FROZEN_AT)
     monkeypatch.delenv("TZ")
     time.tzset()
 
@@ -1046,16 +1048,16 @@ async def settle(pilot: Pilot[int]) -> None:
     app = pilot.app
     assert isinstance(app, Dashboard)
     await async_wait_for(app.all_finished, what="the run")
-    await async_wait_for(lambda: not app.engine.telemetry.in_flight)
-    telemetry = app.engine.telemetry
+    await async_wait_for(lambda: not engine_of(app).telemetry.in_flight)
+    telemetry = engine_of(app).telemetry
     telemetry.started_at = FROZEN_AT - 12
     for stats in telemetry.sources.values():
         stats.started_at, stats.finished_at = FROZEN_AT - 12, FROZEN_AT - 2
         if stats.concurrency_mode is ConcurrencyMode.AUTO:  # where the controller took it
             stats.concurrency, stats.concurrency_changed_at = 8, FROZEN_AT - 5
             stats.concurrency_reason = ADAPTIVE_REASON
-    for source in app.engine.state.last_commit_at:
-        app.engine.state.last_commit_at[source] = FROZEN_AT - 2
+    for source in engine_of(app).state.last_commit_at:
+        engine_of(app).state.last_commit_at[source] = FROZEN_AT - 2
     errors = [dataclasses.replace(event, at=1_700_000_000.0) for event in telemetry.errors]
     telemetry.errors = deque(errors, maxlen=telemetry.errors.maxlen)
     app.refresh_view()  # notices the finish and notifies: let those toasts arrive, then clear

@@ -19,9 +19,10 @@ from tui_connector.config import load_config
 from tui_connector.demo.faults import FAULTS
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
-from tui_connector.tui import Dashboard
+from tui_connector.in_process import InProcessRun
+from tui_connector.tui.app import Dashboard
 
-from helpers import async_wait_for, cli
+from helpers import async_wait_for, cli, engine_of
 
 SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"
@@ -163,7 +164,7 @@ async def test_the_dashboard_never_shows_the_token(
     )
     path = tmp_path / "sources.yaml"
     path.write_text(CONFIG.format(url=server.url))
-    app = Dashboard(Engine(load_config(path, env=ENV)))
+    app = Dashboard(InProcessRun(Engine(load_config(path, env=ENV))))
     screens: list[str] = []
     async with app.run_test(size=(160, 50)) as pilot:
         # Mid-run screens show the requests in flight, URLs and all.
@@ -184,7 +185,7 @@ async def test_the_dashboard_never_shows_the_token(
             for row in range(table.row_count)
             for value in table.get_row_at(row)
         ]
-        for name in app.engine.runners:
+        for name in engine_of(app).runners:
             app.show_detail(name)
             await async_wait_for(lambda n=name: getattr(app.screen, "source", None) == n)
             await pilot.pause()
@@ -193,7 +194,7 @@ async def test_the_dashboard_never_shows_the_token(
     assert len(screens) > 10 and table.row_count > 0
     assert any("echo-error" in cell for cell in cells)
     # The echoed custom header and basic-auth header were redacted, not cut in the middle.
-    excerpts = [event.body_excerpt for event in app.engine.telemetry.errors]
+    excerpts = [event.body_excerpt for event in engine_of(app).telemetry.errors]
     assert any('"x-custom-thing":"***"' in excerpt for excerpt in excerpts), excerpts
     assert any('"authorization":"Basic ***"' in excerpt for excerpt in excerpts), excerpts
     assert_no_secret("\n".join(excerpts), "the errors behind the pane")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,18 +20,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from tui_connector import __version__
+from tui_connector.facade import ExitCode
 
 if TYPE_CHECKING:
     from tui_connector.config import LoadedConfig
     from tui_connector.engine import Engine
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONFIG = "sources.yaml"
 DEMO_PORT = 8765  # preferred, so that checkpointed next-links stay valid across demo runs
 DEMO_URL_VARIABLE = "DEMO_URL"
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+def _fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     click.echo(f"tui-connector: {message}", err=True)
     sys.exit(code)
 
@@ -44,7 +43,7 @@ def _load(path: str) -> LoadedConfig:
         return load_config(path)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(ExitCode.USAGE)
 
 
 def _split_names(values: tuple[str, ...]) -> list[str]:
@@ -178,54 +177,17 @@ def _use_dashboard(headless: bool) -> bool:
 
 
 def _run_dashboard(engine: Engine, *, exit_when_done: bool) -> int:
-    from tui_connector.tui import run_dashboard
+    from tui_connector.in_process import InProcessRun
+    from tui_connector.tui.app import run_dashboard
 
-    return run_dashboard(engine, exit_when_done=exit_when_done)
+    return run_dashboard(InProcessRun(engine), exit_when_done=exit_when_done)
 
 
 def _run_headless(engine: Engine, *, progress: str, interval: float) -> int:
-    import asyncio
+    from tui_connector.headless import run_headless
+    from tui_connector.in_process import InProcessRun
 
-    from tui_connector.headless import HeadlessReporter
-    from tui_connector.state import StateError
-
-    async def main() -> int:
-        reporter = HeadlessReporter(engine.telemetry, mode=progress, interval=interval)
-        try:
-            async with engine:
-                _install_signal_handlers(engine)
-                ticker = asyncio.create_task(reporter.run())
-                try:
-                    result = await engine.run()
-                finally:
-                    ticker.cancel()
-        except StateError as exc:
-            _fail(str(exc))
-        reporter.summary(result)
-        return result.exit_code
-
-    return asyncio.run(main())
-
-
-def _install_signal_handlers(engine: Engine) -> None:
-    """First SIGINT/SIGTERM: graceful stop. Second: exit at once (safe: data before cursor)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if engine.stopping:
-            os._exit(EXIT_INTERRUPTED)
-        in_flight = len(engine.telemetry.in_flight)
-        click.echo(
-            f"\n{signal.Signals(signum).name}: stopping; letting {in_flight} request(s) in flight "
-            f"finish (at most {engine.stop_grace:g} s). Press Ctrl-C again to exit at once.",
-            err=True,
-        )
-        engine.request_stop()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
+    return run_headless(InProcessRun(engine), progress=progress, interval=interval)
 
 
 # -- validate, status, reset ------------------------------------------------------------------
@@ -235,23 +197,12 @@ def _install_signal_handlers(engine: Engine) -> None:
 @click.argument("config", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
 def validate(config: str) -> None:
     """Check CONFIG and list its sources; exit 2 with located errors if it is wrong."""
+    from tui_connector.describe import describe_source
+
     loaded = _load(config)
     click.echo(f"{config}: OK, {len(loaded.sources)} source(s)")
     for name, spec in loaded.sources.items():
-        auto = spec.auto_concurrency
-        concurrency = f"auto ({auto.min}-{auto.max})" if auto else str(spec.concurrency)
-        limit = f", {spec.rate_limit:g} req/s" if spec.rate_limit else ""
-        extras = ""
-        partitions = spec.partitions
-        if partitions is not None:
-            of = f" of {partitions.source}" if partitions.type == "parent" else ""
-            extras += f" partitions={partitions.type}{of}"
-        if spec.incremental is not None:
-            extras += f" incremental={spec.incremental.cursor_field}"
-        click.echo(
-            f"  {name}: {spec.method} {loaded.redactor(spec.url)}  "
-            f"pagination={spec.pagination.type} concurrency={concurrency}{limit}{extras}"
-        )
+        click.echo(f"  {name}: {describe_source(spec, loaded.redactor).headline}")
 
 
 @cli.command()
@@ -312,7 +263,9 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
 
     path = _state_path(config, state)
     if not path.exists():
-        _fail(f"no state database at {path}; nothing has run yet (or pass --state)", EXIT_FAILED)
+        _fail(
+            f"no state database at {path}; nothing has run yet (or pass --state)", ExitCode.FAILED
+        )
 
     async def read() -> list[dict[str, Any]]:
         store = StateStore(path)
@@ -417,7 +370,7 @@ def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
 
     path = _state_path(config, state)
     if not path.exists():
-        _fail(f"no state database at {path}; nothing to reset", EXIT_FAILED)
+        _fail(f"no state database at {path}; nothing to reset", ExitCode.FAILED)
     names = _split_names(sources) or None
 
     async def forget() -> int:
@@ -538,7 +491,7 @@ def demo_server(args: list[str]) -> Iterator[str]:
         assert child.stdout is not None
         line = child.stdout.readline().strip()
         if not line.startswith("listening on "):
-            _fail(f"the demo server did not start (it said {line!r})", EXIT_FAILED)
+            _fail(f"the demo server did not start (it said {line!r})", ExitCode.FAILED)
         yield line.removeprefix("listening on ")
     finally:
         child.terminate()
@@ -659,7 +612,7 @@ def main() -> None:
         code = cli.main(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
-        code = EXIT_INTERRUPTED
+        code = ExitCode.INTERRUPTED
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:
@@ -668,5 +621,5 @@ def main() -> None:
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more can be shown; exit quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = EXIT_OK
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+        code = ExitCode.OK
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)

@@ -1,30 +1,27 @@
-"""Progress for non-interactive runs, read from the same telemetry the dashboard reads:
-one human line per source every few seconds, or JSON lines for machines."""
+"""A run without a dashboard: progress read from the same facade the dashboard reads, one
+human line per source every few seconds or JSON lines for machines, and the signal policy of a
+process that is the run (`run_headless`, the counterpart of `tui.app.run_dashboard`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any, TextIO
 
 import humanize
 
-from tui_connector.engine import RunResult
-from tui_connector.telemetry import RunTelemetry, SourceStats
+from tui_connector.facade import ExitCode, RunError, RunFacade, RunResult, RunView, TwoStageStop
+from tui_connector.figures import backoff_seconds, records_per_second
+from tui_connector.telemetry import SourceStats
 
 
 def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
     """The figures of one source as plain data (what JSON progress prints)."""
-    backoff = max(0.0, stats.backoff_until - now) if stats.backoff_until else None
-    if stats.status.finished and stats.started_at and stats.finished_at:
-        # A finished source's sliding window only decays: show its average instead.
-        elapsed = max(stats.finished_at - stats.started_at, 1e-3)
-        records_per_s = stats.records_this_run / elapsed
-    else:
-        records_per_s = stats.records_rate.rate(now)
+    backoff = backoff_seconds(stats, now)
     return {
         "source": stats.name,
         "status": stats.status.value,
@@ -36,7 +33,7 @@ def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
         "errors": stats.errors,
         "in_flight": stats.in_flight,
         "concurrency": stats.concurrency,
-        "records_per_s": round(records_per_s, 1),
+        "records_per_s": round(records_per_second(stats, now), 1),
         "requests_per_s": round(stats.requests_rate.rate(now), 1),
         "total_records": stats.total_records,
         "position": stats.position,
@@ -78,13 +75,13 @@ def format_line(snapshot: dict[str, Any], name_width: int) -> str:
 class HeadlessReporter:
     def __init__(
         self,
-        telemetry: RunTelemetry,
+        view: RunView,
         *,
         mode: str = "text",
         interval: float = 5.0,
         out: TextIO | None = None,
     ) -> None:
-        self.telemetry = telemetry
+        self.view = view
         self.mode = mode
         self.interval = interval
         self.out = out or sys.stdout
@@ -99,8 +96,9 @@ class HeadlessReporter:
 
     def report(self, event: str = "progress") -> None:
         now = time.monotonic()
-        snapshots = [source_snapshot(s, now) for s in self.telemetry.sources.values()]
-        elapsed = round(now - self.telemetry.started_at, 1)
+        telemetry = self.view.snapshot()
+        snapshots = [source_snapshot(s, now) for s in telemetry.sources.values()]
+        elapsed = round(now - telemetry.started_at, 1)
         if self.mode == "json":
             for snapshot in snapshots:
                 self._emit(json.dumps({"event": event, "elapsed_s": elapsed, **snapshot}))
@@ -113,13 +111,14 @@ class HeadlessReporter:
         while True:
             await asyncio.sleep(self.interval)
             self.report()
-            if self.mode == "text" and len(self.telemetry.sources) > 1:
+            if self.mode == "text" and len(self.view.snapshot().sources) > 1:
                 self._emit("")
 
     def summary(self, result: RunResult) -> None:
         now = time.monotonic()
-        elapsed = now - self.telemetry.started_at
-        totals = self.telemetry.totals()
+        telemetry = self.view.snapshot()
+        elapsed = now - telemetry.started_at
+        totals = telemetry.totals()
         if self.mode == "json":
             self.report(event="final")
             self._emit(
@@ -146,10 +145,68 @@ class HeadlessReporter:
             f"in {humanize.precisedelta(elapsed, minimum_unit='seconds', format='%0.1f')}"
         )
         for name in result.failed:
-            error = self.telemetry.sources[name].last_error
+            error = telemetry.sources[name].last_error
             self._emit(f"  {name}: {error}")
-        for name, stats in self.telemetry.sources.items():
+        for name, stats in telemetry.sources.items():
             for warning in stats.warnings:
                 self._emit(f"  {name}: warning: {warning}")
         if result.interrupted or result.stopped:
             self._emit("run the same command again to resume from the last checkpoint")
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run_headless(run: RunFacade, *, progress: str = "text", interval: float = 5.0) -> int:
+    """Run to the end on a new event loop, printing progress to stdout (`progress` "text" or
+    "json", every `interval` seconds) and a summary. SIGINT and SIGTERM stop the run: the first
+    gracefully, the second at once. Returns the exit code (`facade.ExitCode`); a run that could
+    not start or go on prints why to stderr and returns 2."""
+    return asyncio.run(_run_headless(run, HeadlessReporter(run, mode=progress, interval=interval)))
+
+
+async def _run_headless(run: RunFacade, reporter: HeadlessReporter) -> int:
+    try:
+        await run.open()
+        try:
+            _stop_on_signals(run)
+            ticker = asyncio.create_task(reporter.run())
+            try:
+                result = await run.run()
+            finally:
+                ticker.cancel()
+        finally:
+            await run.close()
+    except RunError as exc:
+        print(f"tui-connector: {exc}", file=sys.stderr, flush=True)
+        return int(ExitCode.USAGE)
+    reporter.summary(result)
+    return result.exit_code
+
+
+def _stop_on_signals(run: RunFacade) -> None:
+    """The two-stage stop on SIGINT/SIGTERM; the second exits the process there and then."""
+    received = ""
+
+    def announce_and_stop() -> None:
+        in_flight = len(run.snapshot().in_flight)
+        print(
+            f"\n{received}: stopping; letting {in_flight} request(s) in flight finish "
+            f"(at most {run.facts.stop_grace:g} s). Press Ctrl-C again to exit at once.",
+            file=sys.stderr,
+            flush=True,
+        )
+        run.request_stop()
+
+    stop = TwoStageStop(
+        graceful=announce_and_stop, immediate=lambda: os._exit(ExitCode.INTERRUPTED)
+    )
+
+    def on_signal(signum: int) -> None:
+        nonlocal received
+        received = signal.Signals(signum).name
+        stop.request()
+
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)

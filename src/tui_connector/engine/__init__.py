@@ -1,7 +1,7 @@
 """The retrieval engine: runs the sources of a config as asyncio tasks, and offers the
 controls the front ends use. It never imports Textual.
 
-- `run`: the Engine and its RunResult;
+- `run`: the Engine (its RunResult is the front ends' `facade.RunResult`);
 - `source`: one source's controls, partition scheduling and parent -> child wiring;
 - `stream`: one stream's fetch -> stage -> durable -> checkpoint loop (`StreamRun`);
 - `resume`: where a stream starts, from its checkpoint or fresh;

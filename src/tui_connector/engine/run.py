@@ -9,12 +9,12 @@ import contextlib
 import gc
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui_connector.config import LoadedConfig, ParentPartitions
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 from tui_connector.engine.source import RunServices, SourceRunner
+from tui_connector.facade import RunResult
 from tui_connector.sinks import Sink
 from tui_connector.sinks.jsonl import JsonLinesSink
 from tui_connector.state import CheckpointStore, StateError
@@ -25,20 +25,6 @@ from tui_connector.telemetry import RunTelemetry, SourceStatus
 STOP_GRACE_S = 10.0
 # The young generation's collection threshold during a run (Python's default: 700).
 YOUNG_GENERATION_THRESHOLD = 10_000
-
-
-@dataclass
-class RunResult:
-    done: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    stopped: list[str] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if self.failed else 0
 
 
 class Engine:

@@ -1,5 +1,2 @@
-"""The Textual dashboard. The engine never imports this package; the CLI does."""
-
-from tui_connector.tui.app import Dashboard, run_dashboard
-
-__all__ = ["Dashboard", "run_dashboard"]
+"""The Textual dashboard: `tui.app.run_dashboard`. The engine never imports this package; the
+CLI does. Importing the package loads nothing: `tui.format` stays free of Textual."""

@@ -1,5 +1,6 @@
 """Command palette (ctrl+p) commands: every dashboard action, for the selected source or for
-any source by name."""
+any source by name. Each says which key does the same, read from the binding table as the
+user's keymap left it."""
 
 from __future__ import annotations
 
@@ -32,83 +33,95 @@ class DashboardCommands(Provider):
 
     def commands(self) -> Iterator[PaletteCommand]:
         app = self.dashboard
+        keys = app.keys
         yield PaletteCommand(
-            "Pause all sources", "Like P: no new requests anywhere", app.pause_all, True
+            "Pause all sources",
+            f"Like {keys['pause-all']}: no new requests anywhere",
+            app.controls.pause_all,
+            True,
         )
-        yield PaletteCommand("Resume all sources", "Like P again", app.resume_all, True)
+        yield PaletteCommand(
+            "Resume all sources", f"Like {keys['pause-all']} again", app.controls.resume_all, True
+        )
         yield PaletteCommand(
             "Errors: all sources / selected source",
-            "Like f: filter the errors pane",
+            f"Like {keys['filter-errors']}: filter the errors pane",
             app.action_toggle_error_filter,
             True,
         )
-        yield PaletteCommand("Focus errors", "Like e", app.action_focus_errors, True)
-        yield PaletteCommand("Show keys", "Like ?: the help screen", app.action_help, True)
+        yield PaletteCommand(
+            "Focus errors", f"Like {keys['errors']}", app.action_focus_errors, True
+        )
+        yield PaletteCommand(
+            "Show keys", f"Like {keys['help']}: the help screen", app.action_help, True
+        )
         yield PaletteCommand(
             "Quit gracefully",
-            "Like q: let requests in flight finish and commit, then exit",
+            f"Like {keys['quit']}: let requests in flight finish and commit, then exit",
             app.action_quit,
             True,
         )
         yield PaletteCommand(
             "Quit now",
-            "Like q twice: exit without waiting (committed pages are safe)",
+            f"Like {keys['quit']} twice: exit without waiting (committed pages are safe)",
             app.quit_now,
             False,
         )
         selected = app.selected_source()
-        for name in app.engine.selected:
+        for name in app.facts.selected:
             yield from self._source_commands(app, name, discover=name == selected)
 
     def _source_commands(
         self, app: Dashboard, name: str, *, discover: bool
     ) -> Iterator[PaletteCommand]:
-        stats = app.engine.telemetry.sources.get(name)
-        paused = app.is_paused(name)
+        keys = app.keys
+        stats = app.telemetry.sources.get(name)
+        controls = app.controls
+        paused = controls.is_paused(name)
         yield PaletteCommand(
             f"{'Resume' if paused else 'Pause'} {name}",
-            "Like p on its row",
-            partial(app.toggle_pause, name),
+            f"Like {keys['pause']} on its row",
+            partial(controls.toggle_pause, name),
             discover,
         )
         if stats is not None and stats.status in (SourceStatus.FAILED, SourceStatus.STOPPED):
             yield PaletteCommand(
                 f"Retry {name}",
-                "Like r: start again from its checkpoint",
-                partial(app.retry_source, name),
+                f"Like {keys['retry']}: start again from its checkpoint",
+                partial(controls.retry, name),
                 discover,
             )
         yield PaletteCommand(
             f"Stop {name}",
-            "Like s: no new requests; it can be retried",
-            partial(app.stop_source, name),
+            f"Like {keys['stop']}: no new requests; it can be retried",
+            partial(controls.stop, name),
             discover,
         )
-        adaptive = app.engine.config.sources[name].auto_concurrency is not None
+        adaptive = app.facade.describe(name).adaptive
         manual = " (it turns manual)" if adaptive else ""
         yield PaletteCommand(
             f"Raise concurrency of {name}",
-            f"Like +: one more request in flight{manual}",
-            partial(app.change_concurrency, name, 1),
+            f"Like {keys['more']}: one more request in flight{manual}",
+            partial(controls.change_concurrency, name, 1),
             discover,
         )
         yield PaletteCommand(
             f"Lower concurrency of {name}",
-            f"Like -: one request fewer in flight{manual}",
-            partial(app.change_concurrency, name, -1),
+            f"Like {keys['less']}: one request fewer in flight{manual}",
+            partial(controls.change_concurrency, name, -1),
             discover,
         )
         if adaptive:
             auto = stats is None or stats.concurrency_mode is not ConcurrencyMode.MANUAL
             yield PaletteCommand(
                 f"Auto concurrency for {name}",
-                "Like a: hand its limit back to the adaptive controller",
-                partial(app.auto_concurrency, name),
+                f"Like {keys['auto']}: hand its limit back to the adaptive controller",
+                partial(controls.auto_concurrency, name),
                 discover and not auto,
             )
         yield PaletteCommand(
             f"Details of {name}",
-            "Like enter: partitions, positions, config, throughput, errors",
+            f"Like {keys['source-detail']}: partitions, positions, config, throughput, errors",
             partial(app.show_detail, name),
             discover,
         )

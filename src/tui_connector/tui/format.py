@@ -1,5 +1,6 @@
 """How the dashboard turns telemetry into short strings: pure functions of a `SourceStats` and
-a clock reading, so that they can be tested and reused without an app."""
+a clock reading, so that they can be tested and reused without an app. The figures behind the
+strings (rates, ETA, progress) are the headless reporter's too: `figures`."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ from pathlib import Path
 
 import humanize
 
-from tui_connector.telemetry import ConcurrencyMode, SourceStats, SourceStatus
+from tui_connector.facade import RunFacts
+from tui_connector.figures import (
+    PLACEHOLDER,
+    backoff_seconds,
+    eta_seconds,
+    one_line,
+    progress_fraction,
+    run_records_per_second,
+    run_seconds,
+)
+from tui_connector.telemetry import ConcurrencyMode, RunTelemetry, SourceStats, SourceStatus
 
-PLACEHOLDER = "—"
 BAR_WIDTH = 10
 BAR_FILLED = "━"
 BAR_EMPTY = "─"
@@ -68,70 +78,21 @@ def shown_path(path: Path) -> str:
         return str(absolute)
 
 
-def shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-# -- per-source figures ------------------------------------------------------------------------
-
-
-def active_seconds(stats: SourceStats, now: float) -> float:
-    """How long the source has been running in this run (up to its end once finished)."""
-    if stats.started_at is None:
-        return 0.0
-    end = stats.finished_at if stats.finished_at is not None else now
-    return max(end - stats.started_at, 0.0)
-
-
-def records_per_second(stats: SourceStats, now: float) -> float:
-    # A finished source's sliding window only decays towards zero: show its average instead.
-    if stats.status.finished:
-        seconds = active_seconds(stats, now)
-        return stats.records_this_run / seconds if seconds > 0 else 0.0
-    return stats.records_rate.rate(now)
-
-
-def requests_per_second(stats: SourceStats, now: float) -> float:
-    if stats.status.finished:
-        seconds = active_seconds(stats, now)
-        return stats.requests / seconds if seconds > 0 else 0.0
-    return stats.requests_rate.rate(now)
+# -- per-source texts -------------------------------------------------------------------------
 
 
 def status_text(stats: SourceStats | None, now: float) -> str:
     if stats is None:
         return SourceStatus.PENDING.value
-    if stats.status is SourceStatus.BACKING_OFF and stats.backoff_until is not None:
-        return f"backing off {countdown(stats.backoff_until - now)}"
+    backoff = backoff_seconds(stats, now)
+    if stats.status is SourceStatus.BACKING_OFF and backoff is not None:
+        return f"backing off {countdown(backoff)}"
     return stats.status.value
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     filled = round(max(0.0, min(fraction, 1.0)) * width)
     return BAR_FILLED * filled + BAR_EMPTY * (width - filled)
-
-
-def eta_seconds(stats: SourceStats, now: float) -> float | None:
-    if stats.total_records is None or stats.status.finished:
-        return None
-    remaining = stats.total_records - stats.records
-    per_second = stats.records_rate.rate(now)
-    if remaining <= 0 or per_second <= 0:
-        return None
-    return remaining / per_second
-
-
-def progress_fraction(stats: SourceStats) -> float | None:
-    total = stats.total_records
-    if stats.status is SourceStatus.DONE:
-        return 1.0
-    if total is None or total <= 0:
-        return None
-    return min(stats.records / total, 1.0)
 
 
 def partitions_text(stats: SourceStats) -> str:
@@ -202,3 +163,38 @@ def concurrency_note(stats: SourceStats | None, now: float) -> str:
     text = f"{stats.name}: limit {stats.concurrency}, {mode}"
     change = concurrency_change_text(stats, now)
     return f"{text} — {change}" if change else text
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+
+def totals_text(telemetry: RunTelemetry, facts: RunFacts, finished: bool, now: float) -> str:
+    """The line over the sources: how many are in each state, records, rate, elapsed time and
+    where the state and the lake are."""
+    stats = list(telemetry.sources.values())
+    counts = {status: 0 for status in SourceStatus}
+    for source in stats:
+        counts[source.status] += 1
+    waiting = len(facts.selected) - len(stats)
+    running = counts[SourceStatus.RUNNING] + counts[SourceStatus.BACKING_OFF]
+    paused = counts[SourceStatus.PAUSED] + counts[SourceStatus.PAUSING]
+    records = sum(source.records for source in stats)
+    seconds = run_seconds(telemetry, finished, now)
+    overall = run_records_per_second(telemetry, finished, seconds, now)
+    parts = [
+        f"{counts[SourceStatus.DONE]}/{len(facts.selected)} done",
+        f"{running} running",
+        f"{counts[SourceStatus.FAILED]} failed",
+    ]
+    if paused:
+        parts.append(f"{paused} paused")
+    if counts[SourceStatus.STOPPED]:
+        parts.append(f"{counts[SourceStatus.STOPPED]} stopped")
+    if waiting + counts[SourceStatus.PENDING]:
+        parts.append(f"{waiting + counts[SourceStatus.PENDING]} pending")
+    return " · ".join(parts) + (
+        f" │ {count(records)} records │ {rate(overall)} records/s"
+        f" │ elapsed {elapsed(seconds)}"
+        f" │ state {shown_path(facts.state_path)}"
+        f" │ lake {shown_path(facts.lake_path)}"
+    )

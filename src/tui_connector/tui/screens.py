@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from pydantic import BaseModel
 from rich.cells import cell_len
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.geometry import Size
@@ -23,21 +18,12 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
-from tui_connector.config import (
-    ApiKeyAuth,
-    AutoConcurrency,
-    BasicAuth,
-    BearerAuth,
-    DatePartitions,
-    Placement,
-    SourceSpec,
-    ValuePartitions,
-)
-from tui_connector.engine import Engine
-from tui_connector.redact import REDACTED, looks_secret
+from tui_connector import figures
+from tui_connector.facade import RunView
 from tui_connector.telemetry import SourceStats
 from tui_connector.tui import format as fmt
 from tui_connector.tui.history import ThroughputHistory
+from tui_connector.tui.keys import DETAIL_KEYS, HELP_KEYS, KEYS_BY_ID, KeyNames, bindings
 from tui_connector.tui.table import RowTable, text_strip
 from tui_connector.tui.widgets import (
     ErrorTable,
@@ -47,197 +33,38 @@ from tui_connector.tui.widgets import (
     shown_streams,
 )
 
-# -- the config summary ---------------------------------------------------------------------------
-
-
-def _flatten(prefix: str, value: Any) -> Iterable[str]:
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), item)
-    elif isinstance(value, list | tuple):
-        yield f"{prefix}={','.join(str(item) for item in value)}"
-    else:
-        yield f"{prefix}={value}"
-
-
-def _describe_model(model: BaseModel) -> str:
-    values = model.model_dump(exclude_none=True)
-    kind = values.pop("type", None)
-    described = " ".join(_flatten("", values))
-    return f"{kind} {described}".strip() if kind else described
-
-
-def _describe_auth(spec: SourceSpec) -> str:
-    # Only where a credential goes, never any part of it (a username is a credential too).
-    auth = spec.auth
-    if auth is None:
-        return "none"
-    if isinstance(auth, BearerAuth):
-        return "bearer token (hidden)"
-    if isinstance(auth, BasicAuth):
-        return "HTTP basic (username and password hidden)"
-    if isinstance(auth, ApiKeyAuth):
-        where = f"header {auth.header}" if auth.header else f"query parameter {auth.param}"
-        return f"API key in {where} (hidden)"
-    return type(auth).__name__
-
-
-def _pairs(mapping: Mapping[str, Any], separator: str) -> str:
-    if not mapping:
-        return fmt.PLACEHOLDER
-    return "  ".join(
-        f"{name}{separator}{REDACTED if looks_secret(name) else value}"
-        for name, value in mapping.items()
-    )
-
-
-def _describe_step(step: timedelta) -> str:
-    seconds = int(step.total_seconds())
-    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _describe_instant(moment: datetime) -> str:
-    if (moment.hour, moment.minute, moment.second) == (0, 0, 0):
-        return f"{moment:%Y-%m-%d}"
-    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
-
-
-def _placement(placement: Placement) -> str:
-    if placement.path:
-        return f"url {{{placement.path}}}"
-    if placement.param:
-        return f"param {placement.param}"
-    return f"body {placement.body_field}"
-
-
-MAX_VALUES_SHOWN = 5
-
-
-def describe_partitions(spec: SourceSpec) -> str | None:
-    """The partition kind and its shape in one line, e.g. "values (3): a, b, c → url {ds}"."""
-    partitions = spec.partitions
-    if partitions is None:
-        return None
-    if isinstance(partitions, DatePartitions):
-        end = _describe_instant(partitions.end) if partitions.end else "now"
-        where = partitions.start_param or f"body {partitions.start_body_field}"
-        if partitions.end_param or partitions.end_body_field:
-            where += f", {partitions.end_param or 'body ' + str(partitions.end_body_field)}"
-        return (
-            f"dates {_describe_instant(partitions.start)} → {end} every "
-            f"{_describe_step(partitions.step)} ({partitions.format}) → {where}"
-        )
-    if isinstance(partitions, ValuePartitions):
-        values = [str(value) for value in partitions.values or ()]
-        shown = ", ".join(values[:MAX_VALUES_SHOWN])
-        if len(values) > MAX_VALUES_SHOWN:
-            shown += f", … ({len(values) - MAX_VALUES_SHOWN} more)"
-        origin = f" from {partitions.values_file}" if partitions.values_file else ""
-        return f"values ({len(values)}{origin}): {shown} → {_placement(partitions)}"
-    return (
-        f"parent of {partitions.source}: one per record's {partitions.value} → "
-        f"{_placement(partitions)}"
-    )
-
-
-def _describe_concurrency(spec: SourceSpec, live_concurrency: int) -> str:
-    auto: AutoConcurrency | None = spec.auto_concurrency
-    if auto is None:
-        text = f"{spec.concurrency}"
-    else:
-        text = f"auto {auto.min}-{auto.max}, starting at {spec.concurrency}"
-    if live_concurrency != spec.concurrency:
-        text += f" (now {live_concurrency})"
-    return text
-
-
-def config_summary(spec: SourceSpec, redact: Callable[[str], str], live_concurrency: int) -> Table:
-    """The source's settings; every string passes through the redactor, auth values never
-    appear at all."""
-    retry = spec.retry
-    timeout = spec.timeout
-    rows: list[tuple[str, str]] = [
-        ("request", f"{spec.method} {spec.url}"),
-        ("params", _pairs(spec.params, "=")),
-        ("headers", _pairs(spec.headers, ": ")),
-    ]
-    if spec.body is not None:
-        rows.append(("body", fmt.shorten(json.dumps(spec.body, separators=(",", ":")), 200)))
-    rows += [
-        ("records", spec.records or "the body (a bare array)"),
-        ("errors", spec.errors or fmt.PLACEHOLDER),
-        ("pagination", _describe_model(spec.pagination)),
-    ]
-    partitions = describe_partitions(spec)
-    if partitions is not None:
-        rows.append(("partitions", partitions))
-    if spec.incremental is not None:
-        incremental = spec.incremental
-        where = f"param {incremental.param}" if incremental.param else incremental.body_field
-        rows.append(("incremental", f"newer than the last {incremental.cursor_field} → {where}"))
-    rows += [
-        ("auth", _describe_auth(spec)),
-        ("concurrency", _describe_concurrency(spec, live_concurrency)),
-        ("rate limit", f"{spec.rate_limit:g} req/s" if spec.rate_limit else "none"),
-        (
-            "retry",
-            f"{retry.max_attempts} attempts, backoff {retry.backoff_base:g}-{retry.backoff_max:g}"
-            f" s, Retry-After up to {retry.max_wait:g} s"
-            + (" (holds the source)" if retry.retry_after == "source" else "")
-            + ", on "
-            + " ".join(str(status) for status in retry.statuses),
-        ),
-        (
-            "timeouts",
-            f"connect {timeout.connect:g} s, read {timeout.read:g} s, total {timeout.total:g} s",
-        ),
-        ("transport", spec.transport),
-    ]
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    for label, value in rows:
-        table.add_row(label, redact(fmt.one_line(value)))
-    return table
-
-
 # -- live figures ---------------------------------------------------------------------------------
 
 
 Figure = tuple[str, str, str]  # label, value, Rich style of the value
 
 
-def source_figures(
-    stats: SourceStats | None, last_commit_at: float | None, now: float
-) -> list[Figure]:
-    figures: list[Figure] = []
+def source_figures(stats: SourceStats | None, now: float) -> list[Figure]:
+    lines: list[Figure] = []
     if stats is None:
         return [("status", "not started yet", "")]
 
     def line(label: str, value: str, style: str = "") -> None:
-        figures.append((label, value, style))
+        lines.append((label, value, style))
 
     line("status", fmt.status_text(stats, now))
     records = fmt.count(stats.records)
-    if stats.total_records:
-        fraction = stats.records / stats.total_records
-        records += f" of {fmt.count(stats.total_records)} ({min(fraction, 1.0):.0%})"
-    eta = fmt.eta_seconds(stats, now)
+    total = stats.total_records
+    if total:
+        records += f" of {fmt.count(total)} ({min(stats.records / total, 1.0):.0%})"
+    eta = figures.eta_seconds(stats, now)
     if eta is not None:
         records += f", ETA {fmt.duration(eta)}"
     line("records", records)
     position = ""
     if stats.position and not stats.status.finished:
-        position = f", at {fmt.one_line(stats.position)}"
+        position = f", at {figures.one_line(stats.position)}"
     line("pages", fmt.count(stats.pages) + position)
     window = "average" if stats.status.finished else "last 10 s"
     line(
         "throughput",
-        f"{fmt.rate(fmt.records_per_second(stats, now))} records/s, "
-        f"{fmt.rate(fmt.requests_per_second(stats, now))} requests/s ({window})",
+        f"{fmt.rate(figures.records_per_second(stats, now))} records/s, "
+        f"{fmt.rate(figures.requests_per_second(stats, now))} requests/s ({window})",
     )
     line("transferred", f"{fmt.size(stats.bytes)} in {fmt.count(stats.requests)} requests")
     if stats.partitioned:
@@ -249,7 +76,7 @@ def source_figures(
             parts += f", {fmt.count(stats.streams_failed)} failed"
         line("partitions", parts, style="bold" if stats.streams_failed else "")
     if stats.high_water is not None:
-        line("high-water", f"newer than {fmt.one_line(stats.high_water)}")
+        line("high-water", f"newer than {figures.one_line(stats.high_water)}")
     line(
         "in flight",
         f"{stats.in_flight} of {stats.concurrency} allowed, " + fmt.concurrency_mode_text(stats),
@@ -258,21 +85,23 @@ def source_figures(
     if change is not None:
         line("limit changed", change)
     line("retries, errors", f"{fmt.count(stats.retries)}, {fmt.count(stats.errors)}")
-    age = fmt.checkpoint_age(last_commit_at, now)
-    line("last checkpoint", f"{age} ago" if last_commit_at is not None else age)
+    committed_at = stats.last_checkpoint_at
+    age = fmt.checkpoint_age(committed_at, now)
+    line("last checkpoint", f"{age} ago" if committed_at is not None else age)
     if stats.last_error:
-        line("last error", fmt.one_line(stats.last_error))
+        line("last error", figures.one_line(stats.last_error))
     for warning in stats.warnings:
         line("warning", warning)
-    return figures
+    return lines
 
 
-def figures_table(figures: Sequence[Figure]) -> Table:
-    """Labels in a column of their own: a long value wraps under its value, not its label."""
+def figures_table(rows: Sequence[Figure]) -> Table:
+    """Labels in a column of their own: a long value wraps under its value, not its label.
+    Values are plain text (a config's brackets are not Rich markup)."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    for label, value, style in figures:
+    for label, value, style in rows:
         table.add_row(label, Text(value, style=style))
     return table
 
@@ -280,23 +109,24 @@ def figures_table(figures: Sequence[Figure]) -> Table:
 class SourceErrorTable(ErrorTable):
     """The error history of the source already shown: enter opens nothing more."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Select", show=False)]
+    BINDINGS = bindings([KEYS_BY_ID["select-row"]])
 
 
 class SourceDetailScreen(Screen[None]):
     """One source: its settings, live figures, throughput history, streams and errors."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+    BINDINGS = bindings(DETAIL_KEYS)
 
     def __init__(
         self,
-        engine: Engine,
+        view: RunView,
         source: str,
         throughput: ThroughputHistory,
         clock: Callable[[], float],
     ) -> None:
         super().__init__()
-        self.engine = engine
+        self.view = view
+        self.description = view.describe(source)
         self.source = source
         self.throughput = throughput
         self.clock = clock
@@ -336,7 +166,7 @@ class SourceDetailScreen(Screen[None]):
         self.set_interval(1.0, self.refresh_partitions)
 
     def _partitions_title(self, stats: SourceStats | None) -> str:
-        if self.engine.config.sources[self.source].partitions is None:
+        if not self.description.partitioned:
             return "Stream (the source is not partitioned)"
         if stats is None:
             return "Partitions: not started yet"
@@ -350,7 +180,7 @@ class SourceDetailScreen(Screen[None]):
 
     def refresh_partitions(self) -> None:
         """The source's streams from telemetry, bounded; only when its counters moved."""
-        stats = self.engine.telemetry.sources.get(self.source)
+        stats = self.view.snapshot().sources.get(self.source)
         if stats is None:
             return
         seen = (
@@ -370,7 +200,7 @@ class SourceDetailScreen(Screen[None]):
         except NoMatches:  # the timer ticked while the screen was being dismantled
             return
         streams, hidden = shown_streams(stats)
-        table.sync(streams, self.engine.redactor)
+        table.sync(streams, self.view.redact)
         table.border_title = self._partitions_title(stats)
         not_started = max(0, stats.streams_total - len(stats.streams))
         if hidden:
@@ -392,27 +222,28 @@ class SourceDetailScreen(Screen[None]):
 
     def _refresh_live(self) -> None:
         now = self.clock()
-        engine = self.engine
-        stats = engine.telemetry.sources.get(self.source)
+        telemetry = self.view.snapshot()
+        stats = telemetry.sources.get(self.source)
         title = f"{self.source} — {fmt.status_text(stats, now)}"
         if title != self._shown_title:
             self._shown_title = title
             self.query_one("#detail-title", Static).update(title, layout=False)  # one line
-        figures = source_figures(stats, engine.state.last_commit_at.get(self.source), now)
-        if figures != self._shown_figures:
-            self._shown_figures = figures
+        shown = source_figures(stats, now)
+        if shown != self._shown_figures:
+            self._shown_figures = shown
             # Its height is set by the layout (1fr), not by its text: no layout each tick.
             figures_widget = self.query_one("#detail-figures", Static)
-            figures_widget.update(figures_table(figures), layout=False)
-        spec = engine.config.sources[self.source]
-        concurrency = stats.concurrency if stats else spec.concurrency
+            figures_widget.update(figures_table(shown), layout=False)
+        description = self.description
+        concurrency = stats.concurrency if stats else description.concurrency
         if concurrency != self._shown_concurrency:
             self._shown_concurrency = concurrency
-            summary = config_summary(spec, engine.redactor, concurrency)
+            settings = description.settings_at(concurrency)
+            summary = figures_table([(label, text, "") for label, text in settings])
             self.query_one("#config-summary", Static).update(summary)
         self._refresh_sparkline()
         history = self.history
-        history.sync(engine.telemetry.errors)
+        history.sync(telemetry.errors)
         history.border_title = f"Errors of {self.source} ({history.row_count})"
 
     def _refresh_sparkline(self) -> None:
@@ -516,20 +347,19 @@ def _wrap(text: str, width: int) -> list[str]:
 class HelpScreen(ModalScreen[None]):
     """Every key, by where it applies."""
 
-    BINDINGS = [
-        Binding("escape", "dismiss", "Close"),
-        Binding("question_mark", "dismiss", "Close", key_display="?"),
-        Binding("q", "dismiss", "Close"),
-    ]
+    BINDINGS = bindings(HELP_KEYS)
 
-    def __init__(self, sections: HelpSections) -> None:
+    def __init__(self, sections: HelpSections, keys: KeyNames) -> None:
         super().__init__()
         self.sections = sections
+        self.keys = keys
 
     def compose(self) -> ComposeResult:
+        keys = self.keys
+        closing = f"{keys['close-help']}, {keys['help']} or {keys['quit']}"
         with VerticalScroll(id="help-box"):
             yield KeyList(self.sections, id="help-keys")
-            yield Static("escape, ? or q closes this help", id="help-hint")
+            yield Static(f"{closing} closes this help", id="help-hint")
 
     def on_mount(self) -> None:
         self.query_one("#help-box").border_title = "Keys"

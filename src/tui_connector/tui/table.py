@@ -19,12 +19,14 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import Reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+from tui_connector.tui.keys import ROW_KEYS, bindings
 
 CELL_PADDING = 1  # blank columns either side of every cell, as DataTable draws them
 HEADER_HEIGHT = 1
@@ -175,17 +177,7 @@ class RowTable(ScrollView, can_focus=True):
     }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Select", show=False),
-        Binding("up", "cursor_up", "Cursor up", show=False),
-        Binding("down", "cursor_down", "Cursor down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("ctrl+home", "first_row", "First row", show=False),
-        Binding("ctrl+end", "last_row", "Last row", show=False),
-        Binding("home", "scroll_home", "Leftmost", show=False),
-        Binding("end", "scroll_end", "Rightmost", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = bindings(ROW_KEYS)
 
     class RowMessage(Message):
         """About one row of a table."""

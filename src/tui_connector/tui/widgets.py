@@ -12,7 +12,6 @@ from typing import Any
 from rich.style import Style
 from rich.text import Text
 from textual.app import App
-from textual.binding import Binding
 from textual.color import Color
 from textual.geometry import Size
 from textual.screen import Screen
@@ -20,6 +19,14 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Footer
 
+from tui_connector.figures import (
+    PLACEHOLDER,
+    backoff_seconds,
+    one_line,
+    records_per_second,
+    requests_per_second,
+    shorten,
+)
 from tui_connector.telemetry import (
     ErrorEvent,
     InFlightRequest,
@@ -29,6 +36,7 @@ from tui_connector.telemetry import (
     StreamStatus,
 )
 from tui_connector.tui import format as fmt
+from tui_connector.tui.keys import ERRORS_KEYS, SOURCES_KEYS, bindings
 from tui_connector.tui.table import Cells, Column, RowTable, text_strip
 
 # Theme variables (not literal colours) behind each status; resolved when the theme changes.
@@ -96,12 +104,10 @@ SOURCE_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def source_cells(
-    name: str, stats: SourceStats | None, last_commit_at: float | None, now: float
-) -> dict[str, str]:
+def source_cells(name: str, stats: SourceStats | None, now: float) -> dict[str, str]:
     """The text of every cell of one source's row."""
     if stats is None:
-        empty = {column.key: fmt.PLACEHOLDER for column in SOURCE_COLUMNS}
+        empty = {column.key: PLACEHOLDER for column in SOURCE_COLUMNS}
         return empty | {"source": name, "status": fmt.status_text(None, now)}
     return {
         "source": name,
@@ -111,12 +117,12 @@ def source_cells(
         "pages": fmt.count(stats.pages),
         "records": fmt.count(stats.records),
         "bytes": fmt.size(stats.bytes),
-        "req_s": fmt.rate(fmt.requests_per_second(stats, now)),
-        "rec_s": fmt.rate(fmt.records_per_second(stats, now)),
+        "req_s": fmt.rate(requests_per_second(stats, now)),
+        "rec_s": fmt.rate(records_per_second(stats, now)),
         "retries": fmt.count(stats.retries),
         "errors": fmt.count(stats.errors),
         "concurrency": fmt.concurrency_text(stats),
-        "checkpoint": fmt.checkpoint_age(last_commit_at, now),
+        "checkpoint": fmt.checkpoint_age(stats.last_checkpoint_at, now),
     }
 
 
@@ -124,7 +130,7 @@ class SourcesTable(RowTable):
     """One row per source, keyed by its name, in the order given; each tick repaints only
     the rows whose text changed."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Detail")]
+    BINDINGS = bindings(SOURCES_KEYS)
 
     def __init__(self, names: Sequence[str], *, id: str | None = None) -> None:
         super().__init__(SOURCE_COLUMNS, zebra_stripes=True, id=id)
@@ -221,8 +227,8 @@ def partition_cells(stream: StreamStats, redact: Callable[[str], str]) -> Cells:
         stream.status.value,
         pages,
         fmt.count(stream.records),
-        redact(fmt.one_line(stream.position)) or fmt.PLACEHOLDER,
-        redact(fmt.one_line(stream.error)) if stream.error else fmt.PLACEHOLDER,
+        redact(one_line(stream.position)) or PLACEHOLDER,
+        redact(one_line(stream.error)) if stream.error else PLACEHOLDER,
     )
 
 
@@ -251,7 +257,7 @@ class PartitionTable(RowTable):
         styles = self._styles
         if styles is not None and column.key == "status":
             text.stylize(styles.for_status(value))
-        elif styles is not None and column.key == "error" and value != fmt.PLACEHOLDER:
+        elif styles is not None and column.key == "error" and value != PLACEHOLDER:
             text.stylize(styles.error)
         return text
 
@@ -270,12 +276,10 @@ def idle_reason(stats: SourceStats, now: float) -> str | None:
     """Why a source with nothing in flight is idle, when it is waiting rather than done."""
     if stats.in_flight:
         return None
-    if stats.status is SourceStatus.BACKING_OFF and stats.backoff_until is not None:
-        last = f": {fmt.shorten(stats.last_error, 60)}" if stats.last_error else ""
-        return (
-            f"{stats.name}: backing off, next attempt in "
-            f"{fmt.countdown(stats.backoff_until - now)}{last}"
-        )
+    backoff = backoff_seconds(stats, now)
+    if stats.status is SourceStatus.BACKING_OFF and backoff is not None:
+        last = f": {shorten(stats.last_error, 60)}" if stats.last_error else ""
+        return f"{stats.name}: backing off, next attempt in {fmt.countdown(backoff)}{last}"
     if stats.status is SourceStatus.PAUSED:
         return f"{stats.name}: paused (p resumes)"
     if stats.status is SourceStatus.PAUSING:
@@ -357,7 +361,7 @@ class InFlightPane(ScrollView, can_focus=True):
         if index < len(requests):
             request = requests[index]
             line = Text(f"{max(0.0, self._now - request.started_at):5.1f}s ", style=muted)
-            line.append(f"{fmt.shorten(request.source, 12):<12} ", style="bold")
+            line.append(f"{shorten(request.source, 12):<12} ", style="bold")
             line.append(f"{request.method:<4} {request.url}")
             if request.attempt > 1:
                 line.append(f"  try {request.attempt}", style=styles.warning if styles else "")
@@ -433,7 +437,7 @@ class ErrorTable(RowTable):
     """Recent errors, newest at the bottom. New events are appended; the table is rebuilt only
     when its filter changes or the ring of errors overtook it."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Source detail")]
+    BINDINGS = bindings(ERRORS_KEYS)
 
     def __init__(
         self,
@@ -516,11 +520,11 @@ class ErrorTable(RowTable):
         return (
             self.time_format(event.at),
             event.source,
-            fmt.one_line(event.error),
+            one_line(event.error),
             event.next_step,
             str(event.attempt),
-            event.url or fmt.PLACEHOLDER,
-            fmt.one_line(event.body_excerpt) or fmt.PLACEHOLDER,
+            event.url or PLACEHOLDER,
+            one_line(event.body_excerpt) or PLACEHOLDER,
         )
 
     def cell_text(self, index: int, cells: Cells) -> Text:

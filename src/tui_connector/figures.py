@@ -1,0 +1,94 @@
+"""The figures both front ends show of a source, worked out from its telemetry: rates, ETA,
+progress, and the few plain-text helpers their texts share. Pure functions of a `SourceStats`
+and a clock reading; no Textual, no I/O, no formatting library."""
+
+from __future__ import annotations
+
+from tui_connector.telemetry import RunTelemetry, SourceStats, SourceStatus
+
+PLACEHOLDER = "—"  # where there is no value to show
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def active_seconds(stats: SourceStats, now: float) -> float:
+    """How long the source has been running in this run (up to its end once finished)."""
+    if stats.started_at is None:
+        return 0.0
+    end = stats.finished_at if stats.finished_at is not None else now
+    return max(end - stats.started_at, 0.0)
+
+
+def _average(amount: int, stats: SourceStats, now: float) -> float:
+    seconds = active_seconds(stats, now)
+    return amount / seconds if seconds > 0 else 0.0
+
+
+def records_per_second(stats: SourceStats, now: float) -> float:
+    # A finished source's sliding window only decays towards zero: show its average instead.
+    if stats.status.finished:
+        return _average(stats.records_this_run, stats, now)
+    return stats.records_rate.rate(now)
+
+
+def requests_per_second(stats: SourceStats, now: float) -> float:
+    if stats.status.finished:
+        return _average(stats.requests, stats, now)
+    return stats.requests_rate.rate(now)
+
+
+def backoff_seconds(stats: SourceStats, now: float) -> float | None:
+    """How long until a source backing off tries again; None when it is not waiting."""
+    if stats.backoff_until is None:
+        return None
+    return max(0.0, stats.backoff_until - now)
+
+
+def eta_seconds(stats: SourceStats, now: float) -> float | None:
+    if stats.total_records is None or stats.status.finished:
+        return None
+    remaining = stats.total_records - stats.records
+    per_second = stats.records_rate.rate(now)
+    if remaining <= 0 or per_second <= 0:
+        return None
+    return remaining / per_second
+
+
+def progress_fraction(stats: SourceStats) -> float | None:
+    """How far along the source is, 0 to 1: whole when done; None without a total."""
+    if stats.status is SourceStatus.DONE:
+        return 1.0
+    total = stats.total_records
+    if total is None or total <= 0:
+        return None
+    return min(stats.records / total, 1.0)
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+
+def run_seconds(telemetry: RunTelemetry, finished: bool, now: float) -> float:
+    """How long the run has been going; once every source has `finished`, until the last did."""
+    end = now
+    if finished:
+        ends = [s.finished_at for s in telemetry.sources.values() if s.finished_at]
+        end = max(ends, default=now)
+    return max(0.0, end - telemetry.started_at)
+
+
+def run_records_per_second(
+    telemetry: RunTelemetry, finished: bool, seconds: float, now: float
+) -> float:
+    """Every source's rate now; once every source has `finished`, the run's average over its
+    `seconds` (the sliding windows only decay)."""
+    sources = telemetry.sources.values()
+    if finished:
+        fetched = sum(source.records_this_run for source in sources)
+        return fetched / seconds if seconds > 0 else 0.0
+    return sum(source.records_rate.rate(now) for source in sources)
