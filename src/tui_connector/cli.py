@@ -259,6 +259,7 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     import json
 
     from tui_connector.state import StateError
+    from tui_connector.state.report import aligned, source_table, stream_table
     from tui_connector.state.sqlite import StateStore
 
     path = _state_path(config, state)
@@ -285,76 +286,11 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     if not rows:
         click.echo(f"{path}: no streams yet")
         return
-    table = _stream_table(rows) if per_stream else _source_table(rows)
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    for line in table:
-        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        click.echo("  ".join(cells).rstrip())
+    for line in aligned(stream_table(rows) if per_stream else source_table(rows)):
+        click.echo(line)
     for row in rows:
         if row["last_error"]:
             click.echo(f"{row['source']}/{row['partition']}: {row['last_error']}")
-
-
-def _mark_text(mark: Any) -> str:
-    return "" if not mark else str(mark.get("value", ""))
-
-
-def _stream_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    import json
-
-    table: list[tuple[str, ...]] = [
-        ("SOURCE", "PARTITION", "STATUS", "PAGES", "RECORDS", "MARK", "UPDATED", "CURSOR")
-    ]
-    for row in rows:
-        cursor = json.dumps(row["cursor"], separators=(",", ":"))
-        table.append(
-            (
-                str(row["source"]),
-                str(row["partition"]),
-                str(row["status"]),
-                str(row["pages"]),
-                str(row["records"]),
-                _mark_text(row["mark"]),
-                str(row["updated_at"]),
-                cursor if len(cursor) <= 60 else cursor[:59] + "…",
-            )
-        )
-    return table
-
-
-def _source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """One line per source: its streams by status, its totals, its high-water mark (the
-    lowest of its streams': where the next incremental run of the slowest one starts)."""
-    from collections import Counter
-
-    by_source: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_source.setdefault(str(row["source"]), []).append(row)
-    table: list[tuple[str, ...]] = [
-        ("SOURCE", "STATUS", "STREAMS", "PAGES", "RECORDS", "HIGH-WATER MARK", "UPDATED")
-    ]
-    for source, streams in by_source.items():
-        statuses = Counter(str(row["status"]) for row in streams)
-        done = statuses.get("done", 0)
-        overall = next((s for s in ("failed", "running", "stopped") if statuses.get(s)), "done")
-        marks = [row["mark"]["value"] for row in streams if row["mark"]]
-        mark = ""
-        with contextlib.suppress(TypeError):  # values of mixed types: show none
-            mark = str(min(marks)) if marks else ""
-        if marks and len(marks) < len(streams):
-            mark += f" ({len(marks)} of {len(streams)} streams)"
-        table.append(
-            (
-                source,
-                overall,
-                f"{done}/{len(streams)} done",
-                str(sum(int(row["pages"]) for row in streams)),
-                str(sum(int(row["records"]) for row in streams)),
-                mark,
-                max(str(row["updated_at"]) for row in streams),
-            )
-        )
-    return table
 
 
 @cli.command()

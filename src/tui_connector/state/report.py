@@ -1,0 +1,76 @@
+"""The checkpoints of a state database as `tui-connector status` prints them: one line per
+source, or per stream. Plain text from plain rows; no I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+
+def aligned(table: list[tuple[str, ...]]) -> Iterator[str]:
+    """A table's lines, its columns padded to their widest cell."""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        yield "  ".join(cells).rstrip()
+
+
+def _mark_text(mark: Any) -> str:
+    return "" if not mark else str(mark.get("value", ""))
+
+
+def stream_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    table: list[tuple[str, ...]] = [
+        ("SOURCE", "PARTITION", "STATUS", "PAGES", "RECORDS", "MARK", "UPDATED", "CURSOR")
+    ]
+    for row in rows:
+        cursor = json.dumps(row["cursor"], separators=(",", ":"))
+        table.append(
+            (
+                str(row["source"]),
+                str(row["partition"]),
+                str(row["status"]),
+                str(row["pages"]),
+                str(row["records"]),
+                _mark_text(row["mark"]),
+                str(row["updated_at"]),
+                cursor if len(cursor) <= 60 else cursor[:59] + "…",
+            )
+        )
+    return table
+
+
+def source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One line per source: its streams by status, its totals, its high-water mark (the
+    lowest of its streams': where the next incremental run of the slowest one starts)."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_source.setdefault(str(row["source"]), []).append(row)
+    table: list[tuple[str, ...]] = [
+        ("SOURCE", "STATUS", "STREAMS", "PAGES", "RECORDS", "HIGH-WATER MARK", "UPDATED")
+    ]
+    for source, streams in by_source.items():
+        statuses = Counter(str(row["status"]) for row in streams)
+        done = statuses.get("done", 0)
+        overall = next((s for s in ("failed", "running", "stopped") if statuses.get(s)), "done")
+        marks = [row["mark"]["value"] for row in streams if row["mark"]]
+        mark = ""
+        with contextlib.suppress(TypeError):  # values of mixed types: show none
+            mark = str(min(marks)) if marks else ""
+        if marks and len(marks) < len(streams):
+            mark += f" ({len(marks)} of {len(streams)} streams)"
+        table.append(
+            (
+                source,
+                overall,
+                f"{done}/{len(streams)} done",
+                str(sum(int(row["pages"]) for row in streams)),
+                str(sum(int(row["records"]) for row in streams)),
+                mark,
+                max(str(row["updated_at"]) for row in streams),
+            )
+        )
+    return table
