@@ -163,7 +163,7 @@ async def test_pausing_is_shown_until_the_request_in_flight_has_committed(
         assert stats["slow"].in_flight == 1
         await async_wait_for(lambda: cell(app, "slow", "status") == "paused", what="paused")
         assert stats["slow"].in_flight == 0
-        assert engine_of(app).state.last_commit_at.get("slow") is not None
+        assert stats["slow"].last_checkpoint_at is not None  # its pages are committed
         await pilot.press("q", "q")
 
 
@@ -1056,8 +1056,9 @@ async def settle(pilot: Pilot[int]) -> None:
         if stats.concurrency_mode is ConcurrencyMode.AUTO:  # where the controller took it
             stats.concurrency, stats.concurrency_changed_at = 8, FROZEN_AT - 5
             stats.concurrency_reason = ADAPTIVE_REASON
-    for source in engine_of(app).state.last_commit_at:
-        engine_of(app).state.last_commit_at[source] = FROZEN_AT - 2
+    for stats in telemetry.sources.values():
+        if stats.last_checkpoint_at is not None:
+            stats.last_checkpoint_at = FROZEN_AT - 2
     errors = [dataclasses.replace(event, at=1_700_000_000.0) for event in telemetry.errors]
     telemetry.errors = deque(errors, maxlen=telemetry.errors.maxlen)
     app.refresh_view()  # notices the finish and notifies: let those toasts arrive, then clear

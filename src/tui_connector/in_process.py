@@ -44,15 +44,7 @@ class InProcessRun:
         return self.engine.stop_requested_at
 
     def snapshot(self) -> RunTelemetry:
-        telemetry = self.engine.telemetry
-        sources = telemetry.sources
-        # The state store notes when each source's checkpoints last committed; the telemetry
-        # is where a front end reads it.
-        for name, committed_at in self.engine.state.last_commit_at.items():
-            stats = sources.get(name)
-            if stats is not None:
-                stats.last_checkpoint_at = committed_at
-        return telemetry
+        return self.engine.telemetry
 
     def describe(self, source: str) -> SourceDescription:
         description = self._descriptions.get(source)

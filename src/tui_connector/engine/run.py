@@ -70,6 +70,7 @@ class Engine:
         self.state: CheckpointStore = (
             StateStore(self.state_path, durable=model.fsync) if store is None else store
         )
+        self.state.on_commit = self._checkpoints_committed
         self._services = RunServices(
             telemetry=self.telemetry,
             sink=self.sink,
@@ -119,6 +120,9 @@ class Engine:
         self._thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *self._thresholds[1:])
         return self
+
+    def _checkpoints_committed(self, source: str, at: float) -> None:
+        self.telemetry.source(source).last_checkpoint_at = at
 
     def _make_runners(self) -> None:
         for name in self.selected:

@@ -15,6 +15,7 @@ The contract, for every implementation:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,8 +68,8 @@ class StreamRow:
 
 
 class CheckpointStore(Protocol):
-    last_commit_at: dict[str, float]
-    """Per source, the monotonic time its checkpoints were last committed."""
+    on_commit: Callable[[str, float], None] | None
+    """Told, for each source whose checkpoints a transaction committed, when (monotonic)."""
 
     def lock(self) -> None: ...
 

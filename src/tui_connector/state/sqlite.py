@@ -18,7 +18,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,7 @@ class StateStore:
         self._flusher: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._writing = False
-        self.last_commit_at: dict[str, float] = {}
+        self.on_commit: Callable[[str, float], None] | None = None
         self.run_id: int | None = None
         self._run_lock = RunLock(path)
 
@@ -426,9 +426,10 @@ class StateStore:
         now = _now()
         with _database_errors(self.path, "commit checkpoints"):
             await self._write_batch(db, batch, now)
-        committed_at = time.monotonic()
-        for c in batch:
-            self.last_commit_at[c.source] = committed_at
+        if self.on_commit is not None:
+            committed_at = time.monotonic()
+            for source in {c.source for c in batch}:
+                self.on_commit(source, committed_at)
 
     async def _write_batch(
         self, db: aiosqlite.Connection, batch: list[Checkpoint], now: str
