@@ -4,7 +4,6 @@ engine's insides, so the front ends depend on `facade` only."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from tui_connector.describe import describe_source
 from tui_connector.engine import Engine
@@ -13,8 +12,6 @@ from tui_connector.facade import (
     RunFacts,
     RunResult,
     SourceDescription,
-    all_finished,
-    interrupted,
 )
 from tui_connector.state import StateError
 from tui_connector.telemetry import RunTelemetry
@@ -34,7 +31,6 @@ class InProcessRun:
             stop_grace=engine.stop_grace,
         )
         self._descriptions: dict[str, SourceDescription] = {}
-        self._finished_before_stop = False
         self._task: asyncio.Task[object] | None = None  # the one in open() or run()
 
     # -- the view -------------------------------------------------------------------------------
@@ -79,12 +75,7 @@ class InProcessRun:
             result = await engine.run(until_done=until_done)
         except StateError as exc:
             raise RunError(str(exc)) from None
-        verdict = interrupted(
-            stop_requested=engine.stopping,
-            finished_before_stop=self._finished_before_stop,
-            unfinished=bool(result.stopped),
-        )
-        return dataclasses.replace(result, interrupted=verdict)
+        return result
 
     async def close(self) -> None:
         try:
@@ -127,10 +118,7 @@ class InProcessRun:
         self.engine.set_rate_limit(source, per_second)
 
     def request_stop(self) -> None:
-        engine = self.engine
-        if not engine.stopping:
-            self._finished_before_stop = all_finished(engine.telemetry, self.facts.selected)
-        engine.request_stop()
+        self.engine.request_stop()
 
     def quit_now(self) -> None:
         task = self._task

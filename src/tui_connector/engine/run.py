@@ -14,7 +14,7 @@ from pathlib import Path
 from tui_connector.config import LoadedConfig, ParentPartitions
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 from tui_connector.engine.source import RunServices, SourceRunner
-from tui_connector.facade import RunResult
+from tui_connector.facade import RunResult, all_finished, interrupted
 from tui_connector.sinks import Sink
 from tui_connector.sinks.jsonl import JsonLinesSink
 from tui_connector.state import CheckpointStore, StateError
@@ -87,6 +87,7 @@ class Engine:
         self.runners: dict[str, SourceRunner] = {}
         self._group: asyncio.TaskGroup | None = None
         self._stopping = False
+        self._finished_before_stop = False
         self.stop_requested_at: float | None = None
         self._thresholds = gc.get_threshold()  # so that `close` works on an engine never entered
 
@@ -196,11 +197,14 @@ class Engine:
             task.cancel()
 
     def _interrupted(self) -> bool:
-        """A stop counts as an interruption only if it left work undone (the dashboard's
-        run always ends with a stop, usually after everything finished)."""
-        return self._stopping and any(
-            runner.stats.status not in (SourceStatus.DONE, SourceStatus.FAILED)
-            for runner in self.runners.values()
+        return interrupted(
+            stop_requested=self._stopping,
+            finished_before_stop=self._finished_before_stop,
+            unfinished=any(
+                runner.stats.status not in (SourceStatus.DONE, SourceStatus.FAILED)
+                for runner in self.runners.values()
+            )
+            or len(self.runners) < len(self.selected),
         )
 
     def result(self) -> RunResult:
@@ -279,6 +283,9 @@ class Engine:
         """Graceful stop: no new requests; in-flight pages finish and commit."""
         if self._stopping:
             return
+        # The dashboard's run always ends with a stop: one after every source finished (or was
+        # stopped by hand) interrupts nothing.
+        self._finished_before_stop = all_finished(self.telemetry, self.selected)
         self._stopping = True
         self.stop_requested_at = time.monotonic()
         for runner in self.runners.values():
