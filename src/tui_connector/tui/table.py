@@ -380,49 +380,35 @@ class RowTable(ScrollView, can_focus=True):
             if index is not None:
                 self._refresh_row(index)
 
-    def action_cursor_up(self) -> None:
+    def _go(self, row: int, scroll_y: float) -> None:
+        """A key's move: the cursor to `row`, or, in a table without one, the view to
+        `scroll_y`."""
         self._set_hover(None)
         if self.show_cursor:
-            self.move_cursor(self.cursor_row - 1)
+            self.move_cursor(row)
         else:
-            self.scroll_up(animate=False)
+            self.scroll_to(y=scroll_y, animate=False)
+
+    def _page(self) -> int:
+        return max(1, self.scrollable_content_region.height - HEADER_HEIGHT)
+
+    def action_cursor_up(self) -> None:
+        self._go(self.cursor_row - 1, self.scroll_y - 1)
 
     def action_cursor_down(self) -> None:
-        self._set_hover(None)
-        if self.show_cursor:
-            self.move_cursor(self.cursor_row + 1)
-        else:
-            self.scroll_down(animate=False)
+        self._go(self.cursor_row + 1, self.scroll_y + 1)
 
     def action_page_up(self) -> None:
-        self._set_hover(None)
-        page = max(1, self.scrollable_content_region.height - HEADER_HEIGHT)
-        if self.show_cursor:
-            self.move_cursor(self.cursor_row - page)
-        else:
-            self.scroll_to(y=self.scroll_y - page, animate=False)
+        self._go(self.cursor_row - self._page(), self.scroll_y - self._page())
 
     def action_page_down(self) -> None:
-        self._set_hover(None)
-        page = max(1, self.scrollable_content_region.height - HEADER_HEIGHT)
-        if self.show_cursor:
-            self.move_cursor(self.cursor_row + page)
-        else:
-            self.scroll_to(y=self.scroll_y + page, animate=False)
+        self._go(self.cursor_row + self._page(), self.scroll_y + self._page())
 
     def action_first_row(self) -> None:
-        self._set_hover(None)
-        if self.show_cursor:
-            self.move_cursor(0)
-        else:
-            self.scroll_to(y=0, animate=False)
+        self._go(0, 0)
 
     def action_last_row(self) -> None:
-        self._set_hover(None)
-        if self.show_cursor:
-            self.move_cursor(len(self._row_keys) - 1)
-        else:
-            self.scroll_to(y=self.max_scroll_y, animate=False)
+        self._go(len(self._row_keys) - 1, self.max_scroll_y)
 
     def action_scroll_home(self) -> None:
         self.scroll_to(x=0, animate=False)
