@@ -68,7 +68,10 @@ class Committed:
     position: int
 
 
-@dataclass(frozen=True, slots=True)
+# Made for every page: plain (not frozen) dataclasses, which are made in a third of the time.
+
+
+@dataclass(slots=True)
 class SequentialPage:
     """A page fetched in order, and the checkpoint committing it makes."""
 
@@ -79,7 +82,7 @@ class SequentialPage:
     finished: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ParallelPage:
     """Page `index` of a stream whose pages are fetched many at once."""
 
