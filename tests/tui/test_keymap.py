@@ -24,6 +24,7 @@ from tui_connector.tui.settings import (
     settings_path,
 )
 
+from .dashboard import in_flight
 from helpers import async_wait_for, engine_of
 
 SIZE = (140, 40)
@@ -152,6 +153,10 @@ async def test_a_key_rebound_by_id_works_and_the_old_one_does_not(
         assert not engine.is_paused("alpha")
         await pilot.press("x")
         assert engine.is_paused("alpha")
+        # The screen names the key as the operator has it.
+        await async_wait_for(
+            lambda: "alpha: paused (x resumes)" in in_flight(app), what="the paused source"
+        )
         await pilot.press("x")
         assert not engine.is_paused("alpha")
         shown = {

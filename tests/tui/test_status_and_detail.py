@@ -17,6 +17,7 @@ from tui_connector.telemetry import (
 )
 from tui_connector.tui import format as fmt
 from tui_connector.tui.app import Dashboard
+from tui_connector.tui.keys import DEFAULT_KEYS
 from tui_connector.tui.screens import SourceDetailScreen
 from tui_connector.tui.widgets import (
     MAX_PARTITIONS_SHOWN,
@@ -235,7 +236,7 @@ def test_partition_rollup_and_concurrency_texts() -> None:
     stats.concurrency_mode = ConcurrencyMode.MANUAL
     assert fmt.concurrency_text(stats) == "12/20 M"
     stats.concurrency_reason, stats.concurrency_changed_at = "raised: throughput rising", 100.0
-    assert fmt.concurrency_note(stats, 103.0) == (
+    assert fmt.concurrency_note(stats, 103.0, DEFAULT_KEYS["auto"]) == (
         "s: limit 20, manual (a: auto) — raised: throughput rising, 3 seconds ago"
     )
 

@@ -215,7 +215,8 @@ class Dashboard(App[int]):
             (name, source_cells(name, sources.get(name), now)) for name in self.facts.selected
         )
         in_flight = telemetry.in_flight
-        idle = (idle_reason(stats, now) for stats in sources.values())
+        pause_key = self.keys["pause"]
+        idle = (idle_reason(stats, now, pause_key) for stats in sources.values())
         self.in_flight_pane.show(
             in_flight.values(),
             len(in_flight),
@@ -248,7 +249,7 @@ class Dashboard(App[int]):
         sources only). One source, whatever their number."""
         selected = self.sources_table.selected_source
         stats = self.telemetry.sources.get(selected) if selected else None
-        note = fmt.concurrency_note(stats, now)
+        note = fmt.concurrency_note(stats, now, self.keys["auto"])
         if note != self._shown_note:
             self._shown_note = note
             self.sources_table.border_subtitle = note or None

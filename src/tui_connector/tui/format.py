@@ -155,11 +155,13 @@ def checkpoint_age(last_commit_at: float | None, now: float) -> str:
     return duration(now - last_commit_at)
 
 
-def concurrency_note(stats: SourceStats | None, now: float) -> str:
-    """One line on an adaptive source's limit: who sets it, and why it last changed."""
+def concurrency_note(stats: SourceStats | None, now: float, auto_key: str) -> str:
+    """One line on an adaptive source's limit: who sets it, and why it last changed.
+    `auto_key`: the key that hands it back to the controller, as the operator has it."""
     if stats is None or stats.concurrency_mode is ConcurrencyMode.FIXED:
         return ""
-    mode = "auto" if stats.concurrency_mode is ConcurrencyMode.AUTO else "manual (a: auto)"
+    manual = f"manual ({auto_key}: auto)"
+    mode = "auto" if stats.concurrency_mode is ConcurrencyMode.AUTO else manual
     text = f"{stats.name}: limit {stats.concurrency}, {mode}"
     change = concurrency_change_text(stats, now)
     return f"{text} — {change}" if change else text

@@ -272,8 +272,9 @@ MAX_IN_FLIGHT_SHOWN = 50
 IN_FLIGHT_SHRINK_AFTER_SECONDS = 2.0
 
 
-def idle_reason(stats: SourceStats, now: float) -> str | None:
-    """Why a source with nothing in flight is idle, when it is waiting rather than done."""
+def idle_reason(stats: SourceStats, now: float, pause_key: str) -> str | None:
+    """Why a source with nothing in flight is idle, when it is waiting rather than done.
+    `pause_key`: the key that pauses and resumes a source, as the operator has it."""
     if stats.in_flight:
         return None
     backoff = backoff_seconds(stats, now)
@@ -281,7 +282,7 @@ def idle_reason(stats: SourceStats, now: float) -> str | None:
         last = f": {shorten(stats.last_error, 60)}" if stats.last_error else ""
         return f"{stats.name}: backing off, next attempt in {fmt.countdown(backoff)}{last}"
     if stats.status is SourceStatus.PAUSED:
-        return f"{stats.name}: paused (p resumes)"
+        return f"{stats.name}: paused ({pause_key} resumes)"
     if stats.status is SourceStatus.PAUSING:
         return f"{stats.name}: pausing, committing its last page"
     return None
