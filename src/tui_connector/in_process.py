@@ -70,12 +70,10 @@ class InProcessRun:
 
     async def run(self, *, until_done: bool = True) -> RunResult:
         self._task = asyncio.current_task()
-        engine = self.engine
         try:
-            result = await engine.run(until_done=until_done)
+            return await self.engine.run(until_done=until_done)
         except StateError as exc:
             raise RunError(str(exc)) from None
-        return result
 
     async def close(self) -> None:
         try:
