@@ -32,7 +32,7 @@ NAMED_KEYS = frozenset(
 )
 KEY_ADVICE = (
     "write one key like x, X, ctrl+x, f2, enter, question_mark, or several separated by "
-    "commas (`textual keys` prints the name of any key you press)"
+    "commas (`textual keys`, from `pip install textual-dev`, prints the name of any key you press)"
 )
 
 
