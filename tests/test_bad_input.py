@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
@@ -213,21 +212,15 @@ def write(directory: str, content: str | bytes) -> Path:
     return path
 
 
-# No load may hang: at least 10x the slowest load seen on a slow machine of CI's kind (2.5 s).
-HANG_GUARD_S = 30.0
-
-
 def outcome(path: Path) -> list[str] | None:
     """Load `path` directly and through `tui-connector validate`; check that both agree and
     that every error is located. Returns the error messages, or None when the file is valid."""
-    started = time.monotonic()
     try:
         load_config(path, env=ENV)
     except ConfigError as exc:
         messages: list[str] | None = exc.messages
     else:
         messages = None
-    assert time.monotonic() - started < HANG_GUARD_S, "loading hung"
 
     lines = path.read_bytes().decode("utf-8", errors="replace").splitlines() or [""]
     for message in messages or []:
@@ -656,23 +649,21 @@ BOMBS = [
 ]
 
 
+# The memory bound is what shows nothing was expanded. The timeout is only a hang guard: these
+# take up to 2.5 s on a slow machine of CI's kind.
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(("text", "expected"), [b[1:] for b in BOMBS], ids=[b[0] for b in BOMBS])
 def test_bombs_are_refused_quickly_in_little_memory(
     tmp_path: Path, text: str, expected: str
 ) -> None:
     path = write(str(tmp_path), text)
     tracemalloc.start()
-    started = time.monotonic()
     try:
         with pytest.raises(ConfigError) as caught:
             load_config(path, env=ENV)
-        elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # The memory bound is what shows nothing was expanded; the time bound only guards against a
-    # hang (these take up to 2.5 s on a slow machine of CI's kind).
-    assert elapsed < HANG_GUARD_S, f"{elapsed:.1f} s"
     assert peak < 50_000_000, f"{peak / 1e6:.0f} MB"
     message = str(caught.value)
     assert message.startswith(f"{path}{expected}"), message

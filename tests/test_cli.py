@@ -6,14 +6,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tui_connector.demo.server import DemoServer
-from tui_connector.engine import STOP_GRACE_S
 
 from helpers import (
     cli,
@@ -109,8 +107,8 @@ def test_a_signal_commits_then_resume_refetches_nothing(
 def test_second_sigint_exits_at_once_and_stays_safe(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:
-    # Every request takes 10 minutes: a graceful stop would wait the grace (10 s) for them and
-    # then print the run's summary; an immediate exit does neither.
+    # Every request takes 10 minutes: a graceful stop would wait out its grace for them and then
+    # print the run's summary, whatever happened meanwhile; only an immediate exit prints none.
     server = demo_server_factory(records=300, latency_ms=600_000)
     config = backfill_config(tmp_path, server.url)
     process = start("run", "--headless", str(config), "--progress-interval", "60")
@@ -123,12 +121,10 @@ def test_second_sigint_exits_at_once_and_stays_safe(
     assert process.stderr is not None
     while "stopping" not in process.stderr.readline():
         pass
-    interrupted_at = time.monotonic()
     process.send_signal(signal.SIGINT)
     stdout, _ = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "interrupted:" not in stdout  # no summary: the graceful stop did not run to its end
-    assert time.monotonic() - interrupted_at < STOP_GRACE_S  # nor wait out its grace
     server.update_knobs(latency_ms=0)
     final = cli("run", "--headless", str(config))
     assert final.returncode == 0

