@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -12,6 +13,8 @@ from textual.widgets import Static
 
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
+from tui_connector.engine import Engine
+from tui_connector.in_process import InProcessRun
 from tui_connector.tui.app import Dashboard
 from tui_connector.tui.widgets import (
     InFlightPane,
@@ -81,3 +84,8 @@ def record_notifications(app: Dashboard) -> list[tuple[str, str]]:
 
     app.notify = recording  # type: ignore[method-assign]
     return notes
+
+
+def dashboard_on(config: LoadedConfig, **options: Any) -> Dashboard:
+    """The dashboard over an in-process run of `config` (options: the Dashboard's)."""
+    return Dashboard(InProcessRun(Engine(config)), **options)

@@ -23,6 +23,7 @@ from .dashboard import (
     PAGES,
     SIZE,
     cell,
+    dashboard_on,
     in_flight,
     record_notifications,
     requests_for,
@@ -52,7 +53,7 @@ async def test_p_pauses_the_selected_source_and_p_again_resumes_it(
     busy = sources_yaml(server.url, ["busy"], PAGES.replace("size: 10", "size: 2"))
     idle = sources_yaml(server.url, ["idle"]).removeprefix("sources:\n")
     config = write_config(busy + idle)
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
         await pilot.press("down")
@@ -84,7 +85,7 @@ async def test_pausing_is_shown_until_the_request_in_flight_has_committed(
 ) -> None:
     server = demo_server_factory(records=100, page_size=10, latency_ms=400)
     config = write_config(sources_yaml(server.url, ["slow"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "slow" in stats and stats["slow"].in_flight == 1)
@@ -103,7 +104,7 @@ async def test_shift_p_pauses_and_resumes_every_source(
 ) -> None:
     server = demo_server_factory(records=1000, page_size=10, latency_ms=20)
     config = write_config(sources_yaml(server.url, ["one", "two", "three"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         engine = engine_of(app)
         await async_wait_for(lambda: len(engine.runners) == 3 and engine.telemetry.sources)
@@ -124,7 +125,7 @@ async def test_plus_and_minus_change_the_concurrency_the_engine_uses(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["first", "second"], "concurrency: 3\n"))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         engine = engine_of(app)
         runners = engine.runners
@@ -147,7 +148,7 @@ async def test_plus_turns_an_auto_source_manual_and_a_turns_it_back(
 ) -> None:
     server = demo_server_factory(records=5000, page_size=10, latency_ms=20)
     config = write_config(sources_yaml(server.url, ["adaptive"], "concurrency: auto\n" + PAGES))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
@@ -195,7 +196,7 @@ async def test_a_on_a_fixed_source_warns_and_changes_nothing(
 ) -> None:
     server = demo_server_factory(records=1000, page_size=10, latency_ms=20)
     config = write_config(sources_yaml(server.url, ["fixed"], "concurrency: 3\n" + PAGES))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     notes = record_notifications(app)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
@@ -220,7 +221,7 @@ async def test_the_palette_returns_a_manual_source_to_auto(
     # Slow requests keep the process idle, so that Pilot types without waiting for it.
     server = demo_server_factory(records=1000, page_size=10, latency_ms=300)
     config = write_config(sources_yaml(server.url, ["tuned"], "concurrency: auto\n" + PAGES))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "tuned" in stats)
@@ -255,7 +256,7 @@ async def test_r_retries_a_failed_source_to_completion(
     config = write_config(
         sources_yaml(server.url, ["again"], "retry: {max_attempts: 2, backoff_base: 0}\n" + PAGES)
     )
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "again" in stats and stats["again"].pages >= 5)
@@ -279,7 +280,7 @@ async def test_s_stops_the_selected_source_and_r_resumes_it(
 ) -> None:
     server = demo_server_factory(records=300, page_size=10, latency_ms=10)
     config = write_config(sources_yaml(server.url, ["halted"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "halted" in stats and stats["halted"].pages >= 3)

@@ -13,7 +13,7 @@ from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 from tui_connector.in_process import InProcessRun
-from tui_connector.tui.app import Dashboard, run_dashboard
+from tui_connector.tui.app import run_dashboard
 from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.keys import KEYS_BY_ID
 from tui_connector.tui.screens import HelpScreen, KeyList
@@ -24,7 +24,7 @@ from tui_connector.tui.settings import (
     settings_path,
 )
 
-from .dashboard import in_flight
+from .dashboard import dashboard_on, in_flight
 from helpers import async_wait_for, engine_of
 
 SIZE = (140, 40)
@@ -145,7 +145,7 @@ async def test_a_key_rebound_by_id_works_and_the_old_one_does_not(
     # Slow requests keep the process idle, so that Pilot types without waiting for it.
     server = demo_server_factory(records=1000, page_size=10, latency_ms=300)
     config = write_config(sources_yaml(server.url, ["alpha"]))
-    app = Dashboard(InProcessRun(Engine(config)), keymap=load_settings().keymap)
+    app = dashboard_on(config, keymap=load_settings().keymap)
     async with app.run_test(size=SIZE) as pilot:
         engine = engine_of(app)
         await async_wait_for(lambda: "alpha" in engine.telemetry.sources, what="alpha")
@@ -173,7 +173,7 @@ async def test_the_help_and_the_palette_name_the_keys_of_the_binding_table(
 ) -> None:
     keymap = {"pause-all": "ctrl+a", "quit": "Q", "filter-errors": "g"}
     config = write_config(sources_yaml(demo.url, ["alpha"]))
-    app = Dashboard(InProcessRun(Engine(config)), keymap=keymap)
+    app = dashboard_on(config, keymap=keymap)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         table = {  # the keys of the footer's table as Textual binds them, keymap applied

@@ -26,6 +26,7 @@ from tui_connector.tui.widgets import (
 from .dashboard import (
     SIZE,
     cell,
+    dashboard_on,
     finished_with_its_error,
     good_and_broken,
     sources_yaml,
@@ -39,7 +40,7 @@ async def test_the_in_flight_pane_is_bounded_and_builds_only_the_lines_on_screen
 ) -> None:
     server = demo_server_factory(records=20, page_size=10)
     config = write_config(sources_yaml(server.url, ["a", "b", "c"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         app.refresh_timer.pause()  # ticks by hand only: one tick, one frame
@@ -75,7 +76,7 @@ async def finished_run_ticked_by_hand(
     server = demo_server_factory(records=20, page_size=10)
     config = write_config(sources_yaml(server.url, ["a"]))
     clock = [1_000.0]
-    app = Dashboard(InProcessRun(Engine(config)), clock=lambda: clock[0])
+    app = dashboard_on(config, clock=lambda: clock[0])
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         app.refresh_timer.pause()
@@ -155,7 +156,7 @@ async def test_a_tick_with_nothing_new_updates_no_row(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["calm", "quiet"]))
-    app = Dashboard(InProcessRun(Engine(config)), clock=lambda: 1_000.0)
+    app = dashboard_on(config, clock=lambda: 1_000.0)
     async with app.run_test(size=SIZE):
         await async_wait_for(app.all_finished, what="the run")
         await async_wait_for(lambda: not engine_of(app).telemetry.in_flight)
@@ -171,7 +172,7 @@ async def test_a_tick_that_changes_one_source_draws_only_its_row(
 ) -> None:
     names = ["one", "two", "three", "four"]
     config = write_config(sources_yaml(demo.url, names))
-    app = Dashboard(InProcessRun(Engine(config)), clock=lambda: 1_000.0)
+    app = dashboard_on(config, clock=lambda: 1_000.0)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         await async_wait_for(lambda: not engine_of(app).telemetry.in_flight)
@@ -210,7 +211,7 @@ async def test_help_lists_every_key(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["any"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         await async_wait_for(lambda: isinstance(app.screen, HelpScreen), what="help")
@@ -231,7 +232,7 @@ async def test_the_help_and_the_footer_are_not_rebuilt_each_time_the_help_opens(
     Textual rebuilds a footer's keys (and lays the screen out again) at every change of
     screen or focus, though the help opening and closing changes none of the keys shown."""
     config = write_config(sources_yaml(demo.url, ["any"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         footer = app.screen.query_one(SteadyFooter)
         await async_wait_for(lambda: bool(footer.children), what="the footer's keys")
@@ -304,7 +305,7 @@ async def test_the_command_palette_pauses_a_source_by_name(
     # Slow requests keep the process idle, so that Pilot types without waiting for it.
     server = demo_server_factory(records=1000, page_size=10, latency_ms=300)
     config = write_config(sources_yaml(server.url, ["alpha", "beta"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(lambda: len(engine_of(app).telemetry.sources) == 2)
         await pilot.press("ctrl+p")

@@ -14,6 +14,7 @@ from tui_connector.tui.app import Dashboard
 from .dashboard import (
     PAGES,
     SIZE,
+    dashboard_on,
     shown,
     sources_yaml,
 )
@@ -28,7 +29,7 @@ async def test_q_after_the_run_exits_0_with_everything_committed(
 ) -> None:
     server = demo_server_factory(records=RECORDS, page_size=50)
     config = write_config(sources_yaml(server.url, ["kept", "also"], PAGES.replace("10", "50")))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         await pilot.press("q")
@@ -51,7 +52,7 @@ async def test_q_mid_run_shows_the_grace_countdown_and_commits_before_exiting(
 ) -> None:
     server = demo_server_factory(records=300, page_size=10, latency_ms=1_000)
     config = write_config(sources_yaml(server.url, ["long"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         stats = engine_of(app).telemetry.sources
         await async_wait_for(lambda: "long" in stats and stats["long"].in_flight == 1)
@@ -102,7 +103,7 @@ async def test_exit_when_done_exits_with_the_runs_code(
         f"sources:\n  fine:\n    url: {demo.url}/v1/all/fine\n"
         f"  broken:\n    url: {demo.url}/v1/nowhere/broken\n"
     )
-    app = Dashboard(InProcessRun(Engine(config)), exit_when_done=True)
+    app = dashboard_on(config, exit_when_done=True)
     async with app.run_test(size=SIZE):
         await async_wait_for(lambda: app.return_value is not None, what="exit")
     assert app.return_value == 1
@@ -115,7 +116,7 @@ async def test_a_locked_state_exits_2_with_the_reason(
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["locked"]))
     async with Engine(config):
-        app = Dashboard(InProcessRun(Engine(config)))
+        app = dashboard_on(config)
         async with app.run_test(size=SIZE):
             await async_wait_for(lambda: app.return_value is not None, what="exit")
     assert app.return_value == 2

@@ -13,8 +13,6 @@ from textual.pilot import Pilot
 
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
-from tui_connector.engine import Engine
-from tui_connector.in_process import InProcessRun
 from tui_connector.telemetry import (
     ConcurrencyMode,
 )
@@ -27,6 +25,7 @@ from tui_connector.tui.widgets import (
 from .dashboard import (
     SIZE,
     TOKEN,
+    dashboard_on,
 )
 from helpers import async_wait_for, engine_of
 
@@ -83,7 +82,7 @@ def finished_run(
     config = write_config(SNAPSHOT_CONFIG.format(url=demo.url), env={"API_TOKEN": TOKEN})
     # The demo server's port changes with every session: hide it like a secret.
     config.redactor.add(f"127.0.0.1:{demo.port}")
-    yield lambda: Dashboard(InProcessRun(Engine(config)), clock=lambda: FROZEN_AT)
+    yield lambda: dashboard_on(config, clock=lambda: FROZEN_AT)
     monkeypatch.delenv("TZ")
     time.tzset()
 

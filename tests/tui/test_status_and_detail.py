@@ -29,6 +29,7 @@ from .dashboard import (
     SIZE,
     TOKEN,
     cell,
+    dashboard_on,
     finished_with_its_error,
     good_and_broken,
     in_flight,
@@ -46,7 +47,7 @@ async def test_a_backing_off_source_shows_a_live_countdown(
 ) -> None:
     server = demo_server_factory(fault_rate=1.0, faults=("429",), retry_after_s=30)
     config = write_config(sources_yaml(server.url, ["throttled"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(
             lambda: cell(app, "throttled", "status").startswith("backing off"), what="backoff"
@@ -92,7 +93,7 @@ async def test_the_errors_pane_follows_new_errors_unless_focused(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["noisy"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         app.refresh_timer.pause()  # ticks by hand only
@@ -129,7 +130,7 @@ async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
         "    pagination: {type: cursor, cursor: next_cursor, cursor_param: cursor}\n",
         env={"API_TOKEN": TOKEN},
     )
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         await pilot.press("enter")
@@ -150,7 +151,7 @@ async def test_a_click_on_a_source_selects_it_and_opens_its_detail(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(sources_yaml(demo.url, ["first", "second", "third"]))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         # The table's top border, its header, then one line per source.
@@ -176,7 +177,7 @@ async def test_a_partitioned_source_rolls_up_its_partitions_and_the_detail_lists
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(SHARDS.format(url=demo.url, values="alpha, beta, gamma"))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, what="the run")
         stats = engine_of(app).telemetry.sources["shards"]
@@ -210,7 +211,7 @@ async def test_the_partitions_list_is_bounded(
     names = [f"p{number:03d}" for number in range(MAX_PARTITIONS_SHOWN + 30)]
     shards = SHARDS.format(url=demo.url, values=", ".join(names))
     config = write_config(shards.replace("per_page: 20", "per_page: 500"))
-    app = Dashboard(InProcessRun(Engine(config)))
+    app = dashboard_on(config)
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(app.all_finished, within=60, what="the run")
         total = len(names)
