@@ -197,12 +197,12 @@ def _run_headless(engine: Engine, *, progress: str, interval: float) -> int:
 @click.argument("config", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
 def validate(config: str) -> None:
     """Check CONFIG and list its sources; exit 2 with located errors if it is wrong."""
-    from tui_connector.describe import describe_source
+    from tui_connector.describe import headline
 
     loaded = _load(config)
     click.echo(f"{config}: OK, {len(loaded.sources)} source(s)")
     for name, spec in loaded.sources.items():
-        click.echo(f"  {name}: {describe_source(spec, loaded.redactor).headline}")
+        click.echo(f"  {name}: {headline(spec, loaded.redactor)}")
 
 
 @cli.command()

@@ -19,8 +19,9 @@ from tui_connector.config import (
     SourceSpec,
     ValuePartitions,
 )
+from tui_connector.exchange import shorten
 from tui_connector.facade import Setting, SourceDescription
-from tui_connector.figures import PLACEHOLDER, one_line, shorten
+from tui_connector.figures import PLACEHOLDER, one_line
 from tui_connector.redact import REDACTED, looks_secret
 
 MAX_VALUES_SHOWN = 5
@@ -32,7 +33,7 @@ def describe_source(spec: SourceSpec, redact: Callable[[str], str]) -> SourceDes
     settings = tuple((label, redact(one_line(text))) for label, text in _settings(spec))
     return SourceDescription(
         name=spec.name,
-        headline=_headline(spec, redact),
+        headline=headline(spec, redact),
         settings=settings,
         concurrency=spec.concurrency,
         partitioned=spec.partitions is not None,
@@ -40,7 +41,7 @@ def describe_source(spec: SourceSpec, redact: Callable[[str], str]) -> SourceDes
     )
 
 
-def _headline(spec: SourceSpec, redact: Callable[[str], str]) -> str:
+def headline(spec: SourceSpec, redact: Callable[[str], str]) -> str:
     """The request, its pagination, concurrency and rate limit, partitions and incremental
     field, on one line."""
     auto = spec.auto_concurrency

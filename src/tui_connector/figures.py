@@ -13,10 +13,6 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
 def active_seconds(stats: SourceStats, now: float) -> float:
     """How long the source has been running in this run (up to its end once finished)."""
     if stats.started_at is None:

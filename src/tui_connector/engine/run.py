@@ -14,7 +14,7 @@ from pathlib import Path
 from tui_connector.config import LoadedConfig, ParentPartitions
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 from tui_connector.engine.source import RunServices, SourceRunner
-from tui_connector.facade import RunResult, all_finished, interrupted
+from tui_connector.facade import RunResult, interrupted
 from tui_connector.sinks import Sink
 from tui_connector.sinks.jsonl import JsonLinesSink
 from tui_connector.state import CheckpointStore, StateError
@@ -285,7 +285,9 @@ class Engine:
             return
         # The dashboard's run always ends with a stop: one after every source finished (or was
         # stopped by hand) interrupts nothing.
-        self._finished_before_stop = all_finished(self.telemetry, self.selected)
+        self._finished_before_stop = len(self.runners) == len(self.selected) and (
+            self._all_finished()
+        )
         self._stopping = True
         self.stop_requested_at = time.monotonic()
         for runner in self.runners.values():

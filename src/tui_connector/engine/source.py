@@ -373,6 +373,9 @@ class SourceRunner:
         return await run.run()
 
     def _stream_failed(self, stream: StreamStats, message: str, *, fatal: bool) -> None:
+        # Redacted here, once: the telemetry is what front ends show (a bug's message may
+        # quote a request).
+        message = self.run_services.redact(message)
         stream.status = StreamStatus.FAILED
         stream.error = message
         self.stats.streams_failed += 1

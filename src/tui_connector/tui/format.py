@@ -4,6 +4,7 @@ strings (rates, ETA, progress) are the headless reporter's too: `figures`."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -197,6 +198,11 @@ def totals_text(telemetry: RunTelemetry, facts: RunFacts, finished: bool, now: f
     return " · ".join(parts) + (
         f" │ {count(records)} records │ {rate(overall)} records/s"
         f" │ elapsed {elapsed(seconds)}"
-        f" │ state {shown_path(facts.state_path)}"
-        f" │ lake {shown_path(facts.lake_path)}"
+        f"{_places(facts)}"
     )
+
+
+@functools.cache
+def _places(facts: RunFacts) -> str:
+    """Where the run keeps its state and lake: the same for the whole run, so made once."""
+    return f" │ state {shown_path(facts.state_path)} │ lake {shown_path(facts.lake_path)}"

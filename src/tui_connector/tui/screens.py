@@ -244,7 +244,9 @@ class SourceDetailScreen(Screen[None]):
         self._refresh_sparkline()
         history = self.history
         history.sync(telemetry.errors)
-        history.border_title = f"Errors of {self.source} ({history.row_count})"
+        title = f"Errors of {self.source} ({history.row_count})"
+        if history.border_title != title:  # setting it repaints the whole table
+            history.border_title = title
 
     def _refresh_sparkline(self) -> None:
         if self.throughput.samples_taken == self._shown_samples:

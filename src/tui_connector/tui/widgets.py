@@ -19,13 +19,13 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Footer
 
+from tui_connector.exchange import shorten
 from tui_connector.figures import (
     PLACEHOLDER,
     backoff_seconds,
     one_line,
     records_per_second,
     requests_per_second,
-    shorten,
 )
 from tui_connector.telemetry import (
     ErrorEvent,
