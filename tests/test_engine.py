@@ -20,7 +20,7 @@ from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import YOUNG_GENERATION_THRESHOLD, Engine
 from tui_connector.http.client import tls_context
-from tui_connector.sinks import jsonl
+from tui_connector.sinks import local
 from tui_connector.state import StateLockedError
 from tui_connector.telemetry import SourceStatus
 
@@ -386,14 +386,14 @@ async def test_paused_means_every_fetched_page_is_in_the_lake_even_after_a_quick
     )
     disk = threading.Event()  # held: the first pause's write waits on a slow disk
     writing = threading.Event()
-    real = jsonl.write_file_sync
+    real = local.write_file_sync
 
     def slow_disk(*args: Any) -> int:
         writing.set()
         disk.wait(timeout=30)
         return real(*args)
 
-    monkeypatch.setattr(jsonl, "write_file_sync", slow_disk)
+    monkeypatch.setattr(local, "write_file_sync", slow_disk)
     engine = Engine(config)
     async with engine:
         task = asyncio.create_task(engine.run())

@@ -22,7 +22,7 @@ from tui_connector.config import LoadedConfig
 from tui_connector.demo.faults import FAULTS
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
-from tui_connector.sinks import jsonl
+from tui_connector.sinks import local
 
 from helpers import RECORDS, cli, expected_ids, lake_ids, run_engine
 
@@ -83,7 +83,7 @@ def fail_lake_writes(
         return opened
 
     # `open` looked up in the lake module finds this before the builtin.
-    monkeypatch.setattr(jsonl, "open", open_page, raising=False)
+    monkeypatch.setattr(local, "open", open_page, raising=False)
 
 
 @pytest.mark.parametrize(
@@ -418,5 +418,5 @@ async def test_hostile_servers_fail_their_source_quickly_and_hold_no_huge_body(
     deep = [entry for entry in server.log() if "/deep/" in entry.path]
     assert len(deep) == 3
     assert lake_ids(config.out, "too-deep-to-write") == Counter()
-    (page,) = jsonl.source_pages_sync(config.out, "deep")
+    (page,) = local.source_pages_sync(config.out, "deep")
     assert json.loads(page.read_text()) == json.loads("[" * 500 + "]" * 500)

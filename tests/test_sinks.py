@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tui_connector.sinks import LakeError, StreamKey, jsonl
+from tui_connector.sinks import LakeError, StreamKey, local
 from tui_connector.sinks.batching import MAX_UNWRITTEN, Batch, BatchWriter
-from tui_connector.sinks.jsonl import (
+from tui_connector.sinks.local import (
     JsonLinesSink,
     clear_stream_sync,
     page_path,
@@ -83,13 +83,13 @@ async def test_a_stream_waits_while_its_batches_wait_for_the_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk_free = threading.Event()
-    real = jsonl.write_file_sync
+    real = local.write_file_sync
 
     def slow_disk(*args: Any) -> int:
         disk_free.wait(timeout=30)
         return real(*args)
 
-    monkeypatch.setattr(jsonl, "write_file_sync", slow_disk)
+    monkeypatch.setattr(local, "write_file_sync", slow_disk)
     sink = JsonLinesSink(tmp_path)
     batcher = BatchWriter(sink, STREAM, max_seconds=60, commit=lambda b, w: None, max_bytes=1)
     for position in range(MAX_UNWRITTEN):  # one writing, the others waiting
@@ -105,13 +105,13 @@ async def test_a_stream_waits_while_its_batches_wait_for_the_disk(
 
 
 @pytest.mark.skipif(
-    not hasattr(os, "setpriority") or os.getpriority(os.PRIO_PROCESS, 0) >= jsonl.WRITER_NICENESS,
+    not hasattr(os, "setpriority") or os.getpriority(os.PRIO_PROCESS, 0) >= local.WRITER_NICENESS,
     reason="per-thread niceness (Linux), in a process not already that nice",
 )
 async def test_lake_writers_give_the_event_loop_the_cpu_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = jsonl.write_file_sync
+    real = local.write_file_sync
     writers: list[tuple[str, int]] = []
 
     def noting_who_writes(*args: Any) -> int:
@@ -119,12 +119,12 @@ async def test_lake_writers_give_the_event_loop_the_cpu_first(
         writers.append((thread.name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
         return real(*args)
 
-    monkeypatch.setattr(jsonl, "write_file_sync", noting_who_writes)
+    monkeypatch.setattr(local, "write_file_sync", noting_who_writes)
     sink = JsonLinesSink(tmp_path)
     assert await sink.write_batch(STREAM, 0, [sink.stage([{"id": 1}])], lambda: False)
     await sink.aclose()
     [(name, niceness)] = writers
-    assert name.startswith("lake-writer") and niceness == jsonl.WRITER_NICENESS
+    assert name.startswith("lake-writer") and niceness == local.WRITER_NICENESS
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < niceness  # the loop's
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("lake-")]
     # Closed, it writes again (an engine entered a second time), and closes again.
@@ -137,7 +137,7 @@ async def test_a_write_abandoned_in_its_thread_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started, disk_free, finished = threading.Event(), threading.Event(), threading.Event()
-    real = jsonl.write_file_sync
+    real = local.write_file_sync
 
     def slow_disk(*args: Any) -> int:
         started.set()
@@ -147,7 +147,7 @@ async def test_a_write_abandoned_in_its_thread_leaves_no_file(
         finally:
             finished.set()
 
-    monkeypatch.setattr(jsonl, "write_file_sync", slow_disk)
+    monkeypatch.setattr(local, "write_file_sync", slow_disk)
     committed: list[int] = []
     sink = JsonLinesSink(tmp_path)
     batcher = BatchWriter(
@@ -171,14 +171,14 @@ async def test_a_failed_batch_write_commits_nothing_after_it(
     batcher = BatchWriter(
         sink, STREAM, max_seconds=60, commit=lambda b, w: committed.append(b.position), max_bytes=1
     )
-    real = jsonl.write_file_sync
+    real = local.write_file_sync
 
     def full_disk_at_two(directory: Path, position: int, *args: Any) -> int:
         if position == 2:
             raise LakeError("cannot write: No space left on device")
         return real(directory, position, *args)
 
-    monkeypatch.setattr(jsonl, "write_file_sync", full_disk_at_two)
+    monkeypatch.setattr(local, "write_file_sync", full_disk_at_two)
     for position in range(4):  # each page its own batch (max_bytes=1), all written behind
         await batcher.add(position, [{"id": position}], None)
     with pytest.raises(LakeError, match="No space left"):

@@ -60,6 +60,23 @@ class _FiniteFloatRange(click.FloatRange):
         return number
 
 
+class _LakeLocation(click.ParamType):
+    """A lake directory (it must not be a file) or an object-store URL (a known scheme)."""
+
+    name = "lake"
+    _directory = click.Path(file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from tui_connector.config.lake import check_location, url_scheme
+
+        if url_scheme(str(value)) is None:
+            return self._directory.convert(value, param, ctx)
+        try:
+            return check_location(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -94,8 +111,9 @@ def cli() -> None:
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Lake directory (default: the config's 'out').",
+    type=_LakeLocation(),
+    metavar="DIR|URL",
+    help="The lake: a directory or an object-store URL (default: the config's 'out').",
 )
 @click.option(
     "--only",
@@ -130,7 +148,7 @@ def run(
     config: str,
     headless: bool,
     state_path: Path | None,
-    out: Path | None,
+    out: str | None,
     only: tuple[str, ...],
     full_refresh: bool,
     progress: str,
@@ -155,15 +173,16 @@ def run(
 def _engine(
     loaded: LoadedConfig,
     state_path: Path | None,
-    out: Path | None,
+    out: str | None,
     only: list[str],
     full_refresh: bool,
 ) -> Engine:
     from tui_connector.engine import Engine
+    from tui_connector.sinks import LakeError
 
     try:
         return Engine(loaded, state_path=state_path, out=out, only=only, full_refresh=full_refresh)
-    except ValueError as exc:
+    except (ValueError, LakeError) as exc:
         _fail(str(exc))
 
 

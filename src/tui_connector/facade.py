@@ -68,7 +68,7 @@ class RunFacts:
 
     selected: tuple[str, ...]  # the sources of this run, in the config's order
     state_path: Path
-    lake_path: Path
+    lake: str  # a directory, or an object store's URL
     max_concurrency: int  # the most requests in flight a source may be given
     stop_grace: float  # seconds a graceful stop lets the requests in flight finish
 

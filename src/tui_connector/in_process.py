@@ -26,7 +26,7 @@ class InProcessRun:
         self.facts = RunFacts(
             selected=tuple(engine.selected),
             state_path=engine.state_path,
-            lake_path=engine.out,
+            lake=engine.out,
             max_concurrency=engine.max_concurrency,
             stop_grace=engine.stop_grace,
         )

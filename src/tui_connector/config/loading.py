@@ -8,7 +8,7 @@ import base64
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -19,6 +19,14 @@ from tui_connector.config.document import Document, read_document
 from tui_connector.config.environment import resolve_env
 from tui_connector.config.errors import ConfigError, Loc, located, validation_messages
 from tui_connector.config.fields import FilePath, Scalar, Strict
+from tui_connector.config.lake import (
+    LakeFormat,
+    is_object_store,
+    merge_problem,
+    missing_extra,
+    storage_secrets,
+    url_scheme,
+)
 from tui_connector.config.partition_schema import (
     AnyPartitions,
     ParentPartitions,
@@ -45,15 +53,21 @@ class SourceSpec(Source):
     model_config = ConfigDict(defer_build=True)
 
     name: str
+    format: LakeFormat = "jsonl"  # the top level's, when the source sets none
     concurrency: int
     """The fixed limit, or where an adaptive one starts."""
     auto_concurrency: AutoConcurrency | None = None
 
 
 def resolve_source(
-    name: str, source: Source, defaults: SourceKnobs, partitions: AnyPartitions | None
+    name: str,
+    source: Source,
+    defaults: SourceKnobs,
+    partitions: AnyPartitions | None,
+    format: LakeFormat = "jsonl",
 ) -> SourceSpec:
-    """`source` with the knobs it did not set taken from `defaults`."""
+    """`source` with the knobs it did not set taken from `defaults`, and the lake format
+    from the top level when it sets none."""
     knobs = {
         knob: getattr(source if knob in source.model_fields_set else defaults, knob)
         for knob in SourceKnobs.model_fields
@@ -64,6 +78,7 @@ def resolve_source(
     fields = dict(source) | knobs
     fields |= {
         "name": name,
+        "format": source.format or format,
         "partitions": partitions,
         "concurrency": auto.initial if auto else concurrency,
         "auto_concurrency": auto,
@@ -76,9 +91,11 @@ class LoadedConfig:
     path: Path
     model: Config
     sources: dict[str, SourceSpec]
-    out: Path
+    out: Path | None  # the lake's directory; None when it is an object store
     state: Path
     redactor: Redactor
+    lake: str = ""  # where the lake is: an absolute directory, or an object store's URL
+    storage: Mapping[str, str] = field(default_factory=dict)  # the object-store options
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -91,18 +108,53 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     partitions, problems = _resolve_partitions(model, document.file.resolve().parent)
     _raise_located(document, problems)
     sources = {
-        name: resolve_source(name, source, model.defaults, partitions[name])
+        name: resolve_source(name, source, model.defaults, partitions[name], model.format)
         for name, source in model.sources.items()
     }
+    lake = lake_location(document.file, model.out)
+    _raise_located(document, _lake_problems(model, sources, lake))
+    environ = os.environ if env is None else env
+    secrets |= set(storage_secrets(model.storage, environ))
     redactor = Redactor(secrets | set(_secret_values(sources)))
     return LoadedConfig(
         path=document.file,
         model=model,
         sources=sources,
-        out=_beside(document.file, model.out),
+        out=None if is_object_store(lake) else Path(lake),
         state=_beside(document.file, model.state),
         redactor=redactor,
+        lake=lake,
+        storage=dict(model.storage),
     )
+
+
+def lake_location(config_file: Path, out: str) -> str:
+    """`out:` made absolute: an object store's URL as written, a directory (or a file://
+    URL) as an absolute path, relative to the config file."""
+    if is_object_store(out):
+        return out.rstrip("/")
+    if url_scheme(out) == "file":
+        return str(Path(urlsplit(out).path))
+    return str(_beside(config_file, out))
+
+
+def _lake_problems(
+    model: Config, sources: Mapping[str, SourceSpec], lake: str
+) -> list[tuple[Loc, str]]:
+    """Formats whose libraries are missing, and dispositions a format cannot do."""
+    problems: list[tuple[Loc, str]] = []
+    told: set[str] = set()
+    for name, spec in sources.items():
+        own = model.sources[name].format is not None
+        missing = missing_extra(spec.format, lake)
+        if missing is not None and (own or missing not in told):
+            told.add(missing)
+            problems.append(((("sources", name, "format") if own else ("format",)), missing))
+        if spec.write == "merge":
+            problem = merge_problem(spec.format, spec.primary_key)
+            if problem is not None:
+                problems.append((("sources", name, "write"), problem))
+    return problems
 
 
 _Model = TypeVar("_Model", bound=Strict)

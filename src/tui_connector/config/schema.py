@@ -32,6 +32,7 @@ from tui_connector.config.fields import (
     Strict,
     url_placeholders,
 )
+from tui_connector.config.lake import LakeFormat, LakeLocation, WriteDisposition
 from tui_connector.config.partition_schema import Incremental, Partitions
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +327,17 @@ Method = Annotated[
 ]
 
 
+def _key_fields(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+PrimaryKey = Annotated[
+    tuple[Annotated[str, Field(min_length=1)], ...],
+    BeforeValidator(_key_fields),
+    Field(min_length=1),
+]
+
+
 class _Request(Strict):
     """What a source fetches and how it reads the answers: its own, never inherited."""
 
@@ -344,6 +356,20 @@ class _Request(Strict):
     partitions: Partitions | None = None
     incremental: Incremental | None = None
     auth: Auth | None = None
+    format: LakeFormat | None = Field(
+        default=None,
+        description="how this source's records land: jsonl, parquet or delta (a Delta table "
+        "per source); omitted: the top level's `format`",
+    )
+    write: WriteDisposition = Field(
+        default="append",
+        description="append (runs add records), replace (each complete run replaces the "
+        "source's records, swapped in at the end) or merge (upsert by primary_key; delta only)",
+    )
+    primary_key: PrimaryKey | None = Field(
+        default=None,
+        description="the field, or fields, that identify a record (for write: merge)",
+    )
 
 
 def _knobs_inherit_in_schema(schema: dict[str, Any]) -> None:
@@ -396,6 +422,12 @@ class Source(SourceKnobs, _Request):
             raise ValueError(
                 f"{body_fields[0]} puts a value in the JSON body, which needs 'method: POST'"
             )
+        if self.write == "merge" and not self.primary_key:
+            raise ValueError("write: merge needs primary_key: the field(s) that identify a record")
+        if self.primary_key and self.write != "merge":
+            raise ValueError(
+                "primary_key is used by write: merge only; set write: merge, or drop the key"
+            )
         placeholders = url_placeholders(self.url)
         path = getattr(self.partitions, "path", None)
         for name in placeholders:
@@ -419,10 +451,21 @@ class Config(Strict):
     """A `sources.yaml`: what tui-connector pulls, and how."""
 
     version: Literal[1] = 1
-    out: FilePath = Field(
+    out: LakeLocation = Field(
         default="lake",
-        description="the lake directory: <out>/<source>/<partition>/page-<position>.jsonl "
-        "(relative to this file)",
+        description="the lake: a directory (relative to this file) or a URL: s3://bucket/prefix, "
+        "gs://bucket/prefix, az://container/prefix, file:///path",
+    )
+    format: LakeFormat = Field(
+        default="jsonl",
+        description="how records land: jsonl (<out>/<source>/<partition>/page-<position>.jsonl), "
+        "parquet (the same, .parquet) or delta (a Delta table at <out>/<source>)",
+    )
+    storage: dict[str, str] = Field(
+        default={},
+        description="object-store options, named as obstore and delta-rs name them (e.g. "
+        "aws_endpoint_url, aws_region, aws_access_key_id); they override the standard "
+        "environment variables (AWS_*, GOOGLE_*, AZURE_*)",
     )
     state: FilePath = Field(
         default=".tui-connector/state.db",

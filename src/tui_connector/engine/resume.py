@@ -72,13 +72,15 @@ async def open_stream(
             row = None
     if row is not None:
         await _check_lake(services, row)
-        if row.status == "done" and spec.incremental is None:
+        if row.status == "done" and spec.incremental is None and spec.write != "replace":
             services.stats.pages += row.pages
             services.stats.records += row.records
             stats.pages, stats.records = row.pages, row.records
             stats.position = "already complete"
             return None
 
+    if row is not None and row.status == "done" and spec.write == "replace":
+        row = None  # each run of a `replace` source fetches it all again, staged apart
     resume = row is not None and row.status != "done"
     mark: Any = None
     pending: Any = None
@@ -109,7 +111,7 @@ async def open_stream(
         assert row is not None
         start = Start(row.cursor, row.position, base, mark, high_water, pages, records, files)
         await services.sink.remove_uncovered(
-            key, keep_below=row.position, also_keep=done_above(row)
+            key, keep_below=row.position, also_keep=done_above(row), batches=files
         )
         return StreamRun(services, partition, stats, paginator, start, fresh=False)
     start = Start(paginator.start(), base, base, mark, high_water, pages, records, files)
@@ -127,7 +129,7 @@ async def open_stream(
         records=records,
         files=files,
     )
-    await services.sink.remove_uncovered(key, keep_below=base)
+    await services.sink.remove_uncovered(key, keep_below=base, batches=files)
     return StreamRun(services, partition, stats, paginator, start, fresh=True)
 
 

@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tui_connector.config import LoadedConfig, ParentPartitions
+from tui_connector.config.lake import is_object_store
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 from tui_connector.engine.source import RunServices, SourceRunner
 from tui_connector.facade import RunResult, interrupted
 from tui_connector.sinks import Sink
-from tui_connector.sinks.jsonl import JsonLinesSink
+from tui_connector.sinks.lake import open_lake
 from tui_connector.state import CheckpointStore, StateError
 from tui_connector.state.sqlite import StateStore
 from tui_connector.telemetry import RunTelemetry, SourceStatus
@@ -27,6 +28,12 @@ STOP_GRACE_S = 10.0
 YOUNG_GENERATION_THRESHOLD = 10_000
 
 
+def _lake_location(out: Path | str) -> str:
+    """An `--out` given on the command line: a URL as it is, a directory made absolute."""
+    text = str(out)
+    return text if is_object_store(text) else str(Path(text).resolve())
+
+
 class Engine:
     """Runs a config. Use as `async with Engine(config) as engine: result = await engine.run()`."""
 
@@ -35,7 +42,7 @@ class Engine:
         config: LoadedConfig,
         *,
         state_path: Path | None = None,
-        out: Path | None = None,
+        out: Path | str | None = None,
         only: Iterable[str] | None = None,
         full_refresh: bool = False,
         telemetry: RunTelemetry | None = None,
@@ -50,7 +57,7 @@ class Engine:
         self.config = config
         self.checkpoints = checkpoints
         self.state_path = state_path or config.state
-        self.out = out or config.out
+        self.out = _lake_location(out) if out is not None else config.lake or str(config.out)
         self.full_refresh = full_refresh
         self.telemetry = telemetry or RunTelemetry()
         self.redactor = config.redactor
@@ -66,7 +73,9 @@ class Engine:
             raise ValueError(f"unknown source {', '.join(unknown)}; the config defines: {known}")
         self.selected = selected
         model = config.model
-        self.sink: Sink = JsonLinesSink(self.out, fsync=model.fsync) if sink is None else sink
+        if sink is None:
+            sink = open_lake(config, out=self.out, full_refresh=full_refresh)
+        self.sink: Sink = sink
         self.state: CheckpointStore = (
             StateStore(self.state_path, durable=model.fsync) if store is None else store
         )

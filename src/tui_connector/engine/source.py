@@ -22,7 +22,7 @@ from tui_connector.engine.stream import StreamServices
 from tui_connector.http.source import SourceHttp
 from tui_connector.partitions import ParentValues, Partition, plan
 from tui_connector.redact import Redactor
-from tui_connector.sinks import Sink
+from tui_connector.sinks import LakeError, Sink
 from tui_connector.sinks.batching import BatchWriter
 from tui_connector.state import CheckpointStore, StateError, StreamRow
 from tui_connector.telemetry import (
@@ -228,6 +228,11 @@ class SourceRunner:
         try:
             try:
                 status = self._verdict(await self._run_partitions())
+                if status is SourceStatus.DONE:
+                    await self.run_services.sink.finish_source(self.name)
+            except LakeError as exc:  # publishing what a `replace` staged
+                self.failures.exception(exc)
+                status = SourceStatus.FAILED
             except StateError as exc:
                 self.failures.report(f"state database: {exc}")
                 status = SourceStatus.FAILED

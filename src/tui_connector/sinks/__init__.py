@@ -1,6 +1,7 @@
 """The `Sink` port: where a stream's batches of records become durable, and what a resume
-must remove. The stream loop and its commit order talk only to this port; JSON Lines on local
-disk (`jsonl`) is its first implementation.
+must remove. The stream loop and its commit order talk only to this port. Its implementations:
+files in a format (`jsonl`, `parquet`) on local disk (`local`) or an object store (`objects`),
+Delta tables (`delta`), and the `lake` that routes each source to its own.
 
 The contract, for every implementation:
 - `stage` turns one page's records into what a batch holds (encoding them now, so a page that
@@ -10,7 +11,10 @@ The contract, for every implementation:
   committed after that, never before: data first, then the cursor;
 - `remove_uncovered` removes what a stream's checkpoint does not cover (batches at or past its
   position, but those listed as already committed above it), so pages fetched again never sit
-  beside an earlier copy;
+  beside an earlier copy; `batches` is how many batches the checkpoint says were written (a
+  table that records its own count compares the two);
+- `finish_source` is told when every stream of a source is complete: what was staged apart
+  (a `replace`) is published then;
 - `count_batches` says how many batches a checkpoint committed are still there, so files
   removed behind the state's back are noticed;
 - `committed_records` reads back what a source wrote (a child source takes its partitions from
@@ -33,6 +37,19 @@ class StreamKey(NamedTuple):
     partition: str
 
 
+@dataclass(frozen=True)
+class LakeInfo:
+    """What a source's lake shows an operator."""
+
+    format: str
+    destination: str
+    bytes_written: int = 0  # by this run
+    version: int | None = None  # a table's version, for formats that keep one
+    schema: str | None = None  # the inferred columns, one per line
+    json_columns: tuple[str, ...] = ()  # fields stored as JSON text after changing type
+    notes: tuple[str, ...] = ()  # what the operator is told once (a column's fallback)
+
+
 @dataclass(slots=True)
 class StagedPage:
     """One page's records as a batch holds them (for JSON Lines: the encoded lines). Made
@@ -41,6 +58,7 @@ class StagedPage:
     payload: Any
     size: int  # bytes, for closing a batch at its size limit
     records: int
+    position: int = 0  # the page's lake position, set as it joins a batch
 
 
 class Sink(Protocol):
@@ -67,10 +85,23 @@ class Sink(Protocol):
         ...
 
     async def remove_uncovered(
-        self, stream: StreamKey, keep_below: int, also_keep: frozenset[int] = frozenset()
+        self,
+        stream: StreamKey,
+        keep_below: int,
+        also_keep: frozenset[int] = frozenset(),
+        batches: int = 0,
     ) -> int:
         """Remove the batches at positions >= keep_below (but those in `also_keep`) and any
-        half-written leftovers; returns how many batches went."""
+        half-written leftovers; returns how many batches went. `batches`: how many the
+        checkpoint counts as written."""
+        ...
+
+    async def finish_source(self, source: str) -> None:
+        """Every stream of the source is complete: publish what was staged apart."""
+        ...
+
+    def info(self, source: str) -> LakeInfo:
+        """The source's format, destination and what this run wrote there."""
         ...
 
     def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
@@ -90,4 +121,4 @@ class Sink(Protocol):
         ...
 
 
-__all__ = ["LakeError", "Sink", "StagedPage", "StreamKey"]
+__all__ = ["LakeError", "LakeInfo", "Sink", "StagedPage", "StreamKey"]

@@ -72,6 +72,7 @@ class BatchWriter(Generic[Note]):
         if self._failure is not None:
             raise self._failure
         staged = self._sink.stage(records)  # first: a page that cannot be encoded leaves no trace
+        staged.position = position
         batch = self._open
         if batch is None:
             batch = self._open = Batch(position)

@@ -1,50 +1,22 @@
-"""The JSON Lines sink: `<out>/<source>/<partition>/page-<position>.jsonl` on local disk.
-
-A file holds a batch of a stream's pages and is named by the lowest position among them.
-Each file is written whole to a temporary name, closed (and fsynced when asked), then
-renamed into place: a reader, or a process killed at any instant, sees the complete file or
-none. The checkpoint that covers a batch is committed only after its file is in place, so a
-checkpoint never runs ahead of the files. Files written after the last committed checkpoint
-may exist after a crash; a resumed stream first removes every file its checkpoint does not
-cover (`clear_stream_sync`), so pages fetched again never sit beside an earlier copy. The lake
-never holds a record twice.
-"""
+"""JSON Lines: a page's records as compact UTF-8 JSON, one per line. Every format stages pages
+this way (the Parquet and Delta writers parse these lines with Arrow's reader, off the loop);
+the `jsonl` format writes them as they are."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import sys
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, BinaryIO
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
-from tui_connector import failpoints
 from tui_connector.sinks import LakeError, StagedPage, StreamKey
-
-PAGE_GLOB = "page-*.jsonl"
-_TEMP_SUFFIX = ".tmp"
-
-
-def stream_dir(out: Path, source: str, partition: str) -> Path:
-    return out / source / partition
-
-
-def page_path(directory: Path, position: int) -> Path:
-    return directory / f"page-{position:09d}.jsonl"
-
 
 # The stdlib's encoder, for what orjson refuses: integers past 64 bits, keys that are not text.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def _encode(records: Sequence[Any]) -> bytes:
+def encode_lines(records: Sequence[Any]) -> bytes:
     """JSON lines. orjson writes them in a fifth of the stdlib's time, and encoding was the
     largest cost of a page after the request itself. (Both write compact UTF-8 JSON; orjson
     writes NaN and infinities, which are not JSON, as null.)"""
@@ -64,219 +36,27 @@ def _encode(records: Sequence[Any]) -> bytes:
         return "\n".join(lines).encode("utf-8")
 
 
-def _create(temp: Path) -> BinaryIO:
-    """The temporary file, and its directory when that is missing (once per stream, rather
-    than a mkdir for every page)."""
-    try:
-        return open(temp, "wb")
-    except FileNotFoundError:
-        temp.parent.mkdir(parents=True, exist_ok=True)
-        return open(temp, "wb")
+def stage_lines(records: Sequence[Any]) -> StagedPage:
+    data = encode_lines(records)
+    return StagedPage(data, len(data), len(records))
 
 
-def write_page_sync(directory: Path, position: int, records: Sequence[Any], fsync: bool) -> int:
-    """Write one page atomically; returns the bytes written."""
-    return write_file_sync(directory, position, [_encode(records)], fsync)
+def decode_lines(data: bytes) -> list[Any]:
+    return [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
 
 
-def write_file_sync(
-    directory: Path,
-    position: int,
-    chunks: Sequence[bytes],
-    fsync: bool,
-    abandoned: Callable[[], bool] = lambda: False,
-) -> int:
-    """Write encoded pages to one file, atomically; returns the bytes written (0 when
-    `abandoned` says, before the rename, that nobody will commit it). Runs in a worker
-    thread."""
-    target = page_path(directory, position)
-    temp = target.with_name(target.name + _TEMP_SUFFIX)
-    try:
-        with _create(temp) as handle:
-            handle.writelines(chunks)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        failpoints.reached("lake.before_rename")
-        if abandoned():
-            # Its stream ended meanwhile: a file landing now could outlive the next run's
-            # clean-up of the stream (a retry in the same process) and duplicate records.
-            temp.unlink(missing_ok=True)
-            return 0
-        os.replace(temp, target)
-        if fsync:
-            _fsync_dir(directory)
-        failpoints.reached("lake.after_rename")
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
-        raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    return sum(len(chunk) for chunk in chunks)
+class JsonLinesFormat:
+    """The `jsonl` format: the staged lines, written as they are."""
+
+    suffix = ".jsonl"
+    name = "jsonl"
+    encodes_in_thread = False
+
+    def encode(self, stream: StreamKey, pages: Sequence[StagedPage]) -> Sequence[bytes]:
+        return [page.payload for page in pages if page.payload]
+
+    def decode(self, data: bytes) -> list[Any]:
+        return decode_lines(data)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _page_positions(directory: Path) -> Iterator[tuple[Path, int]]:
-    for path in directory.iterdir():
-        name = path.name
-        if name.startswith("page-") and name.endswith(".jsonl"):
-            with contextlib.suppress(ValueError):
-                yield path, int(name[5:-6])
-
-
-def count_pages_sync(directory: Path, below: int, also: frozenset[int] = frozenset()) -> int:
-    """How many page files hold positions below `below` (or in `also`): the pages a
-    checkpoint at `below` committed, with the parallel pages done above it."""
-    if not directory.is_dir():
-        return 0
-    return sum(
-        1 for _, position in _page_positions(directory) if position < below or position in also
-    )
-
-
-def clear_stream_sync(
-    directory: Path, keep_below: int = 0, also_keep: frozenset[int] = frozenset()
-) -> int:
-    """Remove page files at positions >= keep_below (but those in `also_keep`: pages above
-    the low-water mark that parallel fetching already committed) and stale temporary files.
-
-    A stream that starts over, or resumes at position N, owns nothing at or past N: such files
-    come from an earlier run whose checkpoint was reset, and keeping them would duplicate
-    records once the new run writes fewer pages.
-    """
-    if not directory.is_dir():
-        return 0
-    for temp in directory.glob(f"*{_TEMP_SUFFIX}"):
-        temp.unlink(missing_ok=True)
-    removed = 0
-    for path, position in list(_page_positions(directory)):
-        if position >= keep_below and position not in also_keep:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-# Threads that write batch files. Writing is kernel time (creating a file, copying its bytes
-# into the page cache), so more threads than this only share the same cores; fsync waits
-# overlap across them.
-WRITER_THREADS = 4
-# The writers' niceness: what they do can wait a few milliseconds, the event loop cannot.
-WRITER_NICENESS = 10
-
-
-def _lower_thread_priority() -> None:
-    """Give the writer threads less CPU than the loop when both want it. At equal priority,
-    a second's batches of 50 streams closing together gave each writer as much of a busy core
-    as the loop, whose iterations then took 20-35 ms of waiting for the CPU (keys and frames
-    waited with them). Linux only (per-thread niceness); elsewhere it stays as it was."""
-    if sys.platform.startswith("linux"):  # elsewhere the call would take the id for a pid
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
-
-
-class JsonLinesSink:
-    """The `Sink` port as JSON Lines files on local disk: file work goes to threads so the
-    event loop never blocks."""
-
-    def __init__(self, out: Path, fsync: bool = False) -> None:
-        self.out = out
-        self.fsync = fsync
-        self._writers: ThreadPoolExecutor | None = None  # made at the first write
-
-    async def aclose(self) -> None:
-        """Wait for the writer threads to end (each write ends soon: an abandoned one drops
-        its file). A later write starts new ones: an engine may be entered again."""
-        writers, self._writers = self._writers, None
-        if writers is not None:
-            await asyncio.to_thread(writers.shutdown)
-
-    def directory(self, stream: StreamKey) -> Path:
-        return stream_dir(self.out, stream.source, stream.partition)
-
-    def location(self, stream: StreamKey) -> str:
-        return str(self.directory(stream))
-
-    def identity(self, source: str) -> str:
-        return str(self.out.resolve() / source)
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        data = _encode(records)
-        return StagedPage(data, len(data), len(records))
-
-    async def write_batch(
-        self,
-        stream: StreamKey,
-        position: int,
-        pages: Sequence[StagedPage],
-        abandoned: Callable[[], bool] = lambda: False,
-    ) -> bool:
-        chunks = [page.payload for page in pages if page.payload]
-        if not chunks:
-            return False  # a batch of pages without records writes no file
-        directory = self.directory(stream)
-        if self._writers is None:
-            self._writers = ThreadPoolExecutor(
-                WRITER_THREADS, thread_name_prefix="lake-writer", initializer=_lower_thread_priority
-            )
-        # Looked up at each call, so that tests can slow the disk down.
-        write = sys.modules[__name__].write_file_sync
-        await asyncio.get_running_loop().run_in_executor(
-            self._writers, write, directory, position, chunks, self.fsync, abandoned
-        )
-        return True
-
-    async def count_batches(
-        self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()
-    ) -> int:
-        directory = self.directory(stream)
-        return await _in_thread("read", directory, count_pages_sync, below, also)
-
-    async def remove_uncovered(
-        self, stream: StreamKey, keep_below: int = 0, also_keep: frozenset[int] = frozenset()
-    ) -> int:
-        directory = self.directory(stream)
-        return await _in_thread("clean", directory, clear_stream_sync, keep_below, also_keep)
-
-    async def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
-        paths = await asyncio.to_thread(source_pages_sync, self.out, source)
-        for start in range(0, len(paths), _READ_BATCH):
-            for records in await asyncio.to_thread(_read_pages, paths[start : start + _READ_BATCH]):
-                yield records
-
-
-# Page files read per trip to a worker thread when a source's lake is read back.
-_READ_BATCH = 50
-
-
-def _read_pages(paths: list[Path]) -> list[list[Any]]:
-    return [read_page_sync(path) for path in paths]
-
-
-async def _in_thread(
-    doing: str, directory: Path, work: Callable[[Path, int, frozenset[int]], int], *args: Any
-) -> int:
-    """Directory work off the event loop; an OS failure becomes a LakeError that says what."""
-    try:
-        return await asyncio.to_thread(work, directory, *args)
-    except OSError as exc:
-        raise LakeError(f"cannot {doing} {directory}: {exc.strerror or exc}") from exc
-
-
-def read_page_sync(path: Path) -> list[Any]:
-    """The records of one page file (a file removed meanwhile reads as empty)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line]
-
-
-def source_pages_sync(out: Path, source: str) -> list[Path]:
-    """Every page file of a source, in partition and position order."""
-    return sorted((out / source).glob(f"*/{PAGE_GLOB}"))
+JSON_LINES = JsonLinesFormat()

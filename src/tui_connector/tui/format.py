@@ -79,6 +79,11 @@ def shown_path(path: Path) -> str:
         return str(absolute)
 
 
+def shown_location(location: str) -> str:
+    """A lake's location: a URL as it is, a directory as `shown_path` shows it."""
+    return location if "://" in location else shown_path(Path(location))
+
+
 # -- per-source texts -------------------------------------------------------------------------
 
 
@@ -205,4 +210,4 @@ def totals_text(telemetry: RunTelemetry, facts: RunFacts, finished: bool, now: f
 @functools.cache
 def _places(facts: RunFacts) -> str:
     """Where the run keeps its state and lake: the same for the whole run, so made once."""
-    return f" │ state {shown_path(facts.state_path)} │ lake {shown_path(facts.lake_path)}"
+    return f" │ state {shown_path(facts.state_path)} │ lake {shown_location(facts.lake)}"
