@@ -1,5 +1,6 @@
-"""Shared fixtures: the real demo API on an ephemeral 127.0.0.1 port, and configs in tmp_path.
-Importable helpers live in helpers.py."""
+"""Shared fixtures: the real demo API on an ephemeral 127.0.0.1 port, a real S3 endpoint
+(moto's server) on another, and configs in tmp_path.
+Importable helpers live in helpers.py (and s3_server.py for the S3 endpoint)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.server import DemoServer
 
 from helpers import RECORDS
+from s3_server import Bucket, S3Endpoint
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +51,19 @@ def write_config(tmp_path: Path) -> Callable[..., LoadedConfig]:
         return load_config(path, env=env or {})
 
     return write
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Endpoint]:
+    """One S3 endpoint for the session, with authentication on (s3_server.py)."""
+    with S3Endpoint() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def bucket(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A fresh bucket, and the AWS_* variables that point S3 clients at the endpoint with the
+    lake's key, set for the test and every process it starts."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    return s3.create_bucket()
