@@ -169,6 +169,8 @@ class DeltaTableSink:
         """Remove a staging table (a replace that starts over)."""
         if self.local:
             shutil.rmtree(uri, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the staging folder, once no table is in it
+                Path(uri).parent.rmdir()
             return
         import obstore
 
@@ -338,6 +340,10 @@ class DeltaTableSink:
             raise self._error("clean", exc) from None
         self.version = table.version()
         return int(metrics.get("num_deleted_rows", 0))
+
+    async def replace_pending(self, source: str) -> bool:
+        await self._open()
+        return self._pending_replace
 
     async def finish_source(self, source: str) -> None:
         """Swap a staged replace in: one overwrite commit of the table with the staging
