@@ -14,9 +14,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from helpers import CLI, run_engine
 from tui_connector.config import LoadedConfig
 from tui_connector.failpoints import ENV as CRASH_AT
+
+from helpers import CLI, run_engine
 
 deltalake = pytest.importorskip("deltalake")
 
@@ -29,7 +30,7 @@ class EditableApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 since = query.get("updated_since", [""])[0]
                 items = [r for r in api.records.values() if r["updated_at"] >= since]

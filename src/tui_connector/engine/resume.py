@@ -70,9 +70,9 @@ async def open_stream(
         # A date window whose end moved with the present asks for more: fetch it again.
         if saved_partition not in ("", partition.identity()):
             row = None
-    if row is not None and row.status == "done" and spec.write == "replace":
-        if not await services.sink.replace_pending(spec.name):
-            row = None  # each run of a `replace` source fetches it all again, staged apart
+    restarts = row is not None and row.status == "done" and spec.write == "replace"
+    if restarts and not await services.sink.replace_pending(spec.name):
+        row = None  # each run of a `replace` source fetches it all again, staged apart
     if row is not None:
         await _check_lake(services, row)
         if row.status == "done" and spec.incremental is None:
