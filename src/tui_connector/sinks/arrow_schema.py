@@ -55,8 +55,7 @@ _EXACT_IN_FLOAT = 2**53
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Delta reads a table's schema with a nesting limit: 41 structs in structs, 30 lists of structs.
 _MAX_DEPTH = 32
-# orjson reads an integer past 64 bits as a float, rounding it: a batch with 19 digits in a row
-# goes to the stdlib (looked for through bytes.translate: 20 times faster than a regex).
+# Long runs of digits are looked for through bytes.translate: 20 times faster than a regex.
 _DIGITS_AS_NINES = bytes(57 if 48 <= byte <= 57 else 32 for byte in range(256))
 _TOO_DEEP = f"objects and arrays nested more than {_MAX_DEPTH} deep"
 _JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string"}
@@ -147,19 +146,23 @@ def _clean(kind: pa.DataType, depth: int = 0) -> tuple[pa.DataType | None, bool]
     return kind, False
 
 
-def _may_have_rounded(arrays: Iterable[pa.Array]) -> bool:
+def _may_have_rounded(data: bytes, arrays: Iterable[pa.Array]) -> bool:
     """Whether an int literal may have been rounded into a float64 column: it reads as a float of
-    at least 2^53, which JSON floats rarely are (the slow path then decides exactly)."""
+    at least 2^53, which JSON floats rarely are (the slow path then decides exactly). Without 16
+    digits in a row in the batch there is none, which is worth knowing first: every compute call
+    releases the GIL, and taking it back beside a busy thread waits up to the switch interval."""
+    if b"9" * 16 not in data.translate(_DIGITS_AS_NINES):
+        return False
     for array in arrays:
         kind = array.type
         if pa.types.is_floating(kind):
-            largest = pc.max(pc.abs(array)).as_py()
-            if largest is not None and largest >= _EXACT_IN_FLOAT:
+            bounds = pc.min_max(array).as_py()
+            if max(-(bounds["min"] or 0), bounds["max"] or 0) >= _EXACT_IN_FLOAT:
                 return True
         elif pa.types.is_struct(kind):
-            if _may_have_rounded(array.field(index) for index in range(kind.num_fields)):
+            if _may_have_rounded(data, (array.field(index) for index in range(kind.num_fields))):
                 return True
-        elif pa.types.is_list(kind) and _may_have_rounded([array.values]):
+        elif pa.types.is_list(kind) and _may_have_rounded(data, [array.values]):
             return True
     return False
 
@@ -191,7 +194,7 @@ def _parse(data: bytes, explicit: pa.Schema) -> tuple[pa.Table, dict[str, pa.Dat
     except (pa.ArrowInvalid, _Misfit):
         return None
     chunks = (chunk for column in table.columns for chunk in column.chunks)
-    return None if _may_have_rounded(chunks) else (table, changed)
+    return None if _may_have_rounded(data, chunks) else (table, changed)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -330,6 +333,7 @@ class TableSchema:
         return True
 
     def _convert_slowly(self, data: bytes) -> pa.Table:
+        # orjson reads an int past 64 bits as a float, rounding it: such batches go to the stdlib.
         exact = b"9" * 19 in data.translate(_DIGITS_AS_NINES)
         records = [_loads(line, exact) for line in data.split(b"\n") if line]
         values: dict[str, list[Any]] = {}
