@@ -21,11 +21,12 @@ a pyarrow Table that conforms to the table's schema after that batch. The schema
 
 Column names: both writers (pyarrow's Parquet writer, deltalake 1.6) accept any text, including
 the empty string, spaces, dots and newlines, but Delta refuses names that differ only in case
-(at any depth), and `_tc_*` columns are the sink's own. So a top-level field is stored under its
-own name unless that name starts with `_tc_`, ends with `__json` (the JSON-text suffix) or starts
-with `__json_` (ignoring case), or differs only in case from a field seen before: such a field is
-always JSON text, in `__json_<hex of its UTF-8 name>`. An object whose keys differ only in case
-makes its top-level field fall back. Every column name decodes back to its field (`to_records`).
+(at any depth), DuckDB reads an empty name as "C0" ("element1" inside a struct), and `_tc_*`
+columns are the sink's own. So a top-level field is stored under its own name unless that name
+is empty, starts with `_tc_`, ends with `__json` (the JSON-text suffix) or starts with `__json_`
+(ignoring case), or differs only in case from a field seen before: such a field is always JSON
+text, in `__json_<hex of its UTF-8 name>`. An object with an empty key or keys that differ only
+in case makes its top-level field fall back. Every column decodes back to its field's name.
 
 The fast path is pyarrow's JSON reader (C++, without the GIL) with the schema so far as its
 explicit schema; a batch the reader cannot take (a type change, a non-object record, an int that
@@ -72,6 +73,8 @@ def _struct(children: dict[str, pa.DataType]) -> pa.DataType:
         other = seen.setdefault(name.casefold(), name)
         if other != name:  # Delta refuses such a struct
             raise _Misfit(f"keys {other!r} and {name!r} differ only in case")
+    if "" in children:  # DuckDB would read it as "element1"
+        raise _Misfit("an empty key")
     return pa.struct(list(children.items()))
 
 
@@ -240,8 +243,12 @@ def _field_of(column: str) -> tuple[str, bool]:
 
 
 def _reserved(field: str) -> bool:
-    folded = field.casefold()
-    return folded.startswith((SINK_PREFIX, ESCAPED_PREFIX)) or folded.endswith(JSON_SUFFIX)
+    folded = field.casefold()  # DuckDB reads a column without a name as "C0"
+    return (
+        not field
+        or folded.startswith((SINK_PREFIX, ESCAPED_PREFIX))
+        or folded.endswith(JSON_SUFFIX)
+    )
 
 
 class TableSchema:
