@@ -20,8 +20,13 @@ import threading
 ENV = "TUI_CONNECTOR_CRASH_AT"
 
 POINTS = (
-    "lake.before_rename",  # a page's temporary file is written, not yet renamed into place
-    "lake.after_rename",  # the page file is in place, its checkpoint not yet queued
+    # A page's temporary file is written, not yet renamed into place (Delta: a batch's rows
+    # are converted, not yet committed).
+    "lake.before_rename",
+    # The page file is in place (Delta: the batch's commit is in the table's log), its
+    # checkpoint not yet queued.
+    "lake.after_rename",
+    "lake.before_swap",  # a replace's staged table is complete, not yet swapped in (Delta)
     "state.before_commit",  # a checkpoint batch is written in its transaction, not committed
 )
 

@@ -84,10 +84,11 @@ _NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 def missing_extra(format: LakeFormat, location: str) -> str | None:
-    """The `pip install` that a format, or a file format on an object store, still needs;
-    None when everything is installed. (Delta talks to object stores itself.)"""
+    """The `pip install` that a format, or a lake on an object store, still needs; None when
+    everything is installed. (Delta writes its tables itself, but its writer lock and staging
+    clean-up on an object store go through obstore too.)"""
     needs = list(_NEEDS.get(format, ()))
-    if format != "delta" and is_object_store(location):
+    if is_object_store(location):
         needs += _NEEDS["objects"]
     for module, extra in needs:
         if importlib.util.find_spec(module) is None:

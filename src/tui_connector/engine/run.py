@@ -18,6 +18,7 @@ from tui_connector.engine.source import RunServices, SourceRunner
 from tui_connector.facade import RunResult, interrupted
 from tui_connector.sinks import Sink
 from tui_connector.sinks.lake import open_lake
+from tui_connector.sinks.locks import run_owner
 from tui_connector.state import CheckpointStore, StateError
 from tui_connector.state.sqlite import StateStore
 from tui_connector.telemetry import RunTelemetry, SourceStatus
@@ -74,7 +75,8 @@ class Engine:
         self.selected = selected
         model = config.model
         if sink is None:
-            sink = open_lake(config, out=self.out, full_refresh=full_refresh)
+            owner = run_owner(self.state_path)
+            sink = open_lake(config, out=self.out, full_refresh=full_refresh, owner=owner)
         self.sink: Sink = sink
         self.state: CheckpointStore = (
             StateStore(self.state_path, durable=model.fsync) if store is None else store

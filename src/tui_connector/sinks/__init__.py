@@ -96,6 +96,11 @@ class Sink(Protocol):
         checkpoint counts as written."""
         ...
 
+    async def replace_pending(self, source: str) -> bool:
+        """Whether a replace of the source, staged by an earlier run, is still to be
+        completed (its complete streams stay complete); otherwise a `replace` starts over."""
+        ...
+
     async def finish_source(self, source: str) -> None:
         """Every stream of the source is complete: publish what was staged apart."""
         ...

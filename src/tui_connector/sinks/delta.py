@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
 from tui_connector.sinks.jsonl import stage_lines
 from tui_connector.sinks.local import writer_threads
+from tui_connector.sinks.locks import TableLock
 from tui_connector.sinks.storage import delta_options, store_reason
 
 PARTITION_COLUMN = "_tc_partition"
@@ -90,6 +92,7 @@ class DeltaTableSink:
         write: str = "append",
         primary_key: Sequence[str] = (),
         full_refresh: bool = False,
+        owner: str = "",
     ) -> None:
         self.source = source
         self.uri = f"{lake.rstrip('/')}/{source}"
@@ -110,6 +113,7 @@ class DeltaTableSink:
         self._queue: list[_Pending] = []
         self._committer: asyncio.Task[None] | None = None
         self._converters = writer_threads()
+        self._lock = TableLock(lake, source, options, owner or f"pid {os.getpid()}")
 
     # -- where this run writes ---------------------------------------------------------------
 
@@ -122,6 +126,7 @@ class DeltaTableSink:
         one, and read its schema; the table (None while it does not exist yet)."""
         async with self._opening:
             if self._target is None:
+                await asyncio.to_thread(self._lock.acquire)
                 self._pending_replace = await asyncio.to_thread(self._exists, self.staging_uri)
                 if self.staged and not self._pending_replace:
                     await asyncio.to_thread(self._drop, self.staging_uri)
@@ -164,6 +169,8 @@ class DeltaTableSink:
         """Remove a staging table (a replace that starts over)."""
         if self.local:
             shutil.rmtree(uri, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the staging folder, once no table is in it
+                Path(uri).parent.rmdir()
             return
         import obstore
 
@@ -334,6 +341,10 @@ class DeltaTableSink:
         self.version = table.version()
         return int(metrics.get("num_deleted_rows", 0))
 
+    async def replace_pending(self, source: str) -> bool:
+        await self._open()
+        return self._pending_replace
+
     async def finish_source(self, source: str) -> None:
         """Swap a staged replace in: one overwrite commit of the table with the staging
         table's rows, carrying every stream's batch count; then drop the staging table."""
@@ -394,6 +405,9 @@ class DeltaTableSink:
     async def aclose(self) -> None:
         while self._committer is not None and not self._committer.done():
             await asyncio.wait({self._committer})
+        async with self._opening:  # a next run decides again where it writes
+            self._target = self._table = None
+            await asyncio.to_thread(self._lock.release)
         with contextlib.suppress(RuntimeError):
             await asyncio.to_thread(self._converters.shutdown)
         self._converters = writer_threads()

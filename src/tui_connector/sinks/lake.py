@@ -25,9 +25,16 @@ def file_format(name: str) -> FileFormat:
     return JSON_LINES
 
 
-def open_lake(config: LoadedConfig, *, out: str | None = None, full_refresh: bool = False) -> Sink:
-    """The sink of a run: `out` overrides the config's location. Raises LakeError when a
-    store cannot be opened (an option it refuses)."""
+def open_lake(
+    config: LoadedConfig,
+    *,
+    out: str | None = None,
+    full_refresh: bool = False,
+    owner: str = "",
+) -> Sink:
+    """The sink of a run: `out` overrides the config's location; `owner` names the run to
+    another that finds its tables locked. Raises LakeError when a store cannot be opened (an
+    option it refuses)."""
     lake = out if out is not None else config.lake or str(config.out)
     fsync = config.model.fsync
     shared: dict[str, Sink] = {}
@@ -43,6 +50,7 @@ def open_lake(config: LoadedConfig, *, out: str | None = None, full_refresh: boo
                 write=spec.write,
                 primary_key=spec.primary_key or (),
                 full_refresh=full_refresh,
+                owner=owner,
             )
             continue
         if spec.format not in shared:
@@ -105,6 +113,9 @@ class Lake:
     ) -> int:
         sink = self.sink_of(stream.source)
         return await sink.remove_uncovered(stream, keep_below, also_keep, batches)
+
+    async def replace_pending(self, source: str) -> bool:
+        return await self.sink_of(source).replace_pending(source)
 
     async def finish_source(self, source: str) -> None:
         await self.sink_of(source).finish_source(source)

@@ -254,6 +254,9 @@ class LocalFileSink:
             "clean", directory, clear_stream_sync, keep_below, also_keep, self.format.suffix
         )
 
+    async def replace_pending(self, source: str) -> bool:
+        return False  # files are replaced in place, stream by stream: nothing is staged apart
+
     async def finish_source(self, source: str) -> None:
         """Nothing is staged apart: every batch is in place as soon as it is written."""
 

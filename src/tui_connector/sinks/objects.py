@@ -116,6 +116,9 @@ class ObjectFileSink:
                 ) from None
         return len(doomed)
 
+    async def replace_pending(self, source: str) -> bool:
+        return False  # files are replaced in place, stream by stream: nothing is staged apart
+
     async def finish_source(self, source: str) -> None:
         """Nothing is staged apart: every batch is in place as soon as it is written."""
 

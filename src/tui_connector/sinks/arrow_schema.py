@@ -1,0 +1,444 @@
+"""One evolving Arrow schema per table, for batches of JSON records (the Parquet and Delta sinks).
+
+A batch arrives as the JSON lines its pages were staged as; `TableSchema.convert` turns it into
+a pyarrow Table that conforms to the table's schema after that batch. The schema follows the data:
+- ints become int64, floats float64, booleans bool, strings string (never timestamps: a later
+  string that is no date would then be a type change), objects structs, arrays lists. A non-object
+  record is the object `{"value": record}`.
+- A field that was only ever null, `{}` or `[]` (no element seen) is not a column yet: Delta has
+  no null type and neither writer stores a struct without fields. It becomes one when a value
+  shows up; until then such values read back as absent.
+- A new field is a new nullable column appended to the schema (a new key inside an object: a new
+  field appended to its struct); a field missing from a record is null there.
+- A value the column holds without loss widens it: an int into a float64 column (up to 2^53),
+  a struct gaining fields. Anything else (a number that becomes a string, an object a scalar, an
+  array of mixed things, an int beyond int64, a float into an int64 column, which Delta cannot
+  widen, nesting deeper than 32 levels, which Delta cannot read back) makes the top-level field
+  fall back, never failing and never losing a value: from then on its values are stored as
+  compact JSON text in the string column `<field>__json`; earlier rows keep the typed column. A
+  field mixed within the first batch that sees it is JSON text from the start. Each fallback is
+  told once through `take_news`.
+
+Column names: both writers (pyarrow's Parquet writer, deltalake 1.6) accept any text, including
+the empty string, spaces, dots and newlines, but Delta refuses names that differ only in case
+(at any depth), DuckDB reads an empty name as "C0" ("element1" inside a struct), and `_tc_*`
+columns are the sink's own. So a top-level field is stored under its own name unless that name
+is empty, starts with `_tc_`, ends with `__json` (the JSON-text suffix) or starts with `__json_`
+(ignoring case), or differs only in case from a field seen before: such a field is always JSON
+text, in `__json_<hex of its UTF-8 name>`. An object with an empty key or keys that differ only
+in case makes its top-level field fall back. Every column decodes back to its field's name.
+
+The fast path is pyarrow's JSON reader (C++, without the GIL) with the schema so far as its
+explicit schema; a batch the reader cannot take (a type change, a non-object record, an int that
+would round in a float64 column, a field stored as JSON text) is converted from Python objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from tui_connector.sinks.jsonl import _ENCODER
+
+SINK_PREFIX = "_tc_"
+JSON_SUFFIX = "__json"
+ESCAPED_PREFIX = "__json_"
+
+_EXACT_IN_FLOAT = 2**53
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Delta reads a table's schema with a nesting limit: 41 structs in structs, 30 lists of structs.
+_MAX_DEPTH = 32
+# Long runs of digits are looked for through bytes.translate: 20 times faster than a regex.
+_DIGITS_AS_NINES = bytes(57 if 48 <= byte <= 57 else 32 for byte in range(256))
+_TOO_DEEP = f"objects and arrays nested more than {_MAX_DEPTH} deep"
+_JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string"}
+_JSON_KINDS.update({dict: "object", list: "array"})
+
+
+class _Misfit(Exception):
+    """Values no one type holds without loss; the message says why."""
+
+
+def _struct(children: dict[str, pa.DataType]) -> pa.DataType:
+    seen: dict[str, str] = {}
+    for name in children:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:  # Delta refuses such a struct
+            raise _Misfit(f"keys {other!r} and {name!r} differ only in case")
+    if "" in children:  # DuckDB would read it as "element1"
+        raise _Misfit("an empty key")
+    return pa.struct(list(children.items()))
+
+
+def _fit(values: list[Any], into: pa.DataType | None, depth: int = 0) -> pa.DataType | None:
+    """The type to store one field's values in: `into` (the column's type so far; None: none
+    yet) where it holds them, widened where that loses nothing (an int into a float64 column, a
+    struct gaining fields); None while no value is known. Works column by column rather than
+    value by value, so a batch builds few types."""
+    kinds = {type(value) for value in values if value is not None}
+    if not kinds:
+        return into
+    wide = False  # ints a float64 column would round
+    if kinds <= {int, float}:
+        ints = [value for value in values if type(value) is int] or [0]
+        low, high = min(ints), max(ints)
+        if low < _INT64_MIN or high > _INT64_MAX:
+            raise _Misfit("an int beyond int64")
+        kind = pa.float64() if float in kinds or into == pa.float64() else pa.int64()
+        wide = kind == pa.float64() and max(-low, high) > _EXACT_IN_FLOAT
+    elif len(kinds) > 1:
+        raise _Misfit("mixed " + " and ".join(sorted({_JSON_KINDS[kind] for kind in kinds})))
+    elif depth == _MAX_DEPTH and kinds & {dict, list}:
+        raise _Misfit(_TOO_DEEP)
+    elif dict in kinds:
+        if into is not None and not pa.types.is_struct(into):
+            raise _Misfit(f"{into} -> object")
+        children: dict[str, list[Any]] = {}
+        for value in values:
+            for key, child in (value or {}).items():
+                children.setdefault(key, []).append(child)
+        fields = {} if into is None else {field.name: field.type for field in into}
+        for key, child_values in children.items():
+            child = _fit(child_values, fields.get(key), depth + 1)
+            if child is not None:
+                fields[key] = child
+        return _struct(fields) if fields else None
+    elif list in kinds:
+        if into is not None and not pa.types.is_list(into):
+            raise _Misfit(f"{into} -> array")
+        items = [item for value in values for item in value or ()]
+        item = _fit(items, None if into is None else into.value_type, depth + 1)
+        return None if item is None else pa.list_(item)
+    else:
+        kind = pa.bool_() if bool in kinds else pa.string()
+    if into is not None and kind != into:
+        raise _Misfit(f"{into} -> {kind}")
+    if wide:
+        raise _Misfit("double -> an int beyond 2^53" if into else "floats and ints beyond 2^53")
+    return kind
+
+
+def _clean(kind: pa.DataType, depth: int = 0) -> tuple[pa.DataType | None, bool]:
+    """What the JSON reader inferred, as this module stores it (None: nothing to store yet), and
+    whether it had read strings as timestamps."""
+    if depth > _MAX_DEPTH:
+        raise _Misfit(_TOO_DEEP)
+    if pa.types.is_timestamp(kind):
+        return pa.string(), True
+    if pa.types.is_null(kind):
+        return None, False
+    if pa.types.is_struct(kind):
+        children, reread = {}, False
+        for field in kind:
+            child, child_reread = _clean(field.type, depth + 1)
+            reread |= child_reread
+            if child is not None:
+                children[field.name] = child
+        return (_struct(children) if children else None), reread
+    if pa.types.is_list(kind):
+        item, reread = _clean(kind.value_type, depth + 1)
+        return (None if item is None else pa.list_(item)), reread
+    return kind, False
+
+
+def _may_have_rounded(data: bytes, arrays: Iterable[pa.Array]) -> bool:
+    """Whether an int literal may have been rounded into a float64 column: it reads as a float of
+    at least 2^53, which JSON floats rarely are (the slow path then decides exactly). Without 16
+    digits in a row in the batch there is none, which is worth knowing first: every compute call
+    releases the GIL, and taking it back beside a busy thread waits up to the switch interval."""
+    if b"9" * 16 not in data.translate(_DIGITS_AS_NINES):
+        return False
+    for array in arrays:
+        kind = array.type
+        if pa.types.is_floating(kind):
+            bounds = pc.min_max(array).as_py()
+            if max(-(bounds["min"] or 0), bounds["max"] or 0) >= _EXACT_IN_FLOAT:
+                return True
+        elif pa.types.is_struct(kind):
+            if _may_have_rounded(data, (array.field(index) for index in range(kind.num_fields))):
+                return True
+        elif pa.types.is_list(kind) and _may_have_rounded(data, [array.values]):
+            return True
+    return False
+
+
+def _read(data: bytes, explicit: pa.Schema, new_fields: str) -> pa.Table:
+    # One block: inference then sees the whole batch at once.
+    options = pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1)
+    parse = pa_json.ParseOptions(explicit_schema=explicit, unexpected_field_behavior=new_fields)
+    return pa_json.read_json(pa.BufferReader(data), read_options=options, parse_options=parse)
+
+
+def _parse(data: bytes, explicit: pa.Schema) -> tuple[pa.Table, dict[str, pa.DataType]] | None:
+    """The batch as the JSON reader reads it, and the types of its columns that are new or have
+    grown (None: the reader cannot take this batch)."""
+    try:
+        table = _read(data, explicit, "infer")
+        changed, reread = {}, False
+        for field in table.schema:
+            index = explicit.get_field_index(field.name)
+            stored = explicit.field(index).type if index >= 0 else None
+            if field.type != stored:
+                kind, field_reread = _clean(field.type)
+                reread |= field_reread
+                if kind is not None and kind != stored:
+                    changed[field.name] = kind
+        if reread:
+            kinds = {field.name: field.type for field in explicit} | changed
+            table = _read(data, pa.schema(list(kinds.items())), "ignore")
+    except (pa.ArrowInvalid, _Misfit):
+        return None
+    chunks = (chunk for column in table.columns for chunk in column.chunks)
+    return None if _may_have_rounded(data, chunks) else (table, changed)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    present = set(table.column_names)
+    columns = [
+        pa.nulls(table.num_rows, field.type)
+        if field.name not in present
+        else table.column(field.name).cast(field.type)
+        if table.schema.field(field.name).type != field.type
+        else table.column(field.name)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _loads(text: bytes | str, exact: bool = False) -> Any:
+    if not exact:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:  # NaN or Infinity, which the stdlib writes
+            pass
+    return json.loads(text)
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an int past 64 bits, or nested too deep for orjson
+        return _ENCODER.encode(value)
+
+
+def _field_of(column: str) -> tuple[str, bool]:
+    """The field a column holds, and whether it holds it as JSON text."""
+    if column.startswith(ESCAPED_PREFIX):
+        with contextlib.suppress(ValueError):
+            name = bytes.fromhex(column[len(ESCAPED_PREFIX) :])
+            return name.decode("utf-8", "surrogatepass"), True
+    if column.endswith(JSON_SUFFIX):
+        return column[: -len(JSON_SUFFIX)], True
+    return column, False
+
+
+def _reserved(field: str) -> bool:
+    folded = field.casefold()  # DuckDB reads a column without a name as "C0"
+    return (
+        not field
+        or folded.startswith((SINK_PREFIX, ESCAPED_PREFIX))
+        or folded.endswith(JSON_SUFFIX)
+    )
+
+
+class TableSchema:
+    """One table's schema as its batches make it evolve. Worker threads convert batches of the
+    table at the same time: each parses on its own and takes the lock only to evolve the schema."""
+
+    def __init__(self, known: pa.Schema | None = None) -> None:
+        """`known`: the schema the table was written with (`_tc_*` columns are left out)."""
+        self._lock = threading.Lock()
+        self._columns: dict[str, pa.DataType] = {}  # every column, in the schema's order
+        self._typed: dict[str, pa.DataType] = {}  # fields stored typed (the column is the name)
+        self._json: dict[str, str] = {}  # fields stored as JSON text -> their column
+        self._claimed: dict[str, str] = {}  # casefolded column stems -> the field that has them
+        self._news: list[str] = []
+        self._version = 0
+        self._cached: tuple[int, pa.Schema, pa.Schema, tuple[bytes, ...]] | None = None
+        for field in known or ():
+            if not field.name.startswith(SINK_PREFIX):
+                self._columns[field.name] = field.type
+                name, as_json = _field_of(field.name)
+                if as_json:
+                    self._json[name] = field.name
+        for column, kind in self._columns.items():
+            name, as_json = _field_of(column)
+            if not as_json and name not in self._json:
+                self._typed[name] = kind
+            if column in (name, name + JSON_SUFFIX):
+                self._claimed.setdefault(name.casefold(), name)
+
+    @property
+    def schema(self) -> pa.Schema:
+        with self._lock:
+            return self._schemas()[0]
+
+    @property
+    def json_columns(self) -> frozenset[str]:
+        """The fields now stored as JSON text (their names in the records)."""
+        with self._lock:
+            return frozenset(self._json)
+
+    def take_news(self) -> list[str]:
+        """What fell back to JSON text since the last call, one sentence each."""
+        with self._lock:
+            news, self._news = self._news, []
+        return news
+
+    def convert(self, chunks: Sequence[bytes]) -> pa.Table:
+        """The records of `chunks` (JSON lines, one record a line), in order, as a table of the
+        schema this batch leaves: every column so far, those new in this batch appended."""
+        data = b"".join(chunks)
+        while data:
+            with self._lock:
+                version, (_, explicit, as_json) = self._version, self._schemas()
+            if any(key in data for key in as_json):
+                break  # a field stored as JSON text, which the reader would read typed
+            parsed = _parse(data, explicit)
+            if parsed is None:
+                break
+            table, changed = parsed
+            with self._lock:
+                if version != self._version:
+                    continue  # another batch changed the schema meanwhile: read again with it
+                if not self._grow(changed):
+                    break
+                schema = self._schemas()[0]
+            return _conform(table, schema)
+        return self._convert_slowly(data)
+
+    def _schemas(self) -> tuple[pa.Schema, pa.Schema, tuple[bytes, ...]]:
+        """The whole schema, that of the typed fields (the JSON reader's explicit schema), and
+        the fields stored as JSON text as keys in JSON lines."""
+        if self._cached is None or self._cached[0] != self._version:
+            whole, typed = (
+                pa.schema(list(self._columns.items())),
+                pa.schema(list(self._typed.items())),
+            )
+            keys = tuple(orjson.dumps(name) + b":" for name in self._json)
+            self._cached = (self._version, whole, typed, keys)
+        return self._cached[1:]
+
+    def _grow(self, changed: dict[str, pa.DataType]) -> bool:
+        """Take the columns the JSON reader found new or grown (what it reads for a typed column
+        holds the type so far); False, changing nothing, when a new one needs the slow path."""
+        new = [name for name in changed if name not in self._typed]
+        if len({name.casefold() for name in new}) < len(new) or not all(map(self._free, new)):
+            return False
+        for name, kind in changed.items():
+            self._set_typed(name, kind)
+        return True
+
+    def _convert_slowly(self, data: bytes) -> pa.Table:
+        # orjson reads an int past 64 bits as a float, rounding it: such batches go to the stdlib.
+        exact = b"9" * 19 in data.translate(_DIGITS_AS_NINES)
+        records = [_loads(line, exact) for line in data.split(b"\n") if line]
+        values: dict[str, list[Any]] = {}
+        for row, record in enumerate(records):
+            for name, value in (record if isinstance(record, dict) else {"value": record}).items():
+                column = values.get(name)
+                if column is None:
+                    column = values[name] = [None] * len(records)
+                column[row] = value
+        while True:
+            with self._lock:
+                version, typed = self._version, dict(self._typed)
+            kinds: dict[str, pa.DataType | _Misfit | None] = {}
+            for name, column in values.items():
+                try:
+                    kinds[name] = _fit(column, typed.get(name))
+                except _Misfit as misfit:
+                    kinds[name] = misfit
+            with self._lock:
+                if version != self._version:
+                    continue  # another batch changed the schema meanwhile: fit again
+                for name, kind in kinds.items():
+                    self._evolve(name, kind)
+                schema, typed = self._schemas()[0], dict(self._typed)
+                json_field = {column: name for name, column in self._json.items()}
+                break
+        arrays = []
+        for field in schema:
+            name = field.name if field.name in typed else json_field.get(field.name)
+            if name not in values:
+                arrays.append(pa.nulls(len(records), field.type))
+            elif name in typed:
+                arrays.append(pa.array(values[name], field.type))
+            else:
+                arrays.append(pa.array(list(map(_json_text, values[name])), pa.string()))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _evolve(self, name: str, kind: pa.DataType | _Misfit | None) -> None:
+        if name in self._json or kind is None:
+            return
+        if isinstance(kind, _Misfit) and name in self._typed:
+            self._fall_back(name, f"column {name!r} changed type ({kind})")
+        elif not self._free(name) and name not in self._typed:
+            other = self._claimed.get(name.casefold())
+            why = f"differs only in case from {other!r}" if other else "has a reserved name"
+            self._fall_back(name, f"field {name!r} {why}")
+        elif isinstance(kind, _Misfit):
+            self._claimed[name.casefold()] = name
+            self._fall_back(name, f"field {name!r} holds {kind}")
+        elif kind != self._typed.get(name):
+            self._set_typed(name, kind)
+
+    def _free(self, name: str) -> bool:
+        return not _reserved(name) and name.casefold() not in self._claimed
+
+    def _set_typed(self, name: str, kind: pa.DataType) -> None:
+        self._typed[name] = self._columns[name] = kind
+        self._claimed.setdefault(name.casefold(), name)
+        self._version += 1
+
+    def _fall_back(self, name: str, reason: str) -> None:
+        if self._claimed.get(name.casefold()) == name:
+            column = name + JSON_SUFFIX
+        else:
+            column = ESCAPED_PREFIX + name.encode("utf-8", "surrogatepass").hex()
+        self._typed.pop(name, None)
+        self._json[name] = column
+        self._columns[column] = pa.string()
+        self._version += 1
+        self._news.append(f"{reason}: from now on its values are stored as JSON text in {column!r}")
+
+
+def to_records(table: pa.Table) -> list[dict[str, Any]]:
+    """The records of a table `TableSchema` made, for reading it back: `_tc_*` columns left out,
+    JSON text parsed back under the field's name, nulls left out at every depth of typed values.
+
+    What does not come back as it went in: a null (or a value while the field's type was unknown:
+    `{}`, `[]`) reads as absent; an int in a float64 column as a float of the same value; keys in
+    the schema's order, not the record's; a non-object record as `{"value": record}`. JSON text
+    comes back exactly, its nulls included."""
+    columns = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not name.startswith(SINK_PREFIX):
+            columns.append((*_field_of(name), column.to_pylist()))
+    records = []
+    for row in range(table.num_rows):
+        record = {}
+        for name, as_json, values in columns:
+            value = values[row]
+            if value is not None:
+                record[name] = json.loads(value) if as_json else _without_nulls(value)
+        records.append(record)
+    return records
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_nulls(child) for key, child in value.items() if child is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value

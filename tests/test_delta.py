@@ -1,0 +1,186 @@
+"""Delta tables: merge by primary key across incremental runs, a replace that readers see whole
+or not at all, and one writer per table. Against a small API on 127.0.0.1 whose records the
+test edits between runs (the demo's data never changes)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tui_connector.config import LoadedConfig
+from tui_connector.failpoints import ENV as CRASH_AT
+
+from helpers import CLI, run_engine
+
+deltalake = pytest.importorskip("deltalake")
+
+
+class EditableApi:
+    """`GET /items?updated_since=...` -> {"items": [records updated since]}, records by id."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, dict[str, Any]] = {}
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                since = query.get("updated_since", [""])[0]
+                items = [r for r in api.records.values() if r["updated_at"] >= since]
+                body = json.dumps({"items": sorted(items, key=lambda r: r["id"])}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/items"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def put(self, n: int, value: str, minute: int) -> None:
+        self.records[n] = {"id": n, "value": value, "updated_at": f"2025-01-01T00:{minute:02d}:00Z"}
+
+
+@pytest.fixture
+def api() -> Iterator[EditableApi]:
+    api = EditableApi()
+    yield api
+    api.server.shutdown()
+    api.server.server_close()
+
+
+def _config(api: EditableApi, write: str, extra: str = "") -> str:
+    return f"""
+out: lake
+format: delta
+sources:
+  items:
+    url: {api.url}
+    records: items
+    write: {write}
+{extra}"""
+
+
+MERGE = """    primary_key: id
+    incremental:
+      cursor_field: updated_at
+      param: updated_since
+      primary_key: id
+"""
+
+
+def _rows(table: Path) -> list[dict[str, Any]]:
+    rows = deltalake.DeltaTable(str(table)).to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda row: row["id"])
+
+
+async def test_merge_keeps_one_row_per_key_with_the_newest_values(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    for n in range(5):
+        api.put(n, "first", minute=n)
+    config = write_config(_config(api, "merge", MERGE))
+    result, _ = await run_engine(config)
+    assert result.exit_code == 0
+    table = config.out / "items"
+    assert [row["value"] for row in _rows(table)] == ["first"] * 5
+
+    api.put(3, "second", minute=10)  # updated
+    api.put(4, "second", minute=11)
+    api.put(5, "new", minute=12)  # inserted
+    result, _ = await run_engine(config)
+    assert result.exit_code == 0
+    rows = _rows(table)
+    assert [row["id"] for row in rows] == [0, 1, 2, 3, 4, 5]
+    assert [row["value"] for row in rows] == ["first"] * 3 + ["second", "second", "new"]
+
+
+def test_merge_on_files_is_a_config_error(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    from tui_connector.config import ConfigError
+
+    with pytest.raises(ConfigError, match="only format: delta can do"):
+        write_config(_config(api, "merge", MERGE).replace("format: delta", "format: parquet"))
+
+
+def _run_cli(config: Path, env: dict[str, str] | None = None) -> Any:
+    import os
+    import subprocess
+
+    return subprocess.run(
+        [*CLI, "run", str(config), "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_replace_is_seen_whole_or_not_at_all_through_a_kill(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    for n in range(4):
+        api.put(n, "old", minute=n)
+    config = write_config(_config(api, "replace"))
+    assert _run_cli(config.path).returncode == 0
+    table = config.out / "items"
+    assert [row["value"] for row in _rows(table)] == ["old"] * 4
+    version = deltalake.DeltaTable(str(table)).version()
+
+    api.records.clear()
+    for n in range(10, 16):
+        api.put(n, "new", minute=n)
+    killed = _run_cli(config.path, {CRASH_AT: "lake.before_swap"})
+    assert killed.returncode == -9, killed.stderr
+    # Killed with the new set staged: readers still see the old set, whole.
+    assert deltalake.DeltaTable(str(table)).version() == version
+    assert [row["value"] for row in _rows(table)] == ["old"] * 4
+
+    finished = _run_cli(config.path)
+    assert finished.returncode == 0, finished.stderr
+    rows = _rows(table)
+    assert [row["id"] for row in rows] == list(range(10, 16))
+    assert {row["value"] for row in rows} == {"new"}
+    assert deltalake.DeltaTable(str(table)).version() == version + 1  # one swap commit
+    assert not (config.out / "_tc_staging" / "items").exists()
+
+
+def test_a_second_writer_is_refused_and_a_killed_runs_lock_taken_over(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    api.put(1, "x", minute=1)
+    config = write_config(_config(api, "append"))
+    lock = config.out / "_tc_locks" / "items.json"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"owner": "elsewhere:/other/state.db", "pid": 1, "since": "then"}))
+    refused = _run_cli(config.path)
+    assert refused.returncode != 0
+    assert "is being written by another run (state elsewhere:/other/state.db" in refused.stdout
+    assert f"delete {lock}" in refused.stdout
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert not (config.out / "items").exists()
+
+    # A lock our own state database left (its run was killed) is taken over, then released.
+    lock.write_text(lock.read_text().replace("elsewhere:/other/state.db", _owner(config)))
+    assert _run_cli(config.path).returncode == 0
+    assert [row["id"] for row in _rows(config.out / "items")] == [1]
+    assert not lock.exists()
+
+
+def _owner(config: LoadedConfig) -> str:
+    from tui_connector.sinks.locks import run_owner
+
+    return run_owner(config.state)
