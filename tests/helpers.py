@@ -23,6 +23,8 @@ from tui_connector.config import LoadedConfig
 from tui_connector.engine import Engine, RunResult
 from tui_connector.in_process import InProcessRun
 
+from s3_server import Bucket, S3Endpoint
+
 if TYPE_CHECKING:
     from tui_connector.tui.app import Dashboard
 
@@ -168,3 +170,53 @@ def crash_and_resume(config: Path, state: Path, seed: int, rounds: int = 6) -> i
     final = cli("run", "--headless", str(config), "--progress-interval", "60")
     assert final.returncode == 0, final.stdout + final.stderr
     return kills
+
+
+# -- the lake read back by readers other than ours ---------------------------------------------
+
+
+def documented_ids() -> dict[str, Counter[str]]:
+    """Every id, per source, that the documented sources.yaml fetches from the demo API."""
+    ids = {
+        source: expected_ids(source)
+        for source in (
+            *("customers", "orders", "invoices", "events", "products", "shipments", "tickets"),
+            *("regions", "activity", "changes"),
+        )
+    }
+    ids["stores"] = sum((expected_ids(f"store-{s}") for s in ("north", "south", "east")), Counter())
+    ids["repos"] = expected_ids("repos", 20)
+    ids["issues"] = sum((expected_ids(f"repos-{n:06d}", 15) for n in range(20)), Counter())
+    return ids
+
+
+def table_ids(lake: str, format: str, source: str, s3: S3Endpoint | None = None) -> Counter[str]:
+    """Every record id of a source's table or files, with how often it occurs, as an
+    independent reader sees them: deltalake for Delta, DuckDB (local) or pyarrow.dataset (S3)
+    for Parquet, the files themselves for JSON Lines. `s3`: the endpoint of an s3:// lake."""
+    location = f"{lake.rstrip('/')}/{source}"
+    if format == "delta":
+        from deltalake import DeltaTable
+
+        table = DeltaTable(location, storage_options=s3.storage_options() if s3 else None)
+        return Counter(table.to_pyarrow_table(columns=["id"])["id"].to_pylist())
+    if s3 is None:
+        if format == "jsonl":
+            return lake_ids(Path(lake), source)
+        import duckdb
+
+        pattern = f"{location}/*/page-*.parquet"
+        rows = duckdb.sql(f"SELECT id FROM read_parquet('{pattern}', union_by_name = true)")
+        return Counter(id for (id,) in rows.fetchall())
+    name, _, prefix = location.removeprefix("s3://").partition("/")
+    bucket = Bucket(s3, name)
+    keys = bucket.keys(f"{prefix}/")
+    if format == "jsonl":
+        return Counter(
+            json.loads(line)["id"] for key in keys for line in bucket.read(key).splitlines()
+        )
+    import pyarrow.dataset as ds
+
+    files = [f"{name}/{key}" for key in keys if key.endswith(".parquet")]
+    table = ds.dataset(files, format="parquet", filesystem=s3.filesystem()).to_table(columns=["id"])
+    return Counter(table["id"].to_pylist())

@@ -21,7 +21,10 @@ from typing import Any
 import httpx
 
 REGION = "us-east-1"
-ALLOW_EVERYTHING = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*"}]}
+ALLOW_EVERYTHING = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
 ALLOW_READING = {
     "Version": "2012-10-17",
     "Statement": [

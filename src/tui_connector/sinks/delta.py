@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import TableNotFoundError
 
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
@@ -142,10 +143,15 @@ class DeltaTableSink:
             return self._table
 
     def _exists(self, uri: str) -> bool:
+        # Not DeltaTable.is_deltatable: it holds the GIL through its requests to the store,
+        # stalling the event loop (and every other thread) until the store answers.
         try:
-            return DeltaTable.is_deltatable(uri, storage_options=self.options)
+            DeltaTable(uri, storage_options=self.options)
+        except TableNotFoundError:
+            return False
         except Exception as exc:
             raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
+        return True
 
     def _check_is_delta(self, uri: str) -> None:
         """A directory that holds files but no Delta log is someone else's: refuse it."""
