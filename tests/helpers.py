@@ -210,7 +210,7 @@ def table_ids(lake: str, format: str, source: str, s3: S3Endpoint | None = None)
         return Counter(id for (id,) in rows.fetchall())
     name, _, prefix = location.removeprefix("s3://").partition("/")
     bucket = Bucket(s3, name)
-    keys = bucket.keys(f"{prefix}/")
+    keys = bucket.object_keys(f"{prefix}/")
     if format == "jsonl":
         return Counter(
             json.loads(line)["id"] for key in keys for line in bucket.read(key).splitlines()

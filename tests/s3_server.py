@@ -25,10 +25,16 @@ ALLOW_EVERYTHING = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
 }
+# Reading, and taking a table's lock (`_tc_locks/`), but writing nothing else.
 ALLOW_READING = {
     "Version": "2012-10-17",
     "Statement": [
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": "arn:aws:s3:::*/_tc_locks/*",
+        },
     ],
 }
 
@@ -146,7 +152,7 @@ class Bucket:
     def url(self, prefix: str = "lake") -> str:
         return f"s3://{self.name}/{prefix}" if prefix else f"s3://{self.name}"
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def object_keys(self, prefix: str = "") -> list[str]:
         """Every object's key under a prefix, in order."""
         pages = self.endpoint.client().get_paginator("list_objects_v2")
         return sorted(

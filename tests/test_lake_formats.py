@@ -5,7 +5,11 @@ other than ours; and what a store's failure or a wrong lake config tells the ope
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +17,10 @@ import yaml
 
 from tui_connector.config import load_config
 from tui_connector.demo.server import DemoServer
+from tui_connector.facade import ExitCode
 
-from helpers import ROOT, documented_ids, run_engine, table_ids
-from s3_server import S3Endpoint
+from helpers import ROOT, cli, documented_ids, expected_ids, run_engine, table_ids
+from s3_server import ALLOW_READING, Bucket, S3Endpoint
 
 FORMATS = ("jsonl", "parquet", "delta")
 TOKEN = "test-token-5f3a9"  # the session demo server's (conftest.demo)
@@ -50,3 +55,198 @@ async def test_every_dataset_lands_exactly_once_in_each_format_and_store(
     for source, expected in documented_ids().items():
         found = table_ids(lake, format, source, s3)
         assert found == expected, (source, sum((found - expected).values()), expected - found)
+
+
+# -- a store that fails: the source fails with the store's reason, and no secret shows --------
+
+ONE_SOURCE = """
+out: {out}
+format: {format}
+storage: {storage}
+sources:
+  customers:
+    url: {url}/v1/pages/customers
+    records: data
+    params: {{per_page: 50}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+"""
+# Unreachable endpoints are retried: a second, not the default minute.
+QUICK_RETRIES = {"max_retries": "1", "retry_timeout": "1s"}
+
+
+def write_one_source(
+    tmp_path: Path, demo: DemoServer, out: str, format: str, storage: dict[str, str] | None = None
+) -> Path:
+    path = tmp_path / "sources.yaml"
+    storage_text = json.dumps(storage or {})
+    path.write_text(ONE_SOURCE.format(out=out, format=format, storage=storage_text, url=demo.url))
+    return path
+
+
+def places_holding(
+    secret: str, run: subprocess.CompletedProcess[str], tmp_path: Path, bucket: Bucket | None
+) -> list[str]:
+    """Where a secret shows: the run's output, the state database and the log beside it
+    (every file under tmp_path), and every object of the bucket (Delta's log included)."""
+    places = [
+        name for name, text in (("stdout", run.stdout), ("stderr", run.stderr)) if secret in text
+    ]
+    places += [
+        str(path)
+        for path in tmp_path.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]
+    if bucket is not None:
+        places += [key for key in bucket.object_keys() if secret.encode() in bucket.read(key)]
+    return places
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("format", ["parquet", "delta"])
+@pytest.mark.parametrize(
+    "failure", ["missing bucket", "wrong secret", "access denied", "unreachable"]
+)
+def test_a_failing_store_fails_the_source_with_its_reason_and_shows_no_secret(
+    demo: DemoServer,
+    s3: S3Endpoint,
+    bucket: Bucket,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+    format: str,
+) -> None:
+    out, storage, secret = bucket.url("lake"), None, s3.lake_user.secret_access_key
+    if failure == "missing bucket":
+        out, reason = "s3://no-such-bucket/lake", "NoSuchBucket"
+    elif failure == "wrong secret":
+        secret, reason = "wR0ng+secret/" + "k" * 27, "SignatureDoesNotMatch"
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    elif failure == "access denied":
+        reader = s3.create_user("reader", ALLOW_READING)
+        for name, value in s3.env(reader).items():
+            monkeypatch.setenv(name, value)
+        # The table's lock may be taken: Delta's own write is denied.
+        secret, reason = reader.secret_access_key, "AccessDenied"
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+        storage, reason = QUICK_RETRIES, "onnection refused"
+    config = write_one_source(tmp_path, demo, out, format, storage)
+    run = cli("run", "--headless", str(config), "--log-level", "debug")
+    output = run.stdout + run.stderr
+    assert run.returncode == ExitCode.FAILED, output
+    assert reason in output
+    assert "Traceback" not in output
+    assert places_holding(secret, run, tmp_path, bucket) == []
+    assert [key for key in bucket.object_keys() if "/_tc_locks/" not in key] == []
+
+
+TWO_FORMATS = """
+out: {out}
+format: parquet
+sources:
+  customers:
+    url: {url}/v1/pages/customers
+    records: data
+    params: {{per_page: 50}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  orders:
+    url: {url}/v1/offset/orders
+    records: results
+    format: delta
+    pagination: {{type: offset, limit: 50, stop: {{total_records: {{header: X-Total-Count}}}}}}
+"""
+
+
+def test_the_store_secret_shows_nowhere_after_a_run_on_s3(
+    demo: DemoServer, s3: S3Endpoint, bucket: Bucket, tmp_path: Path
+) -> None:
+    config = tmp_path / "sources.yaml"
+    config.write_text(TWO_FORMATS.format(out=bucket.url("lake"), url=demo.url))
+    run = cli("run", "--headless", str(config), "--log-level", "debug")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert table_ids(bucket.url("lake"), "parquet", "customers", s3) == expected_ids("customers")
+    assert table_ids(bucket.url("lake"), "delta", "orders", s3) == expected_ids("orders")
+    assert any("/_delta_log/" in key for key in bucket.object_keys())
+    assert (tmp_path / ".tui-connector" / "tui-connector.log").stat().st_size > 0
+    assert places_holding(s3.lake_user.secret_access_key, run, tmp_path, bucket) == []
+
+
+# -- a lake config that cannot work: a config error that says what to do -----------------------
+
+
+def cli_without(modules: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in a Python where `modules` are not installed. None in sys.modules is
+    Python's own mark of a module that cannot be imported: importlib.util.find_spec answers
+    None for it, and importing it raises ModuleNotFoundError, as when it is absent."""
+    program = (
+        "import runpy, sys; sys.modules.update(dict.fromkeys(sys.argv[1].split(','))); "
+        "sys.argv[:2] = ['tui-connector']; runpy.run_module('tui_connector', run_name='__main__')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", program, ",".join(modules), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("format", "out", "missing", "extra"),
+    [
+        ("parquet", "lake", ("pyarrow",), "parquet"),
+        ("delta", "lake", ("deltalake",), "delta"),
+        ("jsonl", "s3://some-bucket/lake", ("obstore",), "cloud"),
+        ("delta", "s3://some-bucket/lake", ("obstore",), "cloud"),
+    ],
+    ids=["parquet", "delta", "jsonl on s3", "delta on s3"],
+)
+def test_a_format_or_store_whose_extra_is_missing_names_the_pip_install(
+    demo: DemoServer, tmp_path: Path, format: str, out: str, missing: tuple[str, ...], extra: str
+) -> None:
+    config = write_one_source(tmp_path, demo, out, format)
+    run = cli_without(missing, "run", "--headless", str(config))
+    assert run.returncode == ExitCode.USAGE, run.stdout + run.stderr
+    needs = "an object store" if extra == "cloud" else f"format: {format}"
+    assert (
+        f"sources.yaml:3:9: format: {needs} needs the '{missing[0]}' package, which is not "
+        f"installed: pip install 'tui-connector[{extra}]'"
+    ) in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not (tmp_path / "lake").exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "lines", "message"),
+    [
+        (
+            "lake",
+            "    write: merge\n    primary_key: id\n",
+            "sources.yaml:9:12: sources.customers.write: write: merge updates rows in place, "
+            "which only format: delta can do (this source writes jsonl files)",
+        ),
+        (
+            "ftp://files.example/lake",
+            "",
+            "sources.yaml:2:6: out: 'ftp://files.example/lake': ftp:// is not a lake location",
+        ),
+    ],
+    ids=["merge on jsonl", "ftp URL"],
+)
+def test_a_lake_that_cannot_be_written_so_is_a_config_error(
+    demo: DemoServer, tmp_path: Path, out: str, lines: str, message: str
+) -> None:
+    config = write_one_source(tmp_path, demo, out, "jsonl")
+    config.write_text(
+        config.read_text().replace("    records: data\n", "    records: data\n" + lines)
+    )
+    run = cli("run", "--headless", str(config))
+    assert run.returncode == ExitCode.USAGE, run.stdout + run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr

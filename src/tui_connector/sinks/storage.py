@@ -59,19 +59,29 @@ def delta_options(options: Mapping[str, str]) -> dict[str, str]:
 _XML_CODE = re.compile(r"<Code>(.*?)</Code>", re.DOTALL)
 _XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
 _PERFORMING = re.compile(r"Error performing \w+ \S+ in [\d.]+\w+(, after \d+ retries[^-]*)? - ")
+# The innermost cause, which the first line leaves out ("error sending request"): obstore's
+# debug dump ends in the OS error's message; delta-rs prints its chain of causes, one per line.
+_OS_MESSAGE = re.compile(r'message: "([^"]+)"')
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CAUSE = "\u21b3"  # the arrow delta-rs puts before each cause
 
 
 def store_reason(exc: BaseException) -> str:
     """The store's own reason for a failure, in a line: S3's error code and message when the
     server sent them, otherwise the first line of what the library said (its debug dump
-    of the request left out)."""
-    text = str(exc).split("\n\nDebug source:", 1)[0]
+    of the request left out) and the innermost cause (the OS's "Connection refused")."""
+    text, _, debug = _ANSI.sub("", str(exc)).partition("\n\nDebug source:")
     code, message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
     if code is not None:
         reason = code.group(1).strip()
         if message is not None:
             reason += f": {message.group(1).strip()}"
         return reason
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    first = _PERFORMING.sub("", first)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = _PERFORMING.sub("", lines[0]) if lines else type(exc).__name__
+    causes = _OS_MESSAGE.findall(debug) or [
+        line.removeprefix(_CAUSE).strip() for line in lines[1:] if line.startswith(_CAUSE)
+    ]
+    if causes and causes[-1] not in first:
+        first += f": {causes[-1]}"
     return first if len(first) <= 300 else first[:297] + "..."
