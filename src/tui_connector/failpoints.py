@@ -20,11 +20,11 @@ import threading
 ENV = "TUI_CONNECTOR_CRASH_AT"
 
 POINTS = (
-    # A page's temporary file is written, not yet renamed into place (Delta: a batch's rows
-    # are converted, not yet committed).
+    # A page's temporary file is written, not yet renamed into place (object store: encoded,
+    # not yet PUT; Delta: a batch's rows are converted, not yet committed).
     "lake.before_rename",
-    # The page file is in place (Delta: the batch's commit is in the table's log), its
-    # checkpoint not yet queued.
+    # The page file is in place (object store: its PUT returned; Delta: the batch's commit is
+    # in the table's log), its checkpoint not yet queued.
     "lake.after_rename",
     "lake.before_swap",  # a replace's staged table is complete, not yet swapped in (Delta)
     "state.before_commit",  # a checkpoint batch is written in its transaction, not committed

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
 from tui_connector.sinks.files import FileFormat, covered, page_name, positions
 from tui_connector.sinks.jsonl import stage_lines
@@ -64,6 +65,7 @@ class ObjectFileSink:
         else:
             chunks = self.format.encode(stream, pages)
         data = b"".join(chunks)
+        failpoints.reached("lake.before_rename")
         if abandoned():
             return False
         key = self._key(stream, position)
@@ -72,6 +74,7 @@ class ObjectFileSink:
         running.add(put)
         put.add_done_callback(running.discard)
         await asyncio.shield(put)
+        failpoints.reached("lake.after_rename")
         self.bytes_written[stream.source] = self.bytes_written.get(stream.source, 0) + len(data)
         return True
 
