@@ -50,6 +50,28 @@ class LakeInfo:
     notes: tuple[str, ...] = ()  # what the operator is told once (a column's fallback)
 
 
+def lake_info(
+    format: str,
+    destination: str,
+    bytes_written: int,
+    *,
+    version: int | None = None,
+    columns: Any = None,
+) -> LakeInfo:
+    """A source's LakeInfo; `columns`: its `arrow_schema.TableSchema`, when it has one."""
+    if columns is None:
+        return LakeInfo(format, destination, bytes_written, version)
+    schema = "\n".join(f"{field.name}: {field.type}" for field in columns.schema)
+    return LakeInfo(
+        format,
+        destination,
+        bytes_written,
+        version,
+        schema=schema or None,
+        json_columns=tuple(sorted(columns.json_columns)),
+    )
+
+
 @dataclass(slots=True)
 class StagedPage:
     """One page's records as a batch holds them (for JSON Lines: the encoded lines). Made
@@ -126,4 +148,4 @@ class Sink(Protocol):
         ...
 
 
-__all__ = ["LakeError", "LakeInfo", "Sink", "StagedPage", "StreamKey"]
+__all__ = ["LakeError", "LakeInfo", "Sink", "StagedPage", "StreamKey", "lake_info"]

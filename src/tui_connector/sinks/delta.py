@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from tui_connector import failpoints
-from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
+from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
 from tui_connector.sinks.jsonl import stage_lines
 from tui_connector.sinks.local import writer_threads
@@ -190,17 +190,8 @@ class DeltaTableSink:
         return self.uri
 
     def info(self, source: str) -> LakeInfo:
-        schema = self._schema
-        columns = schema.schema if schema is not None else None
-        return LakeInfo(
-            "delta",
-            self.uri,
-            self.bytes_written,
-            version=self.version,
-            schema=(
-                "\n".join(f"{f.name}: {f.type}" for f in columns) if columns is not None else None
-            ),
-            json_columns=tuple(sorted(schema.json_columns)) if schema is not None else (),
+        return lake_info(
+            "delta", self.uri, self.bytes_written, version=self.version, columns=self._schema
         )
 
     def news(self) -> list[str]:
@@ -398,8 +389,8 @@ class DeltaTableSink:
         table = await self._open()
         if table is None:
             return
-        dataset = await asyncio.to_thread(table.to_pyarrow_dataset)
-        for batch in await asyncio.to_thread(lambda: list(dataset.to_batches())):
+        reader = await asyncio.to_thread(lambda: table.to_pyarrow_dataset().scanner().to_reader())
+        while (batch := await asyncio.to_thread(_next_batch, reader)) is not None:
             yield to_records(pa.Table.from_batches([batch]))
 
     async def aclose(self) -> None:
@@ -416,6 +407,13 @@ class DeltaTableSink:
         return LakeError(
             f"cannot {doing} the Delta table {self._target or self.uri}: {store_reason(exc)}"
         )
+
+
+def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
 
 
 def _last_per_key(rows: pa.Table, key: Sequence[str]) -> pa.Table:
