@@ -316,8 +316,10 @@ class DeltaTableSink:
         self._versions[stream.partition] = batches
         if table is None:
             return 0
-        ahead = await asyncio.to_thread(lambda: table.transaction_version(app_id(stream)) or 0)
-        if ahead <= batches and keep_below > 0:
+        ahead = await asyncio.to_thread(lambda: table.transaction_version(app_id(stream)))
+        if ahead is None:
+            return 0  # every batch commits a version: the table never held this stream
+        if ahead <= batches and (keep_below > 0 or ahead == 0):
             return 0  # the table holds exactly what the checkpoint covers
         if self.write == "merge" and keep_below > 0:
             # Upserting a batch again changes nothing: keep counting from the table's count.
