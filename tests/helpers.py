@@ -13,11 +13,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from tui_connector.config import LoadedConfig
 from tui_connector.engine import Engine, RunResult
@@ -59,6 +62,34 @@ def soak_ids(records: int) -> dict[str, Counter[str]]:
         "events": expected_ids("events", records),
         "feed": expected_ids("feed", records),
     }
+
+
+class JsonApi:
+    """A small JSON API on 127.0.0.1 that answers every GET with `respond(path, query)`:
+    for data that changes between runs, or takes shapes the demo's never does."""
+
+    def __init__(self, respond: Callable[[str, dict[str, str]], Any]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                body = json.dumps(respond(url.path, query)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

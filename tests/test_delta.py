@@ -5,48 +5,32 @@ test edits between runs (the demo's data never changes)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tui_connector.config import LoadedConfig
 from tui_connector.failpoints import ENV as CRASH_AT
 
-from helpers import CLI, run_engine
+from helpers import CLI, JsonApi, run_engine
 
 deltalake = pytest.importorskip("deltalake")
 
 
-class EditableApi:
+class EditableApi(JsonApi):
     """`GET /items?updated_since=...` -> {"items": [records updated since]}, records by id."""
 
     def __init__(self) -> None:
         self.records: dict[int, dict[str, Any]] = {}
-        api = self
+        super().__init__(self._items)
+        self.url += "/items"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                query = parse_qs(urlsplit(self.path).query)
-                since = query.get("updated_since", [""])[0]
-                items = [r for r in api.records.values() if r["updated_at"] >= since]
-                body = json.dumps({"items": sorted(items, key=lambda r: r["id"])}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/items"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _items(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        since = query.get("updated_since", "")
+        items = [r for r in self.records.values() if r["updated_at"] >= since]
+        return {"items": sorted(items, key=lambda r: r["id"])}
 
     def put(self, n: int, value: str, minute: int) -> None:
         self.records[n] = {"id": n, "value": value, "updated_at": f"2025-01-01T00:{minute:02d}:00Z"}
@@ -56,8 +40,7 @@ class EditableApi:
 def api() -> Iterator[EditableApi]:
     api = EditableApi()
     yield api
-    api.server.shutdown()
-    api.server.server_close()
+    api.close()
 
 
 def _config(api: EditableApi, write: str, extra: str = "") -> str:
