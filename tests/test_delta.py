@@ -211,3 +211,17 @@ sources:
         (files,) = db.execute("select files from streams where source = 'customers'").fetchone()
     table = deltalake.DeltaTable(str(config.out / "customers"))
     assert table.transaction_version("tui-connector/all") == files
+
+
+def test_a_directory_that_is_not_a_delta_table_is_refused_by_name(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    api.put(1, "x", minute=1)
+    config = write_config(_config(api, "append"))
+    foreign = config.out / "items"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.csv").write_text("someone else's\n")
+    refused = _run_cli(config.path)
+    assert refused.returncode == 1
+    assert f"{foreign} holds files but is not a Delta table" in refused.stdout
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.csv"]

@@ -148,13 +148,25 @@ class DeltaTableSink:
             raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
 
     def _check_is_delta(self, uri: str) -> None:
-        """A directory that holds files but no Delta log is someone else's: refuse it."""
-        local_files = self.local and Path(uri).is_dir() and any(Path(uri).iterdir())
-        if local_files and not self._exists(uri):
+        """A place that holds files but no Delta log is someone else's: refuse it."""
+        if self._holds_files(uri) and not self._exists(uri):
             raise LakeError(
                 f"{uri} holds files but is not a Delta table (no _delta_log): format: "
                 "delta writes a table there; move those files, or set another `out:`"
             )
+
+    def _holds_files(self, uri: str) -> bool:
+        if self.local:
+            return Path(uri).is_dir() and any(Path(uri).iterdir())
+        import obstore
+
+        from tui_connector.sinks.storage import open_store
+
+        try:
+            listing = obstore.list(open_store(uri, self.options or {}), chunk_size=1)
+            return any(chunk for chunk in listing)
+        except Exception as exc:
+            raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
 
     def _load(self, uri: str) -> DeltaTable | None:
         self._check_is_delta(uri)
