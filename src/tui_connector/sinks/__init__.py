@@ -27,6 +27,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from tui_connector.telemetry import LakeInfo
+
 
 class LakeError(Exception):
     """The lake cannot be written (permissions, disk full, a record too deep to encode...)."""
@@ -35,19 +37,6 @@ class LakeError(Exception):
 class StreamKey(NamedTuple):
     source: str
     partition: str
-
-
-@dataclass(frozen=True)
-class LakeInfo:
-    """What a source's lake shows an operator."""
-
-    format: str
-    destination: str
-    bytes_written: int = 0  # by this run
-    version: int | None = None  # a table's version, for formats that keep one
-    schema: str | None = None  # the inferred columns, one per line
-    json_columns: tuple[str, ...] = ()  # fields stored as JSON text after changing type
-    notes: tuple[str, ...] = ()  # what the operator is told once (a column's fallback)
 
 
 def lake_info(
@@ -69,6 +58,7 @@ def lake_info(
         version,
         schema=schema or None,
         json_columns=tuple(sorted(columns.json_columns)),
+        notes=columns.notes,
     )
 
 
@@ -128,7 +118,9 @@ class Sink(Protocol):
         ...
 
     def info(self, source: str) -> LakeInfo:
-        """The source's format, destination and what this run wrote there."""
+        """The source's format, destination and what this run wrote there; for a typed
+        format its columns, the fields stored as JSON text and every fallback so far. Cheap:
+        front ends ask again whenever a checkpoint committed."""
         ...
 
     def committed_records(self, source: str) -> AsyncIterator[list[Any]]:

@@ -206,9 +206,6 @@ class DeltaTableSink:
             "delta", self.uri, self.bytes_written, version=self.version, columns=self._schema
         )
 
-    def news(self) -> list[str]:
-        return self._schema.take_news() if self._schema is not None else []
-
     def stage(self, records: Sequence[Any]) -> StagedPage:
         return stage_lines(records)
 
