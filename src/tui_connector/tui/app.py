@@ -466,9 +466,7 @@ class Dashboard(App[int]):
                 f"Partitioned: partitions done/total, “3{fmt.FAILED_MARK}” if 3 failed; "
                 "else a bar (total known) or records so far",
             ),
-            ("fetched", "Bytes received from the API"),
-            ("written", "Bytes this run wrote to the lake"),
-            ("lake", "The source's format, and a table's version (“delta v12”)"),
+            ("written", "Bytes this run wrote to the lake; lake: the format, a table's version"),
         ]
         return [*self.keys.help_sections(), ("Columns", columns)]
 
