@@ -44,6 +44,39 @@ def lake_ids(out: Path, source: str | None = None, partition: str = "*") -> Coun
     return ids
 
 
+def bytes_on_disk(directory: Path) -> int:
+    """The size of every file under `directory`."""
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+# A field `label` that is a string in a demo dataset's first record and a number after: the
+# first page mixes the two, so it is JSON text from the start, which the lake says once.
+LABEL_NOTE = "field 'label' holds mixed number and string"
+
+
+def three_formats_yaml(url: str, drift_format: str = "parquet") -> str:
+    """Three sources, one a format: `plain` (jsonl, one page), `drift` (`drift_format`, three
+    pages, `label` stored as JSON text) and `table` (delta, four pages); a file per page."""
+    return f"""\
+commit_interval: 0
+sources:
+  plain:
+    url: {url}/v1/all/plain
+  drift:
+    url: {url}/v1/pages/drift
+    format: {drift_format}
+    records: "data[*].merge(@, {{label: (n < `1` && name) || n}})"
+    params: {{per_page: 10, dataset_size: 30}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  table:
+    url: {url}/v1/pages/table
+    format: delta
+    records: data
+    params: {{per_page: 50, dataset_size: 200}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+"""
+
+
 def expected_ids(dataset: str, count: int = RECORDS) -> Counter[str]:
     return Counter(f"{dataset}-{n:06d}" for n in range(count))
 
