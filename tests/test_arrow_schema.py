@@ -17,11 +17,11 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
-from tui_connector.sinks.jsonl import _encode
+from tui_connector.sinks.jsonl import encode_lines
 
 
 def convert(schema: TableSchema, *pages: list[Any]) -> pa.Table:
-    return schema.convert([_encode(page) for page in pages])
+    return schema.convert([encode_lines(page) for page in pages])
 
 
 def types(table_or_schema: pa.Table | pa.Schema) -> dict[str, str]:
@@ -278,8 +278,8 @@ def test_the_fast_and_the_slow_path_make_the_same_table() -> None:
     ]
     fast, slow = TableSchema(), TableSchema()
     for page in pages:
-        expected = fast.convert([_encode(page)])
-        assert slow._convert_slowly(_encode(page)).equals(expected)
+        expected = fast.convert([encode_lines(page)])
+        assert slow._convert_slowly(encode_lines(page)).equals(expected)
     assert fast.schema == slow.schema
 
 

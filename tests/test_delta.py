@@ -5,48 +5,32 @@ test edits between runs (the demo's data never changes)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tui_connector.config import LoadedConfig
 from tui_connector.failpoints import ENV as CRASH_AT
 
-from helpers import CLI, run_engine
+from helpers import CLI, JsonApi, run_engine
 
 deltalake = pytest.importorskip("deltalake")
 
 
-class EditableApi:
+class EditableApi(JsonApi):
     """`GET /items?updated_since=...` -> {"items": [records updated since]}, records by id."""
 
     def __init__(self) -> None:
         self.records: dict[int, dict[str, Any]] = {}
-        api = self
+        super().__init__(self._items)
+        self.url += "/items"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                query = parse_qs(urlsplit(self.path).query)
-                since = query.get("updated_since", [""])[0]
-                items = [r for r in api.records.values() if r["updated_at"] >= since]
-                body = json.dumps({"items": sorted(items, key=lambda r: r["id"])}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/items"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _items(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        since = query.get("updated_since", "")
+        items = [r for r in self.records.values() if r["updated_at"] >= since]
+        return {"items": sorted(items, key=lambda r: r["id"])}
 
     def put(self, n: int, value: str, minute: int) -> None:
         self.records[n] = {"id": n, "value": value, "updated_at": f"2025-01-01T00:{minute:02d}:00Z"}
@@ -56,8 +40,7 @@ class EditableApi:
 def api() -> Iterator[EditableApi]:
     api = EditableApi()
     yield api
-    api.server.shutdown()
-    api.server.server_close()
+    api.close()
 
 
 def _config(api: EditableApi, write: str, extra: str = "") -> str:
@@ -184,3 +167,61 @@ def _owner(config: LoadedConfig) -> str:
     from tui_connector.sinks.locks import run_owner
 
     return run_owner(config.state)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-order", "parallel-pages"])
+def test_a_kill_between_the_delta_commit_and_the_checkpoint_neither_loses_nor_repeats(
+    demo: Any, write_config: Callable[..., LoadedConfig], parallel: bool
+) -> None:
+    """The commit of the third batch is in the table's log, its checkpoint is not: the
+    resume finds the table a batch ahead and removes that batch's rows before fetching it
+    again."""
+    from collections import Counter
+
+    from helpers import RECORDS, expected_ids
+
+    config = write_config(f"""
+out: lake
+format: delta
+commit_interval: 0
+sources:
+  customers:
+    url: {demo.url}/v1/pages/customers
+    records: data
+    concurrency: 3
+    pagination:
+      type: page_number
+      size_param: per_page
+      size: 20
+      parallel: {str(parallel).lower()}
+      stop:
+        total_records: total
+""")
+    killed = _run_cli(config.path, {CRASH_AT: "lake.after_rename:3"})
+    assert killed.returncode == -9, killed.stderr
+    table = deltalake.DeltaTable(str(config.out / "customers"))
+    assert table.transaction_version("tui-connector/all") is not None
+    finished = _run_cli(config.path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    rows = _rows(config.out / "customers")
+    assert Counter(row["id"] for row in rows) == expected_ids("customers", RECORDS)
+    import sqlite3
+
+    with sqlite3.connect(config.state) as db:
+        (files,) = db.execute("select files from streams where source = 'customers'").fetchone()
+    table = deltalake.DeltaTable(str(config.out / "customers"))
+    assert table.transaction_version("tui-connector/all") == files
+
+
+def test_a_directory_that_is_not_a_delta_table_is_refused_by_name(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    api.put(1, "x", minute=1)
+    config = write_config(_config(api, "append"))
+    foreign = config.out / "items"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.csv").write_text("someone else's\n")
+    refused = _run_cli(config.path)
+    assert refused.returncode == 1
+    assert f"{foreign} holds files but is not a Delta table" in refused.stdout
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.csv"]

@@ -17,7 +17,7 @@ a pyarrow Table that conforms to the table's schema after that batch. The schema
   fall back, never failing and never losing a value: from then on its values are stored as
   compact JSON text in the string column `<field>__json`; earlier rows keep the typed column. A
   field mixed within the first batch that sees it is JSON text from the start. Each fallback is
-  told once through `take_news`.
+  told once through `take_news`, and listed with the others so far in `notes`.
 
 Column names: both writers (pyarrow's Parquet writer, deltalake 1.6) accept any text, including
 the empty string, spaces, dots and newlines, but Delta refuses names that differ only in case
@@ -263,6 +263,7 @@ class TableSchema:
         self._json: dict[str, str] = {}  # fields stored as JSON text -> their column
         self._claimed: dict[str, str] = {}  # casefolded column stems -> the field that has them
         self._news: list[str] = []
+        self._notes: tuple[str, ...] = ()  # every fallback, oldest first
         self._version = 0
         self._cached: tuple[int, pa.Schema, pa.Schema, tuple[bytes, ...]] | None = None
         for field in known or ():
@@ -288,6 +289,11 @@ class TableSchema:
         """The fields now stored as JSON text (their names in the records)."""
         with self._lock:
             return frozenset(self._json)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Every fallback to JSON text so far, oldest first, one sentence each."""
+        return self._notes  # replaced whole, never changed in place: no lock needed
 
     def take_news(self) -> list[str]:
         """What fell back to JSON text since the last call, one sentence each."""
@@ -410,7 +416,9 @@ class TableSchema:
         self._json[name] = column
         self._columns[column] = pa.string()
         self._version += 1
-        self._news.append(f"{reason}: from now on its values are stored as JSON text in {column!r}")
+        news = f"{reason}: from now on its values are stored as JSON text in {column!r}"
+        self._news.append(news)
+        self._notes += (news,)
 
 
 def to_records(table: pa.Table) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tui_connector import failpoints
-from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
+from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.files import FileFormat, covered, page_name, positions
 from tui_connector.sinks.jsonl import JSON_LINES, encode_lines
 
@@ -195,7 +195,9 @@ class LocalFileSink:
         return str(self.out.resolve() / source)
 
     def info(self, source: str) -> LakeInfo:
-        return LakeInfo(self.format.name, str(self.out / source), self.bytes_written.get(source, 0))
+        written = self.bytes_written.get(source, 0)
+        columns = self.format.columns(source)
+        return lake_info(self.format.name, str(self.out / source), written, columns=columns)
 
     def stage(self, records: Sequence[Any]) -> StagedPage:
         data = encode_lines(records)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tui_connector import failpoints
-from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
+from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.files import FileFormat, covered, page_name, positions
 from tui_connector.sinks.jsonl import stage_lines
 from tui_connector.sinks.local import writer_threads
@@ -43,7 +43,9 @@ class ObjectFileSink:
         return f"{self.url}/{source}"
 
     def info(self, source: str) -> LakeInfo:
-        return LakeInfo(self.format.name, self.identity(source), self.bytes_written.get(source, 0))
+        written = self.bytes_written.get(source, 0)
+        columns = self.format.columns(source)
+        return lake_info(self.format.name, self.identity(source), written, columns=columns)
 
     def stage(self, records: Sequence[Any]) -> StagedPage:
         return stage_lines(records)
