@@ -113,6 +113,9 @@ class DeltaTableSink:
         self._versions: dict[str, int] = {}  # the batches each stream has in the table
         self._queue: list[_Pending] = []
         self._committer: asyncio.Task[None] | None = None
+        # One commit to the table at a time: two streams' deletes (a resume's clean-up), or a
+        # delete and a batch's commit, rewrite the same files and fail as concurrent.
+        self._committing = asyncio.Lock()
         self._converters = writer_threads()
         self._lock = TableLock(lake, source, options, owner or f"pid {os.getpid()}")
 
@@ -259,7 +262,8 @@ class DeltaTableSink:
             if not live:
                 continue
             try:
-                await asyncio.to_thread(self._commit, live)
+                async with self._committing:
+                    await asyncio.to_thread(self._commit, live)
             except Exception as exc:
                 error = exc if isinstance(exc, LakeError) else self._error("write", exc)
                 for pending in live:
@@ -343,7 +347,10 @@ class DeltaTableSink:
         predicate = uncovered_predicate(stream.partition, keep_below, also_keep)
         properties = CommitProperties(app_transactions=[Transaction(app_id(stream), batches)])
         try:
-            metrics = await asyncio.to_thread(table.delete, predicate, commit_properties=properties)
+            async with self._committing:
+                metrics = await asyncio.to_thread(
+                    table.delete, predicate, commit_properties=properties
+                )
         except Exception as exc:
             raise self._error("clean", exc) from None
         self.version = table.version()
