@@ -273,12 +273,13 @@ def _state_path(config: str, state: Path | None) -> Path:
     "--streams", "per_stream", is_flag=True, help="One line per stream (partition), not per source."
 )
 def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> None:
-    """Show each source's progress and high-water mark (--streams: every stream's checkpoint)."""
+    """Show each source's progress and high-water mark (--streams: every stream's checkpoint),
+    and its lake: format, destination, a Delta table's version."""
     import asyncio
     import json
 
     from tui_connector.state import StateError
-    from tui_connector.state.report import aligned, source_table, stream_table
+    from tui_connector.state.report import aligned, lake_table, source_table, stream_table
     from tui_connector.state.sqlite import StateStore
 
     path = _state_path(config, state)
@@ -299,7 +300,10 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
         rows = asyncio.run(read())
     except StateError as exc:
         _fail(str(exc))
+    lakes, unknown_lake = _lakes(config, list(dict.fromkeys(str(row["source"]) for row in rows)))
     if as_json:
+        for row in rows:
+            row["lake"] = lakes.get(row["source"])
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
@@ -310,6 +314,37 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     for row in rows:
         if row["last_error"]:
             click.echo(f"{row['source']}/{row['partition']}: {row['last_error']}")
+    if per_stream:
+        return
+    if lakes:
+        click.echo()
+        for line in aligned(lake_table(lakes)):
+            click.echo(line)
+        for source, lake in lakes.items():
+            if lake["problem"]:
+                click.echo(f"{source}: table version ?: {lake['problem']}")
+    if unknown_lake:
+        click.echo(f"the lake: ? ({unknown_lake})")
+
+
+def _lakes(config: str, sources: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The lake of each source that has run, as `status` shows it: read from the config's
+    lake settings alone (no source secrets needed), a Delta table's version read, never
+    written. Nothing when there is no config; why not, when its lake settings are wrong."""
+    import dataclasses
+
+    from tui_connector.config import ConfigError, lake_settings_of
+    from tui_connector.sinks.maintenance import lake_status
+
+    if not sources or not Path(config).exists():
+        return {}, None
+    try:
+        settings = lake_settings_of(config)
+    except ConfigError as exc:
+        return {}, str(exc)
+    formats = {source: settings.formats[source] for source in sources if source in settings.formats}
+    found = lake_status(settings.lake, settings.storage, formats)
+    return {source: dataclasses.asdict(lake) for source, lake in found.items()}, None
 
 
 @cli.command()
@@ -347,6 +382,99 @@ def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
         _fail(str(exc))
     what = ", ".join(names) if names else "all sources"
     click.echo(f"reset {what}: {removed} stream checkpoint(s) removed from {path}")
+
+
+@cli.command()
+@click.argument("sources", nargs=-1)
+@_state_options
+@click.option(
+    "--out",
+    type=_LakeLocation(),
+    metavar="DIR|URL",
+    help="The lake the sources ran with (default: the config's 'out').",
+)
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    help="Delta: how long vacuum keeps the files a table no longer uses, e.g. 7d or 168h "
+    "(default: the table's delta.deletedFileRetentionDuration, 7 days unless set).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delta: vacuum with a retention shorter than the table's own, breaking time travel "
+    "past it and readers still reading an older version.",
+)
+@click.option(
+    "--target-size",
+    metavar="SIZE",
+    help="How large merged files grow, e.g. 128MiB (default: 128MiB for files, the table's "
+    "own for Delta).",
+)
+def compact(
+    sources: tuple[str, ...],
+    state: Path | None,
+    config: str,
+    out: str | None,
+    retention: str | None,
+    force: bool,
+    target_size: str | None,
+) -> None:
+    """Compact the lake of SOURCES (all when none given): merge each stream's small Parquet
+    or JSON Lines files into larger ones; optimize and vacuum Delta tables.
+
+    Refused while a run uses the state database. A compaction killed midway is finished by
+    the next run or compaction: no record is lost or doubled.
+    """
+    import asyncio
+
+    from tui_connector.config import ConfigError, lake_settings_of
+    from tui_connector.maintenance import CompactOptions, compact_lake
+    from tui_connector.sinks.maintenance import RetentionRefused, parse_retention
+    from tui_connector.state import StateError
+
+    if not Path(config).exists():
+        _fail(f"{config} not found; pass the config of the sources to compact with --config")
+    try:
+        settings = lake_settings_of(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    names = _split_names(sources) or list(settings.formats)
+    unknown = [name for name in names if name not in settings.formats]
+    if unknown:
+        known = ", ".join(settings.formats)
+        _fail(f"unknown source {', '.join(unknown)}; the config defines: {known}")
+    try:
+        options = CompactOptions(
+            retention_hours=parse_retention(retention) if retention is not None else None,
+            force=force,
+            target_size=_byte_size(target_size) if target_size is not None else None,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    path = _state_path(config, state)
+    if not path.exists():
+        _fail(f"no state database at {path}; nothing has run yet (or pass --state)")
+    try:
+        done = asyncio.run(compact_lake(settings, path, names, options, out=out))
+    except (StateError, RetentionRefused) as exc:
+        _fail(str(exc))
+    for outcome in done:
+        click.echo(outcome.text, err=outcome.failed)
+    sys.exit(ExitCode.FAILED if any(outcome.failed for outcome in done) else ExitCode.OK)
+
+
+def _byte_size(text: str) -> int:
+    """A size such as 128MiB or 64MB, in bytes. Raises ValueError."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise ValueError(f"{text!r} is not a size; write e.g. 128MiB or 64MB") from None
+    if size <= 0:
+        raise ValueError(f"--target-size must be more than 0 bytes, not {text!r}")
+    return size
 
 
 # -- the demo ---------------------------------------------------------------------------------

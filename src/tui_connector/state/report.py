@@ -1,12 +1,12 @@
 """The checkpoints of a state database as `tui-connector status` prints them: one line per
-source, or per stream. Plain text from plain rows; no I/O."""
+source, or per stream; and each source's lake. Plain text from plain rows; no I/O."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -73,4 +73,12 @@ def source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                 max(str(row["updated_at"]) for row in streams),
             )
         )
+    return table
+
+
+def lake_table(lakes: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    """One line per source: its lake's format, destination and (Delta) table version."""
+    table: list[tuple[str, ...]] = [("SOURCE", "FORMAT", "DESTINATION", "VERSION")]
+    for source, lake in lakes.items():
+        table.append((source, str(lake["format"]), str(lake["destination"]), str(lake["version"])))
     return table
