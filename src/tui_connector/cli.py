@@ -77,6 +77,10 @@ class _LakeLocation(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def _out_option(help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option("--out", type=_LakeLocation(), metavar="DIR|URL", help=help)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -109,12 +113,7 @@ def cli() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="State database (default: the config's 'state').",
 )
-@click.option(
-    "--out",
-    type=_LakeLocation(),
-    metavar="DIR|URL",
-    help="The lake: a directory or an object-store URL (default: the config's 'out').",
-)
+@_out_option("The lake: a directory or an object-store URL (default: the config's 'out').")
 @click.option(
     "--only",
     multiple=True,
@@ -387,12 +386,7 @@ def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
 @cli.command()
 @click.argument("sources", nargs=-1)
 @_state_options
-@click.option(
-    "--out",
-    type=_LakeLocation(),
-    metavar="DIR|URL",
-    help="The lake the sources ran with (default: the config's 'out').",
-)
+@_out_option("The lake the sources ran with (default: the config's 'out').")
 @click.option(
     "--retention",
     metavar="DURATION",

@@ -184,8 +184,9 @@ class _Compaction:
                     "lake it ran with as --out)"
                 )
                 continue
+            below, also = row.position, done_above(row)
             compaction = await _in_thread(
-                where, prepare, files, directory, suffix, row.position, done_above(row), target
+                where, prepare, files, directory, suffix, below, also, target, row.files
             )
             if row.files is not None and compaction.found < row.files:
                 notes.append(

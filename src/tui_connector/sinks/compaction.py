@@ -26,6 +26,7 @@ during them, or during their repetition, is finished the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -36,7 +37,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from tui_connector import failpoints
-from tui_connector.sinks.files import covered, positions
+from tui_connector.sinks import LakeError
+from tui_connector.sinks.files import covered, fsync_directory, positions
+from tui_connector.sinks.storage import store_reason
 
 JOURNALS = "_tc_compaction"
 MERGED_PREFIX = "_tc_merged-"
@@ -128,11 +131,11 @@ class LocalFiles:
         with self.writer(temp) as handle:
             handle.write(data)
         os.replace(self.root / temp, target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
 
     def replace(self, source: str, target: str) -> None:
         os.replace(self.root / source, self.root / target)
-        _fsync_directory((self.root / target).parent)
+        fsync_directory((self.root / target).parent)
 
     def delete(self, paths: Sequence[str]) -> None:
         directories = set()
@@ -140,15 +143,7 @@ class LocalFiles:
             (self.root / path).unlink(missing_ok=True)
             directories.add((self.root / path).parent)
         for directory in directories:
-            _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_directory(directory)
 
 
 class ObjectFiles:
@@ -455,11 +450,13 @@ def prepare(
     below: int,
     also: frozenset[int] = frozenset(),
     target: int = DEFAULT_TARGET_SIZE,
+    committed: int | None = None,
 ) -> StreamCompaction:
     """Step 1 for the stream whose files are in `directory`, whose checkpoint is at `below`
-    (with the parallel pages `also` done above it): merge the runs of its small files named
-    below the checkpoint, each into a file written aside. Removes what an earlier compaction
-    that died in its step 1 left."""
+    (with the parallel pages `also` done above it) and counts `committed` files: merge the
+    runs of its small files named below the checkpoint, each into a file written aside. Merges
+    nothing when the lake holds fewer files than counted (the run says what is missing).
+    Removes what an earlier compaction that died in its step 1 left."""
     listing = files.listing(directory)
     files.delete([f"{directory}/{name}" for name, _ in listing if name.startswith(MERGED_PREFIX)])
     sizes = dict(listing)
@@ -469,6 +466,8 @@ def prepare(
     )
     found = sum(1 for page in pages if covered(page.position, below, also))
     compaction = StreamCompaction(directory, found)
+    if committed is not None and found < committed:
+        return compaction
     merging = merging_for(suffix)
     for run in _runs([page for page in pages if page.position < below], target):
         if len(run) < 2:
@@ -511,3 +510,34 @@ def _roll_forward(files: LakeFiles, source: str, journal: dict[str, Any]) -> Non
         failpoints.reached("compact.after_replace")
         files.delete([f"{directory}/{name}" for name in merge["replaces"]])
     files.delete([journal_path(source)])
+
+
+class Settling:
+    """What a run does before it counts, cleans or reads a source's files: finish a compaction
+    of them that a crash interrupted. Once per source and run, by the stream that asks first;
+    the others wait for that one (two finishing it at once could remove a file that a stream
+    wrote in between)."""
+
+    def __init__(self, files: LakeFiles) -> None:
+        self._files = files
+        self._finishing: dict[str, asyncio.Future[bool]] = {}
+
+    async def settle(self, source: str) -> None:
+        """Raises LakeError."""
+        finishing = self._finishing.get(source)
+        if finishing is None:
+            finishing = asyncio.ensure_future(
+                asyncio.to_thread(finish_interrupted, self._files, source)
+            )
+            self._finishing[source] = finishing
+        where = f"{self._files.where}/{source}"
+        try:
+            await asyncio.shield(finishing)
+        except OSError as exc:
+            raise LakeError(f"cannot finish compacting {where}: {exc.strerror or exc}") from None
+        except Exception as exc:  # the store's own errors
+            raise LakeError(f"cannot finish compacting {where}: {store_reason(exc)}") from None
+
+    def forget(self) -> None:
+        """A compaction may run before the next run."""
+        self._finishing.clear()

@@ -24,8 +24,14 @@ from typing import Any, BinaryIO
 
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
-from tui_connector.sinks.compaction import LocalFiles, finish_interrupted
-from tui_connector.sinks.files import FileFormat, covered, page_name, positions
+from tui_connector.sinks.compaction import LocalFiles, Settling
+from tui_connector.sinks.files import (
+    FileFormat,
+    covered,
+    fsync_directory,
+    page_name,
+    positions,
+)
 from tui_connector.sinks.jsonl import JSON_LINES, encode_lines
 
 _TEMP_SUFFIX = ".tmp"
@@ -81,21 +87,13 @@ def write_file_sync(
             return 0
         os.replace(temp, target)
         if fsync:
-            _fsync_dir(directory)
+            fsync_directory(directory)
         failpoints.reached("lake.after_rename")
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
         raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return sum(len(chunk) for chunk in chunks)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _page_positions(directory: Path, suffix: str) -> Iterator[tuple[Path, int]]:
@@ -178,7 +176,7 @@ class LocalFileSink:
         self.fsync = fsync
         self.bytes_written: dict[str, int] = {}
         self._writers: ThreadPoolExecutor | None = None  # made at the first write
-        self._settled: set[str] = set()  # sources whose interrupted compaction is finished
+        self._settling = Settling(LocalFiles(out))
 
     async def aclose(self) -> None:
         """Wait for the writer threads to end (each write ends soon: an abandoned one drops
@@ -186,7 +184,7 @@ class LocalFileSink:
         writers, self._writers = self._writers, None
         if writers is not None:
             await asyncio.to_thread(writers.shutdown)
-        self._settled.clear()  # a compaction may run before the next run
+        self._settling.forget()
 
     def directory(self, stream: StreamKey) -> Path:
         return stream_dir(self.out, stream.source, stream.partition)
@@ -240,7 +238,7 @@ class LocalFileSink:
     async def count_batches(
         self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()
     ) -> int:
-        await self._settle(stream.source)
+        await self._settling.settle(stream.source)
         directory = self.directory(stream)
         return await _in_thread(
             "read", directory, count_pages_sync, below, also, self.format.suffix
@@ -253,7 +251,7 @@ class LocalFileSink:
         also_keep: frozenset[int] = frozenset(),
         batches: int = 0,
     ) -> int:
-        await self._settle(stream.source)
+        await self._settling.settle(stream.source)
         directory = self.directory(stream)
         return await _in_thread(
             "clean", directory, clear_stream_sync, keep_below, also_keep, self.format.suffix
@@ -263,7 +261,7 @@ class LocalFileSink:
         """Nothing is staged apart: every batch is in place as soon as it is written."""
 
     async def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
-        await self._settle(source)
+        await self._settling.settle(source)
         paths = await asyncio.to_thread(source_pages_sync, self.out, source, self.format.suffix)
         for start in range(0, len(paths), _READ_BATCH):
             chunk = paths[start : start + _READ_BATCH]
@@ -272,17 +270,6 @@ class LocalFileSink:
 
     def _read_pages(self, paths: list[Path]) -> list[list[Any]]:
         return [read_page_sync(path, self.format) for path in paths]
-
-    async def _settle(self, source: str) -> None:
-        """Before a source's files are counted, cleaned or read: finish a compaction of them
-        that a crash interrupted (see sinks.compaction). Once per run."""
-        if source not in self._settled:
-            await _in_thread("finish compacting", self.out, _finish_compaction, source)
-            self._settled.add(source)
-
-
-def _finish_compaction(out: Path, source: str) -> int:
-    return int(finish_interrupted(LocalFiles(out), source))
 
 
 class JsonLinesSink(LocalFileSink):
