@@ -277,8 +277,9 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     import asyncio
     import json
 
+    from tui_connector.maintenance import lakes_of
     from tui_connector.state import StateError
-    from tui_connector.state.report import aligned, lake_table, source_table, stream_table
+    from tui_connector.state.report import aligned, lake_lines, source_table, stream_table
     from tui_connector.state.sqlite import StateStore
 
     path = _state_path(config, state)
@@ -299,7 +300,8 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
         rows = asyncio.run(read())
     except StateError as exc:
         _fail(str(exc))
-    lakes, unknown_lake = _lakes(config, list(dict.fromkeys(str(row["source"]) for row in rows)))
+    sources = list(dict.fromkeys(str(row["source"]) for row in rows))
+    lakes, unknown = lakes_of(config, sources) if Path(config).exists() else ({}, None)
     if as_json:
         for row in rows:
             row["lake"] = lakes.get(row["source"])
@@ -313,37 +315,9 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     for row in rows:
         if row["last_error"]:
             click.echo(f"{row['source']}/{row['partition']}: {row['last_error']}")
-    if per_stream:
-        return
-    if lakes:
-        click.echo()
-        for line in aligned(lake_table(lakes)):
+    if not per_stream:
+        for line in lake_lines(lakes, unknown):
             click.echo(line)
-        for source, lake in lakes.items():
-            if lake["problem"]:
-                click.echo(f"{source}: table version ?: {lake['problem']}")
-    if unknown_lake:
-        click.echo(f"the lake: ? ({unknown_lake})")
-
-
-def _lakes(config: str, sources: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """The lake of each source that has run, as `status` shows it: read from the config's
-    lake settings alone (no source secrets needed), a Delta table's version read, never
-    written. Nothing when there is no config; why not, when its lake settings are wrong."""
-    import dataclasses
-
-    from tui_connector.config import ConfigError, lake_settings_of
-    from tui_connector.sinks.maintenance import lake_status
-
-    if not sources or not Path(config).exists():
-        return {}, None
-    try:
-        settings = lake_settings_of(config)
-    except ConfigError as exc:
-        return {}, str(exc)
-    formats = {source: settings.formats[source] for source in sources if source in settings.formats}
-    found = lake_status(settings.lake, settings.storage, formats)
-    return {source: dataclasses.asdict(lake) for source, lake in found.items()}, None
 
 
 @cli.command()
@@ -422,27 +396,13 @@ def compact(
     """
     import asyncio
 
-    from tui_connector.config import ConfigError, lake_settings_of
-    from tui_connector.maintenance import CompactOptions, compact_lake
-    from tui_connector.sinks.maintenance import RetentionRefused, parse_retention
+    from tui_connector.maintenance import compact_lake, compact_request
+    from tui_connector.sinks.maintenance import RetentionRefused
     from tui_connector.state import StateError
 
-    if not Path(config).exists():
-        _fail(f"{config} not found; pass the config of the sources to compact with --config")
     try:
-        settings = lake_settings_of(config)
-    except ConfigError as exc:
-        _fail(str(exc))
-    names = _split_names(sources) or list(settings.formats)
-    unknown = [name for name in names if name not in settings.formats]
-    if unknown:
-        known = ", ".join(settings.formats)
-        _fail(f"unknown source {', '.join(unknown)}; the config defines: {known}")
-    try:
-        options = CompactOptions(
-            retention_hours=parse_retention(retention) if retention is not None else None,
-            force=force,
-            target_size=_byte_size(target_size) if target_size is not None else None,
+        settings, names, options = compact_request(
+            config, _split_names(sources), retention=retention, force=force, size=target_size
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -456,19 +416,6 @@ def compact(
     for outcome in done:
         click.echo(outcome.text, err=outcome.failed)
     sys.exit(ExitCode.FAILED if any(outcome.failed for outcome in done) else ExitCode.OK)
-
-
-def _byte_size(text: str) -> int:
-    """A size such as 128MiB or 64MB, in bytes. Raises ValueError."""
-    from pydantic import ByteSize, TypeAdapter, ValidationError
-
-    try:
-        size = int(TypeAdapter(ByteSize).validate_python(text))
-    except ValidationError:
-        raise ValueError(f"{text!r} is not a size; write e.g. 128MiB or 64MB") from None
-    if size <= 0:
-        raise ValueError(f"--target-size must be more than 0 bytes, not {text!r}")
-    return size
 
 
 # -- the demo ---------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ its checkpoint counts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from tui_connector.config import LakeSettings
+from tui_connector.config import ConfigError, LakeSettings, lake_settings_of
 from tui_connector.config.lake import is_object_store, missing_extra
 from tui_connector.engine.resume import done_above
 from tui_connector.sinks import LakeError
@@ -27,7 +28,12 @@ from tui_connector.sinks.compaction import (
     prepare,
     publish,
 )
-from tui_connector.sinks.maintenance import RetentionRefused
+from tui_connector.sinks.maintenance import (
+    RetentionRefused,
+    lake_status,
+    parse_retention,
+    parse_size,
+)
 from tui_connector.sinks.storage import store_reason
 from tui_connector.state import StreamRow
 from tui_connector.state.sqlite import RunLock, StateStore
@@ -38,6 +44,43 @@ class CompactOptions:
     retention_hours: int | None = None  # Delta vacuum; None: the table's own
     force: bool = False  # a retention shorter than the table's
     target_size: int | None = None  # bytes; None: Delta's own, DEFAULT_TARGET_SIZE for files
+
+
+def compact_request(
+    config: str, sources: list[str], *, retention: str | None, force: bool, size: str | None
+) -> tuple[LakeSettings, list[str], CompactOptions]:
+    """What `compact` is asked: the config's lake, the sources (all when none are named) and
+    the options. Raises ValueError saying what is wrong."""
+    if not Path(config).exists():
+        raise ValueError(f"{config} not found; pass the config of the sources with --config")
+    try:
+        settings = lake_settings_of(config)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    names = sources or list(settings.formats)
+    unknown = [name for name in names if name not in settings.formats]
+    if unknown:
+        known = ", ".join(settings.formats)
+        raise ValueError(f"unknown source {', '.join(unknown)}; the config defines: {known}")
+    options = CompactOptions(
+        retention_hours=parse_retention(retention) if retention is not None else None,
+        force=force,
+        target_size=parse_size(size) if size is not None else None,
+    )
+    return settings, names, options
+
+
+def lakes_of(config: str, sources: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The lake of each source, as `status` shows it: read from the config's lake settings
+    alone (no source secrets needed), a Delta table's version read, never written. Why not,
+    when the config's lake settings are wrong."""
+    try:
+        settings = lake_settings_of(config)
+    except ConfigError as exc:
+        return {}, str(exc)
+    formats = {source: settings.formats[source] for source in sources if source in settings.formats}
+    found = lake_status(settings.lake, settings.storage, formats)
+    return {source: dataclasses.asdict(lake) for source, lake in found.items()}, None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,19 @@ def parse_retention(text: str) -> int:
     return int(match.group(1)) * {"h": 1, "d": 24, "w": 168}[match.group(2)]
 
 
+def parse_size(text: str) -> int:
+    """Bytes, from a size such as 128MiB or 64MB."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise ValueError(f"{text!r} is not a size; write e.g. 128MiB or 64MB") from None
+    if size <= 0:
+        raise ValueError(f"a target size must be more than 0 bytes, not {text!r}")
+    return size
+
+
 _INTERVAL = re.compile(r"\s*(?:interval\s+)?(\d+)\s*([a-z]+?)s?\s*", re.IGNORECASE)
 _UNIT_HOURS = {
     "week": 168.0,

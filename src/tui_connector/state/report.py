@@ -76,9 +76,17 @@ def source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     return table
 
 
-def lake_table(lakes: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, ...]]:
-    """One line per source: its lake's format, destination and (Delta) table version."""
-    table: list[tuple[str, ...]] = [("SOURCE", "FORMAT", "DESTINATION", "VERSION")]
-    for source, lake in lakes.items():
-        table.append((source, str(lake["format"]), str(lake["destination"]), str(lake["version"])))
-    return table
+def lake_lines(lakes: Mapping[str, Mapping[str, Any]], unknown: str | None) -> Iterator[str]:
+    """Each source's lake: its format, destination and (Delta) table version, and why a
+    version shows "?"; `unknown`: why the lake could not be read from the config at all."""
+    if lakes:
+        yield ""
+        table: list[tuple[str, ...]] = [("SOURCE", "FORMAT", "DESTINATION", "VERSION")]
+        for source, lake in lakes.items():
+            table.append((source, lake["format"], lake["destination"], lake["version"]))
+        yield from aligned(table)
+        for source, lake in lakes.items():
+            if lake["problem"]:
+                yield f"{source}: table version ?: {lake['problem']}"
+    if unknown:
+        yield f"the lake: ? ({unknown})"
