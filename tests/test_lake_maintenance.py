@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -170,9 +172,7 @@ async def test_status_shows_each_sources_format_destination_and_table_version(
     # Without the sources' secrets in the environment: status reads only the lake's settings.
     status = cli("status", "--config", str(config.path))
     assert status.returncode == 0, status.stderr
-    lines = status.stdout.splitlines()
-    lake = lines[lines.index("") + 1 :]
-    assert [line.split() for line in lake] == [
+    assert lake_rows(status.stdout) == [
         ["SOURCE", "FORMAT", "DESTINATION", "VERSION"],
         ["changes", "delta", str(config.out / "changes"), str(version)],
         ["pages", "parquet", str(config.out / "pages")],
@@ -186,6 +186,35 @@ async def test_status_shows_each_sources_format_destination_and_table_version(
         "problem": None,
     }
     assert lakes["pages"]["format"] == "parquet" and lakes["pages"]["version"] == ""
+
+    # Without deltalake installed: the version is "?", and the pip install that brings it.
+    hidden = (
+        "import sys; sys.modules['deltalake'] = None; sys.argv[0] = 'tui-connector'\n"
+        "from tui_connector.cli import main; main()"
+    )
+    status = cli_code(hidden, "status", "--config", str(config.path))
+    assert status.returncode == 0, status.stderr
+    assert lake_rows(status.stdout)[1] == ["changes", "delta", str(config.out / "changes"), "?"]
+    assert "changes: table version ?: format: delta needs the 'deltalake' package" in status.stdout
+    assert "pip install 'tui-connector[delta]'" in status.stdout
+
+
+def lake_rows(status: str) -> list[list[str]]:
+    """The lake table of `status`'s output (after the checkpoints' table), split in cells."""
+    lines = status.splitlines()
+    table = []
+    for line in lines[lines.index("") + 1 :]:
+        if ": " in line:  # the reasons under the table
+            break
+        table.append(line.split())
+    return table
+
+
+def cli_code(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line, run by `code` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _free_port() -> int:
@@ -212,13 +241,8 @@ async def test_status_shows_a_question_mark_and_why_when_a_table_cannot_be_read(
 
     status = await asyncio.to_thread(cli, "status", "--config", str(config))
     assert status.returncode == 0, status.stderr
+    assert lake_rows(status.stdout)[1] == ["events", "delta", "s3://lake-bucket/tables/events", "?"]
     lines = status.stdout.splitlines()
-    assert lines[lines.index("") + 2].split() == [
-        "events",
-        "delta",
-        "s3://lake-bucket/tables/events",
-        "?",
-    ]
     reason = next(line for line in lines if line.startswith("events: table version ?: "))
     assert "cannot open the Delta table s3://lake-bucket/tables/events" in reason
     assert reason.endswith("Connection refused (os error 111)"), reason
