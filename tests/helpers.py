@@ -13,11 +13,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from tui_connector.config import LoadedConfig
 from tui_connector.engine import Engine, RunResult
@@ -41,6 +44,39 @@ def lake_ids(out: Path, source: str | None = None, partition: str = "*") -> Coun
     return ids
 
 
+def bytes_on_disk(directory: Path) -> int:
+    """The size of every file under `directory`."""
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+# A field `label` that is a string in a demo dataset's first record and a number after: the
+# first page mixes the two, so it is JSON text from the start, which the lake says once.
+LABEL_NOTE = "field 'label' holds mixed number and string"
+
+
+def three_formats_yaml(url: str, drift_format: str = "parquet") -> str:
+    """Three sources, one a format: `plain` (jsonl, one page), `drift` (`drift_format`, three
+    pages, `label` stored as JSON text) and `table` (delta, four pages); a file per page."""
+    return f"""\
+commit_interval: 0
+sources:
+  plain:
+    url: {url}/v1/all/plain
+  drift:
+    url: {url}/v1/pages/drift
+    format: {drift_format}
+    records: "data[*].merge(@, {{label: (n < `1` && name) || n}})"
+    params: {{per_page: 10, dataset_size: 30}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  table:
+    url: {url}/v1/pages/table
+    format: delta
+    records: data
+    params: {{per_page: 50, dataset_size: 200}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+"""
+
+
 def expected_ids(dataset: str, count: int = RECORDS) -> Counter[str]:
     return Counter(f"{dataset}-{n:06d}" for n in range(count))
 
@@ -59,6 +95,34 @@ def soak_ids(records: int) -> dict[str, Counter[str]]:
         "events": expected_ids("events", records),
         "feed": expected_ids("feed", records),
     }
+
+
+class JsonApi:
+    """A small JSON API on 127.0.0.1 that answers every GET with `respond(path, query)`:
+    for data that changes between runs, or takes shapes the demo's never does."""
+
+    def __init__(self, respond: Callable[[str, dict[str, str]], Any]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                body = json.dumps(respond(url.path, query)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

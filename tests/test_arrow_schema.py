@@ -17,11 +17,11 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
-from tui_connector.sinks.jsonl import _encode
+from tui_connector.sinks.jsonl import encode_lines
 
 
 def convert(schema: TableSchema, *pages: list[Any]) -> pa.Table:
-    return schema.convert([_encode(page) for page in pages])
+    return schema.convert([encode_lines(page) for page in pages])
 
 
 def types(table_or_schema: pa.Table | pa.Schema) -> dict[str, str]:
@@ -234,18 +234,25 @@ def test_any_json_key_gets_a_column_both_writers_take_and_reads_back_under_its_n
 ) -> None:
     schema = TableSchema()
     record = {name: index for index, name in enumerate(ODD_NAMES)}
-    record["nested"] = {name: index for index, name in enumerate(ODD_NAMES) if name != "X"}
+    record["nested"] = {
+        name: index for index, name in enumerate(ODD_NAMES) if name not in ("", "X")
+    }
+    record["keyless"] = {"": 1, "a": 2}
     table = convert(schema, [record])
-    # Reserved names and one differing only in case from an earlier field become JSON text.
-    assert set(schema.json_columns) == {"x__json", "X", "_tc_page", "__json_78"}
+    assert types(table)["nested"].startswith("struct<")
+    # Reserved names, one differing only in case from an earlier field's, and an object with an
+    # empty key (which DuckDB would rename) become JSON text.
+    assert schema.json_columns == {"", "x__json", "X", "_tc_page", "__json_78", "keyless"}
     assert not any(name.startswith("_tc_") for name in table.column_names)
     folded = [name.casefold() for name in table.column_names]
     assert len(folded) == len(set(folded))
     assert to_records(table) == [record]
-    assert len(schema.take_news()) == 4
+    assert len(schema.take_news()) == 6
     pq.write_table(table, tmp_path / "page.parquet")
     write_deltalake(tmp_path / "delta", table, mode="append", schema_mode="merge")
     assert to_records(pq.read_table(tmp_path / "page.parquet")) == [record]
+    by_duckdb = duckdb.read_parquet(str(tmp_path / "page.parquet")).arrow().read_all()
+    assert to_records(by_duckdb) == [record]
     assert to_records(DeltaTable(tmp_path / "delta").to_pyarrow_table()) == [record]
 
 
@@ -271,8 +278,8 @@ def test_the_fast_and_the_slow_path_make_the_same_table() -> None:
     ]
     fast, slow = TableSchema(), TableSchema()
     for page in pages:
-        expected = fast.convert([_encode(page)])
-        assert slow._convert_slowly(_encode(page)).equals(expected)
+        expected = fast.convert([encode_lines(page)])
+        assert slow._convert_slowly(encode_lines(page)).equals(expected)
     assert fast.schema == slow.schema
 
 

@@ -219,8 +219,13 @@ def validate(config: str) -> None:
 
     loaded = _load(config)
     click.echo(f"{config}: OK, {len(loaded.sources)} source(s)")
+    click.echo(f"  lake: {loaded.model.out} (format: {loaded.model.format})")
     for name, spec in loaded.sources.items():
-        click.echo(f"  {name}: {headline(spec, loaded.redactor)}")
+        lake = f" format={spec.format}" if spec.format != loaded.model.format else ""
+        if spec.write != "append":
+            key = f" by {','.join(spec.primary_key)}" if spec.primary_key else ""
+            lake += f" write={spec.write}{key}"
+        click.echo(f"  {name}: {headline(spec, loaded.redactor)}{lake}")
 
 
 @cli.command()

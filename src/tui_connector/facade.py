@@ -20,7 +20,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
 
-from tui_connector.telemetry import RunTelemetry
+from tui_connector.telemetry import LakeInfo, RunTelemetry, SourceStats
 
 
 class ExitCode(IntEnum):
@@ -126,6 +126,12 @@ class RunView(Protocol):
         """One selected source's config, secrets redacted. It does not change during a run."""
         ...
 
+    def lake(self, source: str) -> LakeInfo:
+        """Where one selected source's records go and what this run wrote there, every text
+        redacted. It moves only as batches commit: read it through a `LakeWatch`, not at every
+        tick."""
+        ...
+
     def is_paused(self, source: str) -> bool:
         """Whether the operator paused the source; False for one that has not started yet."""
         ...
@@ -134,6 +140,34 @@ class RunView(Protocol):
         """`text` with the run's secrets replaced. A remote implementation redacts before the
         data leaves its process, and returns `text` as it is."""
         ...
+
+
+class LakeWatch:
+    """Each source's lake as a front end shows it, read from the view again only when the
+    source's telemetry says it may have moved (a checkpoint committed, the status changed: a
+    sink's figures move as batches commit, and a `replace` is published as the source ends);
+    and the notes not told yet, so that each fallback to JSON text is said once."""
+
+    def __init__(self, view: RunView) -> None:
+        self._view = view
+        self._read: dict[str, tuple[object, LakeInfo]] = {}
+        self._told: dict[str, int] = {}
+
+    def of(self, source: str, stats: SourceStats | None) -> LakeInfo:
+        """The source's lake; the same object as before while nothing moved."""
+        moment = None if stats is None else (stats.status, stats.last_checkpoint_at)
+        read = self._read.get(source)
+        if read is None or read[0] != moment:
+            read = self._read[source] = (moment, self._view.lake(source))
+        return read[1]
+
+    def untold(self, source: str, lake: LakeInfo) -> tuple[str, ...]:
+        """The source's notes not told yet; from now on they count as told."""
+        told = self._told.get(source, 0)
+        if len(lake.notes) <= told:
+            return ()
+        self._told[source] = len(lake.notes)
+        return lake.notes[told:]
 
 
 class RunControl(Protocol):

@@ -4,6 +4,8 @@ and a clock reading; no Textual, no I/O, no formatting library."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tui_connector.telemetry import RunTelemetry, SourceStats, SourceStatus
 
 PLACEHOLDER = "—"  # where there is no value to show
@@ -11,6 +13,25 @@ PLACEHOLDER = "—"  # where there is no value to show
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working directory when it lies beneath it, else absolute."""
+    absolute = path.absolute()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def shown_location(location: str) -> str:
+    """A lake's location: a URL as it is, a directory as `shown_path` shows it."""
+    return location if "://" in location else shown_path(Path(location))
+
+
+def lake_kind(format: str, version: int | None) -> str:
+    """A source's format and, for a table, its version: "jsonl", "delta v12"."""
+    return format if version is None else f"{format} v{version}"
 
 
 def active_seconds(stats: SourceStats, now: float) -> float:

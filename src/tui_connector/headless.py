@@ -14,12 +14,20 @@ from typing import Any, TextIO
 
 import humanize
 
-from tui_connector.facade import ExitCode, RunError, RunFacade, RunResult, RunView, TwoStageStop
-from tui_connector.figures import backoff_seconds, records_per_second
-from tui_connector.telemetry import SourceStats
+from tui_connector.facade import (
+    ExitCode,
+    LakeWatch,
+    RunError,
+    RunFacade,
+    RunResult,
+    RunView,
+    TwoStageStop,
+)
+from tui_connector.figures import backoff_seconds, lake_kind, records_per_second, shown_location
+from tui_connector.telemetry import LakeInfo, SourceStats
 
 
-def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
+def source_snapshot(stats: SourceStats, now: float, lake: LakeInfo) -> dict[str, Any]:
     """The figures of one source as plain data (what JSON progress prints)."""
     backoff = backoff_seconds(stats, now)
     return {
@@ -40,7 +48,23 @@ def source_snapshot(stats: SourceStats, now: float) -> dict[str, Any]:
         "backoff_s": round(backoff, 1) if backoff is not None else None,
         "last_error": stats.last_error,
         "warnings": list(stats.warnings),
+        "format": lake.format,
+        "destination": lake.destination,
+        "bytes_written": lake.bytes_written,
+        "table_version": lake.version,
+        "json_columns": list(lake.json_columns),
     }
+
+
+def lake_line(lake: LakeInfo) -> str:
+    """Where a source's records went: "delta v3 at lake/orders, 1.2 MB written"."""
+    line = (
+        f"{lake_kind(lake.format, lake.version)} at {shown_location(lake.destination)}, "
+        f"{humanize.naturalsize(lake.bytes_written)} written"
+    )
+    if lake.json_columns:
+        line += f"; stored as JSON text: {', '.join(lake.json_columns)}"
+    return line
 
 
 def format_line(snapshot: dict[str, Any], name_width: int) -> str:
@@ -57,7 +81,9 @@ def format_line(snapshot: dict[str, Any], name_width: int) -> str:
         f"{humanize.intcomma(snapshot['pages'])} pages",
         records,
         f"{humanize.intcomma(round(snapshot['records_per_s']))} rec/s",
-        f"{humanize.naturalsize(snapshot['bytes'])}",
+        f"{humanize.naturalsize(snapshot['bytes'])} fetched",
+        f"{humanize.naturalsize(snapshot['bytes_written'])} written to "
+        f"{lake_kind(snapshot['format'], snapshot['table_version'])}",
     ]
     if snapshot["retries"]:
         parts.append(f"{snapshot['retries']} retries")
@@ -85,6 +111,7 @@ class HeadlessReporter:
         self.mode = mode
         self.interval = interval
         self.out = out or sys.stdout
+        self.lakes = LakeWatch(view)
 
     def _emit(self, line: str) -> None:
         try:
@@ -97,15 +124,28 @@ class HeadlessReporter:
     def report(self, event: str = "progress") -> None:
         now = time.monotonic()
         telemetry = self.view.snapshot()
-        snapshots = [source_snapshot(s, now) for s in telemetry.sources.values()]
+        lakes = {name: self.lakes.of(name, stats) for name, stats in telemetry.sources.items()}
+        snapshots = [source_snapshot(s, now, lakes[s.name]) for s in telemetry.sources.values()]
         elapsed = round(now - telemetry.started_at, 1)
+        # Each fallback to JSON text is told once, after the progress that first shows it.
+        notes = [
+            (name, note) for name, lake in lakes.items() for note in self.lakes.untold(name, lake)
+        ]
         if self.mode == "json":
             for snapshot in snapshots:
                 self._emit(json.dumps({"event": event, "elapsed_s": elapsed, **snapshot}))
+            for name, note in notes:
+                self._emit(
+                    json.dumps(
+                        {"event": "lake_note", "elapsed_s": elapsed, "source": name, "note": note}
+                    )
+                )
             return
         width = max((len(s["source"]) for s in snapshots), default=6)
         for snapshot in snapshots:
             self._emit(format_line(snapshot, width))
+        for name, note in notes:
+            self._emit(f"{name}: {note}")
 
     async def run(self) -> None:
         while True:
@@ -144,6 +184,8 @@ class HeadlessReporter:
             f"{len(result.stopped)} stopped; {humanize.intcomma(totals['records'])} records "
             f"in {humanize.precisedelta(elapsed, minimum_unit='seconds', format='%0.1f')}"
         )
+        for name, stats in telemetry.sources.items():
+            self._emit(f"  {name}: {lake_line(self.lakes.of(name, stats))}")
         for name in result.failed:
             error = telemetry.sources[name].last_error
             self._emit(f"  {name}: {error}")

@@ -4,6 +4,7 @@ engine's insides, so the front ends depend on `facade` only."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from tui_connector.describe import describe_source
 from tui_connector.engine import Engine
@@ -14,7 +15,7 @@ from tui_connector.facade import (
     SourceDescription,
 )
 from tui_connector.state import StateError
-from tui_connector.telemetry import RunTelemetry
+from tui_connector.telemetry import LakeInfo, RunTelemetry
 
 
 class InProcessRun:
@@ -49,6 +50,19 @@ class InProcessRun:
             description = describe_source(spec, self.engine.redactor)
             self._descriptions[source] = description
         return description
+
+    def lake(self, source: str) -> LakeInfo:
+        info = self.engine.sink.info(source)
+        redact = self.engine.redactor
+        if not redact:
+            return info
+        return dataclasses.replace(
+            info,
+            destination=redact(info.destination),
+            schema=redact(info.schema) if info.schema else info.schema,
+            json_columns=tuple(map(redact, info.json_columns)),
+            notes=tuple(map(redact, info.notes)),
+        )
 
     def is_paused(self, source: str) -> bool:
         try:

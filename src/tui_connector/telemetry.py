@@ -120,6 +120,22 @@ class SourceStats:
     requests_rate: RateWindow = field(default_factory=RateWindow, repr=False)
 
 
+@dataclass(frozen=True)
+class LakeInfo:
+    """What a source's lake shows an operator: its sink's own account (`Sink.info`), read on
+    demand rather than kept up to date here, since it moves only as batches commit."""
+
+    format: str  # as `format:` names it
+    destination: str  # a directory or an object store's URL
+    bytes_written: int = 0  # by this run
+    version: int | None = None  # a table's version, for formats that keep one
+    schema: str | None = None  # the inferred columns, one "name: type" a line
+    json_columns: tuple[str, ...] = ()  # fields stored as JSON text after changing type
+    # Every fallback to JSON text so far, oldest first, one sentence each: a front end tells
+    # each one once.
+    notes: tuple[str, ...] = ()
+
+
 @dataclass
 class InFlightRequest:
     id: int

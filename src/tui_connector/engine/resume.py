@@ -70,17 +70,18 @@ async def open_stream(
         # A date window whose end moved with the present asks for more: fetch it again.
         if saved_partition not in ("", partition.identity()):
             row = None
+    restarts = row is not None and row.status == "done" and spec.write == "replace"
+    if restarts and not await services.sink.replace_pending(spec.name):
+        row = None  # each run of a `replace` source fetches it all again, staged apart
     if row is not None:
         await _check_lake(services, row)
-        if row.status == "done" and spec.incremental is None and spec.write != "replace":
+        if row.status == "done" and spec.incremental is None:
             services.stats.pages += row.pages
             services.stats.records += row.records
             stats.pages, stats.records = row.pages, row.records
             stats.position = "already complete"
             return None
 
-    if row is not None and row.status == "done" and spec.write == "replace":
-        row = None  # each run of a `replace` source fetches it all again, staged apart
     resume = row is not None and row.status != "done"
     mark: Any = None
     pending: Any = None

@@ -27,6 +27,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from tui_connector.telemetry import LakeInfo
+
 
 class LakeError(Exception):
     """The lake cannot be written (permissions, disk full, a record too deep to encode...)."""
@@ -37,17 +39,27 @@ class StreamKey(NamedTuple):
     partition: str
 
 
-@dataclass(frozen=True)
-class LakeInfo:
-    """What a source's lake shows an operator."""
-
-    format: str
-    destination: str
-    bytes_written: int = 0  # by this run
-    version: int | None = None  # a table's version, for formats that keep one
-    schema: str | None = None  # the inferred columns, one per line
-    json_columns: tuple[str, ...] = ()  # fields stored as JSON text after changing type
-    notes: tuple[str, ...] = ()  # what the operator is told once (a column's fallback)
+def lake_info(
+    format: str,
+    destination: str,
+    bytes_written: int,
+    *,
+    version: int | None = None,
+    columns: Any = None,
+) -> LakeInfo:
+    """A source's LakeInfo; `columns`: its `arrow_schema.TableSchema`, when it has one."""
+    if columns is None:
+        return LakeInfo(format, destination, bytes_written, version)
+    schema = "\n".join(f"{field.name}: {field.type}" for field in columns.schema)
+    return LakeInfo(
+        format,
+        destination,
+        bytes_written,
+        version,
+        schema=schema or None,
+        json_columns=tuple(sorted(columns.json_columns)),
+        notes=columns.notes,
+    )
 
 
 @dataclass(slots=True)
@@ -96,12 +108,19 @@ class Sink(Protocol):
         checkpoint counts as written."""
         ...
 
+    async def replace_pending(self, source: str) -> bool:
+        """Whether a replace of the source, staged by an earlier run, is still to be
+        completed (its complete streams stay complete); otherwise a `replace` starts over."""
+        ...
+
     async def finish_source(self, source: str) -> None:
         """Every stream of the source is complete: publish what was staged apart."""
         ...
 
     def info(self, source: str) -> LakeInfo:
-        """The source's format, destination and what this run wrote there."""
+        """The source's format, destination and what this run wrote there; for a typed
+        format its columns, the fields stored as JSON text and every fallback so far. Cheap:
+        front ends ask again whenever a checkpoint committed."""
         ...
 
     def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
@@ -121,4 +140,4 @@ class Sink(Protocol):
         ...
 
 
-__all__ = ["LakeError", "LakeInfo", "Sink", "StagedPage", "StreamKey"]
+__all__ = ["LakeError", "LakeInfo", "Sink", "StagedPage", "StreamKey", "lake_info"]

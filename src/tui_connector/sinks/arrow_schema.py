@@ -17,15 +17,16 @@ a pyarrow Table that conforms to the table's schema after that batch. The schema
   fall back, never failing and never losing a value: from then on its values are stored as
   compact JSON text in the string column `<field>__json`; earlier rows keep the typed column. A
   field mixed within the first batch that sees it is JSON text from the start. Each fallback is
-  told once through `take_news`.
+  told once through `take_news`, and listed with the others so far in `notes`.
 
 Column names: both writers (pyarrow's Parquet writer, deltalake 1.6) accept any text, including
 the empty string, spaces, dots and newlines, but Delta refuses names that differ only in case
-(at any depth), and `_tc_*` columns are the sink's own. So a top-level field is stored under its
-own name unless that name starts with `_tc_`, ends with `__json` (the JSON-text suffix) or starts
-with `__json_` (ignoring case), or differs only in case from a field seen before: such a field is
-always JSON text, in `__json_<hex of its UTF-8 name>`. An object whose keys differ only in case
-makes its top-level field fall back. Every column name decodes back to its field (`to_records`).
+(at any depth), DuckDB reads an empty name as "C0" ("element1" inside a struct), and `_tc_*`
+columns are the sink's own. So a top-level field is stored under its own name unless that name
+is empty, starts with `_tc_`, ends with `__json` (the JSON-text suffix) or starts with `__json_`
+(ignoring case), or differs only in case from a field seen before: such a field is always JSON
+text, in `__json_<hex of its UTF-8 name>`. An object with an empty key or keys that differ only
+in case makes its top-level field fall back. Every column decodes back to its field's name.
 
 The fast path is pyarrow's JSON reader (C++, without the GIL) with the schema so far as its
 explicit schema; a batch the reader cannot take (a type change, a non-object record, an int that
@@ -55,8 +56,7 @@ _EXACT_IN_FLOAT = 2**53
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Delta reads a table's schema with a nesting limit: 41 structs in structs, 30 lists of structs.
 _MAX_DEPTH = 32
-# orjson reads an integer past 64 bits as a float, rounding it: a batch with 19 digits in a row
-# goes to the stdlib (looked for through bytes.translate: 20 times faster than a regex).
+# Long runs of digits are looked for through bytes.translate: 20 times faster than a regex.
 _DIGITS_AS_NINES = bytes(57 if 48 <= byte <= 57 else 32 for byte in range(256))
 _TOO_DEEP = f"objects and arrays nested more than {_MAX_DEPTH} deep"
 _JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string"}
@@ -73,6 +73,8 @@ def _struct(children: dict[str, pa.DataType]) -> pa.DataType:
         other = seen.setdefault(name.casefold(), name)
         if other != name:  # Delta refuses such a struct
             raise _Misfit(f"keys {other!r} and {name!r} differ only in case")
+    if "" in children:  # DuckDB would read it as "element1"
+        raise _Misfit("an empty key")
     return pa.struct(list(children.items()))
 
 
@@ -147,19 +149,23 @@ def _clean(kind: pa.DataType, depth: int = 0) -> tuple[pa.DataType | None, bool]
     return kind, False
 
 
-def _may_have_rounded(arrays: Iterable[pa.Array]) -> bool:
+def _may_have_rounded(data: bytes, arrays: Iterable[pa.Array]) -> bool:
     """Whether an int literal may have been rounded into a float64 column: it reads as a float of
-    at least 2^53, which JSON floats rarely are (the slow path then decides exactly)."""
+    at least 2^53, which JSON floats rarely are (the slow path then decides exactly). Without 16
+    digits in a row in the batch there is none, which is worth knowing first: every compute call
+    releases the GIL, and taking it back beside a busy thread waits up to the switch interval."""
+    if b"9" * 16 not in data.translate(_DIGITS_AS_NINES):
+        return False
     for array in arrays:
         kind = array.type
         if pa.types.is_floating(kind):
-            largest = pc.max(pc.abs(array)).as_py()
-            if largest is not None and largest >= _EXACT_IN_FLOAT:
+            bounds = pc.min_max(array).as_py()
+            if max(-(bounds["min"] or 0), bounds["max"] or 0) >= _EXACT_IN_FLOAT:
                 return True
         elif pa.types.is_struct(kind):
-            if _may_have_rounded(array.field(index) for index in range(kind.num_fields)):
+            if _may_have_rounded(data, (array.field(index) for index in range(kind.num_fields))):
                 return True
-        elif pa.types.is_list(kind) and _may_have_rounded([array.values]):
+        elif pa.types.is_list(kind) and _may_have_rounded(data, [array.values]):
             return True
     return False
 
@@ -191,7 +197,7 @@ def _parse(data: bytes, explicit: pa.Schema) -> tuple[pa.Table, dict[str, pa.Dat
     except (pa.ArrowInvalid, _Misfit):
         return None
     chunks = (chunk for column in table.columns for chunk in column.chunks)
-    return None if _may_have_rounded(chunks) else (table, changed)
+    return None if _may_have_rounded(data, chunks) else (table, changed)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -237,8 +243,12 @@ def _field_of(column: str) -> tuple[str, bool]:
 
 
 def _reserved(field: str) -> bool:
-    folded = field.casefold()
-    return folded.startswith((SINK_PREFIX, ESCAPED_PREFIX)) or folded.endswith(JSON_SUFFIX)
+    folded = field.casefold()  # DuckDB reads a column without a name as "C0"
+    return (
+        not field
+        or folded.startswith((SINK_PREFIX, ESCAPED_PREFIX))
+        or folded.endswith(JSON_SUFFIX)
+    )
 
 
 class TableSchema:
@@ -253,6 +263,7 @@ class TableSchema:
         self._json: dict[str, str] = {}  # fields stored as JSON text -> their column
         self._claimed: dict[str, str] = {}  # casefolded column stems -> the field that has them
         self._news: list[str] = []
+        self._notes: tuple[str, ...] = ()  # every fallback, oldest first
         self._version = 0
         self._cached: tuple[int, pa.Schema, pa.Schema, tuple[bytes, ...]] | None = None
         for field in known or ():
@@ -278,6 +289,11 @@ class TableSchema:
         """The fields now stored as JSON text (their names in the records)."""
         with self._lock:
             return frozenset(self._json)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Every fallback to JSON text so far, oldest first, one sentence each."""
+        return self._notes  # replaced whole, never changed in place: no lock needed
 
     def take_news(self) -> list[str]:
         """What fell back to JSON text since the last call, one sentence each."""
@@ -330,6 +346,7 @@ class TableSchema:
         return True
 
     def _convert_slowly(self, data: bytes) -> pa.Table:
+        # orjson reads an int past 64 bits as a float, rounding it: such batches go to the stdlib.
         exact = b"9" * 19 in data.translate(_DIGITS_AS_NINES)
         records = [_loads(line, exact) for line in data.split(b"\n") if line]
         values: dict[str, list[Any]] = {}
@@ -399,7 +416,9 @@ class TableSchema:
         self._json[name] = column
         self._columns[column] = pa.string()
         self._version += 1
-        self._news.append(f"{reason}: from now on its values are stored as JSON text in {column!r}")
+        news = f"{reason}: from now on its values are stored as JSON text in {column!r}"
+        self._news.append(news)
+        self._notes += (news,)
 
 
 def to_records(table: pa.Table) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from tui_connector import failpoints
-from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
+from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
 from tui_connector.sinks.jsonl import stage_lines
 from tui_connector.sinks.local import writer_threads
@@ -148,13 +148,25 @@ class DeltaTableSink:
             raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
 
     def _check_is_delta(self, uri: str) -> None:
-        """A directory that holds files but no Delta log is someone else's: refuse it."""
-        local_files = self.local and Path(uri).is_dir() and any(Path(uri).iterdir())
-        if local_files and not self._exists(uri):
+        """A place that holds files but no Delta log is someone else's: refuse it."""
+        if self._holds_files(uri) and not self._exists(uri):
             raise LakeError(
                 f"{uri} holds files but is not a Delta table (no _delta_log): format: "
                 "delta writes a table there; move those files, or set another `out:`"
             )
+
+    def _holds_files(self, uri: str) -> bool:
+        if self.local:
+            return Path(uri).is_dir() and any(Path(uri).iterdir())
+        import obstore
+
+        from tui_connector.sinks.storage import open_store
+
+        try:
+            listing = obstore.list(open_store(uri, self.options or {}), chunk_size=1)
+            return any(chunk for chunk in listing)
+        except Exception as exc:
+            raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
 
     def _load(self, uri: str) -> DeltaTable | None:
         self._check_is_delta(uri)
@@ -169,6 +181,8 @@ class DeltaTableSink:
         """Remove a staging table (a replace that starts over)."""
         if self.local:
             shutil.rmtree(uri, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the staging folder, once no table is in it
+                Path(uri).parent.rmdir()
             return
         import obstore
 
@@ -188,21 +202,9 @@ class DeltaTableSink:
         return self.uri
 
     def info(self, source: str) -> LakeInfo:
-        schema = self._schema
-        columns = schema.schema if schema is not None else None
-        return LakeInfo(
-            "delta",
-            self.uri,
-            self.bytes_written,
-            version=self.version,
-            schema=(
-                "\n".join(f"{f.name}: {f.type}" for f in columns) if columns is not None else None
-            ),
-            json_columns=tuple(sorted(schema.json_columns)) if schema is not None else (),
+        return lake_info(
+            "delta", self.uri, self.bytes_written, version=self.version, columns=self._schema
         )
-
-    def news(self) -> list[str]:
-        return self._schema.take_news() if self._schema is not None else []
 
     def stage(self, records: Sequence[Any]) -> StagedPage:
         return stage_lines(records)
@@ -323,8 +325,10 @@ class DeltaTableSink:
         self._versions[stream.partition] = batches
         if table is None:
             return 0
-        ahead = await asyncio.to_thread(lambda: table.transaction_version(app_id(stream)) or 0)
-        if ahead <= batches and keep_below > 0:
+        ahead = await asyncio.to_thread(lambda: table.transaction_version(app_id(stream)))
+        if ahead is None:
+            return 0  # every batch commits a version: the table never held this stream
+        if ahead <= batches and (keep_below > 0 or ahead == 0):
             return 0  # the table holds exactly what the checkpoint covers
         if self.write == "merge" and keep_below > 0:
             # Upserting a batch again changes nothing: keep counting from the table's count.
@@ -338,6 +342,10 @@ class DeltaTableSink:
             raise self._error("clean", exc) from None
         self.version = table.version()
         return int(metrics.get("num_deleted_rows", 0))
+
+    async def replace_pending(self, source: str) -> bool:
+        await self._open()
+        return self._pending_replace
 
     async def finish_source(self, source: str) -> None:
         """Swap a staged replace in: one overwrite commit of the table with the staging
@@ -392,8 +400,8 @@ class DeltaTableSink:
         table = await self._open()
         if table is None:
             return
-        dataset = await asyncio.to_thread(table.to_pyarrow_dataset)
-        for batch in await asyncio.to_thread(lambda: list(dataset.to_batches())):
+        reader = await asyncio.to_thread(lambda: table.to_pyarrow_dataset().scanner().to_reader())
+        while (batch := await asyncio.to_thread(_next_batch, reader)) is not None:
             yield to_records(pa.Table.from_batches([batch]))
 
     async def aclose(self) -> None:
@@ -410,6 +418,13 @@ class DeltaTableSink:
         return LakeError(
             f"cannot {doing} the Delta table {self._target or self.uri}: {store_reason(exc)}"
         )
+
+
+def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
 
 
 def _last_per_key(rows: pa.Table, key: Sequence[str]) -> pa.Table:

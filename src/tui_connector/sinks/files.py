@@ -28,6 +28,11 @@ class FileFormat(Protocol):
         """A file's records."""
         ...
 
+    def columns(self, source: str) -> Any:
+        """The source's inferred columns (an `arrow_schema.TableSchema`), or None for a
+        format without a schema."""
+        ...
+
 
 def page_name(position: int, suffix: str) -> str:
     return f"page-{position:09d}{suffix}"

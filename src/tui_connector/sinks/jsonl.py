@@ -58,5 +58,8 @@ class JsonLinesFormat:
     def decode(self, data: bytes) -> list[Any]:
         return decode_lines(data)
 
+    def columns(self, source: str) -> None:
+        return None  # JSON lines keep each record as it came
+
 
 JSON_LINES = JsonLinesFormat()

@@ -114,6 +114,9 @@ class Lake:
         sink = self.sink_of(stream.source)
         return await sink.remove_uncovered(stream, keep_below, also_keep, batches)
 
+    async def replace_pending(self, source: str) -> bool:
+        return await self.sink_of(source).replace_pending(source)
+
     async def finish_source(self, source: str) -> None:
         await self.sink_of(source).finish_source(source)
 

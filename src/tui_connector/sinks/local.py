@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tui_connector import failpoints
-from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
+from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.compaction import LocalFiles, Settling
 from tui_connector.sinks.files import (
     FileFormat,
@@ -196,7 +196,9 @@ class LocalFileSink:
         return str(self.out.resolve() / source)
 
     def info(self, source: str) -> LakeInfo:
-        return LakeInfo(self.format.name, str(self.out / source), self.bytes_written.get(source, 0))
+        written = self.bytes_written.get(source, 0)
+        columns = self.format.columns(source)
+        return lake_info(self.format.name, str(self.out / source), written, columns=columns)
 
     def stage(self, records: Sequence[Any]) -> StagedPage:
         data = encode_lines(records)
@@ -256,6 +258,9 @@ class LocalFileSink:
         return await _in_thread(
             "clean", directory, clear_stream_sync, keep_below, also_keep, self.format.suffix
         )
+
+    async def replace_pending(self, source: str) -> bool:
+        return False  # files are replaced in place, stream by stream: nothing is staged apart
 
     async def finish_source(self, source: str) -> None:
         """Nothing is staged apart: every batch is in place as soon as it is written."""

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey
+from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.compaction import ObjectFiles, Settling
 from tui_connector.sinks.files import FileFormat, covered, page_name, positions
 from tui_connector.sinks.jsonl import stage_lines
@@ -44,7 +44,9 @@ class ObjectFileSink:
         return f"{self.url}/{source}"
 
     def info(self, source: str) -> LakeInfo:
-        return LakeInfo(self.format.name, self.identity(source), self.bytes_written.get(source, 0))
+        written = self.bytes_written.get(source, 0)
+        columns = self.format.columns(source)
+        return lake_info(self.format.name, self.identity(source), written, columns=columns)
 
     def stage(self, records: Sequence[Any]) -> StagedPage:
         return stage_lines(records)
@@ -119,6 +121,9 @@ class ObjectFileSink:
                     f"cannot clean {self.location(stream)}: {store_reason(exc)}"
                 ) from None
         return len(doomed)
+
+    async def replace_pending(self, source: str) -> bool:
+        return False  # files are replaced in place, stream by stream: nothing is staged apart
 
     async def finish_source(self, source: str) -> None:
         """Nothing is staged apart: every batch is in place as soon as it is written."""

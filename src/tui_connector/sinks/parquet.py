@@ -26,6 +26,9 @@ class ParquetFormat:
         self._schemas: dict[str, TableSchema] = {}
         self._lock = threading.Lock()
 
+    def columns(self, source: str) -> TableSchema | None:
+        return self._schemas.get(source)
+
     def schema_of(self, source: str) -> TableSchema:
         with self._lock:
             schema = self._schemas.get(source)

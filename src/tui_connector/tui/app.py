@@ -24,6 +24,7 @@ from textual.worker import Worker
 
 from tui_connector.facade import (
     ExitCode,
+    LakeWatch,
     RunError,
     RunFacade,
     RunResult,
@@ -32,7 +33,7 @@ from tui_connector.facade import (
     grace_left,
 )
 from tui_connector.figures import one_line, run_seconds
-from tui_connector.telemetry import ConcurrencyMode, SourceStats, SourceStatus
+from tui_connector.telemetry import ConcurrencyMode, LakeInfo, SourceStats, SourceStatus
 from tui_connector.tui import format as fmt
 from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.controls import SourceControls
@@ -44,10 +45,12 @@ from tui_connector.tui.table import RowTable
 from tui_connector.tui.widgets import (
     ErrorTable,
     InFlightPane,
+    LakeCells,
     SourcesTable,
     SteadyFooter,
     ThemeStyles,
     idle_reason,
+    lake_cells,
     source_cells,
 )
 
@@ -98,6 +101,8 @@ class Dashboard(App[int]):
         self.startup_error: str | None = None
         self.result: RunResult | None = None
         self.history = ThroughputHistory()
+        self.lakes = LakeWatch(run)
+        self._shown_lakes: dict[str, tuple[LakeInfo, LakeCells]] = {}
         self.errors_follow_selection = False
         self.tick_seconds: deque[float] = deque(maxlen=1000)
         self._styles: ThemeStyles | None = None
@@ -212,7 +217,8 @@ class Dashboard(App[int]):
         telemetry = self.telemetry = self.facade.snapshot()
         sources = telemetry.sources
         self.sources_table.sync(
-            (name, source_cells(name, sources.get(name), now)) for name in self.facts.selected
+            (name, source_cells(name, stats, now, self._lake_cells(name, stats)))
+            for name, stats in ((name, sources.get(name)) for name in self.facts.selected)
         )
         in_flight = telemetry.in_flight
         pause_key = self.keys["pause"]
@@ -235,6 +241,31 @@ class Dashboard(App[int]):
         if isinstance(screen, SourceDetailScreen):
             screen.refresh_live()
         self.tick_seconds.append(time.perf_counter() - started)
+
+    def _lake_cells(self, name: str, stats: SourceStats | None) -> LakeCells:
+        """The source's lake cells, made again only when its lake was read anew; what the
+        lake has to say (a column fell back to JSON text) is told then, once."""
+        lake = self.lakes.of(name, stats)
+        shown = self._shown_lakes.get(name)
+        if shown is None or shown[0] is not lake:
+            shown = self._shown_lakes[name] = (lake, lake_cells(lake))
+            self._tell_lake_notes(name, self.lakes.untold(name, lake))
+        return shown[1]
+
+    def _tell_lake_notes(self, name: str, notes: Sequence[str]) -> None:
+        title = f"{name}: stored as JSON text"
+        if len(notes) > NOTIFY_EACH_SOURCE_UP_TO:
+            keys = self.keys
+            self.notify(
+                f"{len(notes)} fields changed type; their values are stored as JSON text from "
+                f"now on ({keys['source-detail']} on the source shows which and why)",
+                title=title,
+                severity="warning",
+                timeout=10,
+            )
+            return
+        for note in notes:
+            self.notify(note, title=title, severity="warning", timeout=10)
 
     def _selection_moved(self) -> None:
         self._refresh_concurrency_note(self.clock())
@@ -371,7 +402,9 @@ class Dashboard(App[int]):
             if self.screen.source == name:
                 return
             self.pop_screen()
-        self.push_screen(SourceDetailScreen(self.facade, name, self.history, self.clock))
+        self.push_screen(
+            SourceDetailScreen(self.facade, name, self.history, self.clock, self.lakes)
+        )
 
     def action_toggle_pause(self) -> None:
         self._with_selected(self.controls.toggle_pause)
@@ -433,6 +466,7 @@ class Dashboard(App[int]):
                 f"Partitioned: partitions done/total, “3{fmt.FAILED_MARK}” if 3 failed; "
                 "else a bar (total known) or records so far",
             ),
+            ("written", "Bytes this run wrote to the lake; lake: the format, a table's version"),
         ]
         return [*self.keys.help_sections(), ("Columns", columns)]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from pathlib import Path
 
 import humanize
 
@@ -20,6 +19,8 @@ from tui_connector.figures import (
     progress_fraction,
     run_records_per_second,
     run_seconds,
+    shown_location,
+    shown_path,
 )
 from tui_connector.telemetry import ConcurrencyMode, RunTelemetry, SourceStats, SourceStatus
 
@@ -68,20 +69,6 @@ def countdown(seconds: float) -> str:
 
 def clock_time(wall: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(wall))
-
-
-def shown_path(path: Path) -> str:
-    """A path relative to the working directory when it lies beneath it, else absolute."""
-    absolute = path.absolute()
-    try:
-        return str(absolute.relative_to(Path.cwd()))
-    except ValueError:
-        return str(absolute)
-
-
-def shown_location(location: str) -> str:
-    """A lake's location: a URL as it is, a directory as `shown_path` shows it."""
-    return location if "://" in location else shown_path(Path(location))
 
 
 # -- per-source texts -------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from tui_connector import figures
-from tui_connector.facade import RunView
-from tui_connector.telemetry import SourceStats
+from tui_connector.facade import LakeWatch, RunView
+from tui_connector.telemetry import LakeInfo, SourceStats
 from tui_connector.tui import format as fmt
 from tui_connector.tui.history import ThroughputHistory
 from tui_connector.tui.keys import DETAIL_KEYS, HELP_KEYS, KEYS_BY_ID, KeyNames, bindings
@@ -95,6 +95,35 @@ def source_figures(stats: SourceStats | None, now: float) -> list[Figure]:
     return lines
 
 
+# -- the lake ---------------------------------------------------------------------------------
+
+FORMAT_NAMES = {"jsonl": "JSON Lines files", "parquet": "Parquet files", "delta": "a Delta table"}
+
+
+def lake_figures(lake: LakeInfo) -> list[Figure]:
+    """Where the source's records go, what this run wrote there, and which fields are stored
+    as JSON text and why."""
+    lines: list[Figure] = [
+        ("format", FORMAT_NAMES.get(lake.format, lake.format), ""),
+        ("destination", figures.shown_location(lake.destination), ""),
+    ]
+    if lake.version is not None:
+        lines.append(("version", fmt.count(lake.version), ""))
+    written = fmt.size(lake.bytes_written) if lake.bytes_written else "nothing yet"
+    lines.append(("written", f"{written} by this run", ""))
+    if lake.json_columns:
+        lines.append(("JSON text", ", ".join(lake.json_columns), "bold"))
+        lines.extend(("", note, "") for note in lake.notes)
+    return lines
+
+
+def lake_table(lake: LakeInfo) -> Table:
+    table = figures_table(lake_figures(lake))
+    if lake.schema:  # one column a line, wrapped under itself
+        table.add_row("columns", Text(lake.schema))
+    return table
+
+
 def figures_table(rows: Sequence[Figure]) -> Table:
     """Labels in a column of their own: a long value wraps under its value, not its label.
     Values are plain text (a config's brackets are not Rich markup)."""
@@ -113,7 +142,7 @@ class SourceErrorTable(ErrorTable):
 
 
 class SourceDetailScreen(Screen[None]):
-    """One source: its settings, live figures, throughput history, streams and errors."""
+    """One source: its settings, live figures, throughput history, streams, errors and lake."""
 
     BINDINGS = bindings(DETAIL_KEYS)
 
@@ -123,9 +152,11 @@ class SourceDetailScreen(Screen[None]):
         source: str,
         throughput: ThroughputHistory,
         clock: Callable[[], float],
+        lakes: LakeWatch,
     ) -> None:
         super().__init__()
         self.view = view
+        self.lakes = lakes
         self.description = view.describe(source)
         self.source = source
         self.throughput = throughput
@@ -135,6 +166,7 @@ class SourceDetailScreen(Screen[None]):
         self._shown_samples = -1
         self._shown_concurrency: int | None = None
         self._shown_title: str | None = None
+        self._shown_lake: LakeInfo | None = None
         self._mounted = False
         # Held directly: a query for it can run before the screen's children are mounted.
         self.history = SourceErrorTable(id="history", max_rows=500, source=source)
@@ -148,12 +180,16 @@ class SourceDetailScreen(Screen[None]):
                 yield Static(id="detail-figures")
                 yield Sparkline([], id="throughput")
         yield PartitionTable(id="streams")
-        yield self.history
+        with Horizontal(id="detail-bottom"):
+            yield self.history
+            with VerticalScroll(id="detail-lake"):
+                yield Static(id="lake-summary")
         yield SteadyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#detail-config").border_title = "Config (secrets redacted)"
         self.query_one("#detail-figures").border_title = "Now"
+        self.query_one("#detail-lake").border_title = "Lake"
         styles = ThemeStyles(self.app)
         self.history.restyle(styles)
         partitions = self.query_one("#streams", PartitionTable)
@@ -241,6 +277,10 @@ class SourceDetailScreen(Screen[None]):
             settings = description.settings_at(concurrency)
             summary = figures_table([(label, text, "") for label, text in settings])
             self.query_one("#config-summary", Static).update(summary)
+        lake = self.lakes.of(self.source, stats)
+        if lake is not self._shown_lake:
+            self._shown_lake = lake
+            self.query_one("#lake-summary", Static).update(lake_table(lake))
         self._refresh_sparkline()
         history = self.history
         history.sync(telemetry.errors)

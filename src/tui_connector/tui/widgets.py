@@ -23,6 +23,7 @@ from tui_connector.exchange import shorten
 from tui_connector.figures import (
     PLACEHOLDER,
     backoff_seconds,
+    lake_kind,
     one_line,
     records_per_second,
     requests_per_second,
@@ -30,6 +31,7 @@ from tui_connector.figures import (
 from tui_connector.telemetry import (
     ErrorEvent,
     InFlightRequest,
+    LakeInfo,
     SourceStats,
     SourceStatus,
     StreamStats,
@@ -94,21 +96,32 @@ SOURCE_COLUMNS: tuple[Column, ...] = (
     Column("eta", "ETA", 10),
     Column("pages", "pages", 6, numeric=True),
     Column("records", "records", 8, numeric=True),
-    Column("bytes", "bytes", 8, numeric=True),
+    Column("bytes", "fetched", 8, numeric=True),
     Column("req_s", "req/s", 5, numeric=True),
     Column("rec_s", "rec/s", 6, numeric=True),
     Column("retries", "retry", 5, numeric=True),
     Column("errors", "err", 3, numeric=True),
     Column("concurrency", "conc", 7, numeric=True),
     Column("checkpoint", "checkpoint", 10, numeric=True),
+    Column("written", "written", 8, numeric=True),
+    Column("lake", "lake", 10),
 )
 
+LakeCells = tuple[str, str]  # the "written" and "lake" cells, made once per reading of the lake
 
-def source_cells(name: str, stats: SourceStats | None, now: float) -> dict[str, str]:
+
+def lake_cells(lake: LakeInfo) -> LakeCells:
+    return fmt.size(lake.bytes_written), lake_kind(lake.format, lake.version)
+
+
+def source_cells(
+    name: str, stats: SourceStats | None, now: float, lake: LakeCells
+) -> dict[str, str]:
     """The text of every cell of one source's row."""
+    written, kind = lake
     if stats is None:
         empty = {column.key: PLACEHOLDER for column in SOURCE_COLUMNS}
-        return empty | {"source": name, "status": fmt.status_text(None, now)}
+        return empty | {"source": name, "status": fmt.status_text(None, now), "lake": kind}
     return {
         "source": name,
         "status": fmt.status_text(stats, now),
@@ -123,6 +136,8 @@ def source_cells(name: str, stats: SourceStats | None, now: float) -> dict[str, 
         "errors": fmt.count(stats.errors),
         "concurrency": fmt.concurrency_text(stats),
         "checkpoint": fmt.checkpoint_age(stats.last_checkpoint_at, now),
+        "written": written,
+        "lake": kind,
     }
 
 

@@ -1,0 +1,227 @@
+"""Delta tables: merge by primary key across incremental runs, a replace that readers see whole
+or not at all, and one writer per table. Against a small API on 127.0.0.1 whose records the
+test edits between runs (the demo's data never changes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tui_connector.config import LoadedConfig
+from tui_connector.failpoints import ENV as CRASH_AT
+
+from helpers import CLI, JsonApi, run_engine
+
+deltalake = pytest.importorskip("deltalake")
+
+
+class EditableApi(JsonApi):
+    """`GET /items?updated_since=...` -> {"items": [records updated since]}, records by id."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, dict[str, Any]] = {}
+        super().__init__(self._items)
+        self.url += "/items"
+
+    def _items(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        since = query.get("updated_since", "")
+        items = [r for r in self.records.values() if r["updated_at"] >= since]
+        return {"items": sorted(items, key=lambda r: r["id"])}
+
+    def put(self, n: int, value: str, minute: int) -> None:
+        self.records[n] = {"id": n, "value": value, "updated_at": f"2025-01-01T00:{minute:02d}:00Z"}
+
+
+@pytest.fixture
+def api() -> Iterator[EditableApi]:
+    api = EditableApi()
+    yield api
+    api.close()
+
+
+def _config(api: EditableApi, write: str, extra: str = "") -> str:
+    return f"""
+out: lake
+format: delta
+sources:
+  items:
+    url: {api.url}
+    records: items
+    write: {write}
+{extra}"""
+
+
+MERGE = """    primary_key: id
+    incremental:
+      cursor_field: updated_at
+      param: updated_since
+      primary_key: id
+"""
+
+
+def _rows(table: Path) -> list[dict[str, Any]]:
+    rows = deltalake.DeltaTable(str(table)).to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda row: row["id"])
+
+
+async def test_merge_keeps_one_row_per_key_with_the_newest_values(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    for n in range(5):
+        api.put(n, "first", minute=n)
+    config = write_config(_config(api, "merge", MERGE))
+    result, _ = await run_engine(config)
+    assert result.exit_code == 0
+    table = config.out / "items"
+    assert [row["value"] for row in _rows(table)] == ["first"] * 5
+
+    api.put(3, "second", minute=10)  # updated
+    api.put(4, "second", minute=11)
+    api.put(5, "new", minute=12)  # inserted
+    result, _ = await run_engine(config)
+    assert result.exit_code == 0
+    rows = _rows(table)
+    assert [row["id"] for row in rows] == [0, 1, 2, 3, 4, 5]
+    assert [row["value"] for row in rows] == ["first"] * 3 + ["second", "second", "new"]
+
+
+def test_merge_on_files_is_a_config_error(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    from tui_connector.config import ConfigError
+
+    with pytest.raises(ConfigError, match="only format: delta can do"):
+        write_config(_config(api, "merge", MERGE).replace("format: delta", "format: parquet"))
+
+
+def _run_cli(config: Path, env: dict[str, str] | None = None) -> Any:
+    import os
+    import subprocess
+
+    return subprocess.run(
+        [*CLI, "run", str(config), "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_replace_is_seen_whole_or_not_at_all_through_a_kill(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    for n in range(4):
+        api.put(n, "old", minute=n)
+    config = write_config(_config(api, "replace"))
+    assert _run_cli(config.path).returncode == 0
+    table = config.out / "items"
+    assert [row["value"] for row in _rows(table)] == ["old"] * 4
+    version = deltalake.DeltaTable(str(table)).version()
+
+    api.records.clear()
+    for n in range(10, 16):
+        api.put(n, "new", minute=n)
+    killed = _run_cli(config.path, {CRASH_AT: "lake.before_swap"})
+    assert killed.returncode == -9, killed.stderr
+    # Killed with the new set staged: readers still see the old set, whole.
+    assert deltalake.DeltaTable(str(table)).version() == version
+    assert [row["value"] for row in _rows(table)] == ["old"] * 4
+
+    finished = _run_cli(config.path)
+    assert finished.returncode == 0, finished.stderr
+    rows = _rows(table)
+    assert [row["id"] for row in rows] == list(range(10, 16))
+    assert {row["value"] for row in rows} == {"new"}
+    assert deltalake.DeltaTable(str(table)).version() == version + 1  # one swap commit
+    assert not (config.out / "_tc_staging" / "items").exists()
+
+
+def test_a_second_writer_is_refused_and_a_killed_runs_lock_taken_over(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    api.put(1, "x", minute=1)
+    config = write_config(_config(api, "append"))
+    lock = config.out / "_tc_locks" / "items.json"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"owner": "elsewhere:/other/state.db", "pid": 1, "since": "then"}))
+    refused = _run_cli(config.path)
+    assert refused.returncode != 0
+    assert "is being written by another run (state elsewhere:/other/state.db" in refused.stdout
+    assert f"delete {lock}" in refused.stdout
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert not (config.out / "items").exists()
+
+    # A lock our own state database left (its run was killed) is taken over, then released.
+    lock.write_text(lock.read_text().replace("elsewhere:/other/state.db", _owner(config)))
+    assert _run_cli(config.path).returncode == 0
+    assert [row["id"] for row in _rows(config.out / "items")] == [1]
+    assert not lock.exists()
+
+
+def _owner(config: LoadedConfig) -> str:
+    from tui_connector.sinks.locks import run_owner
+
+    return run_owner(config.state)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-order", "parallel-pages"])
+def test_a_kill_between_the_delta_commit_and_the_checkpoint_neither_loses_nor_repeats(
+    demo: Any, write_config: Callable[..., LoadedConfig], parallel: bool
+) -> None:
+    """The commit of the third batch is in the table's log, its checkpoint is not: the
+    resume finds the table a batch ahead and removes that batch's rows before fetching it
+    again."""
+    from collections import Counter
+
+    from helpers import RECORDS, expected_ids
+
+    config = write_config(f"""
+out: lake
+format: delta
+commit_interval: 0
+sources:
+  customers:
+    url: {demo.url}/v1/pages/customers
+    records: data
+    concurrency: 3
+    pagination:
+      type: page_number
+      size_param: per_page
+      size: 20
+      parallel: {str(parallel).lower()}
+      stop:
+        total_records: total
+""")
+    killed = _run_cli(config.path, {CRASH_AT: "lake.after_rename:3"})
+    assert killed.returncode == -9, killed.stderr
+    table = deltalake.DeltaTable(str(config.out / "customers"))
+    assert table.transaction_version("tui-connector/all") is not None
+    finished = _run_cli(config.path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    rows = _rows(config.out / "customers")
+    assert Counter(row["id"] for row in rows) == expected_ids("customers", RECORDS)
+    import sqlite3
+
+    with sqlite3.connect(config.state) as db:
+        (files,) = db.execute("select files from streams where source = 'customers'").fetchone()
+    table = deltalake.DeltaTable(str(config.out / "customers"))
+    assert table.transaction_version("tui-connector/all") == files
+
+
+def test_a_directory_that_is_not_a_delta_table_is_refused_by_name(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    api.put(1, "x", minute=1)
+    config = write_config(_config(api, "append"))
+    foreign = config.out / "items"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.csv").write_text("someone else's\n")
+    refused = _run_cli(config.path)
+    assert refused.returncode == 1
+    assert f"{foreign} holds files but is not a Delta table" in refused.stdout
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.csv"]
