@@ -29,14 +29,23 @@ POINTS = (
     "lake.before_swap",  # a replace's staged table is complete, not yet swapped in (Delta)
     "state.before_commit",  # a checkpoint batch is written in its transaction, not committed
 )
+# Points inside `tui-connector compact` (a run never reaches them; see sinks.compaction).
+COMPACT_POINTS = (
+    # A stream's merged files are written aside and its checkpoint's file count lowered; the
+    # journal that says to swap them in is not written yet.
+    "compact.before_journal",
+    # A merged file is in place under its lowest name, the files it holds not yet removed.
+    "compact.after_replace",
+)
 
 
 def _parse(text: str) -> tuple[str, int] | None:
     if not text:
         return None
     name, _, count = text.partition(":")
-    if name not in POINTS:
-        raise SystemExit(f"{ENV}={text!r}: unknown crash point; known: {', '.join(POINTS)}")
+    if name not in POINTS + COMPACT_POINTS:
+        known = ", ".join(POINTS + COMPACT_POINTS)
+        raise SystemExit(f"{ENV}={text!r}: unknown crash point; known: {known}")
     try:
         return name, max(1, int(count or "1"))
     except ValueError:

@@ -24,7 +24,14 @@ from typing import Any, BinaryIO
 
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
-from tui_connector.sinks.files import FileFormat, covered, page_name, positions
+from tui_connector.sinks.compaction import LocalFiles, Settling
+from tui_connector.sinks.files import (
+    FileFormat,
+    covered,
+    fsync_directory,
+    page_name,
+    positions,
+)
 from tui_connector.sinks.jsonl import JSON_LINES, encode_lines
 
 _TEMP_SUFFIX = ".tmp"
@@ -80,21 +87,13 @@ def write_file_sync(
             return 0
         os.replace(temp, target)
         if fsync:
-            _fsync_dir(directory)
+            fsync_directory(directory)
         failpoints.reached("lake.after_rename")
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
         raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return sum(len(chunk) for chunk in chunks)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _page_positions(directory: Path, suffix: str) -> Iterator[tuple[Path, int]]:
@@ -177,6 +176,7 @@ class LocalFileSink:
         self.fsync = fsync
         self.bytes_written: dict[str, int] = {}
         self._writers: ThreadPoolExecutor | None = None  # made at the first write
+        self._settling = Settling(LocalFiles(out))
 
     async def aclose(self) -> None:
         """Wait for the writer threads to end (each write ends soon: an abandoned one drops
@@ -184,6 +184,7 @@ class LocalFileSink:
         writers, self._writers = self._writers, None
         if writers is not None:
             await asyncio.to_thread(writers.shutdown)
+        self._settling.forget()
 
     def directory(self, stream: StreamKey) -> Path:
         return stream_dir(self.out, stream.source, stream.partition)
@@ -239,6 +240,7 @@ class LocalFileSink:
     async def count_batches(
         self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()
     ) -> int:
+        await self._settling.settle(stream.source)
         directory = self.directory(stream)
         return await _in_thread(
             "read", directory, count_pages_sync, below, also, self.format.suffix
@@ -251,6 +253,7 @@ class LocalFileSink:
         also_keep: frozenset[int] = frozenset(),
         batches: int = 0,
     ) -> int:
+        await self._settling.settle(stream.source)
         directory = self.directory(stream)
         return await _in_thread(
             "clean", directory, clear_stream_sync, keep_below, also_keep, self.format.suffix
@@ -263,6 +266,7 @@ class LocalFileSink:
         """Nothing is staged apart: every batch is in place as soon as it is written."""
 
     async def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
+        await self._settling.settle(source)
         paths = await asyncio.to_thread(source_pages_sync, self.out, source, self.format.suffix)
         for start in range(0, len(paths), _READ_BATCH):
             chunk = paths[start : start + _READ_BATCH]

@@ -58,13 +58,14 @@ def delta_options(options: Mapping[str, str]) -> dict[str, str]:
 
 _XML_CODE = re.compile(r"<Code>(.*?)</Code>", re.DOTALL)
 _XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
+_CAUSE_MARK = re.compile(r"(\x1b\[[0-9;]*m)|↳\s*")
 _PERFORMING = re.compile(r"Error performing \w+ \S+ in [\d.]+\w+(, after \d+ retries[^-]*)? - ")
 
 
 def store_reason(exc: BaseException) -> str:
     """The store's own reason for a failure, in a line: S3's error code and message when the
     server sent them, otherwise the first line of what the library said (its debug dump
-    of the request left out)."""
+    of the request left out), and the last cause of a chain."""
     text = str(exc).split("\n\nDebug source:", 1)[0]
     code, message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
     if code is not None:
@@ -72,6 +73,9 @@ def store_reason(exc: BaseException) -> str:
         if message is not None:
             reason += f": {message.group(1).strip()}"
         return reason
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    first = _PERFORMING.sub("", first)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = _PERFORMING.sub("", lines[0]) if lines else type(exc).__name__
+    if len(lines) > 1 and "↳" in lines[-1]:
+        # delta-rs's chain of causes, one per line: the first says what, the last why.
+        first += ": " + _CAUSE_MARK.sub("", lines[-1]).strip()
     return first if len(first) <= 300 else first[:297] + "..."
