@@ -41,7 +41,13 @@ def open_store(url: str, options: Mapping[str, str]) -> Any:
         retry["max_retries"] = int(config.pop("max_retries"))
     if "retry_timeout" in config:
         retry["retry_timeout"] = timedelta(seconds=_seconds(config.pop("retry_timeout")))
-    client = {k: config.pop(k) for k in list(config) if k in _CLIENT_OPTIONS}
+    client = {}
+    for key in list(config):
+        # delta-rs takes `aws_allow_http`; obstore only as the client option `allow_http`
+        # (given among the store's options, it panics).
+        bare = re.sub(r"^(aws|google|azure)_", "", key)
+        if bare in _CLIENT_OPTIONS:
+            client[bare] = config.pop(key)
     open_url: Any = from_url  # its overloads are by store; the options are checked at run time
     try:
         return open_url(
@@ -49,6 +55,10 @@ def open_store(url: str, options: Mapping[str, str]) -> Any:
         )
     except BaseError as exc:
         raise ValueError(store_reason(exc)) from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a Rust panic is a BaseException: an option it choked on
+        raise ValueError(f"the store refused its options: {exc}") from None
 
 
 def delta_options(options: Mapping[str, str]) -> dict[str, str]:
