@@ -32,7 +32,7 @@ from tui_connector.sinks.files import (
     page_name,
     positions,
 )
-from tui_connector.sinks.jsonl import JSON_LINES, encode_lines
+from tui_connector.sinks.jsonl import JSON_LINES, StagesJsonLines, encode_lines
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -166,7 +166,7 @@ def writer_threads() -> ThreadPoolExecutor:
     )
 
 
-class LocalFileSink:
+class LocalFileSink(StagesJsonLines):
     """The `Sink` port as files on local disk, in one of the file formats: file work (and a
     format's encoding) goes to threads so the event loop never blocks."""
 
@@ -199,10 +199,6 @@ class LocalFileSink:
         written = self.bytes_written.get(source, 0)
         columns = self.format.columns(source)
         return lake_info(self.format.name, str(self.out / source), written, columns=columns)
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        data = encode_lines(records)
-        return StagedPage(data, len(data), len(records))
 
     async def write_batch(
         self,

@@ -15,12 +15,12 @@ from typing import Any
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.compaction import ObjectFiles, Settling
 from tui_connector.sinks.files import FileFormat, covered, page_name, positions
-from tui_connector.sinks.jsonl import stage_lines
+from tui_connector.sinks.jsonl import StagesJsonLines
 from tui_connector.sinks.local import writer_threads
 from tui_connector.sinks.storage import open_store, store_reason
 
 
-class ObjectFileSink:
+class ObjectFileSink(StagesJsonLines):
     """The `Sink` port as files in one of the file formats under an object-store URL."""
 
     def __init__(self, url: str, options: Mapping[str, str], format: FileFormat) -> None:
@@ -47,9 +47,6 @@ class ObjectFileSink:
         written = self.bytes_written.get(source, 0)
         columns = self.format.columns(source)
         return lake_info(self.format.name, self.identity(source), written, columns=columns)
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        return stage_lines(records)
 
     async def write_batch(
         self,
