@@ -31,7 +31,7 @@ import pytest
 from test_backfill import BACKFILL
 from tui_connector.demo.server import DemoServer
 from tui_connector.failpoints import ENV as CRASH_AT
-from tui_connector.failpoints import POINTS
+from tui_connector.failpoints import POINTS, REPLACE_POINTS
 
 from helpers import cli, expected_ids, lake_ids, soak_ids, start, table_ids, wait_for
 
@@ -78,8 +78,6 @@ defaults:
 )
 
 
-# The crash points each format reaches: files are never staged apart, so no swap.
-FILE_POINTS = tuple(point for point in POINTS if point != "lake.before_swap")
 Ids = Callable[[str], Counter[str]]
 
 
@@ -114,8 +112,8 @@ def _soak(
         if refresh:
             args.append("--full-refresh")
         # A swap happens once per run; other points are reached page after page.
-        hit = 1 if where == "lake.before_swap" else chooser.randint(1, 3 if untried else 12)
-        env = {CRASH_AT: f"{where}:{hit}"} if where in POINTS else None
+        hit = 1 if where in REPLACE_POINTS else chooser.randint(1, 3 if untried else 12)
+        env = {CRASH_AT: f"{where}:{hit}"} if where in points else None
         process = start(*args, env=env)
         if where == "instant":
             # Startup takes about 0.3 s: most instants fall in the retrieval itself.
@@ -153,12 +151,12 @@ def test_sigkill_at_random_instants_and_crash_points_loses_and_duplicates_nothin
         _assert_exact(lambda source: lake_ids(out, source), soak_ids(RECORDS), when)
         assert list(out.rglob("*.tmp")) == [], f"{when}: temporary files left in the lake"
 
-    kills = _soak(config, FILE_POINTS, ("instant", *FILE_POINTS), int(KILLS or 50), check)
+    kills = _soak(config, POINTS, ("instant", *POINTS), int(KILLS or 50), check)
     final = cli("run", "--headless", str(config), "--progress-interval", "60")
     assert final.returncode == 0, final.stdout + final.stderr
     check(f"after {kills.total()} kills {dict(kills)} (seed {SEED})")
     # Every crash point was hit at least once (else the soak did not test what it claims).
-    assert set(kills) == {"instant", *FILE_POINTS}, dict(kills)
+    assert set(kills) == {"instant", *POINTS}, dict(kills)
     # Finished streams are never fetched again.
     wait_for(lambda: server.in_flight == 0, what="the killed runs' requests to end")
     server.reset()
@@ -223,7 +221,7 @@ def test_parquet_and_delta_lose_and_duplicate_nothing_through_kills_at_every_cra
         s3, lake = bucket.endpoint, bucket.url("lake")
     config = tmp_path / "sources.yaml"
     config.write_text(LAKE_SOAK.format(format=format, out=lake, url=server.url))
-    points = POINTS if format == "delta" else FILE_POINTS
+    points = POINTS + REPLACE_POINTS if format == "delta" else POINTS
 
     def check(when: str) -> None:
         _assert_exact(lambda source: table_ids(lake, format, source, s3), LAKE_IDS, when)

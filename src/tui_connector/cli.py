@@ -77,6 +77,10 @@ class _LakeLocation(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def _out_option(help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option("--out", type=_LakeLocation(), metavar="DIR|URL", help=help)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -109,12 +113,7 @@ def cli() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="State database (default: the config's 'state').",
 )
-@click.option(
-    "--out",
-    type=_LakeLocation(),
-    metavar="DIR|URL",
-    help="The lake: a directory or an object-store URL (default: the config's 'out').",
-)
+@_out_option("The lake: a directory or an object-store URL (default: the config's 'out').")
 @click.option(
     "--only",
     multiple=True,
@@ -278,12 +277,14 @@ def _state_path(config: str, state: Path | None) -> Path:
     "--streams", "per_stream", is_flag=True, help="One line per stream (partition), not per source."
 )
 def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> None:
-    """Show each source's progress and high-water mark (--streams: every stream's checkpoint)."""
+    """Show each source's progress and high-water mark (--streams: every stream's checkpoint),
+    and its lake: format, destination, a Delta table's version."""
     import asyncio
     import json
 
+    from tui_connector.maintenance import lakes_of
     from tui_connector.state import StateError
-    from tui_connector.state.report import aligned, source_table, stream_table
+    from tui_connector.state.report import aligned, lake_lines, source_table, stream_table
     from tui_connector.state.sqlite import StateStore
 
     path = _state_path(config, state)
@@ -304,7 +305,11 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
         rows = asyncio.run(read())
     except StateError as exc:
         _fail(str(exc))
+    sources = list(dict.fromkeys(str(row["source"]) for row in rows))
+    lakes, unknown = lakes_of(config, sources) if Path(config).exists() else ({}, None)
     if as_json:
+        for row in rows:
+            row["lake"] = lakes.get(row["source"])
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
@@ -315,6 +320,9 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     for row in rows:
         if row["last_error"]:
             click.echo(f"{row['source']}/{row['partition']}: {row['last_error']}")
+    if not per_stream:
+        for line in lake_lines(lakes, unknown):
+            click.echo(line)
 
 
 @cli.command()
@@ -352,6 +360,67 @@ def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
         _fail(str(exc))
     what = ", ".join(names) if names else "all sources"
     click.echo(f"reset {what}: {removed} stream checkpoint(s) removed from {path}")
+
+
+@cli.command()
+@click.argument("sources", nargs=-1)
+@_state_options
+@_out_option("The lake the sources ran with (default: the config's 'out').")
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    help="Delta: how long vacuum keeps the files a table no longer uses, e.g. 7d or 168h "
+    "(default: the table's delta.deletedFileRetentionDuration, 7 days unless set).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delta: vacuum with a retention shorter than the table's own, breaking time travel "
+    "past it and readers still reading an older version.",
+)
+@click.option(
+    "--target-size",
+    metavar="SIZE",
+    help="How large merged files grow, e.g. 128MiB (default: 128MiB for files, the table's "
+    "own for Delta).",
+)
+def compact(
+    sources: tuple[str, ...],
+    state: Path | None,
+    config: str,
+    out: str | None,
+    retention: str | None,
+    force: bool,
+    target_size: str | None,
+) -> None:
+    """Compact the lake of SOURCES (all when none given): merge each stream's small Parquet
+    or JSON Lines files into larger ones; optimize and vacuum Delta tables.
+
+    Refused while a run uses the state database. A compaction killed midway is finished by
+    the next run or compaction: no record is lost or doubled.
+    """
+    import asyncio
+
+    from tui_connector.maintenance import compact_lake, compact_request
+    from tui_connector.sinks.maintenance import RetentionRefused
+    from tui_connector.state import StateError
+
+    try:
+        settings, names, options = compact_request(
+            config, _split_names(sources), retention=retention, force=force, size=target_size
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    path = _state_path(config, state)
+    if not path.exists():
+        _fail(f"no state database at {path}; nothing has run yet (or pass --state)")
+    try:
+        done = asyncio.run(compact_lake(settings, path, names, options, out=out))
+    except (StateError, RetentionRefused) as exc:
+        _fail(str(exc))
+    for outcome in done:
+        click.echo(outcome.text, err=outcome.failed)
+    sys.exit(ExitCode.FAILED if any(outcome.failed for outcome in done) else ExitCode.OK)
 
 
 # -- the demo ---------------------------------------------------------------------------------

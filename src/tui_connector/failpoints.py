@@ -8,7 +8,8 @@ also asks the process to kill itself there::
     TUI_CONNECTOR_CRASH_AT=lake.before_rename:7   # SIGKILL at the 7th page file, before rename
 
 Unset (always, outside tests), `reached` is one falsy-check. The points are named where they
-are reached; `POINTS` lists them.
+are reached; `POINTS` lists those every run reaches, `REPLACE_POINTS` and `COMPACT_POINTS`
+the others.
 """
 
 from __future__ import annotations
@@ -26,8 +27,19 @@ POINTS = (
     # The page file is in place (object store: its PUT returned; Delta: the batch's commit is
     # in the table's log), its checkpoint not yet queued.
     "lake.after_rename",
-    "lake.before_swap",  # a replace's staged table is complete, not yet swapped in (Delta)
     "state.before_commit",  # a checkpoint batch is written in its transaction, not committed
+)
+# Reached only by a Delta source's `replace` (or `--full-refresh`).
+REPLACE_POINTS = (
+    "lake.before_swap",  # a replace's staged table is complete, not yet swapped in
+)
+# Points inside `tui-connector compact` (a run never reaches them; see sinks.compaction).
+COMPACT_POINTS = (
+    # A stream's merged files are written aside and its checkpoint's file count lowered; the
+    # journal that says to swap them in is not written yet.
+    "compact.before_journal",
+    # A merged file is in place under its lowest name, the files it holds not yet removed.
+    "compact.after_replace",
 )
 
 
@@ -35,8 +47,9 @@ def _parse(text: str) -> tuple[str, int] | None:
     if not text:
         return None
     name, _, count = text.partition(":")
-    if name not in POINTS:
-        raise SystemExit(f"{ENV}={text!r}: unknown crash point; known: {', '.join(POINTS)}")
+    if name not in POINTS + REPLACE_POINTS + COMPACT_POINTS:
+        known = ", ".join(POINTS + REPLACE_POINTS + COMPACT_POINTS)
+        raise SystemExit(f"{ENV}={text!r}: unknown crash point; known: {known}")
     try:
         return name, max(1, int(count or "1"))
     except ValueError:

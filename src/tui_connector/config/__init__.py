@@ -8,7 +8,7 @@ Nothing here knows about HTTP, SQLite or Textual; the rest of the program receiv
 - `document`: the YAML file read safely, with where each value stands in the text.
 - `environment`: `${VAR}` interpolation.
 - `errors`: `ConfigError`, and pydantic's errors as `file:line:col: field: message`.
-- `loading`: `load_config`, `state_path_of`, and the resolved `SourceSpec`.
+- `loading`: `load_config`, `state_path_of`, `lake_settings_of`, and the resolved `SourceSpec`.
 - `editor_schema`: the JSON Schema for editors (`tui-connector schema`).
 """
 
@@ -28,7 +28,14 @@ from tui_connector.config.fields import (
     scalar_text,
     url_placeholders,
 )
-from tui_connector.config.loading import LoadedConfig, SourceSpec, load_config, state_path_of
+from tui_connector.config.loading import (
+    LakeSettings,
+    LoadedConfig,
+    SourceSpec,
+    lake_settings_of,
+    load_config,
+    state_path_of,
+)
 from tui_connector.config.partition_schema import (
     MAX_DATE_WINDOWS,
     AnyPartitions,
@@ -79,6 +86,7 @@ __all__ = [
     "HttpUrl",
     "Incremental",
     "JMESPath",
+    "LakeSettings",
     "LoadedConfig",
     "NextUrlPagination",
     "NoPagination",
@@ -103,6 +111,7 @@ __all__ = [
     "Timeouts",
     "ValuePartitions",
     "ValueRef",
+    "lake_settings_of",
     "load_config",
     "parse_instant",
     "parse_step",

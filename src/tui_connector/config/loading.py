@@ -21,6 +21,7 @@ from tui_connector.config.errors import ConfigError, Loc, located, validation_me
 from tui_connector.config.fields import FilePath, Scalar, Strict
 from tui_connector.config.lake import (
     LakeFormat,
+    LakeLocation,
     is_object_store,
     merge_problem,
     missing_extra,
@@ -172,6 +173,47 @@ def state_path_of(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     data = {key: value for key, value in document.data.items() if key == "state"}
     model = _validated(_StateOnly, document, _interpolated(document, data, env, set()))
     return _beside(document.file, model.state)
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """What `compact` and `status` need of a config: the lake and each source's format."""
+
+    lake: str  # an absolute directory, or an object store's URL
+    storage: Mapping[str, str]  # the object-store options
+    formats: Mapping[str, LakeFormat]  # by source, in the config's order
+
+
+class _SourceFormatOnly(Strict):
+    model_config = ConfigDict(extra="ignore")
+    format: LakeFormat | None = None
+
+
+class _LakeOnly(Strict):
+    model_config = ConfigDict(extra="ignore")
+    out: LakeLocation = Config.model_fields["out"].default
+    format: LakeFormat = Config.model_fields["format"].default
+    storage: dict[str, str] = {}
+    sources: dict[str, _SourceFormatOnly] = {}
+
+
+def lake_settings_of(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> LakeSettings:
+    """The lake of a config, read from `out`, `format`, `storage` and the sources' `format`
+    alone: like `state_path_of`, without the sources' secrets. Raises ConfigError."""
+    document = read_document(path)
+    data = {key: value for key, value in document.data.items() if key in _LakeOnly.model_fields}
+    if isinstance(data.get("sources"), dict):
+        data["sources"] = {
+            name: {"format": source["format"]}
+            if isinstance(source, dict) and "format" in source
+            else {}
+            for name, source in data["sources"].items()
+        }
+    model = _validated(_LakeOnly, document, _interpolated(document, data, env, set()))
+    formats = {name: source.format or model.format for name, source in model.sources.items()}
+    return LakeSettings(lake_location(document.file, model.out), dict(model.storage), formats)
 
 
 def _interpolated(

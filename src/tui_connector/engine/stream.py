@@ -180,7 +180,11 @@ class StreamRun:
                             position + 1,
                             step.finished,
                         )
-                        await self._stage(batcher, position, records, note)
+                        self._stage(batcher, position, records, note)
+                        # A lake falling behind holds the stream here: not with this page's
+                        # decoded body, which its batch no longer needs.
+                        del page, records
+                        await batcher.room()
                     except StopRequested:
                         continue  # the gate tells the stop at the next pass
                     except STREAM_ERRORS as exc:  # a page that cannot be fetched or staged
@@ -229,7 +233,9 @@ class StreamRun:
                 try:
                     _, records = await self._fetch(pages.request(index))
                     note = ParallelPage(len(records), self._pending(), index)
-                    await self._stage(batcher, self.base + index, records, note)
+                    self._stage(batcher, self.base + index, records, note)
+                    del records  # not held while the lake falls behind
+                    await batcher.room()
                 except StopRequested:
                     pass  # not done: the checkpoint leaves it for the resume
                 except Exception as exc:  # a bug too: the scheduler raises it below
@@ -287,7 +293,7 @@ class StreamRun:
             records = self.high_water.new_records(records)
         return page, records
 
-    async def _stage(
+    def _stage(
         self,
         batcher: BatchWriter[Any],
         at: int,
@@ -308,7 +314,7 @@ class StreamRun:
             records = [
                 {**record, **copied} if isinstance(record, dict) else record for record in records
             ]
-        await batcher.add(at, records, note)
+        batcher.put(at, records, note)
         services.offer_to_children(records)
         stream.pages += 1
         stream.records += len(records)

@@ -69,6 +69,12 @@ class BatchWriter(Generic[Note]):
 
     async def add(self, position: int, records: Sequence[Any], note: Note) -> None:
         """Stage a page; waits only while the lake falls behind (see `MAX_UNWRITTEN`)."""
+        self.put(position, records, note)
+        await self.room()
+
+    def put(self, position: int, records: Sequence[Any], note: Note) -> None:
+        """Stage a page now (its records are encoded: the caller may drop them, and should
+        before it waits for `room`)."""
         if self._failure is not None:
             raise self._failure
         staged = self._sink.stage(records)  # first: a page that cannot be encoded leaves no trace
@@ -88,6 +94,9 @@ class BatchWriter(Generic[Note]):
         batch.notes.append(note)
         if batch.size >= self._max_bytes or self._max_seconds <= 0:
             self.close()
+
+    async def room(self) -> None:
+        """Wait while the lake falls behind (more than `MAX_UNWRITTEN` batches unwritten)."""
         while len(self._writing) > MAX_UNWRITTEN:
             await asyncio.wait(set(self._writing), return_when=asyncio.FIRST_COMPLETED)
 

@@ -38,7 +38,7 @@ from deltalake.exceptions import TableNotFoundError
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
-from tui_connector.sinks.jsonl import stage_lines
+from tui_connector.sinks.jsonl import StagesJsonLines
 from tui_connector.sinks.local import writer_threads
 from tui_connector.sinks.locks import TableLock
 from tui_connector.sinks.storage import delta_options, store_reason
@@ -80,7 +80,7 @@ class _Pending:
     )
 
 
-class DeltaTableSink:
+class DeltaTableSink(StagesJsonLines):
     """The `Sink` port for one source: its Delta table, and its staging table when it
     replaces."""
 
@@ -214,9 +214,6 @@ class DeltaTableSink:
         return lake_info(
             "delta", self.uri, self.bytes_written, version=self.version, columns=self._schema
         )
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        return stage_lines(records)
 
     async def write_batch(
         self,

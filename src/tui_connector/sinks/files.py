@@ -5,7 +5,9 @@ files a checkpoint covers, and the encodings' interface."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from tui_connector.sinks import StagedPage, StreamKey
@@ -60,3 +62,12 @@ def positions(names: Iterable[str], suffix: str) -> list[tuple[str, int]]:
         if position is not None:
             found.append((name, position))
     return found
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a directory's entries durable (a file renamed into it, or removed from it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

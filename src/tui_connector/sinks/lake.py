@@ -13,7 +13,7 @@ from tui_connector.config import LoadedConfig, SourceSpec
 from tui_connector.config.lake import is_object_store
 from tui_connector.sinks import LakeError, LakeInfo, Sink, StagedPage, StreamKey
 from tui_connector.sinks.files import FileFormat
-from tui_connector.sinks.jsonl import JSON_LINES, stage_lines
+from tui_connector.sinks.jsonl import JSON_LINES, StagesJsonLines
 from tui_connector.sinks.local import LocalFileSink
 
 
@@ -74,7 +74,7 @@ def _file_sink(lake: str, storage: Mapping[str, str], spec: SourceSpec, fsync: b
     return LocalFileSink(Path(lake), format, fsync=fsync)
 
 
-class Lake:
+class Lake(StagesJsonLines):
     """The `Sink` port over each source's own sink."""
 
     def __init__(self, routes: Mapping[str, Sink]) -> None:
@@ -85,9 +85,6 @@ class Lake:
             return self._routes[source]
         except KeyError:
             raise LakeError(f"source {source!r} is not part of this run's lake") from None
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        return stage_lines(records)  # every format stages JSON lines
 
     async def write_batch(
         self,

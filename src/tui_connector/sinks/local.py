@@ -24,8 +24,15 @@ from typing import Any, BinaryIO
 
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
-from tui_connector.sinks.files import FileFormat, covered, page_name, positions
-from tui_connector.sinks.jsonl import JSON_LINES, encode_lines
+from tui_connector.sinks.compaction import LocalFiles, Settling
+from tui_connector.sinks.files import (
+    FileFormat,
+    covered,
+    fsync_directory,
+    page_name,
+    positions,
+)
+from tui_connector.sinks.jsonl import JSON_LINES, StagesJsonLines, encode_lines
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -80,21 +87,13 @@ def write_file_sync(
             return 0
         os.replace(temp, target)
         if fsync:
-            _fsync_dir(directory)
+            fsync_directory(directory)
         failpoints.reached("lake.after_rename")
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
         raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return sum(len(chunk) for chunk in chunks)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _page_positions(directory: Path, suffix: str) -> Iterator[tuple[Path, int]]:
@@ -167,7 +166,7 @@ def writer_threads() -> ThreadPoolExecutor:
     )
 
 
-class LocalFileSink:
+class LocalFileSink(StagesJsonLines):
     """The `Sink` port as files on local disk, in one of the file formats: file work (and a
     format's encoding) goes to threads so the event loop never blocks."""
 
@@ -177,6 +176,7 @@ class LocalFileSink:
         self.fsync = fsync
         self.bytes_written: dict[str, int] = {}
         self._writers: ThreadPoolExecutor | None = None  # made at the first write
+        self._settling = Settling(LocalFiles(out))
 
     async def aclose(self) -> None:
         """Wait for the writer threads to end (each write ends soon: an abandoned one drops
@@ -184,6 +184,7 @@ class LocalFileSink:
         writers, self._writers = self._writers, None
         if writers is not None:
             await asyncio.to_thread(writers.shutdown)
+        self._settling.forget()
 
     def directory(self, stream: StreamKey) -> Path:
         return stream_dir(self.out, stream.source, stream.partition)
@@ -198,10 +199,6 @@ class LocalFileSink:
         written = self.bytes_written.get(source, 0)
         columns = self.format.columns(source)
         return lake_info(self.format.name, str(self.out / source), written, columns=columns)
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        data = encode_lines(records)
-        return StagedPage(data, len(data), len(records))
 
     async def write_batch(
         self,
@@ -239,6 +236,7 @@ class LocalFileSink:
     async def count_batches(
         self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()
     ) -> int:
+        await self._settling.settle(stream.source)
         directory = self.directory(stream)
         return await _in_thread(
             "read", directory, count_pages_sync, below, also, self.format.suffix
@@ -251,6 +249,7 @@ class LocalFileSink:
         also_keep: frozenset[int] = frozenset(),
         batches: int = 0,
     ) -> int:
+        await self._settling.settle(stream.source)
         directory = self.directory(stream)
         return await _in_thread(
             "clean", directory, clear_stream_sync, keep_below, also_keep, self.format.suffix
@@ -263,6 +262,7 @@ class LocalFileSink:
         """Nothing is staged apart: every batch is in place as soon as it is written."""
 
     async def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
+        await self._settling.settle(source)
         paths = await asyncio.to_thread(source_pages_sync, self.out, source, self.format.suffix)
         for start in range(0, len(paths), _READ_BATCH):
             chunk = paths[start : start + _READ_BATCH]

@@ -14,13 +14,14 @@ from typing import Any
 
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
+from tui_connector.sinks.compaction import ObjectFiles, Settling
 from tui_connector.sinks.files import FileFormat, covered, page_name, positions
-from tui_connector.sinks.jsonl import stage_lines
+from tui_connector.sinks.jsonl import StagesJsonLines
 from tui_connector.sinks.local import writer_threads
 from tui_connector.sinks.storage import open_store, store_reason
 
 
-class ObjectFileSink:
+class ObjectFileSink(StagesJsonLines):
     """The `Sink` port as files in one of the file formats under an object-store URL."""
 
     def __init__(self, url: str, options: Mapping[str, str], format: FileFormat) -> None:
@@ -35,6 +36,7 @@ class ObjectFileSink:
         # The PUTs under way, by stream: a resume of the stream waits for them before it
         # lists what is there, so that none lands after its clean-up.
         self._puts: dict[StreamKey, set[asyncio.Task[None]]] = {}
+        self._settling = Settling(ObjectFiles(self.url, self.store))
 
     def location(self, stream: StreamKey) -> str:
         return f"{self.url}/{stream.source}/{stream.partition}"
@@ -46,9 +48,6 @@ class ObjectFileSink:
         written = self.bytes_written.get(source, 0)
         columns = self.format.columns(source)
         return lake_info(self.format.name, self.identity(source), written, columns=columns)
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        return stage_lines(records)
 
     async def write_batch(
         self,
@@ -91,6 +90,7 @@ class ObjectFileSink:
     async def count_batches(
         self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()
     ) -> int:
+        await self._settling.settle(stream.source)
         names = await self._names(stream)
         return sum(1 for _, position in names if covered(position, below, also))
 
@@ -106,6 +106,7 @@ class ObjectFileSink:
         puts = self._puts.get(stream)
         if puts:
             await asyncio.wait(set(puts))
+        await self._settling.settle(stream.source)
         prefix = self._prefix(stream)
         doomed = [
             prefix + name
@@ -130,6 +131,7 @@ class ObjectFileSink:
     async def committed_records(self, source: str) -> AsyncIterator[list[Any]]:
         import obstore
 
+        await self._settling.settle(source)
         keys = sorted(await self._keys(f"{source}/"))
         for key in keys:
             name = key.rsplit("/", 1)[-1]
@@ -147,6 +149,7 @@ class ObjectFileSink:
         encoders, self._encoders = self._encoders, None
         if encoders is not None:
             await asyncio.to_thread(encoders.shutdown)
+        self._settling.forget()
 
     def _prefix(self, stream: StreamKey) -> str:
         return f"{stream.source}/{stream.partition}/"

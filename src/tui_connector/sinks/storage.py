@@ -41,7 +41,13 @@ def open_store(url: str, options: Mapping[str, str]) -> Any:
         retry["max_retries"] = int(config.pop("max_retries"))
     if "retry_timeout" in config:
         retry["retry_timeout"] = timedelta(seconds=_seconds(config.pop("retry_timeout")))
-    client = {k: config.pop(k) for k in list(config) if k in _CLIENT_OPTIONS}
+    client = {}
+    for key in list(config):
+        # delta-rs takes `aws_allow_http`; obstore only as the client option `allow_http`
+        # (given among the store's options, it panics).
+        bare = re.sub(r"^(aws|google|azure)_", "", key)
+        if bare in _CLIENT_OPTIONS:
+            client[bare] = config.pop(key)
     open_url: Any = from_url  # its overloads are by store; the options are checked at run time
     try:
         return open_url(
@@ -49,6 +55,10 @@ def open_store(url: str, options: Mapping[str, str]) -> Any:
         )
     except BaseError as exc:
         raise ValueError(store_reason(exc)) from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a Rust panic is a BaseException: an option it choked on
+        raise ValueError(f"the store refused its options: {exc}") from None
 
 
 def delta_options(options: Mapping[str, str]) -> dict[str, str]:
@@ -58,19 +68,19 @@ def delta_options(options: Mapping[str, str]) -> dict[str, str]:
 
 _XML_CODE = re.compile(r"<Code>(.*?)</Code>", re.DOTALL)
 _XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
+_CAUSE_MARK = re.compile(r"(\x1b\[[0-9;]*m)|↳\s*")
 _PERFORMING = re.compile(r"Error performing \w+ \S+ in [\d.]+\w+(, after \d+ retries[^-]*)? - ")
-# The innermost cause, which the first line leaves out ("error sending request"): obstore's
-# debug dump ends in the OS error's message; delta-rs prints its chain of causes, one per line.
+# obstore's debug dump ends in the OS error's message ("Connection refused"), which its first
+# line leaves out ("error sending request").
 _OS_MESSAGE = re.compile(r'message: "([^"]+)"')
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CAUSE = "\u21b3"  # the arrow delta-rs puts before each cause
 
 
 def store_reason(exc: BaseException) -> str:
     """The store's own reason for a failure, in a line: S3's error code and message when the
     server sent them, otherwise the first line of what the library said (its debug dump
-    of the request left out) and the innermost cause (the OS's "Connection refused")."""
-    text, _, debug = _ANSI.sub("", str(exc)).partition("\n\nDebug source:")
+    of the request left out), and the last cause: of delta-rs's chain, or the OS error in
+    obstore's debug dump."""
+    text, _, debug = str(exc).partition("\n\nDebug source:")
     code, message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
     if code is not None:
         reason = code.group(1).strip()
@@ -79,9 +89,9 @@ def store_reason(exc: BaseException) -> str:
         return reason
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = _PERFORMING.sub("", lines[0]) if lines else type(exc).__name__
-    causes = _OS_MESSAGE.findall(debug) or [
-        line.removeprefix(_CAUSE).strip() for line in lines[1:] if line.startswith(_CAUSE)
-    ]
-    if causes and causes[-1] not in first:
-        first += f": {causes[-1]}"
+    if len(lines) > 1 and "↳" in lines[-1]:
+        # delta-rs's chain of causes, one per line: the first says what, the last why.
+        first += ": " + _CAUSE_MARK.sub("", lines[-1]).strip()
+    elif (messages := _OS_MESSAGE.findall(debug)) and messages[-1] not in first:
+        first += f": {messages[-1]}"
     return first if len(first) <= 300 else first[:297] + "..."

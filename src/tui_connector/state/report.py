@@ -1,12 +1,12 @@
 """The checkpoints of a state database as `tui-connector status` prints them: one line per
-source, or per stream. Plain text from plain rows; no I/O."""
+source, or per stream; and each source's lake. Plain text from plain rows; no I/O."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -74,3 +74,19 @@ def source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
             )
         )
     return table
+
+
+def lake_lines(lakes: Mapping[str, Mapping[str, Any]], unknown: str | None) -> Iterator[str]:
+    """Each source's lake: its format, destination and (Delta) table version, and why a
+    version shows "?"; `unknown`: why the lake could not be read from the config at all."""
+    if lakes:
+        yield ""
+        table: list[tuple[str, ...]] = [("SOURCE", "FORMAT", "DESTINATION", "VERSION")]
+        for source, lake in lakes.items():
+            table.append((source, lake["format"], lake["destination"], lake["version"]))
+        yield from aligned(table)
+        for source, lake in lakes.items():
+            if lake["problem"]:
+                yield f"{source}: table version ?: {lake['problem']}"
+    if unknown:
+        yield f"the lake: ? ({unknown})"

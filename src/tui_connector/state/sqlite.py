@@ -371,6 +371,17 @@ class StateStore:
             await db.commit()
         return cursor.rowcount
 
+    async def set_files(self, source: str, partition: str, files: int) -> None:
+        """Set how many page files a stream's checkpoint counts, committed at once: a
+        compaction that merges files lowers it before any file goes (see sinks.compaction)."""
+        db = self._require()
+        with _database_errors(self.path, "count the stream's files"):
+            await db.execute(
+                "UPDATE streams SET files = ? WHERE source = ? AND partition = ?",
+                (files, source, partition),
+            )
+            await db.commit()
+
     # -- checkpoints (group commit) --------------------------------------------------------
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
