@@ -75,11 +75,16 @@ QUICK_RETRIES = {"max_retries": "1", "retry_timeout": "1s"}
 
 
 def write_one_source(
-    tmp_path: Path, demo: DemoServer, out: str, format: str, storage: dict[str, str] | None = None
+    tmp_path: Path,
+    demo: DemoServer,
+    out: str,
+    format: str,
+    storage: dict[str, str] | None = None,
+    text: str = ONE_SOURCE,
 ) -> Path:
     path = tmp_path / "sources.yaml"
     storage_text = json.dumps(storage or {})
-    path.write_text(ONE_SOURCE.format(out=out, format=format, storage=storage_text, url=demo.url))
+    path.write_text(text.format(out=out, format=format, storage=storage_text, url=demo.url))
     return path
 
 
@@ -155,28 +160,23 @@ def test_a_failing_store_fails_the_source_with_its_reason_and_shows_no_secret(
     assert [key for key in bucket.object_keys() if "/_tc_locks/" not in key] == []
 
 
-TWO_FORMATS = """
-out: {out}
-format: parquet
-sources:
-  customers:
-    url: {url}/v1/pages/customers
-    records: data
-    params: {{per_page: 50}}
-    pagination: {{type: page_number, stop: {{total_records: total}}}}
+# Parquet files and a Delta table in one run.
+TWO_FORMATS = (
+    ONE_SOURCE
+    + """
   orders:
     url: {url}/v1/offset/orders
     records: results
     format: delta
     pagination: {{type: offset, limit: 50, stop: {{total_records: {{header: X-Total-Count}}}}}}
 """
+)
 
 
 def test_the_store_secret_shows_nowhere_after_a_run_on_s3(
     demo: DemoServer, s3: S3Endpoint, bucket: Bucket, tmp_path: Path
 ) -> None:
-    config = tmp_path / "sources.yaml"
-    config.write_text(TWO_FORMATS.format(out=bucket.url("lake"), url=demo.url))
+    config = write_one_source(tmp_path, demo, bucket.url("lake"), "parquet", text=TWO_FORMATS)
     run = cli("run", "--headless", str(config), "--log-level", "debug")
     assert run.returncode == 0, run.stdout + run.stderr
     assert table_ids(bucket.url("lake"), "parquet", "customers", s3) == expected_ids("customers")

@@ -41,15 +41,23 @@ KILLS = os.environ.get("SOAK_KILLS")
 SEED = int(os.environ.get("SOAK_SEED", "2026"))
 RECORDS = 400
 
-# The backfill of test_backfill (value and parent/child partitions, parallel pages, offsets),
-# with date windows, cursors and next links added. 20 % of requests fault; twelve attempts
-# make a page that never gets through (0.2^12) moot.
-SOAK = (
-    """
+# 20 % of requests fault; twelve attempts make a page that never gets through (0.2^12) moot.
+FAULTS = """
 defaults:
   retry: {{max_attempts: 12, backoff_base: 0.01, backoff_max: 0.1}}
   timeout: {{read: 0.5, total: 5}}
 """
+FEED = """
+  feed:
+    url: {url}/v1/next/feed
+    records: data
+    params: {{per_page: 25}}
+    pagination: {{type: next_url, next: links.next}}
+"""
+# The backfill of test_backfill (value and parent/child partitions, parallel pages, offsets),
+# with date windows, cursors and next links added.
+SOAK = (
+    FAULTS
     + BACKFILL
     + """
   events:
@@ -69,12 +77,8 @@ defaults:
       cursor: next_cursor
       cursor_param: cursor
       stop: {{has_more: has_more}}
-  feed:
-    url: {url}/v1/next/feed
-    records: data
-    params: {{per_page: 25}}
-    pagination: {{type: next_url, next: links.next}}
 """
+    + FEED
 )
 
 
@@ -168,13 +172,14 @@ def test_sigkill_at_random_instants_and_crash_points_loses_and_duplicates_nothin
 # Value partitions with parallel pages (streams sharing one Delta table), next links, and a
 # source that every run fetches whole and replaces. A page per batch: many commits to kill at.
 LAKE_RECORDS = 120
-LAKE_SOAK = """
+LAKE_SOAK = (
+    """
 format: {format}
 out: {out}
 commit_interval: 0
-defaults:
-  retry: {{max_attempts: 12, backoff_base: 0.01, backoff_max: 0.1}}
-  timeout: {{read: 0.5, total: 5}}
+"""
+    + FAULTS
+    + """
 sources:
   regions:
     url: {url}/v1/pages/{{ds}}
@@ -183,17 +188,14 @@ sources:
     params: {{per_page: 20}}
     partitions: {{type: values, values: [north, south, east], path: ds}}
     pagination: {{type: page_number, stop: {{total_records: total}}}}
-  feed:
-    url: {url}/v1/next/feed
-    records: data
-    params: {{per_page: 20}}
-    pagination: {{type: next_url, next: links.next}}
   snapshot:
     url: {url}/v1/offset/snapshot
     records: results
     write: replace
     pagination: {{type: offset, limit: 20, parallel: false, stop: {{total_records: count}}}}
 """
+    + FEED
+)
 LAKE_IDS = {
     "regions": sum(
         (expected_ids(region, LAKE_RECORDS) for region in ("north", "south", "east")), Counter()
