@@ -66,4 +66,6 @@ def bucket(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     lake's key, set for the test and every process it starts."""
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):  # a developer's own would be sent too
+        monkeypatch.delenv(name, raising=False)
     return s3.create_bucket()

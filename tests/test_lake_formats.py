@@ -231,6 +231,19 @@ def test_a_format_or_store_whose_extra_is_missing_names_the_pip_install(
     assert not (tmp_path / "lake").exists()
 
 
+def test_an_out_on_a_store_whose_extra_is_missing_names_the_pip_install(
+    demo: DemoServer, tmp_path: Path
+) -> None:
+    config = write_one_source(tmp_path, demo, "lake", "jsonl")
+    run = cli_without(("obstore",), "run", "--headless", str(config), "--out", "s3://bucket/lake")
+    assert run.returncode == ExitCode.USAGE, run.stdout + run.stderr
+    assert (
+        "s3://bucket/lake: an object store needs the 'obstore' package, which is not "
+        "installed: pip install 'tui-connector[cloud]'"
+    ) in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+
+
 @pytest.mark.parametrize(
     ("out", "lines", "message"),
     [

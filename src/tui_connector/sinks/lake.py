@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_connector.config import LoadedConfig, SourceSpec
-from tui_connector.config.lake import is_object_store
+from tui_connector.config.lake import is_object_store, missing_extra
 from tui_connector.sinks import LakeError, LakeInfo, Sink, StagedPage, StreamKey
 from tui_connector.sinks.files import FileFormat
 from tui_connector.sinks.jsonl import JSON_LINES, StagesJsonLines
@@ -34,12 +34,15 @@ def open_lake(
 ) -> Sink:
     """The sink of a run: `out` overrides the config's location; `owner` names the run to
     another that finds its tables locked. Raises LakeError when a store cannot be opened (an
-    option it refuses)."""
+    option it refuses, or a library it needs is not installed)."""
     lake = out if out is not None else config.lake or str(config.out)
     fsync = config.model.fsync
     shared: dict[str, Sink] = {}
     routes: dict[str, Sink] = {}
     for name, spec in config.sources.items():
+        missing = missing_extra(spec.format, lake)  # `out` may name a store the config did not
+        if missing is not None:
+            raise LakeError(f"{lake}: {missing}")
         if spec.format == "delta":
             from tui_connector.sinks.delta import DeltaTableSink
 
