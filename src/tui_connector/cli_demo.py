@@ -1,0 +1,223 @@
+"""The demo commands: `serve-demo` (the built-in demo API) and `demo` (it, with a run of a
+config against it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from tui_connector.cli_shared import (
+    DEFAULT_CONFIG,
+    FiniteFloatRange,
+    fail,
+    load,
+    log_level_option,
+    log_to_file,
+    make_engine,
+    run_dashboard,
+    run_headless,
+    use_dashboard,
+)
+from tui_connector.facade import ExitCode
+
+if TYPE_CHECKING:
+    from tui_connector.config import LoadedConfig
+
+DEMO_PORT = 8765  # preferred, so that checkpointed next-links stay valid across demo runs
+DEMO_URL_VARIABLE = "DEMO_URL"
+
+
+def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option(
+            "--records",
+            type=click.IntRange(min=0),
+            default=1000,
+            show_default=True,
+            help="Records per dataset.",
+        ),
+        click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True),
+        click.option(
+            "--latency-ms",
+            type=FiniteFloatRange(min=0),
+            default=0,
+            show_default=True,
+            help="Added to every request.",
+        ),
+        click.option(
+            "--fault-rate",
+            type=FiniteFloatRange(0, 1),
+            default=0,
+            show_default=True,
+            help="Share of requests answered with a fault (429, 5xx, drops, ...).",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Makes the faults reproducible."
+        ),
+        click.option("--token", default=None, help="Token required under /secure/."),
+        click.option(
+            "--capacity",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Serve at most N requests at once; a few more wait, the rest get 429.",
+        ),
+        click.option(
+            "--retry-after-s",
+            type=FiniteFloatRange(min=0),
+            default=1.0,
+            show_default=True,
+            help="Retry-After sent with 429 and 503.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command("serve-demo")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="0 picks a free port.",
+)
+@_demo_knob_options
+def serve_demo(port: int, **knobs: object) -> None:
+    """Serve the built-in demo API on 127.0.0.1 (every pagination style, with fault knobs)."""
+    from tui_connector.demo.knobs import DemoKnobs
+    from tui_connector.demo.server import serve_forever
+
+    try:
+        serve_forever(DemoKnobs(**knobs), port=port)  # type: ignore[arg-type]
+    except OSError as exc:
+        fail(f"cannot serve on port {port}: {exc.strerror or exc}")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def demo_server(args: list[str]) -> Iterator[str]:
+    """Start `serve-demo` as a child process; yield its base URL; stop it on exit."""
+    import subprocess
+
+    port = DEMO_PORT if _port_free(DEMO_PORT) else 0
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tui_connector", "serve-demo", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            fail(f"the demo server did not start (it said {line!r})", ExitCode.FAILED)
+        yield line.removeprefix("listening on ")
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+@click.command()
+@click.argument("config", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="No dashboard: print progress lines instead.")
+@click.option(
+    "--latency-ms",
+    type=FiniteFloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Demo server latency per request.",
+)
+@click.option(
+    "--fault-rate",
+    type=FiniteFloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Demo server fault rate.",
+)
+@click.option(
+    "--records",
+    type=click.IntRange(min=0),
+    default=20000,
+    show_default=True,
+    help="Records per demo dataset: enough to watch a backfill.",
+)
+@log_level_option
+def demo(
+    config: str,
+    headless: bool,
+    latency_ms: float,
+    fault_rate: float,
+    records: int,
+    log_level: str,
+) -> None:
+    """Start the demo API and run CONFIG (default ./sources.yaml) against it.
+
+    Unfinished streams resume; when everything was already done, it starts over.
+    """
+    import asyncio
+
+    if not Path(config).exists():
+        fail(f"{config} not found; run this from the tui-connector checkout, or pass a config")
+    knobs = [
+        "--records",
+        str(records),
+        "--latency-ms",
+        str(latency_ms),
+        "--fault-rate",
+        str(fault_rate),
+        "--token",
+        os.environ.get("DEMO_TOKEN", "demo-token"),
+    ]
+    with demo_server(knobs) as url:
+        os.environ[DEMO_URL_VARIABLE] = url
+        os.environ.setdefault("DEMO_TOKEN", "demo-token")
+        loaded = load(config)
+        click.echo(f"demo API at {url}; lake: {loaded.out}; state: {loaded.state}", err=True)
+        full_refresh = asyncio.run(_everything_done(loaded))
+        if full_refresh:
+            click.echo("every stream was already complete: starting over", err=True)
+        log_to_file(loaded, None, log_level)
+        engine = make_engine(loaded, None, None, [], full_refresh)
+        if use_dashboard(headless):
+            code = run_dashboard(engine, exit_when_done=False)
+        else:
+            code = run_headless(engine, progress="text", interval=2.0)
+    sys.exit(code)
+
+
+async def _everything_done(loaded: LoadedConfig) -> bool:
+    from tui_connector.state import StateError
+    from tui_connector.state.sqlite import StateStore
+
+    if not loaded.state.exists():
+        return False
+    store = StateStore(loaded.state)
+    try:
+        await store.open()
+        rows = await store.streams()
+    except StateError:
+        return False
+    finally:
+        await store.close()
+    done = {row.source for row in rows if row.status == "done"}
+    return bool(rows) and done >= set(loaded.sources)

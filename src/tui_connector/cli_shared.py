@@ -1,0 +1,144 @@
+"""What the `tui-connector` commands share: loading a config or failing with exit 2, option
+types, the engine for a run, and the front end that shows it."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from tui_connector.facade import ExitCode
+
+if TYPE_CHECKING:
+    from tui_connector.config import LoadedConfig
+    from tui_connector.engine import Engine
+
+DEFAULT_CONFIG = "sources.yaml"
+
+
+def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
+    click.echo(f"tui-connector: {message}", err=True)
+    sys.exit(code)
+
+
+def load(path: str) -> LoadedConfig:
+    from tui_connector.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(ExitCode.USAGE)
+
+
+def split_names(values: tuple[str, ...]) -> list[str]:
+    return [name for value in values for name in value.split(",") if name]
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf, which pass its bounds (nan compares false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+class LakeLocation(click.ParamType):
+    """A lake directory (it must not be a file) or an object-store URL (a known scheme)."""
+
+    name = "lake"
+    _directory = click.Path(file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from tui_connector.config.lake import check_location, url_scheme
+
+        if url_scheme(str(value)) is None:
+            return self._directory.convert(value, param, ctx)
+        try:
+            return check_location(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def out_option(help: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option("--out", type=LakeLocation(), metavar="DIR|URL", help=help)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def log_level_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="warning",
+        show_default=True,
+        help="What goes to tui-connector.log beside the state database (secrets redacted): "
+        "unexpected errors; with info, every request too; with debug, everything.",
+    )(command)
+
+
+def make_engine(
+    loaded: LoadedConfig,
+    state_path: Path | None,
+    out: str | None,
+    only: list[str],
+    full_refresh: bool,
+) -> Engine:
+    from tui_connector.engine import Engine
+    from tui_connector.sinks import LakeError
+
+    try:
+        return Engine(loaded, state_path=state_path, out=out, only=only, full_refresh=full_refresh)
+    except (ValueError, LakeError) as exc:
+        fail(str(exc))
+
+
+def use_dashboard(headless: bool) -> bool:
+    if headless:
+        return False
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return True
+    click.echo("no terminal: running headless (pass --headless to say so)", err=True)
+    return False
+
+
+def run_dashboard(engine: Engine, *, exit_when_done: bool) -> int:
+    from tui_connector.in_process import InProcessRun
+    from tui_connector.tui.app import run_dashboard
+
+    return run_dashboard(InProcessRun(engine), exit_when_done=exit_when_done)
+
+
+def run_headless(engine: Engine, *, progress: str, interval: float) -> int:
+    from tui_connector.headless import run_headless
+    from tui_connector.in_process import InProcessRun
+
+    return run_headless(InProcessRun(engine), progress=progress, interval=interval)
+
+
+def log_to_file(loaded: LoadedConfig, state_path: Path | None, level: str) -> Path:
+    """Tracebacks of unexpected errors go to a log beside the state, never to the terminal
+    (the user sees one line naming the error; the dashboard's screen stays intact)."""
+    import logging
+
+    from tui_connector.redact import RedactingFormatter
+
+    log_path = (state_path or loaded.state).with_name("tui-connector.log")
+    with contextlib.suppress(OSError):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(
+            RedactingFormatter(loaded.redactor, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(level.upper())
+    return log_path
