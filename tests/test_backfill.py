@@ -266,7 +266,7 @@ sources:
 """
 
 
-@pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("seed", [11, pytest.param(12, marks=pytest.mark.slow)])
 def test_kill_9_mid_backfill_then_resume_is_exact(
     demo_server_factory: Factory, tmp_path: Path, seed: int
 ) -> None:

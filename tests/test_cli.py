@@ -59,7 +59,13 @@ def assert_lake_exact(out: Path, records: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seed", "fault_rate"), [(1, 0.0), (2, 0.15), (3, 0.3)], ids=["clean", "faults15", "faults30"]
+    ("seed", "fault_rate"),
+    [
+        (1, 0.0),
+        pytest.param(2, 0.15, marks=pytest.mark.slow),
+        pytest.param(3, 0.3, marks=pytest.mark.slow),
+    ],
+    ids=["clean", "faults15", "faults30"],
 )
 def test_sigkill_at_random_instants_then_resume_is_exact(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path, seed: int, fault_rate: float

@@ -161,6 +161,7 @@ def test_a_run_killed_midway_resumes_exactly_once_after_a_compaction(
 
 
 @pytest.mark.parametrize("then", ["run", "compact"])
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("point", "hit"),
     [(COMPACT_POINTS[0], 1), (COMPACT_POINTS[1], 1), (COMPACT_POINTS[1], 2)],
