@@ -31,7 +31,7 @@ from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "screenshots"
-SIZE = (140, 40)
+SIZE = (160, 40)
 TOKEN = "demo-token-7d2c"
 
 CONFIG = """\
@@ -44,6 +44,7 @@ sources:
   customers:
     url: {main}/v1/pages/customers
     records: data
+    format: delta
     pagination:
       type: page_number
       size_param: per_page
@@ -52,6 +53,7 @@ sources:
   orders:
     url: {main}/v1/offset/orders
     records: results
+    format: parquet
     concurrency: 2
     pagination:
       type: offset
