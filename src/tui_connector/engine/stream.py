@@ -246,7 +246,15 @@ class StreamRun:
             while True:
                 stopping = failure is not None or gate.stop_requested
                 limit = gate.limit.limit
-                while todo and not stopping and not gate.paused and len(active) < limit:
+                # A lake falling behind: fetch no more pages until a batch is written (each
+                # fetched page would wait in memory, decoded, for room in its batch).
+                while (
+                    todo
+                    and not stopping
+                    and not gate.paused
+                    and len(active) < limit
+                    and not batcher.backlogged
+                ):
                     task = asyncio.create_task(fetch_page(todo.popleft()))
                     active.add(task)
                     task.add_done_callback(gate.forget_when_done(active))
@@ -389,7 +397,11 @@ class StreamRun:
     def _batcher(self, commit: Callable[[Batch[Any], bool], None]) -> BatchWriter[Any]:
         services = self.services
         batcher: BatchWriter[Any] = BatchWriter(
-            services.sink, self.key, commit, max_seconds=services.commit_interval
+            services.sink,
+            self.key,
+            commit,
+            max_seconds=services.commit_interval,
+            on_written=services.gate.wake,
         )
         services.batchers.add(batcher)
         return batcher

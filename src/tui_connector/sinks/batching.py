@@ -54,8 +54,11 @@ class BatchWriter(Generic[Note]):
         *,
         max_seconds: float = 0.0,
         max_bytes: int = BATCH_BYTES,
+        on_written: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_written` is called whenever a batch's write ended (room for more, maybe)."""
         self._sink = sink
+        self._on_written = on_written
         self._stream = stream
         self._commit = commit
         self._max_bytes = max_bytes
@@ -95,6 +98,15 @@ class BatchWriter(Generic[Note]):
         if batch.size >= self._max_bytes or self._max_seconds <= 0:
             self.close()
 
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writing.discard(task)
+        self._on_written()
+
+    @property
+    def backlogged(self) -> bool:
+        """The lake falls behind: a page staged now would wait in `room`."""
+        return len(self._writing) > MAX_UNWRITTEN
+
     async def room(self) -> None:
         """Wait while the lake falls behind (more than `MAX_UNWRITTEN` batches unwritten)."""
         while len(self._writing) > MAX_UNWRITTEN:
@@ -109,7 +121,7 @@ class BatchWriter(Generic[Note]):
         if batch is not None:
             task = asyncio.get_running_loop().create_task(self._write(batch))
             self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
+            task.add_done_callback(self._written)
 
     async def drain(self) -> None:
         """Write the open batch and wait until every batch is committed (or one failed)."""

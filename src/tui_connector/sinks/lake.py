@@ -44,7 +44,7 @@ def open_lake(
         if missing is not None:
             raise LakeError(f"{lake}: {missing}")
         if spec.format == "delta":
-            from tui_connector.sinks.delta import DeltaTableSink
+            from tui_connector.sinks.delta import MAX_COMMIT_GAP, DeltaTableSink
 
             routes[name] = DeltaTableSink(
                 name,
@@ -54,6 +54,7 @@ def open_lake(
                 primary_key=spec.primary_key or (),
                 full_refresh=full_refresh,
                 owner=owner,
+                commit_gap=min(MAX_COMMIT_GAP, config.model.commit_interval / 2),
             )
             continue
         if spec.format not in shared:
