@@ -225,3 +225,27 @@ def test_a_directory_that_is_not_a_delta_table_is_refused_by_name(
     assert refused.returncode == 1
     assert f"{foreign} holds files but is not a Delta table" in refused.stdout
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.csv"]
+
+
+def test_a_table_whose_columns_another_writer_typed_otherwise_keeps_every_value(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    """`id` and `value` exist already with other types: the run neither fails nor loses a
+    value; what does not fit goes to JSON-text columns, and the other writer's row stays."""
+    import pyarrow as pa
+
+    from tui_connector.sinks.arrow_schema import to_records
+
+    api.put(1, "x", minute=1)
+    config = write_config(_config(api, "append"))
+    table = config.out / "items"
+    deltalake.write_deltalake(str(table), pa.table({"id": ["elsewhere"], "value": [3.5]}))
+    finished = _run_cli(config.path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    read = deltalake.DeltaTable(str(table)).to_pyarrow_table()
+    assert "value__json" in read.column_names  # a string into a float64 column
+    records = sorted(to_records(read), key=lambda record: str(record["id"]))
+    assert records == [
+        {"id": 1, "updated_at": "2025-01-01T00:01:00Z", "value": "x"},
+        {"id": "elsewhere", "value": 3.5},
+    ]
