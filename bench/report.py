@@ -56,9 +56,12 @@ def _rss(run: dict[str, Any]) -> tuple[str, bool]:
     at = rss["at"]
     growth = at["100%"] - at.get("10%", at["100%"])
     flat = growth <= 0.10 * at.get("10%", at["100%"])
+    files = rss.get("file_backed_mb")  # absent from figures saved before it was measured
     return (
         f"{rss['peak_mb']:.0f} MB ({at.get('10%', 'n/a')} / {at.get('50%', 'n/a')} / "
-        f"{at['100%']} MB; {growth:+.1f} MB from 10 % to 100 %)"
+        f"{at['100%']} MB; {growth:+.1f} MB from 10 % to 100 %"
+        + (f"; {files:.0f} MB of it mapped files, at the end" if files is not None else "")
+        + ")"
     ), flat
 
 
