@@ -80,6 +80,14 @@ def rss_mb() -> float:
     return resident_pages * _PAGE_SIZE / 1e6
 
 
+def file_backed_mb() -> float:
+    """How much of the resident set is pages of mapped files, in MB: mostly the code of the
+    libraries loaded (pyarrow's and deltalake's are tens of MB), which no data makes grow."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        shared_pages = int(statm.read().split()[2])
+    return shared_pages * _PAGE_SIZE / 1e6
+
+
 def peak_rss_mb() -> float:
     """The most this process has been resident (VmHWM), in MB."""
     for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
@@ -129,6 +137,7 @@ class RssMilestones:
             "before_run_mb": round(self.baseline_mb, 1),
             "at": self.at,
             "peak_mb": round(peak_rss_mb(), 1),
+            "file_backed_mb": round(file_backed_mb(), 1),
             "series": self.series,
         }
 

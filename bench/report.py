@@ -49,6 +49,22 @@ def _rate(value: float) -> str:
     return f"{value / 1000:.1f}k" if value >= 10_000 else f"{value:.0f}"
 
 
+def _rss(run: dict[str, Any]) -> tuple[str, bool]:
+    """A memory run's peak RSS and its readings at 10 / 50 / 100 % of the records, and whether
+    it stayed flat: grew by at most a tenth from 10 % to 100 %."""
+    rss = run["rss"]
+    at = rss["at"]
+    growth = at["100%"] - at.get("10%", at["100%"])
+    flat = growth <= 0.10 * at.get("10%", at["100%"])
+    files = rss.get("file_backed_mb")  # absent from figures saved before it was measured
+    return (
+        f"{rss['peak_mb']:.0f} MB ({at.get('10%', 'n/a')} / {at.get('50%', 'n/a')} / "
+        f"{at['100%']} MB; {growth:+.1f} MB from 10 % to 100 %"
+        + (f"; {files:.0f} MB of it mapped files, at the end" if files is not None else "")
+        + ")"
+    ), flat
+
+
 class Report:
     HEADLINE = (
         "latency_bound_ratio_headless",
@@ -62,7 +78,14 @@ class Report:
         "adaptive_ratio",
         "adaptive_429_pct",
         "vs_dlt_ratio",
+        "parquet_over_jsonl",
+        "delta_over_jsonl",
+        "rss_peak_mb_parquet",
+        "rss_peak_mb_delta",
     )
+    # The lake's formats (issue 16): records/s of workload 2 against JSON Lines, and peak RSS.
+    OVER_JSONL_TARGETS = {"parquet": 0.8, "delta": 0.7}
+    LAKE_RSS_LIMIT_MB = 200
 
     def __init__(self, figures: dict[str, Any]) -> None:
         self.figures = figures
@@ -88,6 +111,7 @@ class Report:
         yield from self._adaptive_rows()
         yield from self._transport_rows()
         yield from self._dlt_rows()
+        yield from self._lake_rows()
 
     def _latency_rows(self) -> Iterator[Row]:
         section = self.get("latency_bound")
@@ -174,17 +198,13 @@ class Report:
         run = self.get("memory")
         if not run:
             return
-        rss = run["rss"]
-        at = rss["at"]
-        growth = at["100%"] - at.get("10%", at["100%"])
-        flat = growth <= 0.10 * at.get("10%", at["100%"])
+        result, flat = _rss(run)
         yield Row(
             "4",
             f"memory, {run['records']:,} records: peak RSS (at 10 / 50 / 100 %)",
-            f"{rss['peak_mb']:.0f} MB ({at.get('10%', 'n/a')} / {at.get('50%', 'n/a')} / "
-            f"{at['100%']} MB; {growth:+.1f} MB from 10 % to 100 %)",
+            result,
             "flat, < 150 MB",
-            flat and rss["peak_mb"] < 150,
+            flat and run["rss"]["peak_mb"] < 150,
         )
 
     def _adaptive_rows(self) -> Iterator[Row]:
@@ -259,6 +279,70 @@ class Report:
             None,
         )
 
+    def _lake_rows(self) -> Iterator[Row]:
+        section = self.get("formats_cpu_bound")
+        if section:
+            bare = self._best("formats_cpu_bound", "runs", "bare")
+            jsonl = self._best("formats_cpu_bound", "runs", "jsonl")
+            assert bare and jsonl
+            for format, target in self.OVER_JSONL_TARGETS.items():
+                run = self._best("formats_cpu_bound", "runs", format)
+                ratio = section["over_jsonl"][format]
+                assert run
+                yield Row(
+                    "9",
+                    f"{format} / jsonl, records/s (workload 2, {section['streams']} streams)",
+                    f"{ratio:.3f} ({_rate(run['records_per_s'])} vs "
+                    f"{_rate(jsonl['records_per_s'])} records/s; median of pairs "
+                    f"{section['paired_median_over_jsonl'][format]:.3f}; bare loop "
+                    f"{_rate(bare['records_per_s'])})",
+                    f">= {target}",
+                    ratio >= target,
+                )
+        for format, run in (self.get("formats_memory") or {}).items():
+            result, flat = _rss(run)
+            limit = self.LAKE_RSS_LIMIT_MB
+            yield Row(
+                "10",
+                f"memory, {run['records']:,} records into {format}: peak RSS (at 10 / 50 / 100 %)",
+                result,
+                f"flat, < {limit} MB" if format != "jsonl" else "report (workload 4's format)",
+                flat and run["rss"]["peak_mb"] < limit if format != "jsonl" else None,
+            )
+        yield from self._s3_rows()
+
+    def _s3_rows(self) -> Iterator[Row]:
+        section = self.get("s3")
+        if not section:
+            return
+        if "unavailable" in section:
+            yield Row(
+                "11", "lake formats on a local S3 endpoint", section["unavailable"], "report", None
+            )
+            return
+        cpu = section["cpu_bound"]
+        jsonl = max(cpu["runs"]["jsonl"], key=lambda run: run["records_per_s"])
+        for format in self.OVER_JSONL_TARGETS:
+            run = max(cpu["runs"][format], key=lambda run: run["records_per_s"])
+            yield Row(
+                "11",
+                f"S3 (moto): {format} / jsonl, records/s (workload 2)",
+                f"{cpu['over_jsonl'][format]:.3f} ({_rate(run['records_per_s'])} vs "
+                f"{_rate(jsonl['records_per_s'])} records/s; median of pairs "
+                f"{cpu['paired_median_over_jsonl'][format]:.3f})",
+                "report",
+                None,
+            )
+        for format, run in section["memory"].items():
+            yield Row(
+                "11",
+                f"S3 (moto): memory, {run['records']:,} records into {format}: peak RSS "
+                "(at 10 / 50 / 100 %)",
+                _rss(run)[0],
+                "report",
+                None,
+            )
+
     # -- output -------------------------------------------------------------------------------
 
     def table(self) -> str:
@@ -279,10 +363,11 @@ class Report:
         ]
         for workload, run in self._all_runs():
             lag = run.get("loop_lag") or {}
+            store = f" (+ S3 {run['store_cores']:.2f})" if "store_cores" in run else ""
             lines.append(
                 f"| {workload} | {run['label']} | {run['wall_s']:.2f} "
                 f"| {_fmt(run.get('requests_per_s'), 0)} | {run['records_per_s']:.0f} "
-                f"| {_fmt(run.get('cpu_ms_per_request'), 3)} | {run['server_cores']:.2f} "
+                f"| {_fmt(run.get('cpu_ms_per_request'), 3)} | {run['server_cores']:.2f}{store} "
                 f"| {_fmt(lag.get('p99_ms'), 1)} |"
             )
         return "\n".join(lines)
@@ -309,6 +394,16 @@ class Report:
         for key in ("dlt_default", "dlt_parallel"):
             if key in section:
                 yield "8 vs dlt", section[key]
+        for name, runs in (self.get("formats_cpu_bound", "runs") or {}).items():
+            for run in runs:
+                yield f"9 lake formats ({name})", run
+        for run in (self.get("formats_memory") or {}).values():
+            yield "10 lake formats, memory", run
+        for runs in (self.get("s3", "cpu_bound", "runs") or {}).values():
+            for run in runs:
+                yield "11 S3", run
+        for run in (self.get("s3", "memory") or {}).values():
+            yield "11 S3, memory", run
 
     def markdown(self) -> str:
         figures = self.figures

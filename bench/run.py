@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import lake_workloads
 import workloads as wl
 from demo_api import DemoApi, cpu_plan
 from report import Report
+from runs import best, interleaved, log, paired_median
+from s3_endpoint import S3Endpoint
 from stats import summary_ms
 
 BENCH = Path(__file__).resolve().parent
@@ -53,11 +55,10 @@ WORKLOADS = {
     "6": "adaptive concurrency",
     "7": "transport",
     "8": "against dlt",
+    "9": "lake formats, CPU-bound",
+    "10": "lake formats, memory",
+    "11": "lake formats on a local S3 endpoint",
 }
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class RunFailed(Exception):
@@ -74,6 +75,7 @@ class Bench:
     sizes: wl.Sizes
     profile_dir: Path | None = None  # py-spy profiles of tui-connector runs go here
     runs: list[dict[str, Any]] = field(default_factory=list)
+    store: S3Endpoint | None = None  # the lake's object store, while a workload writes there
 
     def _worker(
         self, label: str, command: list[str], job: dict[str, Any], scratch: Path
@@ -90,8 +92,14 @@ class Bench:
             command = [*py_spy_record(output), *pin, *command]
             pin_process = False
         with open(stderr_path, "w", encoding="utf-8") as stderr:
+            env = os.environ | (self.store.worker_env() if self.store is not None else {})
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=scratch
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                cwd=scratch,
+                env=env,
             )
             if pin_process and self.client_cpus is not None:
                 os.sched_setaffinity(process.pid, self.client_cpus)
@@ -120,9 +128,10 @@ class Bench:
         with tempfile.TemporaryDirectory(prefix="tui-bench-") as scratch:
             if prepare is not None:
                 prepare(Path(scratch))
-            server_cpu = self.api.cpu_seconds()
+            server_cpu, store_cpu = self.api.cpu_seconds(), S3Endpoint.cpu_seconds()
             result = self._worker(label, command, job | {"work_dir": scratch}, Path(scratch))
             server_cpu = self.api.cpu_seconds() - server_cpu
+            store_cpu = S3Endpoint.cpu_seconds() - store_cpu
         wall = result["wall_s"]
         result["label"] = label
         result["records_per_s"] = result["records"] / wall
@@ -132,6 +141,8 @@ class Bench:
         # The server's CPU over the run, in cores: near 1.0 means the server, not the client,
         # was the bottleneck (it has one core).
         result["server_cores"] = server_cpu / wall
+        if self.store is not None:  # the same for the S3 endpoint (on the server's core)
+            result["store_cores"] = store_cpu / wall
         problems = []
         if result["records"] != expected_records:
             problems.append(f"{result['records']} records of {expected_records}")
@@ -169,29 +180,6 @@ class Bench:
             expected_records=streams.records,
             prepare=write_config,
         )
-
-
-def best(runs: list[dict[str, Any]], key: str = "records_per_s") -> dict[str, Any]:
-    """The fastest of repeated runs: on a shared machine noise only ever slows a run down."""
-    return max(runs, key=lambda run: run[key])
-
-
-def interleaved(repeats: int, **measurements: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
-    """Run each measurement `repeats` times, alternating (A B C A B C ...), so that a noisy
-    spell on the machine hits every side of a ratio alike. Returns the runs by name."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in measurements}
-    for repeat in range(repeats):
-        for name, measure in measurements.items():
-            runs[name].append(measure(repeat))
-    return runs
-
-
-def paired_median(measured: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> float:
-    """The median over repeats of measured ÷ baseline records/s, each pair run back to back."""
-    return statistics.median(
-        run["records_per_s"] / base["records_per_s"]
-        for run, base in zip(measured, baseline, strict=True)
-    )
 
 
 def pooled_latencies(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -546,6 +534,9 @@ def main() -> int:
             "4": lambda: memory(bench, figures),
             "6": lambda: adaptive(bench, figures),
             "8": lambda: against_dlt(bench, figures, dlt_python, why),
+            "9": lambda: lake_workloads.formats_cpu_bound(bench, figures),
+            "10": lambda: lake_workloads.formats_memory(bench, figures),
+            "11": lambda: lake_workloads.formats_on_s3(bench, figures, server_cpus),
         }
         for key, step in steps.items():
             if key in selected:

@@ -31,6 +31,8 @@ class StreamSet:
     pagination: Pagination = "cursor"
     transport: str = "aiohttp"
     max_attempts: int | None = None  # retry.max_attempts; None: the default (5)
+    format: str = "jsonl"  # the lake's `format:`
+    out: str = "lake"  # the lake's `out:`: beside the config, or an object-store URL
 
     @property
     def streams(self) -> int:
@@ -64,7 +66,10 @@ class StreamSet:
     def sources_yaml(self, base_url: str) -> str:
         """A config as a user would write it: `out` and `state` beside the file."""
         sources = {name: self._source(base_url, name) for name in self.source_names()}
-        config = {"version": 1, "out": "lake", "state": "state.db", "sources": sources}
+        config: dict[str, Any] = {"version": 1, "out": self.out, "state": "state.db"}
+        if self.format != "jsonl":  # the default
+            config["format"] = self.format
+        config["sources"] = sources
         return yaml.safe_dump(config, sort_keys=False)
 
     def write_config(self, directory: Path, base_url: str) -> Path:

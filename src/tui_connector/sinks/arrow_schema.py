@@ -149,13 +149,22 @@ def _clean(kind: pa.DataType, depth: int = 0) -> tuple[pa.DataType | None, bool]
     return kind, False
 
 
-def _may_have_rounded(data: bytes, arrays: Iterable[pa.Array]) -> bool:
+def _digit_run(chunks: Iterable[bytes], length: int) -> bool:
+    """Whether `length` digits in a row are in the chunks (each of whole lines, so no run spans
+    two of them)."""
+    run = b"9" * length
+    return any(run in chunk.translate(_DIGITS_AS_NINES) for chunk in chunks)
+
+
+def _may_have_rounded(chunks: Sequence[bytes], arrays: Iterable[pa.Array]) -> bool:
     """Whether an int literal may have been rounded into a float64 column: it reads as a float of
     at least 2^53, which JSON floats rarely are (the slow path then decides exactly). Without 16
     digits in a row in the batch there is none, which is worth knowing first: every compute call
     releases the GIL, and taking it back beside a busy thread waits up to the switch interval."""
-    if b"9" * 16 not in data.translate(_DIGITS_AS_NINES):
-        return False
+    return _digit_run(chunks, 16) and _float_beyond_exact(arrays)
+
+
+def _float_beyond_exact(arrays: Iterable[pa.Array]) -> bool:
     for array in arrays:
         kind = array.type
         if pa.types.is_floating(kind):
@@ -163,23 +172,37 @@ def _may_have_rounded(data: bytes, arrays: Iterable[pa.Array]) -> bool:
             if max(-(bounds["min"] or 0), bounds["max"] or 0) >= _EXACT_IN_FLOAT:
                 return True
         elif pa.types.is_struct(kind):
-            if _may_have_rounded(data, (array.field(index) for index in range(kind.num_fields))):
+            if _float_beyond_exact(array.field(index) for index in range(kind.num_fields)):
                 return True
-        elif pa.types.is_list(kind) and _may_have_rounded(data, [array.values]):
+        elif pa.types.is_list(kind) and _float_beyond_exact([array.values]):
             return True
     return False
 
 
-def _read(data: bytes, explicit: pa.Schema, new_fields: str) -> pa.Table:
+def _joined(chunks: Sequence[bytes]) -> pa.Buffer:
+    """A batch's chunks as one buffer of Arrow's memory pool, for the JSON reader. (Joined as
+    Python bytes, each batch was a megabyte taken from and given back to the C heap in a writer
+    thread.)"""
+    joined = pa.allocate_buffer(sum(map(len, chunks)))
+    writer = pa.FixedSizeBufferWriter(joined)
+    for chunk in chunks:
+        writer.write(chunk)
+    return joined
+
+
+def _read(data: pa.Buffer, explicit: pa.Schema, new_fields: str) -> pa.Table:
     # One block: inference then sees the whole batch at once.
     options = pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1)
     parse = pa_json.ParseOptions(explicit_schema=explicit, unexpected_field_behavior=new_fields)
     return pa_json.read_json(pa.BufferReader(data), read_options=options, parse_options=parse)
 
 
-def _parse(data: bytes, explicit: pa.Schema) -> tuple[pa.Table, dict[str, pa.DataType]] | None:
+def _parse(
+    chunks: Sequence[bytes], explicit: pa.Schema
+) -> tuple[pa.Table, dict[str, pa.DataType]] | None:
     """The batch as the JSON reader reads it, and the types of its columns that are new or have
     grown (None: the reader cannot take this batch)."""
+    data = _joined(chunks)
     try:
         table = _read(data, explicit, "infer")
         changed, reread = {}, False
@@ -196,8 +219,8 @@ def _parse(data: bytes, explicit: pa.Schema) -> tuple[pa.Table, dict[str, pa.Dat
             table = _read(data, pa.schema(list(kinds.items())), "ignore")
     except (pa.ArrowInvalid, _Misfit):
         return None
-    chunks = (chunk for column in table.columns for chunk in column.chunks)
-    return None if _may_have_rounded(data, chunks) else (table, changed)
+    arrays = (array for column in table.columns for array in column.chunks)
+    return None if _may_have_rounded(chunks, arrays) else (table, changed)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -302,15 +325,15 @@ class TableSchema:
         return news
 
     def convert(self, chunks: Sequence[bytes]) -> pa.Table:
-        """The records of `chunks` (JSON lines, one record a line), in order, as a table of the
-        schema this batch leaves: every column so far, those new in this batch appended."""
-        data = b"".join(chunks)
-        while data:
+        """The records of `chunks` (JSON lines, one record a line, each chunk whole lines), in
+        order, as a table of the schema this batch leaves: every column so far, those new in this
+        batch appended."""
+        while any(chunks):
             with self._lock:
                 version, (_, explicit, as_json) = self._version, self._schemas()
-            if any(key in data for key in as_json):
+            if any(key in chunk for chunk in chunks for key in as_json):
                 break  # a field stored as JSON text, which the reader would read typed
-            parsed = _parse(data, explicit)
+            parsed = _parse(chunks, explicit)
             if parsed is None:
                 break
             table, changed = parsed
@@ -321,7 +344,7 @@ class TableSchema:
                     break
                 schema = self._schemas()[0]
             return _conform(table, schema)
-        return self._convert_slowly(data)
+        return self._convert_slowly(b"".join(chunks))
 
     def _schemas(self) -> tuple[pa.Schema, pa.Schema, tuple[bytes, ...]]:
         """The whole schema, that of the typed fields (the JSON reader's explicit schema), and
@@ -347,7 +370,7 @@ class TableSchema:
 
     def _convert_slowly(self, data: bytes) -> pa.Table:
         # orjson reads an int past 64 bits as a float, rounding it: such batches go to the stdlib.
-        exact = b"9" * 19 in data.translate(_DIGITS_AS_NINES)
+        exact = _digit_run([data], 19)
         records = [_loads(line, exact) for line in data.split(b"\n") if line]
         values: dict[str, list[Any]] = {}
         for row, record in enumerate(records):

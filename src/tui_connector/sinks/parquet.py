@@ -43,7 +43,9 @@ class ParquetFormat:
             pq.write_table(table, sink)
         except (pa.ArrowException, ValueError) as exc:
             raise LakeError(f"cannot encode a batch of {stream.source} as Parquet: {exc}") from None
-        return [sink.getvalue().to_pybytes()]
+        # Arrow's buffer as it is (files and object stores take any bytes-like chunk): a copy
+        # into Python bytes would take the file's size from the C heap in this thread.
+        return [sink.getvalue()]
 
     def decode(self, data: bytes) -> list[Any]:
         return to_records(pq.read_table(pa.BufferReader(data)))
