@@ -5,6 +5,7 @@ test edits between runs (the demo's data never changes)."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,32 @@ def test_a_table_whose_columns_another_writer_typed_otherwise_keeps_every_value(
         {"id": 1, "updated_at": "2025-01-01T00:01:00Z", "value": "x"},
         {"id": "elsewhere", "value": 3.5},
     ]
+
+
+def test_a_table_recreated_behind_the_states_back_is_noticed(
+    demo: Any, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(f"""
+out: lake
+format: delta
+commit_interval: 0
+sources:
+  customers:
+    url: {demo.url}/v1/pages/customers
+    records: data
+    concurrency: 1
+    pagination:
+      type: page_number
+      size_param: per_page
+      size: 100
+""")
+    assert _run_cli(config.path).returncode == 0
+    table = deltalake.DeltaTable(str(config.out / "customers"))
+    batches = table.transaction_version("tui-connector/all")
+    assert batches is not None and batches > 1
+    rows = table.to_pyarrow_table()
+    shutil.rmtree(config.out / "customers")  # and another tool makes a new one, same rows
+    deltalake.write_deltalake(str(config.out / "customers"), rows)
+    again = _run_cli(config.path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"holds 0 of the {batches} batches its checkpoint committed" in again.stdout

@@ -149,10 +149,18 @@ async def _check_lake(services: StreamServices, row: StreamRow) -> None:
     found = await services.sink.count_batches(key, row.position, done_above(row))
     if found >= row.files:
         return
+    if services.spec.format == "delta":  # a table counts the batches it committed
+        missing = (
+            f"holds {found} of the {row.files} batches its checkpoint committed: the table "
+            "was removed or recreated behind the state's back. Put it back"
+        )
+    else:
+        missing = (
+            f"holds {found} of the {row.files} page files its checkpoint committed: lake files "
+            "were deleted or moved behind the state's back. Put them back"
+        )
     raise services.failures.stream_failed(
-        f"{services.sink.location(key)} holds {found} of the {row.files} page files its "
-        "checkpoint committed: lake files were deleted or moved behind the state's back. Put "
-        f"them back, or fetch the stream again with `tui-connector reset {services.spec.name}` "
-        "(or --full-refresh) and a new run",
+        f"{services.sink.location(key)} {missing}, or fetch the stream again with "
+        f"`tui-connector reset {services.spec.name}` (or --full-refresh) and a new run",
         fatal=False,
     )
