@@ -231,10 +231,10 @@ class StreamRun:
             nonlocal failure
             with gate.fetching():
                 try:
-                    _, records = await self._fetch(pages.request(index))
+                    page, records = await self._fetch(pages.request(index))
                     note = ParallelPage(len(records), self._pending(), index)
                     self._stage(batcher, self.base + index, records, note)
-                    del records  # not held while the lake falls behind
+                    del page, records  # not held while the lake falls behind
                     await batcher.room()
                 except StopRequested:
                     pass  # not done: the checkpoint leaves it for the resume
