@@ -279,3 +279,41 @@ sources:
     again = _run_cli(config.path)
     assert again.returncode == 1, again.stdout + again.stderr
     assert f"holds 0 of the {batches} batches its checkpoint committed" in again.stdout
+
+
+def test_a_replace_killed_before_some_partitions_started_completes_on_the_next_run(
+    demo: Any, write_config: Callable[..., LoadedConfig]
+) -> None:
+    """Partitions that never started in the killed replace still hold the checkpoints of the
+    run before; the next run fetches them into the staged table instead of calling them
+    complete (or failing on their rows' absence from it)."""
+    from collections import Counter
+
+    from helpers import RECORDS, expected_ids
+
+    config = write_config(f"""
+out: lake
+format: delta
+commit_interval: 0
+sources:
+  stores:
+    url: {demo.url}/v1/pages/{{store}}
+    records: data
+    write: replace
+    concurrency: 1
+    params: {{per_page: 50}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+    partitions:
+      type: values
+      values: [north, south, east]
+      path: store
+""")
+    assert _run_cli(config.path).returncode == 0
+    killed = _run_cli(config.path, {CRASH_AT: "lake.after_rename:1"})
+    assert killed.returncode == -9, killed.stderr
+    finished = _run_cli(config.path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    rows = _rows(config.out / "stores")
+    wanted = sum((expected_ids(store, RECORDS) for store in ("north", "south", "east")), Counter())
+    assert Counter(row["id"] for row in rows) == wanted
+    assert not (config.out / "_tc_staging" / "stores").exists()

@@ -70,8 +70,7 @@ async def open_stream(
         # A date window whose end moved with the present asks for more: fetch it again.
         if saved_partition not in ("", partition.identity()):
             row = None
-    restarts = row is not None and row.status == "done" and spec.write == "replace"
-    if restarts and not await services.sink.replace_pending(spec.name):
+    if row is not None and row.status == "done" and not await _done_in_this_replace(services, row):
         row = None  # each run of a `replace` source fetches it all again, staged apart
     if row is not None:
         await _check_lake(services, row)
@@ -132,6 +131,19 @@ async def open_stream(
     )
     await services.sink.remove_uncovered(key, keep_below=base, batches=files)
     return StreamRun(services, partition, stats, paginator, start, fresh=True)
+
+
+async def _done_in_this_replace(services: StreamServices, row: StreamRow) -> bool:
+    """Whether a complete stream stays complete. With no replace staged, a `replace` source
+    starts over. With one staged (a `replace` or a full refresh that a kill interrupted),
+    only the streams whose batches are in the staged table are complete: one that never
+    started in that run still has the checkpoint of the run before, whose rows the swap
+    would drop."""
+    spec = services.spec
+    if not await services.sink.replace_pending(spec.name):
+        return spec.write != "replace"
+    key = StreamKey(spec.name, row.partition)
+    return await services.sink.count_batches(key, row.position, done_above(row)) >= (row.files or 0)
 
 
 def done_above(row: StreamRow) -> frozenset[int]:

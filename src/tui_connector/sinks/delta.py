@@ -203,7 +203,10 @@ class DeltaTableSink(StagesJsonLines):
 
     def _drop(self, uri: str) -> None:
         """Remove a staging table (a replace that starts over)."""
+        # The log goes first: a drop cut short leaves files that are no table, never a
+        # table missing its files.
         if self.local:
+            shutil.rmtree(Path(uri) / "_delta_log", ignore_errors=True)
             shutil.rmtree(uri, ignore_errors=True)
             with contextlib.suppress(OSError):  # the staging folder, once no table is in it
                 Path(uri).parent.rmdir()
@@ -214,8 +217,11 @@ class DeltaTableSink(StagesJsonLines):
 
         store = open_store(uri, self.options or {})
         paths = [meta["path"] for chunk in obstore.list(store) for meta in chunk]
-        if paths:
-            obstore.delete(store, paths)
+        log = [path for path in paths if path.startswith("_delta_log/")]
+        rest = [path for path in paths if not path.startswith("_delta_log/")]
+        for doomed in (log, rest):
+            if doomed:
+                obstore.delete(store, doomed)
 
     # -- the port -----------------------------------------------------------------------------
 
@@ -286,11 +292,13 @@ class DeltaTableSink(StagesJsonLines):
             try:
                 async with self._committing:
                     await asyncio.to_thread(self._commit, live)
-            except Exception as exc:
+            except BaseException as exc:  # a Rust panic is a BaseException too
                 error = exc if isinstance(exc, LakeError) else self._error("write", exc)
                 for pending in live:
                     if not pending.done.done():
                         pending.done.set_exception(error)
+                if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                    raise
                 continue
             for pending in live:
                 pending.done.set_result(True)
