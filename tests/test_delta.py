@@ -317,3 +317,27 @@ sources:
     wanted = sum((expected_ids(store, RECORDS) for store in ("north", "south", "east")), Counter())
     assert Counter(row["id"] for row in rows) == wanted
     assert not (config.out / "_tc_staging" / "stores").exists()
+
+
+async def test_a_clean_up_that_deletes_nothing_still_sets_the_streams_version_back(
+    tmp_path: Path,
+) -> None:
+    """delta-rs commits nothing for a delete that matches no row: the version the table
+    reports for the stream must still become the checkpoint's count."""
+    import pyarrow as pa
+
+    from tui_connector.sinks import StreamKey
+    from tui_connector.sinks.delta import DeltaTableSink, Transaction, app_id
+
+    stream = StreamKey("items", "gone")
+    rows = pa.table({"id": [1], "_tc_partition": ["other"], "_tc_page": [0]})
+    properties = deltalake.CommitProperties(app_transactions=[Transaction(app_id(stream), 3)])
+    deltalake.write_deltalake(str(tmp_path / "items"), rows, commit_properties=properties)
+    sink = DeltaTableSink("items", str(tmp_path), {})
+    try:
+        assert await sink.remove_uncovered(stream, keep_below=0, batches=0) == 0
+    finally:
+        await sink.aclose()
+    table = deltalake.DeltaTable(str(tmp_path / "items"))
+    assert table.transaction_version(app_id(stream)) == 0
+    assert table.to_pyarrow_table().num_rows == 1

@@ -381,10 +381,18 @@ class DeltaTableSink(StagesJsonLines):
                 metrics = await asyncio.to_thread(
                     table.delete, predicate, commit_properties=properties
                 )
+                deleted = int(metrics.get("num_deleted_rows", 0))
+                if not deleted:  # a delete of nothing commits nothing: set the version back
+                    await asyncio.to_thread(self._set_version, table, properties)
         except Exception as exc:
             raise self._error("clean", exc) from None
         self.version = table.version()
-        return int(metrics.get("num_deleted_rows", 0))
+        return deleted
+
+    def _set_version(self, table: DeltaTable, properties: CommitProperties) -> None:
+        """A commit of no rows that carries the stream's transaction version."""
+        nothing = pa.schema(table.schema().to_arrow()).empty_table()
+        write_deltalake(table, nothing, mode="append", commit_properties=properties)
 
     async def replace_pending(self, source: str) -> bool:
         await self._open()
