@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -22,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".installed-from"
+# Servers some tests start (an Azure Blob emulator, an OAuth2 authorization server) come from npm.
+NODE_SERVERS = ROOT / "tests" / "node"
+NODE_STAMP = NODE_SERVERS / "node_modules" / ".installed-from"
 
 
 def _fingerprint() -> str:
@@ -52,6 +56,26 @@ def ensure_venv() -> None:
         STAMP.write_text(_fingerprint())
 
 
+def ensure_node_servers() -> None:
+    """Install the npm servers the tests start, when their package.json changed. Without
+    node, the tests that need them fail and say what to install."""
+    manifest = NODE_SERVERS / "package.json"
+    fingerprint = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    if NODE_STAMP.exists() and NODE_STAMP.read_text() == fingerprint:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("npm not found: tests that need node's test servers will fail", file=sys.stderr)
+        return
+    print("installing the tests' node servers into tests/node ...", file=sys.stderr)
+    subprocess.run(
+        [npm, "install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=NODE_SERVERS,
+        check=True,
+    )
+    NODE_STAMP.write_text(fingerprint)
+
+
 def main() -> int:
     commands = {
         "demo": [[str(BIN / "tui-connector"), "demo", *sys.argv[2:]]],
@@ -68,6 +92,8 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     ensure_venv()
+    if sys.argv[1] == "test":
+        ensure_node_servers()
     for command in commands[sys.argv[1]]:
         code = subprocess.run(command, cwd=ROOT).returncode
         if code:
