@@ -8,10 +8,13 @@ import pytest
 from tui_connector.http.errors import FetchError
 from tui_connector.telemetry import (
     AttemptOutcome,
+    ErrorEvent,
     RateWindow,
     RunTelemetry,
     SourceReporter,
     SourceStatus,
+    error_text,
+    server_reason,
 )
 
 
@@ -130,3 +133,21 @@ def test_the_rate_limit_shown_is_the_one_set() -> None:
     reporter = reporter_in(SourceStatus.PENDING)
     reporter.rate_limit_changed(2.5)
     assert reporter.stats.rate_limit == 2.5
+
+
+def test_what_a_server_said_is_shown_on_one_line_bounded_and_without_controls() -> None:
+    body = '{"error":\n  "bad \x1b[31mred\x1b[0m\tvalue\u202e"}\r\n' + "x" * 400
+    reason = server_reason(body)
+    assert reason.startswith('{"error": "bad \\x1b[31mred\\x1b[0m value\\u202e"} xxx')
+    assert len(reason) == 200 and reason.endswith("x…")
+    assert reason.isprintable()
+    assert server_reason("") == "" and server_reason(" \n") == ""
+
+
+def test_an_error_reads_what_happened_then_what_the_server_said_then_what_to_do() -> None:
+    assert error_text("HTTP 404 after 1 attempt") == "HTTP 404 after 1 attempt"
+    assert error_text("HTTP 404", "gone\n") == "HTTP 404: gone"
+    assert error_text("HTTP 404", "gone", "check the url") == "HTTP 404: gone; check the url"
+    assert error_text("HTTP 404", "", "check the url") == "HTTP 404; check the url"
+    event = ErrorEvent(0.0, "items", 404, "HTTP 404", "http://x/1", "gone", 1, "source failed")
+    assert event.text == "HTTP 404: gone"

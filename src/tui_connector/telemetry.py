@@ -4,6 +4,7 @@ dashboard and the headless reporter read on a timer. No Textual here, no I/O."""
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -168,6 +169,28 @@ class Failure(Protocol):
     attempts: int
 
 
+# Of a server's reason, the most an error's text shows.
+_REASON_CHARS = 200
+# What must not reach a screen or a terminal as it is: C0 and C1 controls and DEL (a body may
+# hold terminal escapes), and the format characters that reorder or hide text.
+_UNSHOWABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def server_reason(body_excerpt: str) -> str:
+    """What a server said of an error as every front end shows it: the excerpt of its response
+    body on one line, each control character as its escape, at most 200 characters."""
+    text = _UNSHOWABLE.sub(lambda match: ascii(match[0])[1:-1], " ".join(body_excerpt.split()))
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
+
+
+def error_text(error: str, body_excerpt: str = "", hint: str = "") -> str:
+    """An error as it reads on its own (a source's last error, a stream's error in the state
+    database, a headless line): what happened, what the server said, then what to do."""
+    reason = server_reason(body_excerpt)
+    text = f"{error}: {reason}" if reason else error
+    return f"{text}; {hint}" if hint else text
+
+
 @dataclass(frozen=True)
 class ErrorEvent:
     at: float  # wall clock, for display
@@ -178,6 +201,13 @@ class ErrorEvent:
     body_excerpt: str  # redacted
     attempt: int
     next_step: str  # "retrying in 2.0 s", "source failed", ...
+    # The error as it reads on its own (`error_text`); by default `error` and what the server
+    # said. The error pane shows `error` instead, the excerpt in a column of its own.
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            object.__setattr__(self, "text", error_text(self.error, self.body_excerpt))
 
 
 class RunTelemetry:
@@ -240,9 +270,7 @@ class RunTelemetry:
         stats = self.sources.get(event.source)
         if stats is not None:
             stats.errors += 1
-            stats.last_error = (
-                f"{event.error}: {event.body_excerpt}" if event.body_excerpt else event.error
-            )
+            stats.last_error = event.text
 
     def totals(self) -> dict[str, int]:
         records = sum(s.records for s in self.sources.values())

@@ -33,6 +33,7 @@ from .dashboard import (
     finished_with_its_error,
     good_and_broken,
     in_flight,
+    record_notifications,
     shown,
     sources_yaml,
 )
@@ -145,6 +146,29 @@ async def test_enter_opens_the_detail_screen_with_streams_and_no_secret(
         assert TOKEN not in app.export_screenshot()
         await pilot.press("escape")
         await async_wait_for(lambda: not isinstance(app.screen, SourceDetailScreen))
+
+
+async def test_a_refused_source_shows_what_the_server_said(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    # The demo API answers a page size that is not a number with a 400 and its reason.
+    reason = "per_page must be an integer, not 'fifty'"
+    config = write_config(
+        sources_yaml(demo.url, ["sized"], "records: data\nparams: {per_page: fifty}\n")
+    )
+    app = dashboard_on(config)
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        await async_wait_for(lambda: bool(notes), what="the failure's notification")
+        assert any(reason in message and severity == "error" for message, severity in notes), notes
+        await pilot.press("enter")
+        await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
+        await pilot.pause()
+        detail = " ".join(shown(app.screen.query_one("#detail-figures")).split())
+        assert f'last error HTTP 400 Bad Request after 1 attempt: {{"error":"{reason}"}}' in (
+            detail
+        )
 
 
 async def test_a_click_on_a_source_selects_it_and_opens_its_detail(

@@ -12,7 +12,7 @@ from tui_connector.incremental import IncrementalError
 from tui_connector.paginate import PaginationError
 from tui_connector.redact import Redactor
 from tui_connector.sinks import LakeError
-from tui_connector.telemetry import ErrorEvent, RunTelemetry
+from tui_connector.telemetry import ErrorEvent, RunTelemetry, error_text
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,10 @@ class FailureReporter:
         status: int | None = None,
         excerpt: str = "",
         attempts: int = 0,
+        text: str = "",
     ) -> ErrorEvent:
+        """`message` heads the error pane's line; `text`, the error as it reads on its own,
+        defaults to it and what the server said (`excerpt`)."""
         event = ErrorEvent(
             at=time.time(),
             source=self._source,
@@ -62,9 +65,10 @@ class FailureReporter:
             body_excerpt=excerpt,
             attempt=attempts,
             next_step="source failed",
+            text=text,
         )
         self._telemetry.error(event)
-        self._telemetry.source(self._source).last_error = message
+        self._telemetry.source(self._source).last_error = event.text
         return event
 
     def stream_failed(self, message: str, *, fatal: bool) -> StreamFailed:
@@ -72,15 +76,19 @@ class FailureReporter:
         return StreamFailed(message, self.report(message), fatal=fatal)
 
     def exception(self, exc: Exception) -> ErrorEvent:
-        """A stream error, with what the request that failed said."""
+        """A stream error, with what the request that failed said; its `text` is what the
+        source's last error and the stream's checkpoint keep."""
         if isinstance(exc, FetchError):
             tries = f" after {exc.attempts} attempt{'s' if exc.attempts != 1 else ''}"
+            # The pane shows the excerpt beside the line: there the hint follows the status.
+            hint = f"; {exc.hint}" if exc.hint else ""
             return self.report(
-                f"{exc.message}{tries}",
+                f"{exc.message}{hint}{tries}",
                 url=exc.url,
                 status=exc.status,
                 excerpt=exc.body_excerpt,
                 attempts=exc.attempts,
+                text=error_text(f"{exc.message}{tries}", exc.body_excerpt, exc.hint),
             )
         return self.report(self._redact(str(exc)), attempts=1)
 

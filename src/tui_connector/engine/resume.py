@@ -101,7 +101,7 @@ async def open_stream(
         paginator = paginator_for(stream_spec(spec, partition, since))
     except PaginationError as exc:  # the body template has no room for the value
         event = services.failures.exception(exc)
-        raise StreamFailed(event.error, event, fatal=True) from None
+        raise StreamFailed(event.text, event, fatal=True) from None
     services.stats.pages += pages
     services.stats.records += records
     stats.pages, stats.records = pages, records

@@ -359,7 +359,7 @@ class SourceRunner:
             self._stream_failed(stream, message, fatal=True)
         except LakeError as exc:  # the lake refused before a page was fetched (a resume's clean-up)
             event = self.failures.exception(exc)
-            self._stream_failed(stream, event.error, fatal=True)
+            self._stream_failed(stream, event.text, fatal=True)
         except Exception as exc:  # a bug must fail one source, not the run
             self.failures.internal_error(exc)
             self._stream_failed(stream, str(exc), fatal=True)

@@ -389,10 +389,10 @@ class StreamRun:
         services = self.services
         event = services.failures.exception(exc)
         self._checkpoint(
-            committed.cursor, committed.position, "failed", self._pending(), event.error
+            committed.cursor, committed.position, "failed", self._pending(), event.text
         )
         await services.store.flush()
-        raise StreamFailed(event.error, event, fatal=stops_the_source(exc)) from None
+        raise StreamFailed(event.text, event, fatal=stops_the_source(exc)) from None
 
     def _batcher(self, commit: Callable[[Batch[Any], bool], None]) -> BatchWriter[Any]:
         services = self.services

@@ -20,12 +20,15 @@ class FetchError(Exception):
         body_excerpt: str = "",
         retryable: bool = True,
         retry_after: float | None = None,
+        hint: str = "",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.url = url
         self.status = status
         self.body_excerpt = body_excerpt
+        # What the operator can do about it: shown after what the server said.
+        self.hint = hint
         self.retryable = retryable
         self.retry_after = retry_after
         self.attempts = 1
@@ -44,9 +47,10 @@ def fetch_error(
     content: bytes = b"",
     retryable: bool = True,
     retry_after: float | None = None,
+    hint: str = "",
 ) -> FetchError:
-    """The error of attempt `attempt` at `shown_url` (already redacted), its message and an
-    excerpt of the body `content` redacted."""
+    """The error of attempt `attempt` at `shown_url` (already redacted), its message, its
+    `hint` and an excerpt of the body `content` redacted."""
     # Redacted before it is cut: cut first, a secret at the cut would show its first half.
     excerpt = redact(content[:_REDACTED_WINDOW].decode("utf-8", "replace"))[:_EXCERPT]
     error = FetchError(
@@ -56,6 +60,7 @@ def fetch_error(
         body_excerpt=excerpt,
         retryable=retryable,
         retry_after=retry_after,
+        hint=redact(hint),
     )
     error.attempts = attempt
     return error
