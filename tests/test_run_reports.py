@@ -5,12 +5,14 @@ server wants, and where a finished parallel stream stands."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 
-from helpers import cli
+from helpers import cli, run_engine
 
 # The demo API refuses a page size that is not a number with a 400 and its reason as JSON.
 REASON = "per_page must be an integer, not 'fifty'"
@@ -49,3 +51,34 @@ def test_a_refused_request_shows_what_the_server_said_everywhere(
     assert f"sized/all: {said}" in streams.stdout.splitlines(), streams.stdout
     (row,) = json.loads(cli("status", "--json", "--config", str(config), cwd=tmp_path).stdout)
     assert row["status"] == "failed" and row["last_error"] == said
+
+
+async def test_a_401_without_auth_says_how_to_add_it_and_with_auth_to_check_it(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(
+        "sources:\n"
+        f"  anonymous:\n    url: {demo.url}/secure/all/anonymous\n"
+        f"  forbidden:\n    url: {demo.url}/v1/bad/status/403/forbidden\n"
+        f"  wrong:\n    url: {demo.url}/secure/all/wrong\n"
+        "    auth: {type: bearer, token: not-the-token}\n"
+    )
+    result, engine = await run_engine(config)
+    assert result.failed == ["anonymous", "forbidden", "wrong"]
+    errors = {name: stats.last_error or "" for name, stats in engine.telemetry.sources.items()}
+    example = 'add auth: to the source in sources.yaml, e.g. auth: {type: bearer, token: "'
+    # The demo's 401 challenges for a bearer token.
+    assert errors["anonymous"].startswith("HTTP 401 Unauthorized after 1 attempt: ")
+    assert (
+        "; the server wants authentication (Bearer) and the source sends none: "
+        in (errors["anonymous"])
+    )
+    assert example in errors["anonymous"]
+    assert "refuses access and the source sends no credentials" in errors["forbidden"]
+    assert example in errors["forbidden"]
+    for name in ("anonymous", "forbidden"):
+        assert "check the source's auth credentials" not in errors[name]
+    assert errors["wrong"].endswith(
+        "; check the source's auth credentials (and the environment variable behind them)"
+    )
+    assert "add auth:" not in errors["wrong"]

@@ -22,7 +22,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from tui_connector.config import RetryPolicy
+from tui_connector.config import RetryPolicy, SourceSpec
 from tui_connector.http.body import Response
 from tui_connector.http.errors import FetchError, fetch_error
 from tui_connector.http.report import HttpReport
@@ -69,11 +69,14 @@ def status_error(
     content: bytes,
     shown_url: str,
     attempt: int,
-    policy: RetryPolicy,
+    spec: SourceSpec,
     redact: Redactor,
 ) -> FetchError:
-    """The error an HTTP status of 400 or more means: retryable if the policy says so, with
-    the server's `Retry-After`; one longer than `retry.max_wait` fails the request at once."""
+    """The error an HTTP status of 400 or more means to the source `spec`: retryable if its
+    retry policy says so, with the server's `Retry-After`; one longer than `retry.max_wait`
+    fails the request at once. A refusal's hint says to check the source's `auth:`, or to
+    add one."""
+    policy = spec.retry
     status = response.status_code
     retryable = status in policy.statuses
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -89,25 +92,49 @@ def status_error(
             content=content,
             retryable=False,
         )
-    hint = "" if retryable else _status_hint(status)
+    has_auth = spec.auth is not None
+    hint = "" if retryable else _status_hint(status, response.headers, has_auth=has_auth)
     return fetch_error(
         redact,
-        f"HTTP {status} {response.reason_phrase}{hint}",
+        f"HTTP {status} {response.reason_phrase}",
         shown_url,
         attempt,
         status=status,
         content=content,
         retryable=retryable,
         retry_after=retry_after,
+        hint=hint,
     )
 
 
-def _status_hint(status: int) -> str:
+def _status_hint(status: int, headers: httpx.Headers, *, has_auth: bool) -> str:
     if status in (401, 403):
-        return "; check the source's auth credentials (and the environment variable behind them)"
+        if has_auth:
+            return "check the source's auth credentials (and the environment variable behind them)"
+        return _add_auth_hint(status, _challenged_scheme(headers))
     if status == 404:
-        return "; check the source's url"
+        return "check the source's url"
     return ""
+
+
+def _add_auth_hint(status: int, scheme: str) -> str:
+    """What a server that refused a source without `auth:` wants, and how to give it."""
+    example = (
+        'auth: {type: basic, username: NAME, password: "${API_PASSWORD}"}'
+        if scheme.lower() == "basic"
+        else 'auth: {type: bearer, token: "${API_TOKEN}"}'
+    )
+    add = f"add auth: to the source in sources.yaml, e.g. {example}"
+    if status == 401:
+        asked = f" ({scheme})" if scheme else ""
+        return f"the server wants authentication{asked} and the source sends none: {add}"
+    return f"the server refuses access and the source sends no credentials; if it needs them, {add}"
+
+
+def _challenged_scheme(headers: httpx.Headers) -> str:
+    """The scheme a `WWW-Authenticate` challenge asks for ("Bearer"), or ""."""
+    scheme = headers.get("WWW-Authenticate", "").strip().partition(" ")[0]
+    return scheme if scheme.replace("-", "").isalnum() and len(scheme) <= 30 else ""
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -139,7 +139,7 @@ class SourceHttp:
             finally:
                 report.request_finished(request_id, size, status, timed_out)
         if response.status_code >= 400:
-            raise status_error(response, content, shown_url, attempt, self.policy, self.redact)
+            raise status_error(response, content, shown_url, attempt, self.spec, self.redact)
         return decode_response(response, content, shown_url, attempt, self.redact)
 
     def _error(
