@@ -23,6 +23,14 @@ REFUSED = """\
     params: {{per_page: fifty}}
     pagination: {{type: page_number}}
 """
+# One parallel stream: the first page tells the total, the other 99 go concurrently.
+PARALLEL = """\
+  parallel:
+    url: {url}/v1/pages/parallel
+    records: data
+    params: {{per_page: 10, dataset_size: 1000}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+"""
 
 
 def json_events(stdout: str) -> list[dict[str, Any]]:
@@ -82,3 +90,15 @@ async def test_a_401_without_auth_says_how_to_add_it_and_with_auth_to_check_it(
         "; check the source's auth credentials (and the environment variable behind them)"
     )
     assert "add auth:" not in errors["wrong"]
+
+
+def test_the_last_progress_of_a_parallel_stream_says_where_it_stands(
+    demo: DemoServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "sources.yaml"
+    config.write_text("sources:\n" + PARALLEL.format(url=demo.url))
+    result = cli("run", "--headless", str(config), "--progress", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (final,) = [event for event in json_events(result.stdout) if event["event"] == "final"]
+    assert (final["status"], final["pages"], final["records"]) == ("done", 100, 1000)
+    assert final["position"] == "finished"

@@ -137,9 +137,9 @@ class StreamRun:
         cursor, position = self._start.cursor, self._start.position
         pages = ParallelPages.resume(self.paginator, cursor)
         if pages is not None:
-            self.stats.position = pages.describe()
+            self._stand_at(pages.describe())
             return await self._parallel(pages)
-        self.stats.position = self.services.redact(self.paginator.describe(cursor))
+        self._stand_at(self.services.redact(self.paginator.describe(cursor)))
         return await self._sequential(cursor, position)
 
     # -- pages in order -----------------------------------------------------------------------
@@ -223,7 +223,7 @@ class StreamRun:
             status = "done" if pages.finished else "running"
             at = committed()
             self._checkpoint(at.cursor, at.position, status, batch.notes[-1].pending)
-            self.stats.position = pages.describe()
+            self._stand_at(pages.describe())
 
         batcher = self._batcher(commit)
 
@@ -332,7 +332,13 @@ class StreamRun:
         """Where a stream fetching in order stands (a parallel stream's position moves as its
         pages commit). A server may echo a key into its next links: shown only redacted."""
         shown = step.describe()
-        self.stats.position = shown if step.next is None else self.services.redact(shown)
+        self._stand_at(shown if step.next is None else self.services.redact(shown))
+
+    def _stand_at(self, position: str) -> None:
+        """Where the stream stands now (`position` redacted), and so its source, which shows
+        where its stream that moved last stands: a parallel stream moves as its pages commit,
+        after the last page was fetched too."""
+        self.stats.position = self.services.stats.position = position
 
     def _checkpoint(
         self,
