@@ -23,6 +23,17 @@ REFUSED = """\
     params: {{per_page: fifty}}
     pagination: {{type: page_number}}
 """
+# The demo's /secure routes want a bearer token (the session's server has one); its
+# /bad/status/403 route refuses everyone.
+DENIED = """\
+  anonymous:
+    url: {url}/secure/all/anonymous
+  forbidden:
+    url: {url}/v1/bad/status/403/forbidden
+  wrong:
+    url: {url}/secure/all/wrong
+    auth: {{type: bearer, token: not-the-token}}
+"""
 # One parallel stream: the first page tells the total, the other 99 go concurrently.
 PARALLEL = """\
   parallel:
@@ -64,13 +75,7 @@ def test_a_refused_request_shows_what_the_server_said_everywhere(
 async def test_a_401_without_auth_says_how_to_add_it_and_with_auth_to_check_it(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    config = write_config(
-        "sources:\n"
-        f"  anonymous:\n    url: {demo.url}/secure/all/anonymous\n"
-        f"  forbidden:\n    url: {demo.url}/v1/bad/status/403/forbidden\n"
-        f"  wrong:\n    url: {demo.url}/secure/all/wrong\n"
-        "    auth: {type: bearer, token: not-the-token}\n"
-    )
+    config = write_config("sources:\n" + DENIED.format(url=demo.url))
     result, engine = await run_engine(config)
     assert result.failed == ["anonymous", "forbidden", "wrong"]
     errors = {name: stats.last_error or "" for name, stats in engine.telemetry.sources.items()}
