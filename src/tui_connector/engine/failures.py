@@ -80,7 +80,8 @@ class FailureReporter:
         source's last error and the stream's checkpoint keep."""
         if isinstance(exc, FetchError):
             tries = f" after {exc.attempts} attempt{'s' if exc.attempts != 1 else ''}"
-            # The pane shows the excerpt beside the line: there the hint follows the status.
+            # The error pane's line, its excerpt in a column of its own: the hint right after
+            # the status, as it always read there.
             hint = f"; {exc.hint}" if exc.hint else ""
             return self.report(
                 f"{exc.message}{hint}{tries}",
