@@ -80,6 +80,14 @@ def rss_mb() -> float:
     return resident_pages * _PAGE_SIZE / 1e6
 
 
+def private_mb() -> float:
+    """The resident set less its pages of mapped files, in MB: what the run's data and the
+    allocators hold, without the libraries' code."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        resident_pages, shared_pages = map(int, statm.read().split()[1:3])
+    return (resident_pages - shared_pages) * _PAGE_SIZE / 1e6
+
+
 def file_backed_mb() -> float:
     """How much of the resident set is pages of mapped files, in MB: mostly the code of the
     libraries loaded (pyarrow's and deltalake's are tens of MB), which no data makes grow."""
@@ -108,6 +116,7 @@ class RssMilestones:
         self.at: dict[str, float] = {}
         self.series: list[tuple[float, int, float]] = []  # (seconds, records, MB)
         self.baseline_mb = rss_mb()
+        self.peak_private_mb = private_mb()
         self._task: asyncio.Task[None] | None = None
         self._started = time.perf_counter()
 
@@ -120,6 +129,7 @@ class RssMilestones:
         while True:
             done = self.records_done()
             now = time.perf_counter() - self._started
+            self.peak_private_mb = max(self.peak_private_mb, private_mb())
             while pending and done >= pending[0] * self.expected:
                 self.at[f"{round(pending.pop(0) * 100)}%"] = round(rss_mb(), 1)
             if now - last_series >= 0.5:
@@ -138,6 +148,7 @@ class RssMilestones:
             "at": self.at,
             "peak_mb": round(peak_rss_mb(), 1),
             "file_backed_mb": round(file_backed_mb(), 1),
+            "peak_private_mb": round(max(self.peak_private_mb, private_mb()), 1),
             "series": self.series,
         }
 

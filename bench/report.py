@@ -57,10 +57,14 @@ def _rss(run: dict[str, Any]) -> tuple[str, bool]:
     growth = at["100%"] - at.get("10%", at["100%"])
     flat = growth <= 0.10 * at.get("10%", at["100%"])
     files = rss.get("file_backed_mb")  # absent from figures saved before it was measured
+    private = rss.get("peak_private_mb")
+    second_half = at["100%"] - at.get("50%", at["100%"])
     return (
         f"{rss['peak_mb']:.0f} MB ({at.get('10%', 'n/a')} / {at.get('50%', 'n/a')} / "
-        f"{at['100%']} MB; {growth:+.1f} MB from 10 % to 100 %"
+        f"{at['100%']} MB; {growth:+.1f} MB from 10 % to 100 %, {second_half:+.1f} MB from "
+        "50 %"
         + (f"; {files:.0f} MB of it mapped files, at the end" if files is not None else "")
+        + (f"; private peak {private:.0f} MB" if private is not None else "")
         + ")"
     ), flat
 
