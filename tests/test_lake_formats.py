@@ -22,6 +22,7 @@ from tui_connector.facade import ExitCode
 
 from helpers import (
     ROOT,
+    StoredObjects,
     cli,
     documented_ids,
     expected_ids,
@@ -94,10 +95,14 @@ def write_one_source(
 
 
 def places_holding(
-    secret: str, run: subprocess.CompletedProcess[str], tmp_path: Path, bucket: Bucket | None
+    secret: str,
+    run: subprocess.CompletedProcess[str],
+    tmp_path: Path,
+    bucket: StoredObjects | None,
 ) -> list[str]:
     """Where a secret shows: the run's output, the state database and the log beside it
-    (every file under tmp_path), and every object of the bucket (Delta's log included)."""
+    (every file under tmp_path), and every object of the bucket or container (Delta's log
+    included)."""
     places = [
         name for name, text in (("stdout", run.stdout), ("stderr", run.stderr)) if secret in text
     ]
