@@ -123,6 +123,28 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def run_failing(
+    tmp_path: Path,
+    demo: DemoServer,
+    out: str,
+    format: str,
+    storage: dict[str, str] | None,
+    reason: str,
+    secret: str,
+    bucket: StoredObjects,
+) -> str:
+    """Run one source on a store that fails: the source fails with the store's `reason`, no
+    traceback, and the secret nowhere. What the run printed."""
+    config = write_one_source(tmp_path, demo, out, format, storage)
+    run = cli("run", "--headless", str(config), "--log-level", "debug")
+    output = run.stdout + run.stderr
+    assert run.returncode == ExitCode.FAILED, output
+    assert reason in output
+    assert "Traceback" not in output
+    assert places_holding(secret, run, tmp_path, bucket) == []
+    return output
+
+
 # A Delta source takes its table's lock (files, through obstore, like Parquet's) before it
 # writes: only a store that lets it lock but not write reaches delta-rs's own failure.
 @pytest.mark.parametrize(
@@ -160,13 +182,7 @@ def test_a_failing_store_fails_the_source_with_its_reason_and_shows_no_secret(
     else:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
         storage, reason = QUICK_RETRIES, "onnection refused"
-    config = write_one_source(tmp_path, demo, out, format, storage)
-    run = cli("run", "--headless", str(config), "--log-level", "debug")
-    output = run.stdout + run.stderr
-    assert run.returncode == ExitCode.FAILED, output
-    assert reason in output
-    assert "Traceback" not in output
-    assert places_holding(secret, run, tmp_path, bucket) == []
+    run_failing(tmp_path, demo, out, format, storage, reason, secret, bucket)
     assert [key for key in bucket.object_keys() if "/_tc_locks/" not in key] == []
 
 
