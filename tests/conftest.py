@@ -1,9 +1,10 @@
 """Shared fixtures: the real demo API on an ephemeral 127.0.0.1 port, a real S3 endpoint
-(moto's server) on another, and configs in tmp_path.
-Importable helpers live in helpers.py (and s3_server.py for the S3 endpoint)."""
+(moto's server) and a real Azure Blob endpoint (Azurite) on others, and configs in tmp_path.
+Importable helpers live in helpers.py (and s3_server.py, azurite_server.py for the stores)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.server import DemoServer
 
+from azurite_server import AzuriteEndpoint, AzuriteMissing, Container
 from helpers import RECORDS
 from s3_server import Bucket, S3Endpoint
 
@@ -69,3 +71,26 @@ def bucket(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Bucket:
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):  # a developer's own would be sent too
         monkeypatch.delenv(name, raising=False)
     return s3.create_bucket()
+
+
+@pytest.fixture(scope="session")
+def azure() -> Iterator[AzuriteEndpoint]:
+    """One Azure Blob endpoint for the session (azurite_server.py)."""
+    try:
+        endpoint = AzuriteEndpoint().start()
+    except AzuriteMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def container(azure: AzuriteEndpoint, monkeypatch: pytest.MonkeyPatch) -> Container:
+    """A fresh container, and the AZURE_* variables that point Azure clients at the endpoint
+    with the development account's key, set for the test and every process it starts."""
+    for name in os.environ:  # a developer's own (a SAS, a token, a client secret) would win
+        if name.startswith(("AZURE_", "AZURITE_")):
+            monkeypatch.delenv(name)
+    for name, value in azure.env().items():
+        monkeypatch.setenv(name, value)
+    return azure.create_container()

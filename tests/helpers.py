@@ -17,16 +17,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
+
+import pytest
 
 from tui_connector.config import LoadedConfig
 from tui_connector.engine import Engine, RunResult
 from tui_connector.in_process import InProcessRun
-
-from s3_server import Bucket, S3Endpoint
 
 if TYPE_CHECKING:
     from tui_connector.tui.app import Dashboard
@@ -254,17 +255,59 @@ def documented_ids() -> dict[str, Counter[str]]:
     return ids
 
 
-def table_ids(lake: str, format: str, source: str, s3: S3Endpoint | None = None) -> Counter[str]:
+class StoredObjects(Protocol):
+    """A bucket (or container) of a test's object store."""
+
+    def object_keys(self, prefix: str = "") -> list[str]: ...
+
+    def read(self, key: str) -> bytes: ...
+
+
+class ObjectStore(Protocol):
+    """A test's object-store endpoint (s3_server.S3Endpoint, azurite_server.AzuriteEndpoint)."""
+
+    def storage_options(self) -> dict[str, str]: ...
+
+    def filesystem(self) -> Any: ...
+
+    def bucket(self, name: str) -> StoredObjects: ...
+
+
+@dataclass(frozen=True)
+class LakePlace:
+    """Where a test's lake is: its `out:`, and on an object store the endpoint and the
+    bucket (or container) that hold it."""
+
+    url: str
+    store: ObjectStore | None = None
+    objects: StoredObjects | None = None
+
+
+def lake_in(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> LakePlace:
+    """A test's lake: on local disk ("local"), in a fresh bucket of the S3 endpoint ("s3") or
+    in a fresh container of the Azure endpoint ("azure")."""
+    if store == "local":
+        return LakePlace(str(tmp_path / "lake"))
+    fixture = {"s3": "bucket", "azure": "container"}[store]
+    bucket = request.getfixturevalue(fixture)
+    return LakePlace(bucket.url("lake"), bucket.endpoint, bucket)
+
+
+def table_ids(
+    lake: str, format: str, source: str, store: ObjectStore | None = None
+) -> Counter[str]:
     """Every record id of a source's table or files, with how often it occurs, as an
-    independent reader sees them: deltalake for Delta, DuckDB (local) or pyarrow.dataset (S3)
-    for Parquet, the files themselves for JSON Lines. `s3`: the endpoint of an s3:// lake."""
+    independent reader sees them: deltalake for Delta, DuckDB (local) or pyarrow.dataset (an
+    object store) for Parquet, the files themselves for JSON Lines. `store`: the endpoint of
+    a lake on an object store."""
     location = f"{lake.rstrip('/')}/{source}"
     if format == "delta":
         from deltalake import DeltaTable
 
-        table = DeltaTable(location, storage_options=s3.storage_options() if s3 else None)
+        options = store.storage_options() if store else None
+        table = DeltaTable(location, storage_options=options)
         return Counter(table.to_pyarrow_table(columns=["id"])["id"].to_pylist())
-    if s3 is None:
+    if store is None:
         if format == "jsonl":
             return lake_ids(Path(lake), source)
         import duckdb
@@ -272,8 +315,9 @@ def table_ids(lake: str, format: str, source: str, s3: S3Endpoint | None = None)
         pattern = f"{location}/*/page-*.parquet"
         rows = duckdb.sql(f"SELECT id FROM read_parquet('{pattern}', union_by_name = true)")
         return Counter(id for (id,) in rows.fetchall())
-    name, _, prefix = location.removeprefix("s3://").partition("/")
-    bucket = Bucket(s3, name)
+    parts = urlsplit(location)
+    name, prefix = parts.netloc.partition("@")[0], parts.path.strip("/")
+    bucket = store.bucket(name)
     keys = bucket.object_keys(f"{prefix}/")
     if format == "jsonl":
         return Counter(
@@ -282,5 +326,5 @@ def table_ids(lake: str, format: str, source: str, s3: S3Endpoint | None = None)
     import pyarrow.dataset as ds
 
     files = [f"{name}/{key}" for key in keys if key.endswith(".parquet")]
-    table = ds.dataset(files, format="parquet", filesystem=s3.filesystem()).to_table(columns=["id"])
-    return Counter(table["id"].to_pylist())
+    table = ds.dataset(files, format="parquet", filesystem=store.filesystem())
+    return Counter(table.to_table(columns=["id"])["id"].to_pylist())

@@ -114,6 +114,10 @@ class S3Endpoint:
         self.client().create_bucket(Bucket=name)
         return Bucket(self, name)
 
+    def bucket(self, name: str) -> Bucket:
+        """An existing bucket."""
+        return Bucket(self, name)
+
     def env(self, credentials: Credentials | None = None) -> dict[str, str]:
         """The standard variables that point an S3 client (obstore, delta-rs) here."""
         who = credentials or self.lake_user

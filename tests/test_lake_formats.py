@@ -1,7 +1,8 @@
 """The lake end to end in every format and on every store: the demo API's datasets (every
 pagination style, partitions of each kind, parent -> child, incremental) written as JSON Lines,
-Parquet and Delta, on local disk and on a real S3 endpoint over HTTP, read back by readers
-other than ours; and what a store's failure or a wrong lake config tells the operator."""
+Parquet and Delta, on local disk, on a real S3 endpoint and on a real Azure Blob endpoint over
+HTTP, read back by readers other than ours; and what a store's failure or a wrong lake config
+tells the operator."""
 
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ from tui_connector.config import load_config
 from tui_connector.demo.server import DemoServer
 from tui_connector.facade import ExitCode
 
-from helpers import ROOT, cli, documented_ids, expected_ids, run_engine, table_ids
+from helpers import (
+    ROOT,
+    StoredObjects,
+    cli,
+    documented_ids,
+    expected_ids,
+    lake_in,
+    run_engine,
+    table_ids,
+)
 from s3_server import ALLOW_READING, Bucket, S3Endpoint
 
 FORMATS = ("jsonl", "parquet", "delta")
@@ -39,21 +49,17 @@ def demo_env(demo: DemoServer) -> dict[str, str]:
     return {**os.environ, "DEMO_URL": demo.url, "DEMO_TOKEN": TOKEN}
 
 
-@pytest.mark.parametrize("store", ["local", "s3"])
+@pytest.mark.parametrize("store", ["local", "s3", "azure"])
 @pytest.mark.parametrize("format", FORMATS)
 async def test_every_dataset_lands_exactly_once_in_each_format_and_store(
     demo: DemoServer, tmp_path: Path, request: pytest.FixtureRequest, format: str, store: str
 ) -> None:
-    s3: S3Endpoint | None = None
-    lake = str(tmp_path / "lake")
-    if store == "s3":
-        bucket = request.getfixturevalue("bucket")
-        s3, lake = bucket.endpoint, bucket.url("lake")
-    config = load_config(documented_config(tmp_path, lake, format), env=demo_env(demo))
+    lake = lake_in(store, tmp_path, request)
+    config = load_config(documented_config(tmp_path, lake.url, format), env=demo_env(demo))
     result, engine = await run_engine(config)
     assert result.failed == [], [engine.telemetry.sources[n].last_error for n in result.failed]
     for source, expected in documented_ids().items():
-        found = table_ids(lake, format, source, s3)
+        found = table_ids(lake.url, format, source, lake.store)
         assert found == expected, (source, sum((found - expected).values()), expected - found)
 
 
@@ -89,10 +95,14 @@ def write_one_source(
 
 
 def places_holding(
-    secret: str, run: subprocess.CompletedProcess[str], tmp_path: Path, bucket: Bucket | None
+    secret: str,
+    run: subprocess.CompletedProcess[str],
+    tmp_path: Path,
+    bucket: StoredObjects | None,
 ) -> list[str]:
     """Where a secret shows: the run's output, the state database and the log beside it
-    (every file under tmp_path), and every object of the bucket (Delta's log included)."""
+    (every file under tmp_path), and every object of the bucket or container (Delta's log
+    included)."""
     places = [
         name for name, text in (("stdout", run.stdout), ("stderr", run.stderr)) if secret in text
     ]
@@ -111,6 +121,28 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def run_failing(
+    tmp_path: Path,
+    demo: DemoServer,
+    out: str,
+    format: str,
+    storage: dict[str, str] | None,
+    reason: str,
+    secret: str,
+    bucket: StoredObjects,
+) -> str:
+    """Run one source on a store that fails: the source fails with the store's `reason`, no
+    traceback, and the secret nowhere. What the run printed."""
+    config = write_one_source(tmp_path, demo, out, format, storage)
+    run = cli("run", "--headless", str(config), "--log-level", "debug")
+    output = run.stdout + run.stderr
+    assert run.returncode == ExitCode.FAILED, output
+    assert reason in output
+    assert "Traceback" not in output
+    assert places_holding(secret, run, tmp_path, bucket) == []
+    return output
 
 
 # A Delta source takes its table's lock (files, through obstore, like Parquet's) before it
@@ -150,13 +182,7 @@ def test_a_failing_store_fails_the_source_with_its_reason_and_shows_no_secret(
     else:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
         storage, reason = QUICK_RETRIES, "onnection refused"
-    config = write_one_source(tmp_path, demo, out, format, storage)
-    run = cli("run", "--headless", str(config), "--log-level", "debug")
-    output = run.stdout + run.stderr
-    assert run.returncode == ExitCode.FAILED, output
-    assert reason in output
-    assert "Traceback" not in output
-    assert places_holding(secret, run, tmp_path, bucket) == []
+    run_failing(tmp_path, demo, out, format, storage, reason, secret, bucket)
     assert [key for key in bucket.object_keys() if "/_tc_locks/" not in key] == []
 
 

@@ -9,9 +9,10 @@ checked, and the next round refreshes everything, so kills also land in full ref
 the last kill, one run must finish: then every id is in the lake exactly once, and a last run
 sends no request but for what it must fetch again.
 
-JSON Lines on local disk soak the longest; Parquet and Delta, on local disk and on the S3
-endpoint (s3_server.py), soak a smaller backfill with a `replace` source, by default killed
-once after a batch is in the lake and before its checkpoint, and (Delta) before a swap.
+JSON Lines on local disk soak the longest; Parquet and Delta on local disk, and every format
+on the S3 endpoint (s3_server.py) and the Azure Blob endpoint (azurite_server.py), soak a
+smaller backfill with a `replace` source, by default killed once after a batch is in the lake
+and before its checkpoint, and (Delta) before a swap.
 `.ci/run` runs the short forms; `SOAK_KILLS=500 SOAK_SEED=7 python3 scripts/dev.py test -m
 soak` soaks longer (the seed is printed when a round fails, to replay it).
 """
@@ -33,7 +34,7 @@ from tui_connector.demo.server import DemoServer
 from tui_connector.failpoints import ENV as CRASH_AT
 from tui_connector.failpoints import POINTS, REPLACE_POINTS
 
-from helpers import cli, expected_ids, lake_ids, soak_ids, start, table_ids, wait_for
+from helpers import cli, expected_ids, lake_ids, lake_in, soak_ids, start, table_ids, wait_for
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
@@ -205,9 +206,16 @@ LAKE_IDS = {
 }
 
 
-@pytest.mark.parametrize("store", ["local", "s3"])
-@pytest.mark.parametrize("format", ["parquet", "delta"])
-def test_parquet_and_delta_lose_and_duplicate_nothing_through_kills_at_every_crash_point(
+# JSON Lines on local disk: the soak above.
+@pytest.mark.parametrize(
+    ("format", "store"),
+    [
+        *((format, store) for format in ("parquet", "delta") for store in ("local", "s3", "azure")),
+        ("jsonl", "s3"),
+        ("jsonl", "azure"),
+    ],
+)
+def test_every_format_on_every_store_loses_and_duplicates_nothing_through_kills(
     demo_server_factory: Callable[..., DemoServer],
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -217,16 +225,14 @@ def test_parquet_and_delta_lose_and_duplicate_nothing_through_kills_at_every_cra
     server = demo_server_factory(
         records=LAKE_RECORDS, latency_ms=5, fault_rate=0.2, seed=SEED, retry_after_s=0.02
     )
-    s3, lake = None, str(tmp_path / "lake")
-    if store == "s3":
-        bucket = request.getfixturevalue("bucket")
-        s3, lake = bucket.endpoint, bucket.url("lake")
+    place = lake_in(store, tmp_path, request)
+    lake = place.url
     config = tmp_path / "sources.yaml"
     config.write_text(LAKE_SOAK.format(format=format, out=lake, url=server.url))
     points = POINTS + REPLACE_POINTS if format == "delta" else POINTS
 
     def check(when: str) -> None:
-        _assert_exact(lambda source: table_ids(lake, format, source, s3), LAKE_IDS, when)
+        _assert_exact(lambda source: table_ids(lake, format, source, place.store), LAKE_IDS, when)
 
     # By default a kill where the lake holds a batch its checkpoint does not cover (a file in
     # place, an object PUT, a Delta commit) and, for Delta, between a staged replace and its
@@ -240,7 +246,8 @@ def test_parquet_and_delta_lose_and_duplicate_nothing_through_kills_at_every_cra
         assert list(Path(lake).rglob("*.tmp")) == []
         assert not (Path(lake) / "_tc_staging").exists()
     else:
-        assert [key for key in bucket.object_keys() if "/_tc_staging/" in key] == []
+        assert place.objects is not None
+        assert [key for key in place.objects.object_keys() if "/_tc_staging/" in key] == []
     # Finished streams are never fetched again; the replaced source is, whole.
     wait_for(lambda: server.in_flight == 0, what="the killed runs' requests to end")
     server.reset()

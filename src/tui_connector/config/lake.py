@@ -116,14 +116,18 @@ def merge_problem(format: LakeFormat, primary_key: tuple[str, ...] | None) -> st
 SECRET_STORAGE_OPTIONS = frozenset(
     {"google_service_account_key", "azure_storage_sas_key", "azure_storage_token"}
 )
-# The standard environment variables that carry an object store's secrets.
+# The standard environment variables that carry an object store's secrets (every name
+# obstore and delta-rs read one from).
 SECRET_ENVIRONMENT = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
     "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
     "AZURE_STORAGE_TOKEN",
+    "AZURE_STORAGE_CLIENT_SECRET",
     "AZURE_CLIENT_SECRET",
     "GOOGLE_SERVICE_ACCOUNT_KEY",
 )

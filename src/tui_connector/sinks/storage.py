@@ -70,25 +70,40 @@ _XML_CODE = re.compile(r"<Code>(.*?)</Code>", re.DOTALL)
 _XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.DOTALL)
 _CAUSE_MARK = re.compile(r"(\x1b\[[0-9;]*m)|↳\s*")
 _PERFORMING = re.compile(r"Error performing \w+ \S+ in [\d.]+\w+(, after \d+ retries[^-]*)? - ")
+_GENERIC = re.compile(r"^Generic \w+ error: ")  # obstore's prefix: says nothing
+# What to fix, by the store's error code, where its message does not say: Azure's speaks of
+# an Authorization header, which nobody writes by hand. (Azurite answers a signature made
+# with another key with AuthorizationFailure; Azure with AuthenticationFailed, and with
+# AuthorizationFailure a request its network rules or roles refuse.)
+_AZURE_CREDENTIALS = (
+    "check the account name and key: AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, "
+    "or azure_storage_account_name and azure_storage_account_key under storage:"
+)
+_WHAT_TO_FIX = {
+    "AuthenticationFailed": _AZURE_CREDENTIALS,
+    "AuthorizationFailure": _AZURE_CREDENTIALS + ", and what the account allows",
+}
 # obstore's debug dump ends in the OS error's message ("Connection refused"), which its first
 # line leaves out ("error sending request").
 _OS_MESSAGE = re.compile(r'message: "([^"]+)"')
 
 
 def store_reason(exc: BaseException) -> str:
-    """The store's own reason for a failure, in a line: S3's error code and message when the
-    server sent them, otherwise the first line of what the library said (its debug dump
-    of the request left out), and the last cause: of delta-rs's chain, or the OS error in
-    obstore's debug dump."""
+    """The store's own reason for a failure, in a line: the error code and message when the
+    server sent them (and what to fix, where the message does not say), otherwise the first
+    line of what the library said (its debug dump of the request left out), and the last
+    cause: of delta-rs's chain, or the OS error in obstore's debug dump."""
     text, _, debug = str(exc).partition("\n\nDebug source:")
     code, message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
     if code is not None:
-        reason = code.group(1).strip()
-        if message is not None:
-            reason += f": {message.group(1).strip()}"
+        reason = name = code.group(1).strip()
+        if message is not None:  # Azure's goes on with lines of request id and time
+            reason += ": " + message.group(1).strip().partition("\n")[0]
+        if name in _WHAT_TO_FIX:
+            reason += f" ({_WHAT_TO_FIX[name]})"
         return reason
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    first = _PERFORMING.sub("", lines[0]) if lines else type(exc).__name__
+    first = _GENERIC.sub("", _PERFORMING.sub("", lines[0])) if lines else type(exc).__name__
     if len(lines) > 1 and "↳" in lines[-1]:
         # delta-rs's chain of causes, one per line: the first says what, the last why.
         first += ": " + _CAUSE_MARK.sub("", lines[-1]).strip()
