@@ -75,7 +75,10 @@ class StopRules(Strict):
     total_records: ValueRefOrPath | None = None
     total_pages: ValueRefOrPath | None = None
     has_more: ValueRefOrPath | None = Field(
-        default=None, description="a value that is false on the last page"
+        default=None,
+        description='a value that says whether another page follows: null, false, 0, "", '
+        "an empty list (or missing, after the first page) ends the stream; missing from the "
+        "first page, it is an error",
     )
     max_pages: PositiveInt | None = None
 
