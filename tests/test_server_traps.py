@@ -80,3 +80,34 @@ async def test_has_more_missing_from_the_first_page_fails_the_stream_naming_it(
     assert "top-level keys are: items, total, next" in error
     assert api.pages_served == [1]
     assert lake_ids(config.out) == Counter()
+
+
+# -- the loop guard with parallel pages -------------------------------------------------------
+
+
+async def test_parallel_pages_from_0_of_an_api_counting_from_1_fail_before_writing_twice(
+    api: PagedApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    """Page 0 answers with page 1: pages 0 to 9 wrote page 1 twice and never asked for page
+    10. The sequential walk always caught it; parallel pages now do too, before the repeat is
+    written."""
+    pages = "{type: page_number, start: START, stop: {total_records: total}}"
+    config = write_config(source(api, pages.replace("START", "0")))
+    result, engine = await run_engine(config)
+    assert result.failed == ["items"]
+    error = engine.telemetry.sources["items"].last_error or ""
+    assert error.startswith(
+        "page 2 returned the same records as page 1 (requested as page 1 and page 0); "
+        "an API counting its pages from 1 answers page 0 with page 1"
+    ), error
+    assert "check pagination.start" in error
+    written = lake_ids(config.out)
+    assert set(written.values()) == {1}
+    assert item_ids(PER_PAGE) <= written
+
+    api.pages_served.clear()
+    fixed = write_config(source(api, pages.replace("START", "1")))
+    result, engine = await run_engine(fixed, full_refresh=True)
+    assert result.done == ["items"], engine.telemetry.sources["items"].last_error
+    assert lake_ids(fixed.out) == item_ids()
+    assert sorted(api.pages_served) == list(range(1, 11))

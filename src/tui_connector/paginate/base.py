@@ -44,6 +44,10 @@ AnyPagination = (
 P = TypeVar("P", bound=AnyPagination)
 
 _NO_STOP_RULES = StopRules()
+_PAST_THE_END = (
+    "the server seems to repeat a page past the end",
+    "add a stop rule such as stop.short_page: true, stop.total_pages or stop.max_pages",
+)
 _NO_MORE_TEXTS = frozenset({"", "false", "0", "no"})
 
 
@@ -117,14 +121,9 @@ class BasePaginator(ABC, Generic[P]):
         records = page.records
         count = len(records)
         pages = state["pages"] + 1
-        digest = _digest(records) if records else None
+        digest = page_digest(records) if records else None
         if digest is not None and digest == state["digest"]:
-            raise PaginationError(
-                f"page {pages} returned the same records as page {pages - 1} "
-                f"({self.describe(state)}); the server seems to repeat a page past the end. "
-                "Stopping instead of writing duplicates; add a stop rule such as "
-                "stop.short_page: true, stop.total_pages or stop.max_pages"
-            )
+            raise self.repeated(pages, pages - 1, f"the latter requested as {self.describe(state)}")
         stop = self.stop
         advanced: State = {
             **state,
@@ -167,7 +166,22 @@ class BasePaginator(ABC, Generic[P]):
                 "stream over"
             )
 
+    def repeated(self, later: int, earlier: int, requested: str) -> PaginationError:
+        """The loop guard's error: the `later`-th page of the stream returned the same records
+        as the `earlier`-th (`requested` says how they were asked for)."""
+        cause, fix = self.first_page_repeated if earlier == 1 else _PAST_THE_END
+        return PaginationError(
+            f"page {later} returned the same records as page {earlier} ({requested}); {cause}. "
+            f"Stopping instead of writing duplicates; {fix}"
+        )
+
     # -- what a style fills in ------------------------------------------------------------------
+
+    first_page_repeated: ClassVar[tuple[str, str]] = (
+        "the server seems to repeat its first page",
+        "check the pagination settings against the API's documentation",
+    )
+    """Why a page would repeat the first, and what to check (the loop guard's message)."""
 
     def first_position(self) -> Any:
         """The position of the first page (None: the request without a position)."""
@@ -240,7 +254,7 @@ def _total(ref: ValueRef | None, rule: str, state: State, page: Page) -> int | N
     return _whole_number(value, f"stop.{rule} read from {where(ref)}")
 
 
-def _digest(records: list[Any]) -> str | None:
+def page_digest(records: list[Any]) -> str | None:
     """A page's fingerprint for the loop guard: its size and its first and last records.
     Two pages in a row agreeing on all three are a repeat (no real page starts and ends
     where the previous one did), and hashing three records instead of a thousand keeps a
