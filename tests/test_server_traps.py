@@ -12,7 +12,7 @@ import pytest
 
 from tui_connector.config import LoadedConfig
 
-from helpers import JsonApi, lake_ids, run_engine
+from helpers import JsonApi, lake_ids, run_done, run_failed
 
 PER_PAGE = 10
 TOTAL = 95  # ten pages, the last one short
@@ -63,8 +63,7 @@ async def test_has_more_pointing_at_a_link_that_turns_null_ends_the_stream(
 ) -> None:
     """Read like a missing key, the null never ended it: page 11 repeated page 10."""
     config = write_config(source(api, "{type: page_number, stop: {has_more: next}}"))
-    result, engine = await run_engine(config)
-    assert result.done == ["items"], engine.telemetry.sources["items"].last_error
+    await run_done(config)
     assert lake_ids(config.out) == item_ids()
     assert api.pages_served == list(range(1, 11))
 
@@ -73,9 +72,7 @@ async def test_has_more_missing_from_the_first_page_fails_the_stream_naming_it(
     api: PagedApi, write_config: Callable[..., LoadedConfig]
 ) -> None:
     config = write_config(source(api, "{type: page_number, stop: {has_more: meta.next}}"))
-    result, engine = await run_engine(config)
-    assert result.failed == ["items"]
-    error = engine.telemetry.sources["items"].last_error or ""
+    error = await run_failed(config)
     assert error.startswith("stop.has_more: the first page has no body path 'meta.next'"), error
     assert "top-level keys are: items, total, next" in error
     assert api.pages_served == [1]
@@ -93,9 +90,7 @@ async def test_parallel_pages_from_0_of_an_api_counting_from_1_fail_before_writi
     written."""
     pages = "{type: page_number, start: START, stop: {total_records: total}}"
     config = write_config(source(api, pages.replace("START", "0")))
-    result, engine = await run_engine(config)
-    assert result.failed == ["items"]
-    error = engine.telemetry.sources["items"].last_error or ""
+    error = await run_failed(config)
     assert error.startswith(
         "page 2 returned the same records as page 1 (requested as page 1 and page 0); "
         "an API counting its pages from 1 answers page 0 with page 1"
@@ -107,7 +102,6 @@ async def test_parallel_pages_from_0_of_an_api_counting_from_1_fail_before_writi
 
     api.pages_served.clear()
     fixed = write_config(source(api, pages.replace("START", "1")))
-    result, engine = await run_engine(fixed, full_refresh=True)
-    assert result.done == ["items"], engine.telemetry.sources["items"].last_error
+    await run_done(fixed, full_refresh=True)
     assert lake_ids(fixed.out) == item_ids()
     assert sorted(api.pages_served) == list(range(1, 11))

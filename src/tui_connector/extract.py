@@ -136,8 +136,14 @@ def extract_records(body: Any, path: str | None) -> list[Any]:
     if isinstance(found, list):
         return found
     if found is None:
+        each = (
+            f" (a JSON Lines body is the array of its lines); to read {path!r} in each "
+            f"element write '[*].{path}'"
+            if isinstance(body, list)
+            else ""
+        )
         raise ExtractError(
-            f"records: the path {path!r} matched nothing in the response; {shape_hint(body)}"
+            f"records: the path {path!r} matched nothing in the response; {shape_hint(body)}{each}"
         )
     if isinstance(found, dict):
         raise ExtractError(

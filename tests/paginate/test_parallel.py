@@ -124,6 +124,13 @@ def one_based_from_zero() -> tuple[Callable[[PageRequest], Page], ParallelPages]
     return serve, step.parallel
 
 
+def ten_pages() -> ParallelPages:
+    """The progress of a stream of ten pages of five records, after its first page."""
+    _, _, step = first_step(NUMBERED_WITH_TOTAL, page_number_server(50, 5, meta={"pages": 10}))
+    assert step.parallel is not None
+    return step.parallel
+
+
 def test_a_second_page_repeating_the_first_fails_with_a_hint_at_start() -> None:
     serve, pages = one_based_from_zero()
     with pytest.raises(
@@ -135,9 +142,7 @@ def test_a_second_page_repeating_the_first_fails_with_a_hint_at_start() -> None:
 
 
 def test_a_page_repeating_a_neighbour_fails_whichever_comes_first() -> None:
-    _, _, step = first_step(NUMBERED_WITH_TOTAL, page_number_server(50, 5, meta={"pages": 10}))
-    pages = step.parallel
-    assert pages is not None
+    pages = ten_pages()
     pages.check(1, rows(5, 10))
     pages.check(6, rows(30, 35))
     with pytest.raises(PaginationError, match=r"^page 7 returned the same records as page 6 "):
@@ -148,9 +153,7 @@ def test_a_page_repeating_a_neighbour_fails_whichever_comes_first() -> None:
 
 
 def test_a_late_page_repeating_the_first_fails() -> None:
-    _, _, step = first_step(NUMBERED_WITH_TOTAL, page_number_server(50, 5, meta={"pages": 10}))
-    pages = step.parallel
-    assert pages is not None
+    pages = ten_pages()
     pages.check(1, rows(5, 10))
     pages.commit(range(1, 8))
     with pytest.raises(PaginationError, match=r"^page 10 returned the same records as page 1 "):
@@ -158,9 +161,7 @@ def test_a_late_page_repeating_the_first_fails() -> None:
 
 
 def test_committed_pages_still_guard_the_pages_next_to_them() -> None:
-    _, _, step = first_step(NUMBERED_WITH_TOTAL, page_number_server(50, 5, meta={"pages": 10}))
-    pages = step.parallel
-    assert pages is not None
+    pages = ten_pages()
     for index in (1, 2, 3):
         pages.check(index, rows(5 * index, 5 * index + 5))
     assert pages.commit([1, 2, 3]) == 4
@@ -170,8 +171,6 @@ def test_committed_pages_still_guard_the_pages_next_to_them() -> None:
 
 def test_pages_apart_may_share_their_first_and_last_record() -> None:
     """Records without an id: two pages far apart share size, first and last record often."""
-    _, _, step = first_step(NUMBERED_WITH_TOTAL, page_number_server(50, 5, meta={"pages": 10}))
-    pages = step.parallel
-    assert pages is not None
+    pages = ten_pages()
     pages.check(1, [{"ok": True}, {"ok": False}])
     pages.check(3, [{"ok": True}, {"ok": False}])
