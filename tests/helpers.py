@@ -6,6 +6,7 @@ Tests import these from here (`from helpers import ...`); conftest.py holds only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 
 from tui_connector.config import LoadedConfig
 from tui_connector.engine import Engine, RunResult
@@ -128,6 +130,20 @@ class JsonApi:
         self.server.server_close()
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """An aiohttp app of a test's own on 127.0.0.1, on this event loop: its URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     """Poll a condition (in a sync test) until true or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -154,6 +170,20 @@ async def run_engine(config: LoadedConfig, **options: object) -> tuple[RunResult
     async with engine:
         result = await asyncio.wait_for(engine.run(), timeout=60)
     return result, engine
+
+
+async def run_done(config: LoadedConfig, source: str = "items", **options: object) -> Engine:
+    """Run a config whose `source` must finish; the engine, to look inside."""
+    result, engine = await run_engine(config, **options)
+    assert result.done == [source], engine.telemetry.sources[source].last_error
+    return engine
+
+
+async def run_failed(config: LoadedConfig, source: str = "items") -> str:
+    """Run a config whose `source` must fail; the error it failed with."""
+    result, engine = await run_engine(config)
+    assert result.failed == [source], result
+    return engine.telemetry.sources[source].last_error or ""
 
 
 def engine_of(app: Dashboard) -> Engine:

@@ -24,7 +24,7 @@ from tui_connector.sinks import local
 from tui_connector.state import StateLockedError
 from tui_connector.telemetry import SourceStatus
 
-from helpers import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids
+from helpers import RECORDS, ROOT, async_wait_for, expected_ids, lake_ids, serving
 from helpers import run_engine as run
 
 TOKEN = "test-token-5f3a9"
@@ -610,21 +610,14 @@ async def test_redirects_stay_on_the_source_host(
     app.router.add_get("/same", same_host)
     app.router.add_get("/other", other_host)
     app.router.add_get("/target", target)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(app) as url:
         config = write_config(
             "sources:\n"
-            f"  same:\n    url: http://127.0.0.1:{port}/same\n"
-            f"  other:\n    url: http://127.0.0.1:{port}/other\n"
+            f"  same:\n    url: {url}/same\n"
+            f"  other:\n    url: {url}/other\n"
             "    auth: {type: api_key, key: k-123456, header: X-Api-Key}\n"
         )
         result, engine = await run(config)
-    finally:
-        await runner.cleanup()
     assert result.done == ["same"] and result.failed == ["other"]
     assert lake_ids(config.out, "same") == {"moved-1": 1}
     error = engine.telemetry.sources["other"].last_error or ""

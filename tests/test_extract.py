@@ -88,6 +88,18 @@ def test_path_that_matches_nothing_in_a_non_object() -> None:
         extract_records([1, 2], "data")
 
 
+def test_a_path_over_an_array_suggests_reading_it_in_each_element() -> None:
+    """A JSON Lines body is the array of its lines: `data` in each line is `[*].data`."""
+    lines = [{"data": {"id": 1}}, {"data": {"id": 2}}]
+    with pytest.raises(
+        ExtractError,
+        match=r"a JSON array \(a JSON Lines body is the array of its lines\); to read 'data' "
+        r"in each element write '\[\*\]\.data'$",
+    ):
+        extract_records(lines, "data")
+    assert extract_records(lines, "[*].data") == [{"id": 1}, {"id": 2}]
+
+
 def test_path_to_an_object_is_refused() -> None:
     with pytest.raises(ExtractError, match=r"points to a JSON object, not a list.*rows, total"):
         extract_records({"data": {"rows": [], "total": 0}}, "data")

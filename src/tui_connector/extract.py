@@ -22,9 +22,11 @@ __all__ = [
     "compile_path",
     "excerpt",
     "extract_records",
+    "finds_value",
     "header_value",
     "read_value",
     "search",
+    "shape_hint",
 ]
 
 _EXCERPT_LIMIT = 300
@@ -45,15 +47,29 @@ _INTERPRETER = TreeInterpreter()
 class JsonPath:
     """A compiled JMESPath expression."""
 
-    __slots__ = ("_tree", "expression")
+    __slots__ = ("_holder", "_tree", "expression")
 
     def __init__(self, expression: str) -> None:
         self.expression = expression
         self._tree = jmespath.compile(expression).parsed
+        self._holder = _last_key(self._tree)
 
     def search(self, value: Any) -> Any:
         """What the expression selects in `value`, or None when nothing matches."""
         return _INTERPRETER.visit(self._tree, value)
+
+    def finds(self, value: Any) -> bool:
+        """Whether the expression finds something in `value`, a JSON null included: JMESPath
+        answers None both for a key holding null and for a key missing, and only the object
+        that would hold the key tells them apart. An expression that does not end in a key
+        name (a function, a filter, an index) finds only what is not null."""
+        if self.search(value) is not None:
+            return True
+        if self._holder is None:
+            return False
+        key, parent = self._holder
+        holder = value if parent is None else _INTERPRETER.visit(parent, value)
+        return isinstance(holder, dict) and key in holder
 
 
 @lru_cache(maxsize=512)
@@ -88,6 +104,14 @@ def read_value(ref: ValueRef, body: Any, headers: Mapping[str, str]) -> Any:
     return header_value(headers, ref.header)
 
 
+def finds_value(ref: ValueRef, body: Any, headers: Mapping[str, str]) -> bool:
+    """Whether the response has the value `ref` points at, be it null (see `JsonPath.finds`)."""
+    if ref.path is not None:
+        return compile_path(ref.path).finds(body)
+    assert ref.header is not None  # ValueRef guarantees exactly one of path / header
+    return header_value(headers, ref.header) is not None
+
+
 def extract_records(body: Any, path: str | None) -> list[Any]:
     """The list of records in a response: the body itself (`path=None`) or the list at `path`."""
     if path is None:
@@ -112,8 +136,14 @@ def extract_records(body: Any, path: str | None) -> list[Any]:
     if isinstance(found, list):
         return found
     if found is None:
+        each = (
+            f" (a JSON Lines body is the array of its lines); to read {path!r} in each "
+            f"element write '[*].{path}'"
+            if isinstance(body, list)
+            else ""
+        )
         raise ExtractError(
-            f"records: the path {path!r} matched nothing in the response; {_shape_hint(body)}"
+            f"records: the path {path!r} matched nothing in the response; {shape_hint(body)}{each}"
         )
     if isinstance(found, dict):
         raise ExtractError(
@@ -144,7 +174,22 @@ def excerpt(value: Any, limit: int = _EXCERPT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _shape_hint(body: Any) -> str:
+def _last_key(tree: Any) -> tuple[str, Any] | None:
+    """The key an expression's value is read from last, and the expression of the object
+    holding that key (None: the value searched itself); None when it does not end in a key."""
+    kind = tree["type"]
+    if kind == "field":
+        return tree["value"], None
+    children = tree["children"]
+    if kind not in ("subexpression", "pipe") or children[-1]["type"] != "field":
+        return None
+    *parents, last = children
+    parent = parents[0] if len(parents) == 1 else {"type": kind, "children": parents}
+    return last["value"], parent
+
+
+def shape_hint(body: Any) -> str:
+    """What a response holds at its top, for a message about a path that found nothing."""
     if isinstance(body, dict):
         if not body:
             return "the response is an empty JSON object"

@@ -144,6 +144,21 @@ def test_all(client: httpx.Client) -> None:
     assert Counter(ids(client.get("/v1/all/everything").json())) == expected_ids("everything")
 
 
+def test_export_is_json_lines_with_a_total_and_a_link_header(client: httpx.Client) -> None:
+    responses = [client.get("/v1/export/nd?per_page=50&keep=me")]
+    while "Link" in responses[-1].headers:  # none on the last page
+        following = parse_link(responses[-1].headers["Link"])["next"]
+        assert "keep=me" in following
+        responses.append(client.get(urljoin(str(responses[-1].url), following)))
+    assert len(responses) == 5
+    assert {(r.headers["Content-Type"], r.headers["X-Total-Count"]) for r in responses} == {
+        ("application/x-ndjson", str(RECORDS))
+    }
+    assert all(response.text.endswith("}\n") for response in responses)
+    lines = [line for response in responses for line in response.text.splitlines()]
+    assert Counter(ids([json.loads(line) for line in lines])) == expected_ids("nd")
+
+
 def test_no_next_page_when_the_last_page_is_exactly_full(client: httpx.Client) -> None:
     # 237 = 3 x 79: page 3 is full and the last one.
     last = client.get("/v1/link/ex?page=3&per_page=79")

@@ -87,3 +87,19 @@ def test_empty_pages_are_not_taken_for_repeats() -> None:
     run = drive(paginator, page_number_server(total=10))
     assert len(run.requests) == 5
     assert run.records == rows(0, 10)
+
+
+def test_page_0_of_an_api_counting_from_1_is_caught_with_a_hint_at_start() -> None:
+    paginator = make({"type": "page_number", "start": 0})
+    server = page_number_server(total=30)
+
+    def serve(request: PageRequest) -> Page:
+        number = max(1, int(request.params["page"]))
+        return server(PageRequest(request.method, request.url, {"page": str(number)}, None))
+
+    with pytest.raises(
+        PaginationError,
+        match=r"^page 2 returned the same records as page 1 \(the latter requested as page 1\); "
+        r"an API counting its pages from 1 answers page 0 with page 1.*pagination\.start",
+    ):
+        drive(paginator, serve)

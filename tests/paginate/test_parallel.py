@@ -5,10 +5,12 @@ commit in any order."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tui_connector.exchange import Page, PageRequest
 from tui_connector.paginate import PaginationError, ParallelPages
 
 from .fakes import full_url, make, offset_server, page, page_number_server, rows
@@ -104,3 +106,71 @@ def test_pages_of_a_followed_style_cannot_be_addressed() -> None:
     progress = ParallelPages(paginator, following, 3)
     with pytest.raises(PaginationError, match="pages of cursor pagination cannot be addressed"):
         progress.request(1)
+
+
+# -- the loop guard ---------------------------------------------------------------------------
+
+
+def one_based_from_zero() -> tuple[Callable[[PageRequest], Page], ParallelPages]:
+    """A 1-based API of 50 records asked for page 0 first, which it answers with page 1."""
+    server = page_number_server(50, 5, meta={"pages": 10})
+
+    def serve(request: PageRequest) -> Page:
+        number = max(1, int(request.params["page"]))
+        return server(PageRequest(request.method, request.url, {"page": str(number)}, None))
+
+    _, _, step = first_step({**NUMBERED_WITH_TOTAL, "start": 0}, serve)
+    assert step.parallel is not None
+    return serve, step.parallel
+
+
+def ten_pages() -> ParallelPages:
+    """The progress of a stream of ten pages of five records, after its first page."""
+    _, _, step = first_step(NUMBERED_WITH_TOTAL, page_number_server(50, 5, meta={"pages": 10}))
+    assert step.parallel is not None
+    return step.parallel
+
+
+def test_a_second_page_repeating_the_first_fails_with_a_hint_at_start() -> None:
+    serve, pages = one_based_from_zero()
+    with pytest.raises(
+        PaginationError,
+        match=r"^page 2 returned the same records as page 1 \(requested as page 1 and page 0\); "
+        r"an API counting its pages from 1 answers page 0 with page 1.*check pagination\.start",
+    ):
+        pages.check(1, serve(pages.request(1)).records)
+
+
+def test_a_page_repeating_a_neighbour_fails_whichever_comes_first() -> None:
+    pages = ten_pages()
+    pages.check(1, rows(5, 10))
+    pages.check(6, rows(30, 35))
+    with pytest.raises(PaginationError, match=r"^page 7 returned the same records as page 6 "):
+        pages.check(5, rows(30, 35))  # the server repeats its page 6 past the end
+    pages.check(3, rows(15, 20))
+    with pytest.raises(PaginationError, match=r"\(requested as page 4 and page 3\)"):
+        pages.check(2, rows(15, 20))
+
+
+def test_a_late_page_repeating_the_first_fails() -> None:
+    pages = ten_pages()
+    pages.check(1, rows(5, 10))
+    pages.commit(range(1, 8))
+    with pytest.raises(PaginationError, match=r"^page 10 returned the same records as page 1 "):
+        pages.check(9, rows(0, 5))  # a server answering pages it lacks with its first
+
+
+def test_committed_pages_still_guard_the_pages_next_to_them() -> None:
+    pages = ten_pages()
+    for index in (1, 2, 3):
+        pages.check(index, rows(5 * index, 5 * index + 5))
+    assert pages.commit([1, 2, 3]) == 4
+    with pytest.raises(PaginationError, match=r"^page 5 returned the same records as page 4 "):
+        pages.check(4, rows(15, 20))
+
+
+def test_pages_apart_may_share_their_first_and_last_record() -> None:
+    """Records without an id: two pages far apart share size, first and last record often."""
+    pages = ten_pages()
+    pages.check(1, [{"ok": True}, {"ok": False}])
+    pages.check(3, [{"ok": True}, {"ok": False}])

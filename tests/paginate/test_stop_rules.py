@@ -78,11 +78,69 @@ def true_or(condition: bool, false_value: Any) -> Any:
     return True if condition else false_value
 
 
-def test_missing_has_more_is_ignored() -> None:
+@pytest.mark.parametrize("no_more", [None, "", [], {}, 0.0, " no "])
+def test_a_null_or_empty_has_more_ends_the_stream(no_more: Any) -> None:
+    """An API's `next` that becomes null on the last page (read as missing, it never ended)."""
+    paginator = make({"type": "page_number", "stop": {"has_more": "links.next"}})
+
+    def serve(request: PageRequest) -> Page:
+        number = min(int(request.params["page"]), 3)  # past the end: the last page again
+        found = rows(number * 10, number * 10 + 10)
+        following = f"/items?page={number + 1}" if number < 3 else no_more
+        return page(found, {"data": found, "links": {"next": following}})
+
+    assert len(drive(paginator, serve).requests) == 3
+
+
+@pytest.mark.parametrize("more", [True, "true", "yes", 1, "/items?page=2", [1], {"a": None}])
+def test_a_truthy_has_more_goes_on(more: Any) -> None:
+    paginator = make({"type": "page_number", "stop": {"has_more": "more"}})
+    state = paginator.advance(paginator.start(), page(rows(0, 2), {"more": more}))
+    assert state is not None and state["page"] == 2
+
+
+def test_has_more_missing_from_a_later_page_ends_the_stream() -> None:
     paginator = make({"type": "page_number", "stop": {"has_more": {"header": "X-Has-More"}}})
-    run = drive(paginator, page_number_server(total=20))
-    # Ends on the empty third page, as if has_more were not configured.
-    assert len(run.requests) == 3
+    first = paginator.advance(paginator.start(), page(rows(0, 2), headers={"x-has-more": "1"}))
+    assert first is not None
+    assert paginator.advance(first, page(rows(2, 4))) is None
+
+
+@pytest.mark.parametrize(
+    ("has_more", "body", "headers", "message"),
+    [
+        (
+            "meta.has_more",
+            {"data": [], "meta": {"hasMore": True}},
+            {},
+            r"^stop\.has_more: the first page has no body path 'meta\.has_more' \(the "
+            r"response's top-level keys are: data, meta\); point has_more at",
+        ),
+        ("more", {"data": [], "next": None}, {}, r"no body path 'more'"),
+        ("[0].more", [{"id": 1}], {}, r"no body path '\[0\]\.more' \(the response is a JSON"),
+        ({"header": "X-Has-More"}, {}, {"X-More": "1"}, r"no header 'X-Has-More'; point"),
+    ],
+)
+def test_has_more_missing_from_the_first_page_is_a_config_mistake(
+    has_more: Any, body: Any, headers: dict[str, str], message: str
+) -> None:
+    paginator = make({"type": "page_number", "stop": {"has_more": has_more}})
+    with pytest.raises(PaginationError, match=message):
+        paginator.advance(paginator.start(), page(rows(0, 1), body, headers))
+
+
+@pytest.mark.parametrize(
+    ("has_more", "body"),
+    [
+        ("meta.next", {"meta": {"next": None}}),
+        ("data[0].next", {"data": [{"next": None}]}),
+        ("meta | next", {"meta": {"next": None}}),
+        ("next", {"next": None}),
+    ],
+)
+def test_a_null_has_more_on_the_first_page_is_a_one_page_stream(has_more: str, body: Any) -> None:
+    paginator = make({"type": "page_number", "stop": {"has_more": has_more}})
+    assert paginator.advance(paginator.start(), page(rows(0, 1), body)) is None
 
 
 def test_max_pages() -> None:

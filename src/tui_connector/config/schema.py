@@ -75,7 +75,10 @@ class StopRules(Strict):
     total_records: ValueRefOrPath | None = None
     total_pages: ValueRefOrPath | None = None
     has_more: ValueRefOrPath | None = Field(
-        default=None, description="a value that is false on the last page"
+        default=None,
+        description='a value that says whether another page follows: null, false, 0, "", '
+        "an empty list (or missing, after the first page) ends the stream; missing from the "
+        "first page, it is an error",
     )
     max_pages: PositiveInt | None = None
 
@@ -338,6 +341,10 @@ PrimaryKey = Annotated[
 ]
 
 
+ResponseFormat = Literal["auto", "json", "jsonl"]
+"""How a response body is read: JSON, JSON Lines, or by its content type."""
+
+
 class _Request(Strict):
     """What a source fetches and how it reads the answers: its own, never inherited."""
 
@@ -351,6 +358,13 @@ class _Request(Strict):
     errors: JMESPath | None = Field(
         default=None,
         description="JMESPath to an error value returned with HTTP 200 (e.g. GraphQL 'errors')",
+    )
+    response_format: ResponseFormat = Field(
+        default="auto",
+        description="how response bodies are read: json; jsonl (JSON Lines, NDJSON: a JSON "
+        "value a line, blank lines skipped; the lines make the array `records` reads); auto: "
+        "jsonl for a JSON Lines content type (application/x-ndjson, application/jsonl, ...), "
+        "json otherwise",
     )
     pagination: Pagination = NoPagination.model_construct()
     partitions: Partitions | None = None

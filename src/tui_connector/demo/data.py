@@ -65,14 +65,22 @@ def records_json(dataset: str, numbers: range) -> str:
 
     ``dataset`` must need no JSON escaping (the server only accepts ``[a-z0-9_-]+``).
     """
+    return f"[{','.join(_record_texts(dataset, numbers))}]"
+
+
+def records_json_lines(dataset: str, numbers: range) -> str:
+    """The same records as JSON Lines: one record's JSON a line, each line ended."""
+    return "".join(f"{text}\n" for text in _record_texts(dataset, numbers))
+
+
+def _record_texts(dataset: str, numbers: range) -> list[str]:
     day, clock = _day, _CLOCK
-    parts = [
+    return [
         f'{{"id":"{dataset}-{n:06d}","n":{n},"name":"{dataset} item {n}",'
         f'"updated_at":"{day(n // 1440)}{clock[n % 1440]}",'
         f'"value":{((n * 2_654_435_761) % 1_000_000) / 100!r}}}'
         for n in numbers
     ]
-    return f"[{','.join(parts)}]"
 
 
 def first_at_or_after(epoch: Fraction | int) -> int:

@@ -11,6 +11,7 @@ Routes (each dataset route is served under ``/v1`` without auth and under ``/sec
 - ``GET  {prefix}/link/{ds}?page=N&per_page=M``         bare array, RFC 8288 ``Link`` (relative)
 - ``POST {prefix}/graphql``                             Relay-style connection
 - ``GET  {prefix}/all/{ds}``                            the whole dataset, no pagination
+- ``GET  {prefix}/export/{ds}?page=N&per_page=M``       JSON Lines, ``X-Total-Count``, ``Link``
 - ``GET  {prefix}/bad/same-next/{ds}``                  a next link to the same request forever
 - ``GET  {prefix}/bad/last-page-forever/{ds}``          pages past the end repeat the last one
 - ``GET  {prefix}/bad/errors-200/{ds}``                 HTTP 200 with a GraphQL-style ``errors``
@@ -55,6 +56,8 @@ from tui_connector.demo.params import (
     size_param,
 )
 from tui_connector.demo.replies import RECORDS, BadRequest, Handler, Reply
+
+JSON_LINES_TYPE = "application/x-ndjson"
 
 
 def _pages(request: web.Request, knobs: DemoKnobs, _body: bytes) -> Reply:
@@ -138,6 +141,19 @@ def _all(request: web.Request, knobs: DemoKnobs, _body: bytes) -> Reply:
     return Reply(RECORDS, records=records)
 
 
+def _export(request: web.Request, knobs: DemoKnobs, _body: bytes) -> Reply:
+    """JSON Lines, as export and bulk endpoints send them: a record a line, the total in a
+    header and the next page in a relative ``Link``."""
+    page, per_page = page_params(request, knobs)
+    selection = query_selection(request, knobs)
+    start = (page - 1) * per_page
+    lines = data.records_json_lines(request.match_info["ds"], selection[start : start + per_page])
+    headers = {"X-Total-Count": str(len(selection))}
+    if has_next(page, per_page, len(selection)):
+        headers["Link"] = f'<{request.path}?{page_query(request, page + 1, per_page)}>; rel="next"'
+    return Reply(lines.encode(), headers=headers, content_type=JSON_LINES_TYPE)
+
+
 def _graphql_error(message: str, status: int = 200) -> Reply:
     return Reply({"data": None, "errors": [{"message": message}]}, status=status)
 
@@ -213,6 +229,7 @@ DATASET_ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", f"/link/{DATASET_SEGMENT}", _link),
     ("POST", "/graphql", _graphql),
     ("GET", f"/all/{DATASET_SEGMENT}", _all),
+    ("GET", f"/export/{DATASET_SEGMENT}", _export),
     ("GET", f"/bad/same-next/{DATASET_SEGMENT}", _same_next),
     ("GET", f"/bad/last-page-forever/{DATASET_SEGMENT}", _last_page_forever),
     ("GET", f"/bad/errors-200/{DATASET_SEGMENT}", _errors_200),

@@ -232,6 +232,7 @@ class StreamRun:
             with gate.fetching():
                 try:
                     page, records = await self._fetch(pages.request(index))
+                    pages.check(index, page.records)
                     note = ParallelPage(len(records), self._pending(), index)
                     self._stage(batcher, self.base + index, records, note)
                     del page, records  # not held while the lake falls behind

@@ -140,7 +140,9 @@ class SourceHttp:
                 report.request_finished(request_id, size, status, timed_out)
         if response.status_code >= 400:
             raise status_error(response, content, shown_url, attempt, self.spec, self.redact)
-        return decode_response(response, content, shown_url, attempt, self.redact)
+        return decode_response(
+            response, content, shown_url, attempt, self.redact, self.spec.response_format
+        )
 
     def _error(
         self,

@@ -28,7 +28,7 @@ from tui_connector.config import (
     ValueRef,
 )
 from tui_connector.exchange import Page, PageRequest
-from tui_connector.extract import excerpt, read_value
+from tui_connector.extract import excerpt, finds_value, read_value, shape_hint
 from tui_connector.paginate.errors import PaginationError
 from tui_connector.paginate.request import RequestTemplate
 
@@ -44,7 +44,11 @@ AnyPagination = (
 P = TypeVar("P", bound=AnyPagination)
 
 _NO_STOP_RULES = StopRules()
-_FALSE_TEXTS = frozenset({"false", "0", "no"})
+_PAST_THE_END = (
+    "the server seems to repeat a page past the end",
+    "add a stop rule such as stop.short_page: true, stop.total_pages or stop.max_pages",
+)
+_NO_MORE_TEXTS = frozenset({"", "false", "0", "no"})
 
 
 @dataclass(slots=True)
@@ -117,14 +121,9 @@ class BasePaginator(ABC, Generic[P]):
         records = page.records
         count = len(records)
         pages = state["pages"] + 1
-        digest = _digest(records) if records else None
+        digest = page_digest(records) if records else None
         if digest is not None and digest == state["digest"]:
-            raise PaginationError(
-                f"page {pages} returned the same records as page {pages - 1} "
-                f"({self.describe(state)}); the server seems to repeat a page past the end. "
-                "Stopping instead of writing duplicates; add a stop rule such as "
-                "stop.short_page: true, stop.total_pages or stop.max_pages"
-            )
+            raise self.repeated(pages, pages - 1, f"the latter requested as {self.describe(state)}")
         stop = self.stop
         advanced: State = {
             **state,
@@ -167,7 +166,22 @@ class BasePaginator(ABC, Generic[P]):
                 "stream over"
             )
 
+    def repeated(self, later: int, earlier: int, requested: str) -> PaginationError:
+        """The loop guard's error: the `later`-th page of the stream returned the same records
+        as the `earlier`-th (`requested` says how they were asked for)."""
+        cause, fix = self.first_page_repeated if earlier == 1 else _PAST_THE_END
+        return PaginationError(
+            f"page {later} returned the same records as page {earlier} ({requested}); {cause}. "
+            f"Stopping instead of writing duplicates; {fix}"
+        )
+
     # -- what a style fills in ------------------------------------------------------------------
+
+    first_page_repeated: ClassVar[tuple[str, str]] = (
+        "the server seems to repeat its first page",
+        "check the pagination settings against the API's documentation",
+    )
+    """Why a page would repeat the first, and what to check (the loop guard's message)."""
 
     def first_position(self) -> Any:
         """The position of the first page (None: the request without a position)."""
@@ -219,10 +233,8 @@ class BasePaginator(ABC, Generic[P]):
         total_pages = advanced["total_pages"]
         if total_pages is not None and advanced["pages"] >= total_pages:
             return True
-        if stop.has_more is not None:
-            has_more = read_value(stop.has_more, page.body, page.headers)
-            if has_more is not None and _is_false(has_more):
-                return True
+        if stop.has_more is not None and not _has_more(stop.has_more, advanced["pages"], page):
+            return True
         return stop.max_pages is not None and advanced["pages"] >= stop.max_pages
 
 
@@ -242,7 +254,7 @@ def _total(ref: ValueRef | None, rule: str, state: State, page: Page) -> int | N
     return _whole_number(value, f"stop.{rule} read from {where(ref)}")
 
 
-def _digest(records: list[Any]) -> str | None:
+def page_digest(records: list[Any]) -> str | None:
     """A page's fingerprint for the loop guard: its size and its first and last records.
     Two pages in a row agreeing on all three are a repeat (no real page starts and ends
     where the previous one did), and hashing three records instead of a thousand keeps a
@@ -280,7 +292,24 @@ def _whole_number(value: Any, where: str) -> int:
     return number
 
 
-def _is_false(value: Any) -> bool:
+def _has_more(ref: ValueRef, pages: int, page: Page) -> bool:
+    """Whether `stop.has_more` says another page follows the `pages`-th. Null, false, 0, an
+    empty string, list or object (and the texts false, 0, no) say none does; so does a value
+    missing from a later page (APIs drop the key on their last page). Missing from the first
+    page, it is a path or header that is not there at all: a config mistake, which read as
+    "no more" would end every stream after one page without a word."""
+    value = read_value(ref, page.body, page.headers)
+    if value is None and pages == 1 and not finds_value(ref, page.body, page.headers):
+        found = f" ({shape_hint(page.body)})" if ref.path is not None else ""
+        raise PaginationError(
+            f"stop.has_more: the first page has no {where(ref)}{found}; point has_more at "
+            "the value that says whether another page follows (null, false, 0, an empty "
+            "string or an empty list there end the stream), or remove it"
+        )
     if isinstance(value, str):
-        return value.strip().lower() in _FALSE_TEXTS
-    return value is False or (isinstance(value, int | float) and value == 0)
+        return value.strip().lower() not in _NO_MORE_TEXTS
+    if isinstance(value, int | float):  # bool included: False == 0
+        return value != 0
+    if isinstance(value, list | dict):
+        return len(value) > 0
+    return value is not None

@@ -18,6 +18,10 @@ _CURSOR_SHOWN = 16
 class CursorPaginator(BasePaginator[CursorPagination]):
     style = "cursor"
     position = "cursor"
+    first_page_repeated = (
+        "the server seems to ignore the cursor sent",
+        "check pagination.cursor_param or cursor_body_field",
+    )
 
     def request_at(self, state: State) -> PageRequest:
         pagination, template = self.pagination, self.template

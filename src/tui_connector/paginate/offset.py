@@ -12,6 +12,10 @@ from tui_connector.paginate.parallel import AddressablePaginator
 class OffsetPaginator(AddressablePaginator[OffsetPagination]):
     style = "offset"
     position = "offset"
+    first_page_repeated = (
+        "the server seems to ignore the offset parameter",
+        "check pagination.offset_param",
+    )
 
     def request_at(self, state: State) -> PageRequest:
         pagination = self.pagination

@@ -11,6 +11,11 @@ from tui_connector.paginate.parallel import AddressablePaginator
 class PageNumberPaginator(AddressablePaginator[PageNumberPagination]):
     style = "page_number"
     position = "page"
+    first_page_repeated = (
+        "an API counting its pages from 1 answers page 0 with page 1, and one ignoring the "
+        "page parameter repeats its first page",
+        "check pagination.start and page_param",
+    )
 
     def request_at(self, state: State) -> PageRequest:
         pagination = self.pagination

@@ -5,6 +5,11 @@ The parallel progress lives in the checkpoint beside the first page's state, und
 `"parallel": {"count", "low", "done"}`: `count` pages in all, every page below the low-water
 mark `low` committed, and `done` the pages committed above it. A resume fetches exactly the
 pages still missing.
+
+The loop guard holds here too (`check`): a page that returns the same records as the first
+page or as a page next to it fails the stream before it is staged, so the repeat is not
+written and the stream does not finish. The pages fetched meanwhile are distinct pages, kept
+like those of any stream that fails midway.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any, TypeVar
 
 from tui_connector.config import OffsetPagination, PageNumberPagination
 from tui_connector.exchange import PageRequest
-from tui_connector.paginate.base import BasePaginator, State, Step
+from tui_connector.paginate.base import BasePaginator, State, Step, page_digest
+from tui_connector.paginate.errors import PaginationError
 
 A = TypeVar("A", PageNumberPagination, OffsetPagination)
 
@@ -71,7 +77,7 @@ class ParallelPages:
     """The progress of a stream whose `count` pages are fetched concurrently: which are still
     to fetch, the request for each, and the checkpoint as pages commit in any order."""
 
-    __slots__ = ("_done", "_first_page", "_paginator", "count", "low")
+    __slots__ = ("_digests", "_done", "_first_page", "_paginator", "count", "low")
 
     def __init__(
         self,
@@ -89,6 +95,9 @@ class ParallelPages:
         """The low-water mark: every page below it is committed."""
         self._done = set(done)
         """The pages committed above the low-water mark."""
+        self._digests: dict[int, str | None] = {0: first_page.get("digest")}
+        """The fingerprints of the pages fetched (by this run) that a page yet to come may
+        sit next to: page 0, and those from just below the low-water mark up."""
 
     @classmethod
     def resume(cls, paginator: BasePaginator[Any], checkpoint: State) -> ParallelPages | None:
@@ -118,6 +127,22 @@ class ParallelPages:
     def request(self, index: int) -> PageRequest:
         return self._paginator.request(self.state(index))
 
+    def check(self, index: int, records: list[Any]) -> None:
+        """The loop guard for page `index`, fetched: raises PaginationError when it returned
+        the same records as the first page or a page next to it (see `page_digest`).
+
+        Only those: two pages anywhere in a stream share their size, first and last record
+        far more often than two neighbours do (records without an id), and a server repeating
+        pages repeats its first, or its last past the end. So the fingerprints kept are those
+        of a window, not of every page."""
+        digest = page_digest(records) if records else None
+        if digest is not None:
+            digests = self._digests
+            for other in (0, index - 1, index + 1):
+                if other != index and digests.get(other) == digest:
+                    raise self._repeated(min(index, other), max(index, other))
+            digests[index] = digest
+
     def commit(self, indexes: Iterable[int]) -> int:
         """Mark pages durable; returns the low-water mark they move to."""
         done = self._done
@@ -126,6 +151,10 @@ class ParallelPages:
         while low in done:
             done.discard(low)
             low += 1
+        # Both neighbours of a page below `low - 1` are fetched: none to come is next to it.
+        digests = self._digests
+        for index in range(max(1, self.low - 1), low - 1):
+            digests.pop(index, None)
         self.low = low
         return low
 
@@ -141,3 +170,8 @@ class ParallelPages:
         if self.finished:
             return "finished"
         return f"{self.low}/{self.count} pages (parallel)"
+
+    def _repeated(self, earlier: int, later: int) -> PaginationError:
+        paginator = self._paginator
+        latter, former = (paginator.describe(self.state(index)) for index in (later, earlier))
+        return paginator.repeated(later + 1, earlier + 1, f"requested as {latter} and {former}")
