@@ -42,7 +42,6 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
 from typing import Literal
 
 import aiohttp
@@ -110,14 +109,6 @@ class TruthfulTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self.aclose()
 
 
 class _TruthfulStream(httpx.AsyncByteStream):
@@ -214,12 +205,13 @@ def _from_the_system(
     cause: BaseException, causes: list[BaseException], request: httpx.Request
 ) -> httpx.TransportError | None:
     """What the OS or the TLS library said, if `cause` is theirs."""
-    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
-        return TlsFailed(
-            f"TLS certificate verification failed: {cause.verify_message}", request=request
-        )
+    verify_message = getattr(cause, "verify_message", None)  # not on aiohttp's subclass
+    if isinstance(cause, ssl.SSLCertVerificationError) and verify_message:
+        return TlsFailed(f"TLS certificate verification failed: {verify_message}", request=request)
     if isinstance(cause, ssl.SSLError) and not isinstance(cause, aiohttp.ClientError):
-        return TlsFailed(f"TLS handshake failed: {cause.reason or cause}", request=request)
+        # OpenSSL's reason code, in words: WRONG_VERSION_NUMBER, TLSV1_ALERT_PROTOCOL_VERSION.
+        reason = cause.reason.replace("_", " ").lower() if cause.reason else str(cause)
+        return TlsFailed(f"TLS handshake failed: {reason}", request=request)
     if isinstance(cause, socket.gaierror):
         reason = cause.strerror or str(cause)
         return httpx.ConnectError(
@@ -265,7 +257,8 @@ def _from_the_protocol(
     if isinstance(
         origin, aiohttp.NonHttpUrlClientError | aiohttp.InvalidURL | httpx.UnsupportedProtocol
     ):
-        return httpx.UnsupportedProtocol(f"not an HTTP URL: {request.url}", request=request)
+        scheme = request.url.scheme
+        return httpx.UnsupportedProtocol(f"not an HTTP URL ({scheme}://)", request=request)
     if isinstance(origin, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
         return httpx.ProxyError(f"the proxy failed: {_flat(str(origin))}", request=request)
     if isinstance(origin, httpx.RemoteProtocolError):  # httpcore's, from h11
