@@ -174,6 +174,10 @@ class SourceRunner:
         overload = None
         if outcome.timed_out:
             overload = "timeout"
+        elif outcome.status is None:
+            # No response and no timeout: a connection refused, reset or closed, an invalid
+            # reply. It took no queueing time to measure and says nothing of the load.
+            return
         elif outcome.status in (429, 503):
             overload = f"HTTP {outcome.status}"
         change = adaptive.on_sample(

@@ -8,10 +8,10 @@ import ssl
 from urllib.parse import quote, urlencode
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from tui_connector.config import ApiKeyAuth, BasicAuth, BearerAuth, SourceSpec
 from tui_connector.exchange import PageRequest
+from tui_connector.http.transport import truthful_transport
 
 USER_AGENT = "tui-connector"
 
@@ -52,11 +52,7 @@ def build_client(spec: SourceSpec, pool_size: int) -> tuple[httpx.AsyncClient, d
         write=spec.timeout.read,
         pool=spec.timeout.total,
     )
-    transport: httpx.AsyncBaseTransport
-    if spec.transport == "httpx":
-        transport = httpx.AsyncHTTPTransport(limits=limits, http2=False, verify=tls_context())
-    else:
-        transport = AiohttpTransport(limits=limits, verify=tls_context())
+    transport = truthful_transport(spec.transport, limits, tls_context())
     auth, auth_headers, auth_params = _auth_and_params(spec)
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     headers.update({name: str(value) for name, value in spec.headers.items()})

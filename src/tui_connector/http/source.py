@@ -20,6 +20,7 @@ from tui_connector.http.hold import SourceHold
 from tui_connector.http.redirects import RedirectFollower
 from tui_connector.http.report import HttpReport
 from tui_connector.http.retry import HOLDING_STATUSES, Retries, status_error
+from tui_connector.http.transport import worth_retrying
 from tui_connector.redact import Redactor
 
 AttemptSlot = Callable[[], AbstractAsyncContextManager[None]]
@@ -128,10 +129,24 @@ class SourceHttp:
                 ) from None
             except httpx.TimeoutException as exc:
                 timed_out = True
-                raise self._error(f"timed out ({type(exc).__name__})", shown_url, attempt) from None
-            except httpx.TransportError as exc:
-                detail = self.redact(str(exc)) or type(exc).__name__
-                raise self._error(f"connection failed: {detail}", shown_url, attempt) from None
+                said = f"timed out ({type(exc).__name__})"
+                raise self._error(
+                    f"{said}: {exc}" if str(exc) else said, shown_url, attempt
+                ) from None
+            except httpx.TransportError as exc:  # said plainly by `transport.TruthfulTransport`
+                raise self._error(
+                    str(exc) or type(exc).__name__,
+                    shown_url,
+                    attempt,
+                    retryable=worth_retrying(exc),
+                ) from None
+            except httpx.DecodingError as exc:  # httpx undoing the body's Content-Encoding
+                raise self._error(
+                    f"the response body does not decode as its Content-Encoding says: {exc}",
+                    shown_url,
+                    attempt,
+                    status=status,
+                ) from None
             except ResponseTooLarge as exc:
                 raise self._error(
                     str(exc), shown_url, attempt, status=status, retryable=False
