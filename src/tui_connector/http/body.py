@@ -193,14 +193,14 @@ def decode_response(
             redact,
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        hint = _json_lines_hint(content) if response_format == "auto" else ""
         raise _undecodable(
-            f"response is not valid JSON ({content_type or 'no content type'}; {exc}){hint}",
+            f"response is not valid JSON ({content_type or 'no content type'}; {exc})",
             response,
             content,
             shown_url,
             attempt,
             redact,
+            hint=_json_lines_hint(content) if response_format == "auto" else "",
         ) from None
     return Response(str(response.url), response.headers, body, len(content))
 
@@ -214,7 +214,7 @@ def _json_lines_hint(content: bytes) -> str:
         decode_json_lines(b"\n".join(lines[:2]))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return ""
-    return "; it looks like JSON Lines: set response_format: jsonl"
+    return "it looks like JSON Lines: set response_format: jsonl"
 
 
 def _undecodable(
@@ -226,6 +226,7 @@ def _undecodable(
     redact: Redactor,
     *,
     retryable: bool = True,
+    hint: str = "",
 ) -> FetchError:
     return fetch_error(
         redact,
@@ -235,4 +236,5 @@ def _undecodable(
         status=response.status_code,
         content=content,
         retryable=retryable,
+        hint=hint,
     )
