@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from tenacity import (
@@ -23,7 +23,6 @@ from tenacity import (
 )
 
 from tui_connector.config import RetryPolicy
-from tui_connector.http.body import Response
 from tui_connector.http.errors import FetchError, fetch_error
 from tui_connector.http.report import HttpReport
 from tui_connector.redact import Redactor
@@ -35,6 +34,8 @@ if TYPE_CHECKING:
 # server is overloaded or limiting the client, so any request of the source would get the
 # same answer.
 HOLDING_STATUSES = frozenset({429, 503})
+
+_Result = TypeVar("_Result")  # of an attempt: a page's `Response`, an OAuth2 token's answer
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -129,9 +130,9 @@ class Retries:
     async def after(
         self,
         first_failure: FetchError,
-        attempt: Callable[[int], Awaitable[Response]],
+        attempt: Callable[[int], Awaitable[_Result]],
         interrupt: asyncio.Event | None,
-    ) -> Response:
+    ) -> _Result:
         """Attempt 2, 3, ... (`attempt(number)`) until one succeeds, fails for good or the
         policy's attempts are spent; raises the last FetchError, its `attempts` set.
 

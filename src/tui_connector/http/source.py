@@ -11,12 +11,13 @@ from contextlib import AbstractAsyncContextManager
 import httpx
 from aiolimiter import AsyncLimiter
 
-from tui_connector.config import NextUrlPagination, RetryPolicy, SourceSpec
+from tui_connector.config import NextUrlPagination, OAuth2Auth, RetryPolicy, SourceSpec
 from tui_connector.exchange import PageRequest
 from tui_connector.http.body import Response, ResponseTooLarge, decode_response, read_body
 from tui_connector.http.client import build_client, request_url
 from tui_connector.http.errors import FetchError, fetch_error
 from tui_connector.http.hold import SourceHold
+from tui_connector.http.oauth2 import OAuth2Tokens
 from tui_connector.http.redirects import RedirectFollower
 from tui_connector.http.report import HttpReport
 from tui_connector.http.retry import HOLDING_STATUSES, Retries, status_error
@@ -47,6 +48,12 @@ class SourceHttp:
         self._holds_source = self.policy.retry_after == "source"
         self._hold = SourceHold(self.policy, report)
         self._retries = Retries(self.policy, self._hold, report)
+        auth = spec.auth
+        self._tokens = (
+            OAuth2Tokens(auth, self.client, self.policy, spec.timeout.total, report, redactor)
+            if isinstance(auth, OAuth2Auth)
+            else None
+        )
         self._limiter: AsyncLimiter | None = None
         self.set_rate_limit(spec.rate_limit)
 
@@ -100,13 +107,19 @@ class SourceHttp:
         attempt: int,
         attempt_slot: AttemptSlot | None,
         interrupt: asyncio.Event | None,
+        *,
+        renewed_token: bool = False,
     ) -> Response:
+        """One attempt; with OAuth2, a 401 renews the token and sends the request once more
+        (`renewed_token`), which another 401 fails."""
         http_request = self.client.build_request(
             request.method, request_url(request, self._auth_params), json=request.json
         )
         shown_url = self.redact(str(http_request.url))
         report = self._report
         async with await self._turn(attempt_slot, interrupt):
+            if self._tokens is not None:  # in the slot: a token kept fresh up to the sending
+                await self._tokens.authorize(http_request, interrupt)
             request_id = report.request_started(request.method, shown_url, attempt)
             size = 0
             status: int | None = None
@@ -138,6 +151,13 @@ class SourceHttp:
                 ) from None
             finally:
                 report.request_finished(request_id, size, status, timed_out)
+        if response.status_code == 401 and self._tokens is not None:
+            if renewed_token:
+                raise self._tokens.still_rejected(response, content, shown_url, attempt)
+            await self._tokens.rejected(http_request, interrupt)
+            return await self._attempt(
+                request, attempt, attempt_slot, interrupt, renewed_token=True
+            )
         if response.status_code >= 400:
             raise status_error(response, content, shown_url, attempt, self.policy, self.redact)
         return decode_response(response, content, shown_url, attempt, self.redact)
