@@ -244,7 +244,8 @@ class OAuth2Tokens:
             )
         status = response.status_code
         if status >= 400:
-            if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+            refusal = isinstance(answer, dict) and isinstance(answer.get("error"), str)
+            if refusal and status not in self._policy.statuses:  # a 503 may say "error" too
                 raise self._refused(answer, status, content, attempt)
             error = status_error(
                 response, content, self._shown_url, attempt, self._policy, self._redact
@@ -403,7 +404,9 @@ def _seconds(value: object) -> float | None:
 
 def write_secret_file(path: Path, text: str) -> None:
     """Replace `path` with `text`, readable by its owner only (0600), atomically: a crash
-    leaves the old file or the new one, never half of one, nor a moment readable by others."""
+    leaves the old file or the new one, never half of one, nor a moment readable by others.
+    A missing directory is made, for its owner only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:  # mkstemp makes it 0600
