@@ -7,6 +7,7 @@ import base64
 import httpx
 
 from .helpers import Factory
+from helpers import wait_for
 
 CLIENT = ("demo-client", "demo-client-secret")
 
@@ -38,10 +39,13 @@ def test_client_credentials_tokens_open_the_oauth_routes_until_they_expire(
         assert http.get("/oauth/all/o").json()["error"] == "invalid_request"
         server.revoke_access_tokens()
         assert http.get("/oauth/all/o", headers=bearer).status_code == 401
-        server.update_knobs(oauth_token_ttl_s=0.001)
-        expired = token(http, {"grant_type": "client_credentials"}).json()["access_token"]
-        bearer = {"Authorization": f"Bearer {expired}"}
-        assert http.get("/oauth/all/o", headers=bearer).status_code == 401
+        server.update_knobs(oauth_token_ttl_s=0.05)
+        short_lived = token(http, {"grant_type": "client_credentials"}).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {short_lived}"}
+        wait_for(
+            lambda: http.get("/oauth/all/o", headers=bearer).status_code == 401,
+            what="the token to expire",
+        )
     assert [entry.path for entry in server.log()][:2] == ["/oauth/token", "/oauth/all/o"]
 
 
