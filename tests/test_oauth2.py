@@ -76,6 +76,8 @@ sources:
     # token request, and every one of them was needed.
     assert tokens >= 3
     assert token_requests(server) == [200] * tokens
+    # Renewed ahead of expiry: had they waited for a 401, one would precede each renewal.
+    assert api_requests(server).count(401) < tokens - 1
 
 
 async def test_one_token_request_serves_every_stream_and_page(

@@ -21,7 +21,7 @@ import binascii
 import hmac
 import secrets
 import time
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import parse_qs, quote_plus, unquote_plus
 
 import aiohttp
 from aiohttp import web
@@ -189,9 +189,10 @@ class OAuthServer:
     async def _introspect(self, endpoint: URL, token: str) -> bool:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        auth = aiohttp.BasicAuth(endpoint.user or "", endpoint.password or "")
+        credentials = f"{quote_plus(endpoint.user or '')}:{quote_plus(endpoint.password or '')}"
+        basic = "Basic " + base64.b64encode(credentials.encode()).decode()  # RFC 6749 §2.3.1
         async with self._session.post(
-            endpoint.with_user(None), data={"token": token}, auth=auth
+            endpoint.with_user(None), data={"token": token}, headers={"Authorization": basic}
         ) as response:
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status} from the introspection endpoint")
