@@ -252,13 +252,13 @@ class OAuth2Tokens:
             )
             raise self._from(error, hint="" if error.retryable else "; check token_url")
         if not isinstance(answer, dict) or not answer.get("access_token"):
-            # A proxy's error page, or a body cut short, may come right the next time.
+            # A proxy's error page, or a body cut short, may come right the next time. Not
+            # shown: half a token is no JSON, so it could not be redacted.
             raise self._error(
                 f"HTTP {status} without an access_token "
-                f"({response.headers.get('Content-Type', 'no content type')})",
+                f"({response.headers.get('Content-Type', 'no content type')}; body not shown)",
                 attempt,
                 status=status,
-                content=content,
             )
         token_type = answer.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
