@@ -244,7 +244,8 @@ def documented_ids() -> dict[str, Counter[str]]:
     ids = {
         source: expected_ids(source)
         for source in (
-            *("customers", "orders", "invoices", "events", "products", "shipments", "tickets"),
+            *("customers", "orders", "invoices", "events", "products", "shipments", "ledger"),
+            "tickets",
             *("regions", "activity", "changes"),
         )
     }

@@ -113,7 +113,7 @@ class SourceStats:
     backoff_until: float | None = None
     last_error: str | None = None
     warnings: list[str] = field(default_factory=list)
-    tokens_obtained: int = 0  # OAuth2 access tokens, this run
+    tokens_obtained: int = 0  # OAuth2 access tokens
     token_expires_at: float | None = None  # monotonic: when the current one expires
     started_at: float | None = None
     finished_at: float | None = None
