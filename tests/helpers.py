@@ -155,6 +155,19 @@ async def run_engine(config: LoadedConfig, **options: object) -> tuple[RunResult
     return result, engine
 
 
+def single_source(url: str, **settings: str) -> str:
+    """A config of one source, `items`, at `url`, its other settings as YAML flow values."""
+    lines = "".join(f"    {name}: {value}\n" for name, value in settings.items())
+    return f"sources:\n  items:\n    url: {url}\n{lines}"
+
+
+async def failure_of(config: LoadedConfig, source: str) -> str:
+    """Run a config in which `source` alone fails; what its failure says."""
+    result, engine = await run_engine(config)
+    assert result.failed == [source], result
+    return engine.telemetry.sources[source].last_error or ""
+
+
 def engine_of(app: Dashboard) -> Engine:
     """The engine behind a dashboard's in-process run: the tests look inside it."""
     run = app.facade

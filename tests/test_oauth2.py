@@ -18,19 +18,39 @@ from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine, RunResult
 from tui_connector.http.oauth2 import write_secret_file
 
-from helpers import async_wait_for, expected_ids, lake_ids, run_engine
+from helpers import (
+    async_wait_for,
+    expected_ids,
+    failure_of,
+    lake_ids,
+    run_engine,
+    single_source,
+)
 
 Factory = Callable[..., DemoServer]
 WriteConfig = Callable[..., LoadedConfig]
 
 CLIENT = "client_id: demo-client, client_secret: demo-client-secret"
 REGIONS = ("north", "south", "east", "west", "centre", "isles")
-QUICK_RETRIES = "retry: {max_attempts: 3, backoff_base: 0.01, backoff_max: 0.05}"
+QUICK_RETRIES = "{max_attempts: 3, backoff_base: 0.01, backoff_max: 0.05}"
 
 
 def oauth2(server: DemoServer, extra: str = "") -> str:
     """An `auth:` for the demo's token endpoint (client credentials unless `extra` says)."""
     return f"{{type: oauth2, token_url: {server.url}/oauth/token, {CLIENT}{extra}}}"
+
+
+def by_cursor(server: DemoServer, dataset: str, auth: str) -> str:
+    """A config of one source paging `dataset` by cursor, five records a page, with `auth`."""
+    return f"""
+sources:
+  {dataset}:
+    url: {server.url}/oauth/cursor/{dataset}
+    records: items
+    params: {{limit: 5}}
+    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
+    auth: {auth}
+"""
 
 
 def token_requests(server: DemoServer) -> list[int]:
@@ -59,15 +79,9 @@ async def test_short_lived_tokens_are_renewed_ahead_of_expiry_through_a_run(
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:
     server = demo_server_factory(records=240, latency_ms=10, oauth_token_ttl_s=0.3)
-    config = write_config(f"""
-sources:
-  accounts:
-    url: {server.url}/oauth/cursor/accounts
-    records: items
-    params: {{limit: 5}}
-    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
-    auth: {oauth2(server, ", scopes: [accounts.read, reports]")}
-""")
+    config = write_config(
+        by_cursor(server, "accounts", oauth2(server, ", scopes: [accounts.read, reports]"))
+    )
     result, engine = await run_engine(config)
     assert_nothing_failed(result, engine)
     assert lake_ids(config.out, "accounts") == expected_ids("accounts", 240)
@@ -112,15 +126,8 @@ async def test_a_token_refused_even_when_fresh_fails_the_source_saying_so(
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:
     server = demo_server_factory(oauth_api_accepts=False)
-    config = write_config(f"""
-sources:
-  items:
-    url: {server.url}/oauth/all/items
-    auth: {oauth2(server)}
-""")
-    result, engine = await run_engine(config)
-    assert result.failed == ["items"]
-    error = engine.telemetry.sources["items"].last_error or ""
+    config = write_config(single_source(f"{server.url}/oauth/all/items", auth=oauth2(server)))
+    error = await failure_of(config, "items")
     assert error.startswith("HTTP 401 Unauthorized: the API refuses even a freshly issued")
     assert "check the scopes and token_params" in error
     # The first 401 renewed the token once; the second failed the source.
@@ -160,15 +167,9 @@ async def test_a_refresh_token_refused_names_it(
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:
     server = demo_server_factory()
-    config = write_config(f"""
-sources:
-  items:
-    url: {server.url}/oauth/all/items
-    auth: {oauth2(server, ", grant: refresh_token, refresh_token: revoked-long-ago")}
-""")
-    result, engine = await run_engine(config)
-    assert result.failed == ["items"]
-    error = engine.telemetry.sources["items"].last_error or ""
+    refused = oauth2(server, ", grant: refresh_token, refresh_token: revoked-long-ago")
+    config = write_config(single_source(f"{server.url}/oauth/all/items", auth=refused))
+    error = await failure_of(config, "items")
     assert "(HTTP 400, invalid_grant: the refresh token is invalid, expired or revoked)" in error
     assert "obtain a new one" in error
     assert token_requests(server) == [400]
@@ -206,16 +207,10 @@ async def test_a_token_endpoint_that_stays_down_fails_the_source_after_the_retri
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:
     server = demo_server_factory(fault_rate=1.0, faults=("500",))
-    config = write_config(f"""
-sources:
-  items:
-    url: {server.url}/oauth/all/items
-    {QUICK_RETRIES}
-    auth: {oauth2(server)}
-""")
-    result, engine = await run_engine(config)
-    assert result.failed == ["items"]
-    error = engine.telemetry.sources["items"].last_error
+    config = write_config(
+        single_source(f"{server.url}/oauth/all/items", retry=QUICK_RETRIES, auth=oauth2(server))
+    )
+    error = await failure_of(config, "items")
     assert error == "OAuth2 token request: HTTP 500 Internal Server Error after 3 attempts"
     assert token_requests(server) == [500, 500, 500]
     assert api_requests(server) == []
@@ -225,21 +220,10 @@ async def test_rotated_refresh_tokens_are_kept_in_the_file_for_the_next_run(
     demo_server_factory: Factory, write_config: WriteConfig, tmp_path: Path
 ) -> None:
     server = demo_server_factory(records=200, latency_ms=10, oauth_token_ttl_s=0.3)
-    text = f"""
-sources:
-  items:
-    url: {server.url}/oauth/cursor/items
-    records: items
-    params: {{limit: 5}}
-    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
-    auth: {
-        oauth2(
-            server,
-            ", grant: refresh_token, refresh_token: demo-refresh-token, "
-            "refresh_token_file: secrets/refresh-token",
-        )
-    }
-"""
+    rotating = ", grant: refresh_token, refresh_token: demo-refresh-token"
+    text = by_cursor(
+        server, "items", oauth2(server, f"{rotating}, refresh_token_file: secrets/refresh-token")
+    )
     config = write_config(text)
     result, engine = await run_engine(config)
     assert_nothing_failed(result, engine)
@@ -261,15 +245,8 @@ async def test_a_rotated_refresh_token_without_a_file_is_said_once(
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:
     server = demo_server_factory(records=200, latency_ms=10, oauth_token_ttl_s=0.3)
-    config = write_config(f"""
-sources:
-  items:
-    url: {server.url}/oauth/cursor/items
-    records: items
-    params: {{limit: 5}}
-    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
-    auth: {oauth2(server, ", grant: refresh_token, refresh_token: demo-refresh-token")}
-""")
+    rotating = ", grant: refresh_token, refresh_token: demo-refresh-token"
+    config = write_config(by_cursor(server, "items", oauth2(server, rotating)))
     result, engine = await run_engine(config)
     assert result.done == ["items"]
     stats = engine.telemetry.sources["items"]

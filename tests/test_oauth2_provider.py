@@ -14,7 +14,7 @@ from oidc_server import OidcProvider, OidcProviderMissing
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 
-from helpers import expected_ids, lake_ids, run_engine
+from helpers import expected_ids, failure_of, lake_ids, run_engine, single_source
 
 TOKEN_LIFETIME = 2  # seconds, the shortest whole number that leaves room to renew ahead
 
@@ -94,14 +94,9 @@ async def test_a_wrong_client_secret_is_refused_by_the_provider_with_its_reason(
     write_config: Callable[..., LoadedConfig],
 ) -> None:
     server = demo_server_factory(oauth_introspection_url=oidc_provider.introspection_url)
-    config = write_config(f"""
-sources:
-  items:
-    url: {server.url}/oauth/all/items
-    auth: {oauth2(oidc_provider, "not-the-secret")}
-""")
-    result, engine = await run_engine(config)
-    assert result.failed == ["items"]
-    error = engine.telemetry.sources["items"].last_error or ""
+    config = write_config(
+        single_source(f"{server.url}/oauth/all/items", auth=oauth2(oidc_provider, "not-the-secret"))
+    )
+    error = await failure_of(config, "items")
     assert "(HTTP 401, invalid_client: client authentication failed)" in error, error
     assert server.log() == []  # nothing reached the API

@@ -30,8 +30,16 @@ SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"
 REFRESH = "r3fresh/Tok+en=99"
 ENV = {"API_TOKEN": SECRET, "OTHER_TOKEN": WRONG, "REFRESH_TOKEN": REFRESH}
-# The demo's OAuth2 client, its secret the token, tokens short-lived: renewed during the run.
-OAUTH2_KNOBS = {"oauth_client_secret": SECRET, "oauth_refresh_token": REFRESH}
+# The demo server: the token its secret (its OAuth2 client's too), faults, and OAuth2 tokens
+# short-lived, so that they are renewed during a run.
+SERVER_KNOBS = {
+    "token": SECRET,
+    "fault_rate": 0.2,
+    "retry_after_s": 0.02,
+    "oauth_client_secret": SECRET,
+    "oauth_refresh_token": REFRESH,
+    "oauth_token_ttl_s": 0.2,
+}
 # The faults but `truncate`, which would cut the echoed error bodies the dashboard test reads.
 KEEP_BODIES_WHOLE = tuple(fault for fault in FAULTS if fault != "truncate")
 
@@ -116,15 +124,7 @@ def every_file(root: Path) -> Iterator[Path]:
 def test_the_token_appears_nowhere(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:
-    server = demo_server_factory(
-        records=120,
-        token=SECRET,
-        fault_rate=0.2,
-        seed=8,
-        retry_after_s=0.02,
-        oauth_token_ttl_s=0.2,
-        **OAUTH2_KNOBS,
-    )
+    server = demo_server_factory(records=120, seed=8, **SERVER_KNOBS)
     config = tmp_path / "sources.yaml"
     config.write_text(CONFIG.format(url=server.url))
 
@@ -188,15 +188,7 @@ async def test_the_dashboard_never_shows_the_token(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:
     server = demo_server_factory(
-        records=200,
-        token=SECRET,
-        fault_rate=0.2,
-        seed=9,
-        retry_after_s=0.02,
-        latency_ms=20,
-        faults=KEEP_BODIES_WHOLE,
-        oauth_token_ttl_s=0.2,
-        **OAUTH2_KNOBS,
+        records=200, seed=9, latency_ms=20, faults=KEEP_BODIES_WHOLE, **SERVER_KNOBS
     )
     path = tmp_path / "sources.yaml"
     path.write_text(CONFIG.format(url=server.url))
