@@ -216,6 +216,24 @@ async def test_a_token_endpoint_that_stays_down_fails_the_source_after_the_retri
     assert api_requests(server) == []
 
 
+async def test_a_stop_while_a_token_request_waits_to_be_retried_ends_the_run_at_once(
+    demo_server_factory: Factory, write_config: WriteConfig
+) -> None:
+    server = demo_server_factory(fault_rate=1.0, faults=("503",), retry_after_s=30)
+    config = write_config(
+        single_source(f"{server.url}/oauth/pages/items", records="data", auth=oauth2(server))
+    )
+    async with Engine(config) as engine:
+        run = asyncio.create_task(engine.run())
+        stats = engine.telemetry.sources["items"]
+        await async_wait_for(lambda: stats.backoff_until is not None, what="the 503's wait")
+        engine.request_stop()
+        result = await asyncio.wait_for(run, timeout=20)
+    # Stopped, not failed, and no token request more: none rushed out once the wait was cut.
+    assert result.interrupted and result.stopped == ["items"]
+    assert token_requests(server) == [503]
+
+
 async def test_rotated_refresh_tokens_are_kept_in_the_file_for_the_next_run(
     demo_server_factory: Factory, write_config: WriteConfig, tmp_path: Path
 ) -> None:

@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -43,6 +43,9 @@ from tui_connector.http.hold import SourceHold
 from tui_connector.http.report import HttpReport
 from tui_connector.http.retry import Retries, status_error
 from tui_connector.redact import Redactor
+
+if TYPE_CHECKING:
+    from tui_connector.http.source import AttemptSlot
 
 # A token is renewed this long before it expires, at most: a request sent just before the
 # expiry must not arrive after it. Short-lived tokens keep the last third of their life.
@@ -110,19 +113,27 @@ class OAuth2Tokens:
         self._failures = 0
         self._last_failure: TokenError | None = None
 
-    async def authorize(self, request: httpx.Request, interrupt: asyncio.Event | None) -> None:
-        """Put a fresh access token on `request`, obtaining one first if need be."""
+    async def authorize(
+        self, request: httpx.Request, slot: AttemptSlot | None, interrupt: asyncio.Event | None
+    ) -> None:
+        """Put a fresh access token on `request`, obtaining one first if need be.
+
+        A token request is a request of the source: each attempt holds a `slot` (not held
+        by the caller, or the two could wait for each other), so a paused source sends none
+        and a stopped one none more; `interrupt` cuts its backoff short."""
         token = self._token
         if token is None or not token.fresh():
-            token = await self._renew(token, interrupt)
+            token = await self._renew(token, slot, interrupt)
         request.headers["Authorization"] = f"Bearer {token.value}"
 
-    async def rejected(self, request: httpx.Request, interrupt: asyncio.Event | None) -> None:
+    async def rejected(
+        self, request: httpx.Request, slot: AttemptSlot | None, interrupt: asyncio.Event | None
+    ) -> None:
         """The API answered 401 to `request`: renew its token, unless another request's 401
         had it renewed already."""
         token = self._token
         if token is not None and request.headers.get("Authorization") == f"Bearer {token.value}":
-            await self._renew(token, interrupt)
+            await self._renew(token, slot, interrupt)
 
     def still_rejected(
         self, response: httpx.Response, content: bytes, shown_url: str, attempt: int
@@ -141,7 +152,9 @@ class OAuth2Tokens:
             retryable=False,
         )
 
-    async def _renew(self, stale: _Token | None, interrupt: asyncio.Event | None) -> _Token:
+    async def _renew(
+        self, stale: _Token | None, slot: AttemptSlot | None, interrupt: asyncio.Event | None
+    ) -> _Token:
         """A token other than `stale`: the one another task obtained meanwhile, or a new one.
         Those waiting for a renewal that fails get its failure, without a request of their own."""
         failures = self._failures
@@ -152,7 +165,7 @@ class OAuth2Tokens:
             if self._failures != failures and self._last_failure is not None:
                 raise self._last_failure
             try:
-                token = await self._obtain(interrupt)
+                token = await self._obtain(slot, interrupt)
             except TokenError as exc:
                 self._failures += 1
                 self._last_failure = exc
@@ -162,16 +175,16 @@ class OAuth2Tokens:
 
     # -- the token request ------------------------------------------------------------------
 
-    async def _obtain(self, interrupt: asyncio.Event | None) -> _Token:
+    async def _obtain(self, slot: AttemptSlot | None, interrupt: asyncio.Event | None) -> _Token:
         form = await self._form()
         try:
-            answer, sent_at = await self._attempt(form, 1)
+            answer, sent_at = await self._attempt(form, 1, slot)
         except TokenError as exc:
             if not exc.retryable or self._policy.max_attempts == 1:
                 raise
             try:
                 answer, sent_at = await self._retries.after(
-                    exc, lambda number: self._attempt(form, number), interrupt
+                    exc, lambda number: self._attempt(form, number, slot), interrupt
                 )
             except TokenError as last:
                 last.retryable = False  # retried here already: the page's attempt must not
@@ -192,7 +205,9 @@ class OAuth2Tokens:
                 form["client_secret"] = auth.client_secret.get_secret_value()
         return form
 
-    async def _attempt(self, form: dict[str, str], attempt: int) -> tuple[dict[str, Any], float]:
+    async def _attempt(
+        self, form: dict[str, str], attempt: int, slot: AttemptSlot | None
+    ) -> tuple[dict[str, Any], float]:
         """One token request: the provider's answer, and when it was sent. Raises TokenError."""
         headers = {"Accept": "application/json"}
         if self._auth.client_auth == "basic":
@@ -207,24 +222,26 @@ class OAuth2Tokens:
             extensions={"timeout": self._client.timeout.as_dict()},
         )
         report = self._report
-        sent_at = time.monotonic()
-        request_id = report.request_started("POST", self._shown_url, attempt)
-        size, status, timed_out = 0, None, False
-        try:
-            async with asyncio.timeout(self._total_timeout):
-                response = await self._client.send(request, stream=True)
-                status = response.status_code
-                content = await read_body(response, _ANSWER_LIMIT)
-            size = len(content)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            timed_out = True
-            raise self._error(f"timed out ({type(exc).__name__})", attempt) from None
-        except httpx.TransportError as exc:
-            raise self._error(f"connection failed: {exc or type(exc).__name__}", attempt) from None
-        except ResponseTooLarge as exc:
-            raise self._error(str(exc), attempt, retryable=False) from None
-        finally:
-            report.request_finished(request_id, size, status, timed_out)
+        async with slot() if slot else contextlib.nullcontext():
+            sent_at = time.monotonic()
+            request_id = report.request_started("POST", self._shown_url, attempt)
+            size, status, timed_out = 0, None, False
+            try:
+                async with asyncio.timeout(self._total_timeout):
+                    response = await self._client.send(request, stream=True)
+                    status = response.status_code
+                    content = await read_body(response, _ANSWER_LIMIT)
+                size = len(content)
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                timed_out = True
+                raise self._error(f"timed out ({type(exc).__name__})", attempt) from None
+            except httpx.TransportError as exc:
+                detail = str(exc) or type(exc).__name__
+                raise self._error(f"connection failed: {detail}", attempt) from None
+            except ResponseTooLarge as exc:
+                raise self._error(str(exc), attempt, retryable=False) from None
+            finally:
+                report.request_finished(request_id, size, status, timed_out)
         return self._answer(response, content, attempt), sent_at
 
     def _answer(self, response: httpx.Response, content: bytes, attempt: int) -> dict[str, Any]:

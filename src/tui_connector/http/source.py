@@ -117,9 +117,9 @@ class SourceHttp:
         )
         shown_url = self.redact(str(http_request.url))
         report = self._report
+        if self._tokens is not None:  # before the turn: a token request takes a slot of its own
+            await self._tokens.authorize(http_request, attempt_slot, interrupt)
         async with await self._turn(attempt_slot, interrupt):
-            if self._tokens is not None:  # in the slot: a token kept fresh up to the sending
-                await self._tokens.authorize(http_request, interrupt)
             request_id = report.request_started(request.method, shown_url, attempt)
             size = 0
             status: int | None = None
@@ -154,7 +154,7 @@ class SourceHttp:
         if response.status_code == 401 and self._tokens is not None:
             if renewed_token:
                 raise self._tokens.still_rejected(response, content, shown_url, attempt)
-            await self._tokens.rejected(http_request, interrupt)
+            await self._tokens.rejected(http_request, attempt_slot, interrupt)
             return await self._attempt(
                 request, attempt, attempt_slot, interrupt, renewed_token=True
             )
