@@ -210,6 +210,14 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         "refresh_token only",
     ),
     (
+        "oauth2-refresh-token-file-missing",
+        GOOD_SOURCE
+        + "    auth: {type: oauth2, token_url: 'https://a.example/token', client_id: c,\n"
+        + "           client_secret: s, grant: refresh_token, refresh_token_file: rt.txt}\n",
+        {},
+        ":6:72: sources.items.auth.refresh_token_file: rt.txt does not exist",
+    ),
+    (
         "oauth2-client-credentials-without-a-secret",
         GOOD_SOURCE
         + "    auth: {type: oauth2, token_url: 'https://a.example/token', client_id: c}\n",

@@ -175,6 +175,21 @@ async def test_a_refresh_token_refused_names_it(
     assert token_requests(server) == [400]
 
 
+async def test_an_empty_refresh_token_file_says_what_to_put_there(
+    demo_server_factory: Factory, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    server = demo_server_factory()
+    auth = oauth2(server, ", grant: refresh_token, refresh_token_file: refresh-token")
+    (tmp_path / "refresh-token").write_text("\n")  # a missing one is a config error
+    config = write_config(single_source(f"{server.url}/oauth/all/items", auth=auth))
+    error = await failure_of(config, "items")
+    assert error.startswith(
+        f"OAuth2 token request: refresh_token_file {tmp_path / 'refresh-token'} is missing or "
+        "empty; put the refresh token in it, or set refresh_token"
+    )
+    assert server.log() == []
+
+
 async def test_token_requests_are_retried_like_any_request(
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:

@@ -112,6 +112,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         )
         for name, source in model.sources.items()
     }
+    _raise_located(document, _missing_refresh_tokens(model, sources))
     lake = lake_location(document.file, model.out)
     _raise_located(document, _lake_problems(model, sources, lake))
     environ = os.environ if env is None else env
@@ -261,6 +262,37 @@ def _files_beside(spec: SourceSpec, base: Path) -> SourceSpec:
             update={"auth": auth.model_copy(update={"refresh_token_file": path})}
         )
     return spec
+
+
+def _missing_refresh_tokens(
+    model: Config, sources: Mapping[str, SourceSpec]
+) -> list[tuple[Loc, str]]:
+    """An OAuth2 refresh token to be read from a file that is not there."""
+    problems: list[tuple[Loc, str]] = []
+    for name, spec in sources.items():
+        auth, written = spec.auth, model.sources[name].auth
+        if not (isinstance(auth, OAuth2Auth) and isinstance(written, OAuth2Auth)):
+            continue
+        if auth.refresh_token is not None or auth.refresh_token_file is None:
+            continue  # a configured token to start from: the file is made when it rotates
+        try:
+            there = Path(auth.refresh_token_file).is_file()
+        except OSError as exc:  # a name too long, say
+            problems.append((_refresh_token_file_loc(name), f"cannot be read: {exc.strerror}"))
+            continue
+        if not there:
+            problems.append(
+                (
+                    _refresh_token_file_loc(name),
+                    f"{written.refresh_token_file} does not exist (a path relative to this "
+                    "file); put the refresh token in it, or set refresh_token",
+                )
+            )
+    return problems
+
+
+def _refresh_token_file_loc(source: str) -> Loc:
+    return ("sources", source, "auth", "refresh_token_file")
 
 
 def _resolve_partitions(

@@ -7,7 +7,9 @@ parallel pages need one, a single token request is in flight: the others wait fo
 answer. A token request that fails with a status the retry policy retries (429, 5xx) or a
 connection error is retried like any request; one the provider refuses (`invalid_client`,
 `invalid_grant`, ...) fails the source at once, with the provider's `error_description`.
-Every token obtained joins the redactor the moment it arrives. A provider that rotates
+A token request is a request of the source (it holds a concurrency slot; a pause and a stop
+apply), though not of its rate limit or `Retry-After` hold, which are the API's. Every token
+obtained joins the redactor the moment it arrives. A provider that rotates
 refresh tokens is followed: the newest is used, and written to `refresh_token_file`
 (atomically, mode 0600) when that is set; else the operator is told once that the configured
 one is stale.
@@ -38,6 +40,7 @@ import httpx
 
 from tui_connector.config import OAuth2Auth, RetryPolicy, scalar_text
 from tui_connector.http.body import ResponseTooLarge, decode_json, read_body
+from tui_connector.http.client import USER_AGENT
 from tui_connector.http.errors import FetchError, fetch_error
 from tui_connector.http.hold import SourceHold
 from tui_connector.http.report import HttpReport
@@ -209,7 +212,7 @@ class OAuth2Tokens:
         self, form: dict[str, str], attempt: int, slot: AttemptSlot | None
     ) -> tuple[dict[str, Any], float]:
         """One token request: the provider's answer, and when it was sent. Raises TokenError."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if self._auth.client_auth == "basic":
             headers["Authorization"] = f"Basic {self._auth.basic_credentials()}"
         # Not built by the client: the source's own headers (an API key among them) are for
