@@ -40,3 +40,5 @@ def test_secrets_added_later_are_redacted_whole_and_cut() -> None:
     # Of the parts that begin a token at a cut, the longest goes.
     assert redact("token-toke…") == "token-***…"
     assert redact("token-001-Zq+/…") == "***…"
+    # Every cut of a text, from its end leftwards.
+    assert redact("a token-00… b token-11… c token-1") == "a ***… b ***… c ***"

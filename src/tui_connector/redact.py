@@ -72,15 +72,13 @@ class Redactor:
         # A text cut short ("…" or its end) may end in the first part of a secret: that part
         # goes too. Messages cut a response's values before they are redacted. From the
         # right, so that the places left of a replacement stay where they were.
-        cut = text.rfind(_CUT)
         end = len(text)
         while end >= _MIN_SECRET_LENGTH:
             start = self._cut_secret_start(text, end)
             if start is not None:
                 text = text[:start] + REDACTED + text[end:]
-            if cut < 0 or (start is not None and start <= cut):
-                break
-            end, cut = cut, text.rfind(_CUT, 0, cut)
+                end = start
+            end = text.rfind(_CUT, 0, end)
         return text
 
     def _cut_secret_start(self, text: str, end: int) -> int | None:
