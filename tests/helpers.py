@@ -172,6 +172,12 @@ async def run_engine(config: LoadedConfig, **options: object) -> tuple[RunResult
     return result, engine
 
 
+def single_source(url: str, **settings: str) -> str:
+    """A config of one source, `items`, at `url`, its other settings as YAML flow values."""
+    lines = "".join(f"    {name}: {value}\n" for name, value in settings.items())
+    return f"sources:\n  items:\n    url: {url}\n{lines}"
+
+
 async def run_done(config: LoadedConfig, source: str = "items", **options: object) -> Engine:
     """Run a config whose `source` must finish; the engine, to look inside."""
     result, engine = await run_engine(config, **options)
@@ -275,7 +281,8 @@ def documented_ids() -> dict[str, Counter[str]]:
     ids = {
         source: expected_ids(source)
         for source in (
-            *("customers", "orders", "invoices", "events", "products", "shipments", "tickets"),
+            *("customers", "orders", "invoices", "events", "products", "shipments", "ledger"),
+            "tickets",
             *("regions", "activity", "changes"),
         )
     }

@@ -193,6 +193,56 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         "sources.bad name!: String should match pattern",
     ),
     (
+        "oauth2-refresh-grant-without-a-token",
+        GOOD_SOURCE
+        + "    auth:\n      type: oauth2\n      token_url: https://a.example/token\n"
+        + "      client_id: c\n      client_secret: s\n      grant: refresh_token\n",
+        {},
+        ":6:7: sources.items.auth: grant: refresh_token needs the refresh token: set refresh_token",
+    ),
+    (
+        "oauth2-refresh-token-for-client-credentials",
+        GOOD_SOURCE
+        + "    auth:\n      type: oauth2\n      token_url: https://a.example/token\n"
+        + "      client_id: c\n      client_secret: s\n      refresh_token: r\n",
+        {},
+        ":10:22: sources.items.auth.refresh_token: refresh_token is used by grant: "
+        "refresh_token only",
+    ),
+    (
+        "oauth2-refresh-token-file-missing",
+        GOOD_SOURCE
+        + "    auth: {type: oauth2, token_url: 'https://a.example/token', client_id: c,\n"
+        + "           client_secret: s, grant: refresh_token, refresh_token_file: rt.txt}\n",
+        {},
+        ":6:72: sources.items.auth.refresh_token_file: rt.txt does not exist",
+    ),
+    (
+        "oauth2-client-credentials-without-a-secret",
+        GOOD_SOURCE
+        + "    auth: {type: oauth2, token_url: 'https://a.example/token', client_id: c}\n",
+        {},
+        "sources.items.auth: grant: client_credentials authenticates the client with its "
+        "secret: set client_secret",
+    ),
+    (
+        "oauth2-token-params-overriding-the-grant",
+        GOOD_SOURCE
+        + "    auth: {type: oauth2, token_url: 'https://a.example/token', client_id: c,\n"
+        + "           client_secret: s, token_params: {grant_type: password}}\n",
+        {},
+        "sources.items.auth.token_params: 'grant_type' is set by the grant and client_auth",
+    ),
+    (
+        "oauth2-scopes-in-one-string",
+        GOOD_SOURCE
+        + "    auth: {type: oauth2, token_url: 'https://a.example/token', client_id: c,\n"
+        + "           client_secret: s, scopes: ['read write']}\n",
+        {},
+        "sources.items.auth.scopes[0]: 'read write' is not one scope: write each scope as its "
+        "own list item",
+    ),
+    (
         "unknown-transport",
         "defaults:\n  transport: curl\n" + GOOD_SOURCE,
         {},

@@ -26,3 +26,19 @@ def test_secret_names_are_recognised_broadly() -> None:
         assert looks_secret(name), name
     for name in ("page", "per_page", "cursor", "DEMO_URL", "limit"):
         assert not looks_secret(name), name
+
+
+def test_secrets_added_later_are_redacted_whole_and_cut() -> None:
+    redact = Redactor(["configured-secret"])
+    tokens = [f"token-{n:03d}-Zq+/=xyz" for n in range(120)]  # a long run's OAuth2 tokens
+    for token in tokens:
+        redact.add(token)
+    assert redact(f"a {tokens[7]} b {tokens[110]}") == "a *** b ***"
+    assert redact(f"x={tokens[99][:12]}… and {tokens[5][:9]}") == "x=***… and ***"
+    assert redact("configured-secret tok") == "*** tok"  # too little of any token
+    assert redact("token-0 is no cut") == "token-0 is no cut"
+    # Of the parts that begin a token at a cut, the longest goes.
+    assert redact("token-toke…") == "token-***…"
+    assert redact("token-001-Zq+/…") == "***…"
+    # Every cut of a text, from its end leftwards.
+    assert redact("a token-00… b token-11… c token-1") == "a ***… b ***… c ***"

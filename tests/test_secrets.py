@@ -1,14 +1,16 @@
 """Secrets never leak: a token given through ${VAR} is sent in a bearer header, a query param,
-basic auth, a custom header and a custom param, to a server that fails some requests and
-echoes others back in its error bodies. Then everything the tool shows or writes is searched
-for the token (and its URL-encoded and base64 forms): headless text and JSON progress, a
-debug log, `status`, `validate`, the state database, the lake, and the dashboard's screens
-and error pane."""
+basic auth, a custom header and a custom param, and as an OAuth2 client secret and refresh
+token, to a server that fails some requests and echoes others back in its error bodies. Then
+everything the tool shows or writes is searched for the token (and its URL-encoded and base64
+forms), and for every OAuth2 token the server issued during the run: headless text and JSON
+progress, a debug log, `status`, `validate`, the state database, the lake, and the
+dashboard's screens and error pane."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -26,7 +28,18 @@ from helpers import async_wait_for, cli, engine_of
 
 SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"
-ENV = {"API_TOKEN": SECRET, "OTHER_TOKEN": WRONG}
+REFRESH = "r3fresh/Tok+en=99"
+ENV = {"API_TOKEN": SECRET, "OTHER_TOKEN": WRONG, "REFRESH_TOKEN": REFRESH}
+# The demo server: the token its secret (its OAuth2 client's too), faults, and OAuth2 tokens
+# short-lived, so that they are renewed during a run.
+SERVER_KNOBS = {
+    "token": SECRET,
+    "fault_rate": 0.2,
+    "retry_after_s": 0.02,
+    "oauth_client_secret": SECRET,
+    "oauth_refresh_token": REFRESH,
+    "oauth_token_ttl_s": 0.2,
+}
 # The faults but `truncate`, which would cut the echoed error bodies the dashboard test reads.
 KEEP_BODIES_WHOLE = tuple(fault for fault in FAULTS if fault != "truncate")
 
@@ -66,23 +79,42 @@ sources:
     url: {url}/secure/pages/wrong
     records: data
     auth: {{type: bearer, token: "${{OTHER_TOKEN}}"}}
+  oauth2:
+    url: {url}/oauth/pages/oauth2
+    records: data
+    params: {{per_page: 20}}
+    auth: {{type: oauth2, token_url: "{url}/oauth/token", client_id: demo-client,
+            client_secret: "${{API_TOKEN}}"}}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+  oauth2-echo:
+    url: {url}/oauth/bad/echo-error/o
+    params: {{status: 400}}
+    auth: {{type: oauth2, token_url: "{url}/oauth/token", client_id: demo-client,
+            client_secret: "${{API_TOKEN}}", client_auth: post, grant: refresh_token,
+            refresh_token: "${{REFRESH_TOKEN}}"}}
 """
 
 
 def forms(secret: str) -> list[str]:
-    """The secret as it may appear: plain, URL-encoded, and inside a basic-auth header."""
+    """The secret as it may appear: plain, URL-encoded, and inside a basic-auth header (an
+    OAuth2 client's too, whose secret is form-encoded first)."""
     return [
         secret,
         quote(secret, safe=""),
         quote_plus(secret),
         base64.b64encode(f"demo:{secret}".encode()).decode(),
+        base64.b64encode(f"demo-client:{quote_plus(secret)}".encode()).decode(),
     ]
 
 
-def assert_no_secret(text: str, where: str) -> None:
-    for secret in (SECRET, WRONG):
+def assert_no_secret(text: str, where: str, issued: list[str]) -> None:
+    """No secret of the config, nor any token the server issued (`issued`), in `text`."""
+    for secret in (SECRET, WRONG, REFRESH, *issued):
         for form in forms(secret):
             assert form not in text, f"{where} shows a secret ({form!r})"
+    # An excerpt may be cut within a token: none of a bearer token may show.
+    shown = re.search(r"Bearer (?!\*\*\*)\S", text)
+    assert shown is None, f"{where} shows part of a token ({shown and shown.group()!r})"
 
 
 def every_file(root: Path) -> Iterator[Path]:
@@ -92,9 +124,7 @@ def every_file(root: Path) -> Iterator[Path]:
 def test_the_token_appears_nowhere(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:
-    server = demo_server_factory(
-        records=120, token=SECRET, fault_rate=0.2, seed=8, retry_after_s=0.02
-    )
+    server = demo_server_factory(records=120, seed=8, **SERVER_KNOBS)
     config = tmp_path / "sources.yaml"
     config.write_text(CONFIG.format(url=server.url))
 
@@ -136,14 +166,18 @@ def test_the_token_appears_nowhere(
     # outputs hold what they would leak it through.
     echoed = [entry for entry in server.log() if "/echo-error/" in entry.path]
     assert echoed and any(entry.fault for entry in server.log())
+    assert any(entry.path.startswith("/oauth/bad/echo-error/") for entry in echoed)
+    issued = server.issued_tokens()
+    assert len([t for t in issued if t.startswith("at-")]) > 2  # renewed, in both runs
+    assert any(t.startswith("rt-") for t in issued)  # a rotated refresh token
     assert "api_key=***" in shown["headless json"] or "api_key=***" in _log(tmp_path)
     assert "HTTP 400 Bad Request" in shown["status"]  # the echoing source's failure
     assert "HTTP Request" in _log(tmp_path)  # httpx's request lines, URLs included
 
     for where, output in shown.items():
-        assert_no_secret(output, where)
+        assert_no_secret(output, where, issued)
     for path in every_file(tmp_path):
-        assert_no_secret(path.read_bytes().decode("utf-8", "replace"), str(path))
+        assert_no_secret(path.read_bytes().decode("utf-8", "replace"), str(path), issued)
 
 
 def _log(root: Path) -> str:
@@ -154,13 +188,7 @@ async def test_the_dashboard_never_shows_the_token(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:
     server = demo_server_factory(
-        records=200,
-        token=SECRET,
-        fault_rate=0.2,
-        seed=9,
-        retry_after_s=0.02,
-        latency_ms=20,
-        faults=KEEP_BODIES_WHOLE,
+        records=200, seed=9, latency_ms=20, faults=KEEP_BODIES_WHOLE, **SERVER_KNOBS
     )
     path = tmp_path / "sources.yaml"
     path.write_text(CONFIG.format(url=server.url))
@@ -197,7 +225,9 @@ async def test_the_dashboard_never_shows_the_token(
     excerpts = [event.body_excerpt for event in engine_of(app).telemetry.errors]
     assert any('"x-custom-thing":"***"' in excerpt for excerpt in excerpts), excerpts
     assert any('"authorization":"Basic ***"' in excerpt for excerpt in excerpts), excerpts
-    assert_no_secret("\n".join(excerpts), "the errors behind the pane")
+    issued = server.issued_tokens()
+    assert_no_secret("\n".join(excerpts), "the errors behind the pane", issued)
+    assert any('"authorization":"Bearer ***"' in excerpt for excerpt in excerpts), excerpts
     for number, screen in enumerate(screens):
-        assert_no_secret(screen, f"dashboard screen {number}")
-    assert_no_secret("\n".join(cells), "the error pane")
+        assert_no_secret(screen, f"dashboard screen {number}", issued)
+    assert_no_secret("\n".join(cells), "the error pane", issued)

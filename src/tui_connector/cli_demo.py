@@ -68,6 +68,13 @@ def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
             help="Serve at most N requests at once; a few more wait, the rest get 429.",
         ),
         click.option(
+            "--oauth-token-ttl-s",
+            type=FiniteFloatRange(min=0, min_open=True),
+            default=300.0,
+            show_default=True,
+            help="Lifetime of the access tokens of /oauth/token (the /oauth routes need one).",
+        ),
+        click.option(
             "--retry-after-s",
             type=FiniteFloatRange(min=0),
             default=1.0,
@@ -161,6 +168,13 @@ def demo_server(args: list[str]) -> Iterator[str]:
     show_default=True,
     help="Records per demo dataset: enough to watch a backfill.",
 )
+@click.option(
+    "--oauth-token-ttl-s",
+    type=FiniteFloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="Lifetime of the demo's OAuth2 access tokens: short, to watch them renewed.",
+)
 @log_level_option
 def demo(
     config: str,
@@ -168,6 +182,7 @@ def demo(
     latency_ms: float,
     fault_rate: float,
     records: int,
+    oauth_token_ttl_s: float,
     log_level: str,
 ) -> None:
     """Start the demo API and run CONFIG (default ./sources.yaml) against it.
@@ -187,6 +202,8 @@ def demo(
         str(fault_rate),
         "--token",
         os.environ.get("DEMO_TOKEN", "demo-token"),
+        "--oauth-token-ttl-s",
+        str(oauth_token_ttl_s),
     ]
     with demo_server(knobs) as url:
         os.environ[DEMO_URL_VARIABLE] = url

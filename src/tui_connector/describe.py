@@ -15,6 +15,7 @@ from tui_connector.config import (
     BasicAuth,
     BearerAuth,
     DatePartitions,
+    OAuth2Auth,
     Placement,
     SourceSpec,
     ValuePartitions,
@@ -125,6 +126,9 @@ def _describe_auth(spec: SourceSpec) -> str:
     if isinstance(auth, ApiKeyAuth):
         where = f"header {auth.header}" if auth.header else f"query parameter {auth.param}"
         return f"API key in {where} (hidden)"
+    if isinstance(auth, OAuth2Auth):
+        grant = auth.grant.replace("_", " ")
+        return f"OAuth2 bearer token ({grant} grant) from {auth.token_url} (credentials hidden)"
     return type(auth).__name__
 
 

@@ -114,6 +114,8 @@ class SourceStats:
     backoff_until: float | None = None
     last_error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    tokens_obtained: int = 0  # OAuth2 access tokens
+    token_expires_at: float | None = None  # monotonic: when the current one expires
     started_at: float | None = None
     finished_at: float | None = None
     records_this_run: int = 0  # fetched by this run; `records` includes resumed counts
@@ -348,6 +350,15 @@ class SourceReporter:
 
     def rate_limit_changed(self, per_second: float | None) -> None:
         self.stats.rate_limit = per_second
+
+    def token_obtained(self, lifetime: float | None) -> None:
+        stats = self.stats
+        stats.tokens_obtained += 1
+        stats.token_expires_at = None if lifetime is None else time.monotonic() + lifetime
+
+    def warned(self, message: str) -> None:
+        if message not in self.stats.warnings:
+            self.stats.warnings.append(message)
 
     # -- the status ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from tui_connector.config import LoadedConfig
@@ -169,6 +170,40 @@ async def test_a_refused_source_shows_what_the_server_said(
         assert f'last error HTTP 400 Bad Request after 1 attempt: {{"error":"{reason}"}}' in (
             detail
         )
+
+
+async def test_the_detail_screen_shows_oauth2_tokens_renewed_live(
+    demo_server_factory: Callable[..., DemoServer], write_config: Callable[..., LoadedConfig]
+) -> None:
+    server = demo_server_factory(records=300, latency_ms=20, oauth_token_ttl_s=0.6)
+    config = write_config(
+        f"sources:\n  ledger:\n    url: {server.url}/oauth/cursor/ledger\n"
+        "    records: items\n    params: {limit: 5}\n"
+        "    pagination: {type: cursor, cursor: next_cursor, cursor_param: cursor}\n"
+        f"    auth: {{type: oauth2, token_url: '{server.url}/oauth/token', "
+        "client_id: demo-client, client_secret: '${CLIENT_SECRET}'}\n",
+        env={"CLIENT_SECRET": "demo-client-secret"},
+    )
+    app = dashboard_on(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(lambda: cell(app, "ledger", "status") == "running", what="a start")
+        await pilot.press("enter")
+        await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
+        await pilot.pause()
+        figures = app.screen.query_one("#detail-figures")
+
+        def tokens_shown() -> int:
+            found = re.search(
+                r"OAuth2 tokens +(\d+) obtained, the current one expires in \d+s", shown(figures)
+            )
+            return int(found.group(1)) if found else 0
+
+        await async_wait_for(lambda: tokens_shown() >= 2, what="a renewed token on the screen")
+        assert "OAuth2 bearer token (client credentials grant) from" in shown(
+            app.screen.query_one("#config-summary")
+        )
+        assert "demo-client-secret" not in app.export_screenshot()
+        await pilot.press("escape", "q")
 
 
 async def test_a_click_on_a_source_selects_it_and_opens_its_detail(

@@ -3,7 +3,7 @@
 Nothing here knows about HTTP, SQLite or Textual; the rest of the program receives a
 `LoadedConfig` or a `ConfigError` whose message is ready to print.
 
-- `schema`, `partition_schema`: the pydantic models, one declaration per knob;
+- `schema`, `partition_schema`, `auth_schema`: the pydantic models, one declaration per knob;
   `fields`: the field types they share.
 - `document`: the YAML file read safely, with where each value stands in the text.
 - `environment`: `${VAR}` interpolation.
@@ -12,6 +12,7 @@ Nothing here knows about HTTP, SQLite or Textual; the rest of the program receiv
 - `editor_schema`: the JSON Schema for editors (`tui-connector schema`).
 """
 
+from tui_connector.config.auth_schema import ApiKeyAuth, Auth, BasicAuth, BearerAuth, OAuth2Auth
 from tui_connector.config.errors import ConfigError
 from tui_connector.config.fields import (
     FilePath,
@@ -47,11 +48,7 @@ from tui_connector.config.partition_schema import (
     ValuePartitions,
 )
 from tui_connector.config.schema import (
-    ApiKeyAuth,
-    Auth,
     AutoConcurrency,
-    BasicAuth,
-    BearerAuth,
     Concurrency,
     Config,
     CursorPagination,
@@ -90,6 +87,7 @@ __all__ = [
     "LoadedConfig",
     "NextUrlPagination",
     "NoPagination",
+    "OAuth2Auth",
     "OffsetPagination",
     "PageNumberPagination",
     "Pagination",

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, ValidationError
 
+from tui_connector.config.auth_schema import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2Auth
 from tui_connector.config.document import Document, read_document
 from tui_connector.config.environment import resolve_env
 from tui_connector.config.errors import ConfigError, Loc, located, validation_messages
@@ -35,10 +36,7 @@ from tui_connector.config.partition_schema import (
     check_values,
 )
 from tui_connector.config.schema import (
-    ApiKeyAuth,
     AutoConcurrency,
-    BasicAuth,
-    BearerAuth,
     Config,
     Source,
     SourceKnobs,
@@ -105,13 +103,16 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     secrets: set[str] = set()
     data = _interpolated(document, document.data, env, secrets)
     model = _validated(Config, document, data)
-
-    partitions, problems = _resolve_partitions(model, document.file.resolve().parent)
+    base = document.file.resolve().parent
+    partitions, problems = _resolve_partitions(model, base)
     _raise_located(document, problems)
     sources = {
-        name: resolve_source(name, source, model.defaults, partitions[name], model.format)
+        name: _files_beside(
+            resolve_source(name, source, model.defaults, partitions[name], model.format), base
+        )
         for name, source in model.sources.items()
     }
+    _raise_located(document, _missing_refresh_tokens(model, sources))
     lake = lake_location(document.file, model.out)
     _raise_located(document, _lake_problems(model, sources, lake))
     environ = os.environ if env is None else env
@@ -252,6 +253,48 @@ def _beside(config_file: Path, path: str) -> Path:
 # What spans sources, and values files
 
 
+def _files_beside(spec: SourceSpec, base: Path) -> SourceSpec:
+    """The source with the files its auth names made absolute (relative to the config)."""
+    auth = spec.auth
+    if isinstance(auth, OAuth2Auth) and auth.refresh_token_file is not None:
+        path = str(base / auth.refresh_token_file)  # an absolute one stays as it is
+        return spec.model_copy(
+            update={"auth": auth.model_copy(update={"refresh_token_file": path})}
+        )
+    return spec
+
+
+def _missing_refresh_tokens(
+    model: Config, sources: Mapping[str, SourceSpec]
+) -> list[tuple[Loc, str]]:
+    """An OAuth2 refresh token to be read from a file that is not there."""
+    problems: list[tuple[Loc, str]] = []
+    for name, spec in sources.items():
+        auth, written = spec.auth, model.sources[name].auth
+        if not (isinstance(auth, OAuth2Auth) and isinstance(written, OAuth2Auth)):
+            continue
+        if auth.refresh_token is not None or auth.refresh_token_file is None:
+            continue  # a configured token to start from: the file is made when it rotates
+        try:
+            there = Path(auth.refresh_token_file).is_file()
+        except OSError as exc:  # a name too long, say
+            problems.append((_refresh_token_file_loc(name), f"cannot be read: {exc.strerror}"))
+            continue
+        if not there:
+            problems.append(
+                (
+                    _refresh_token_file_loc(name),
+                    f"{written.refresh_token_file} does not exist (a path relative to this "
+                    "file); put the refresh token in it, or set refresh_token",
+                )
+            )
+    return problems
+
+
+def _refresh_token_file_loc(source: str) -> Loc:
+    return ("sources", source, "auth", "refresh_token_file")
+
+
 def _resolve_partitions(
     model: Config, base: Path
 ) -> tuple[dict[str, AnyPartitions | None], list[tuple[Loc, str]]]:
@@ -334,6 +377,8 @@ def _secret_values(sources: Mapping[str, SourceSpec]) -> Iterator[str]:
             yield base64.b64encode(f"{auth.username}:{password}".encode()).decode()
         elif isinstance(auth, ApiKeyAuth):
             yield auth.key.get_secret_value()
+        elif isinstance(auth, OAuth2Auth):
+            yield from auth.secret_values()
         url_password = urlsplit(spec.url).password
         if url_password:
             yield url_password

@@ -15,12 +15,12 @@ from pydantic import (
     Discriminator,
     Field,
     JsonValue,
-    SecretStr,
     Tag,
     field_validator,
     model_validator,
 )
 
+from tui_connector.config.auth_schema import Auth
 from tui_connector.config.fields import (
     FilePath,
     HttpUrl,
@@ -209,39 +209,6 @@ Concurrency = Annotated[
         json_schema_input_type=FixedConcurrency | Literal["auto"] | AutoConcurrency,
     ),
 ]
-
-
-class BearerAuth(Strict):
-    """`Authorization: Bearer <token>`."""
-
-    type: Literal["bearer"]
-    token: SecretStr
-
-
-class BasicAuth(Strict):
-    """HTTP Basic: a user name and a password."""
-
-    type: Literal["basic"]
-    username: str
-    password: SecretStr
-
-
-class ApiKeyAuth(Strict):
-    """A key sent in a header or a query parameter."""
-
-    type: Literal["api_key"]
-    key: SecretStr
-    header: str | None = None
-    param: str | None = None
-
-    @model_validator(mode="after")
-    def _one_place(self) -> ApiKeyAuth:
-        if (self.header is None) == (self.param is None):
-            raise ValueError("give exactly one of 'header' or 'param' to say where the key goes")
-        return self
-
-
-Auth = Annotated[BearerAuth | BasicAuth | ApiKeyAuth, Field(discriminator="type")]
 
 
 class Timeouts(Strict):

@@ -9,6 +9,7 @@ import hmac
 
 from aiohttp import web
 
+from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.replies import JSON_TYPE, json_bytes
 
 
@@ -47,3 +48,11 @@ def unauthorized() -> web.Response:
         content_type=JSON_TYPE,
         headers={"WWW-Authenticate": 'Bearer realm="tui-connector demo"'},
     )
+
+
+async def token_guard(request: web.BaseRequest, knobs: DemoKnobs) -> web.Response | None:
+    """The ``/secure`` routes' guard: None while the ``token`` knob is unset or the request
+    carries it, else the 401."""
+    if knobs.token is None or authorized(request, knobs.token):
+        return None
+    return unauthorized()

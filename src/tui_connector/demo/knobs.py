@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from yarl import URL
+
 from tui_connector.demo.faults import FAULTS
 
 #: The most records a page may hold, whatever a request or the ``page_size`` knob asks.
@@ -37,6 +39,21 @@ class DemoKnobs:
     capacity: int | None = None
     #: How many may wait in line for a turn (None: half the capacity, at least one).
     capacity_queue: int | None = None
+    #: The one client of the OAuth2 token endpoint (``oauth``).
+    oauth_client_id: str = "demo-client"
+    oauth_client_secret: str = "demo-client-secret"
+    #: The refresh token the token endpoint accepts first (until a rotation revokes it).
+    oauth_refresh_token: str = "demo-refresh-token"
+    #: Seconds an access token of the token endpoint lives.
+    oauth_token_ttl_s: float = 300.0
+    #: Each use of a refresh token revokes it and issues a new one.
+    oauth_rotate: bool = True
+    #: The ``/oauth`` routes accept the endpoint's tokens (False: they refuse every one, as
+    #: an API does a token meant for another audience).
+    oauth_api_accepts: bool = True
+    #: An RFC 7662 introspection endpoint (another authorization server's) that decides which
+    #: tokens ``/oauth`` accepts instead; its client credentials in the URL: http://id:secret@...
+    oauth_introspection_url: str | None = None
 
     def __post_init__(self) -> None:
         _check_int("records", self.records, minimum=0)
@@ -46,7 +63,7 @@ class DemoKnobs:
             _check_int("capacity", self.capacity, minimum=1)
         if self.capacity_queue is not None:
             _check_int("capacity_queue", self.capacity_queue, minimum=0)
-        for name in ("latency_ms", "fault_rate", "retry_after_s", "slow_ms"):
+        for name in ("latency_ms", "fault_rate", "retry_after_s", "slow_ms", "oauth_token_ttl_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"{name} must be a number, not {type(value).__name__}")
@@ -65,12 +82,31 @@ class DemoKnobs:
         object.__setattr__(self, "faults", faults)
         if self.token is not None and (not isinstance(self.token, str) or not self.token):
             raise TypeError("token must be a non-empty string or null")
+        for name in ("oauth_client_id", "oauth_client_secret", "oauth_refresh_token"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise TypeError(f"{name} must be a non-empty string")
+        if self.oauth_token_ttl_s == 0:
+            raise ValueError("oauth_token_ttl_s must be above 0")
+        for name in ("oauth_rotate", "oauth_api_accepts"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false")
+        introspection = self.oauth_introspection_url
+        if introspection is not None and not (
+            isinstance(introspection, str) and introspection.startswith(("http://", "https://"))
+        ):
+            raise ValueError("oauth_introspection_url must be an http(s) URL or null")
 
     def to_json(self) -> dict[str, Any]:
-        """The knobs as JSON, the token masked (the control endpoints are unauthenticated)."""
+        """The knobs as JSON, the secrets masked (the control endpoints are unauthenticated)."""
         values = dataclasses.asdict(self)
         values["faults"] = list(self.faults)
         values["token"] = None if self.token is None else "***"
+        for secret in ("oauth_client_secret", "oauth_refresh_token"):
+            values[secret] = "***"
+        if self.oauth_introspection_url is not None:
+            values["oauth_introspection_url"] = str(
+                URL(self.oauth_introspection_url).with_user(None)
+            )
         return values
 
     @property

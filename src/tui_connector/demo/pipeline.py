@@ -39,7 +39,6 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-from tui_connector.demo.auth import authorized, unauthorized
 from tui_connector.demo.faults import decide, request_key
 from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.replies import (
@@ -244,10 +243,14 @@ def _over_capacity(knobs: DemoKnobs) -> web.Response:
     )
 
 
+#: Who may use a route: None to let a request through, else the response refusing it.
+Guard = Callable[[web.Request, DemoKnobs], Awaitable[web.Response | None]]
+
+
 def dataset_endpoint(
-    state: DemoState, handler: Handler, secure: bool
+    state: DemoState, handler: Handler, guard: Guard | None = None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The endpoint running ``handler`` in the pipeline (``secure``: needs the token)."""
+    """The endpoint running ``handler`` in the pipeline, for requests ``guard`` lets through."""
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         state.in_flight += 1
@@ -283,9 +286,10 @@ def dataset_endpoint(
                 RequestLogEntry(started, ended, request.method, path, query, status, fault)
             )
 
-        if secure and knobs.token is not None and not authorized(request, knobs.token):
-            log(401, None)
-            return unauthorized()
+        refused = None if guard is None else await guard(request, knobs)
+        if refused is not None:
+            log(refused.status, None)
+            return refused
         key = request_key(request.method, path, query, body)
         occurrence = state.occurrence(key)  # counted always, so k does not depend on the rate
         fault = decide(knobs.seed, key, occurrence, knobs.fault_rate, knobs.faults)

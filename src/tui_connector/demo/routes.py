@@ -1,7 +1,8 @@
 """The dataset routes: every pagination style and the APIs that misbehave politely; the table
 of every dataset route (these, then the hostile ones of ``hostile``).
 
-Routes (each dataset route is served under ``/v1`` without auth and under ``/secure`` with it):
+Routes (each dataset route is served under ``/v1`` without auth, under ``/secure`` with the
+``token`` knob's token, and under ``/oauth`` with an access token of ``POST /oauth/token``):
 
 - ``GET  {prefix}/pages/{ds}?page=N&per_page=M``        page numbers from 1, totals in body, header
 - ``GET  {prefix}/offset/{ds}?offset=O&limit=L``        offset/limit, ``count``, ``X-Total-Count``
@@ -26,9 +27,10 @@ Routes (each dataset route is served under ``/v1`` without auth and under ``/sec
 - ``GET  {prefix}/bad/deep/{ds}?depth=N``               one record: arrays nested N deep
 - ``GET|POST {prefix}/bad/echo-error/{ds}?status=N``    HTTP N (400) echoing the whole request
 - ``GET  /secure/echo``                                 the request's headers and query (auth)
+- ``POST /oauth/token``                                 OAuth2 token endpoint (``oauth``)
 - ``GET|POST /_demo/knobs``, ``GET /_demo/log``, ``POST /_demo/reset``   control, never faulted
 
-The routes from ``hang`` on are the hostile ones (``hostile``); the last two lines are the
+The routes from ``hang`` on are the hostile ones (``hostile``); the last three lines are the
 server's own (``server``). Which records a route pages over: ``params``.
 """
 

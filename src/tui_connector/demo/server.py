@@ -1,12 +1,13 @@
 """The demo API's server: the aiohttp application (every dataset route of ``routes`` under
-``/v1`` without auth and under ``/secure`` with it, each through ``pipeline``; and the control
-endpoints), and running it: :class:`DemoServer` on its own thread (tests, the screenshots
-script), :func:`serve_forever` in the foreground (``tui-connector serve-demo``, which
+``/v1`` without auth, under ``/secure`` with the token and under ``/oauth`` with OAuth2, and
+the token endpoint ``/oauth/token``, each through ``pipeline``; and the control endpoints),
+and running it: :class:`DemoServer` on its own thread (tests, the screenshots script),
+:func:`serve_forever` in the foreground (``tui-connector serve-demo``, which
 ``tui-connector demo`` starts).
 
 The control endpoints are never faulted, never wait for capacity and are not logged:
 
-- ``GET|POST /_demo/knobs``  the knobs (the token masked); POST a JSON object to change some
+- ``GET|POST /_demo/knobs``  the knobs (secrets masked); POST a JSON object to change some
 - ``GET /_demo/log``         the request log (dataset routes only), oldest first
 - ``POST /_demo/reset``      forget the log, the occurrence counters and ``max_serving``
 - ``GET /secure/echo``       the request's method, path, headers and query (auth)
@@ -29,9 +30,10 @@ from typing import Any
 
 from aiohttp import web
 
-from tui_connector.demo.auth import authorized, unauthorized
+from tui_connector.demo.auth import token_guard
 from tui_connector.demo.hostile import echo_request
 from tui_connector.demo.knobs import DemoKnobs
+from tui_connector.demo.oauth import OAuthServer
 from tui_connector.demo.pipeline import dataset_endpoint, track_held_connections
 from tui_connector.demo.replies import JSON_TYPE, json_bytes
 from tui_connector.demo.routes import DATASET_ROUTES
@@ -80,10 +82,7 @@ def _control_routes(state: DemoState) -> list[web.RouteDef]:
         return _json_response({"reset": True})
 
     async def echo(request: web.Request) -> web.Response:
-        token = state.knobs.token
-        if token is not None and not authorized(request, token):
-            return unauthorized()
-        return _json_response(echo_request(request))
+        return await token_guard(request, state.knobs) or _json_response(echo_request(request))
 
     return [
         web.get("/_demo/knobs", get_knobs),
@@ -98,10 +97,13 @@ def build_app(state: DemoState) -> web.Application:
     """The aiohttp application serving ``state``."""
     app = web.Application()
     track_held_connections(app)
+    oauth = OAuthServer(state.oauth_tokens)
+    app.on_cleanup.append(oauth.close)
     routes = _control_routes(state)
-    for prefix, secure in (("/v1", False), ("/secure", True)):
+    routes.append(web.post("/oauth/token", dataset_endpoint(state, oauth.token_endpoint)))
+    for prefix, guard in (("/v1", None), ("/secure", token_guard), ("/oauth", oauth.guard)):
         for method, path, handler in DATASET_ROUTES:
-            endpoint = dataset_endpoint(state, handler, secure)
+            endpoint = dataset_endpoint(state, handler, guard)
             routes.append(web.route(method, prefix + path, endpoint))
     app.add_routes(routes)
     return app
@@ -254,6 +256,14 @@ class DemoServer:
     def reset(self) -> None:
         """Clear the request log, the per-request occurrence counters and ``max_serving``."""
         self.state.reset()
+
+    def issued_tokens(self) -> list[str]:
+        """Every token the OAuth2 token endpoint issued (access and refresh), oldest first."""
+        return self.state.oauth_tokens.issued()
+
+    def revoke_access_tokens(self) -> None:
+        """Revoke every OAuth2 access token issued so far: their next use gets a 401."""
+        self.state.oauth_tokens.revoke_access()
 
 
 def serve_forever(knobs: DemoKnobs, host: str = "127.0.0.1", port: int = 0) -> None:

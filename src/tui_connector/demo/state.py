@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tui_connector.demo.knobs import DemoKnobs
+from tui_connector.demo.oauth import IssuedTokens
 
 #: The most requests the log keeps; older ones are forgotten first.
 LOG_LIMIT = 1_000_000
@@ -59,6 +60,8 @@ class DemoState:
         #: The most served at once since the start or the last :meth:`reset`.
         self.max_serving = 0
         self._line: deque[asyncio.Future[None]] = deque()
+        #: What the OAuth2 token endpoint issued (kept across `reset`: tokens stay valid).
+        self.oauth_tokens = IssuedTokens()
 
     def update_knobs(self, **fields: Any) -> DemoKnobs:
         """Change some knobs (validated: TypeError / ValueError on bad names or values)."""

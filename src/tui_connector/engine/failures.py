@@ -8,6 +8,7 @@ import time
 
 from tui_connector.extract import ExtractError
 from tui_connector.http.errors import FetchError
+from tui_connector.http.oauth2 import TokenError
 from tui_connector.incremental import IncrementalError
 from tui_connector.paginate import PaginationError
 from tui_connector.redact import Redactor
@@ -30,8 +31,9 @@ class StreamFailed(Exception):
 
 
 def stops_the_source(exc: Exception) -> bool:
-    """A lake that cannot be written, or credentials refused, fail every stream alike."""
-    return isinstance(exc, LakeError) or (
+    """A lake that cannot be written, credentials refused, or no OAuth2 token to be had,
+    fail every stream alike."""
+    return isinstance(exc, LakeError | TokenError) or (
         isinstance(exc, FetchError) and exc.status in _FATAL_STATUSES
     )
 

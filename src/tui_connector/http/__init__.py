@@ -5,13 +5,15 @@ or the UI, and it decides nothing about the source's status: it reports what hap
 
 - `source`: `SourceHttp`, the facade the engine uses (`fetch`, `set_rate_limit`,
   `held_until`, `aclose`), composing the parts below.
-- `client`: the pooled `httpx.AsyncClient` (aiohttp transport by default), auth, TLS.
+- `client`: the pooled `httpx.AsyncClient` (aiohttp transport by default), static auth, TLS.
 - `transport`: the client's transport, whose every failure says what happened (refused,
   reset, no reply, an invalid response, TLS, DNS), a timeout only for a timeout.
 - `body`: reading a body under `max_response_size`, decoding JSON, releasing responses.
 - `retry`: the retry policy (tenacity), `Retry-After`, what an error status means.
 - `hold`: the source-wide `Retry-After` hold (`retry.retry_after: source`) and its line.
 - `redirects`: following redirects by hand, refusing other hosts.
+- `oauth2`: `OAuth2Tokens`, a source's OAuth2 access token (obtained, renewed, one request
+  at a time) and `TokenError`.
 - `errors`: `FetchError`.
 - `report`: `HttpReport`, what the layer tells.
 

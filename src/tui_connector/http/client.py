@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from tui_connector.config import ApiKeyAuth, BasicAuth, BearerAuth, SourceSpec
+from tui_connector.config import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2Auth, SourceSpec
 from tui_connector.exchange import PageRequest
 from tui_connector.http.transport import truthful_transport
 
@@ -30,6 +30,8 @@ def _auth_and_params(spec: SourceSpec) -> tuple[httpx.Auth | None, dict[str, str
                 headers[header] = key.get_secret_value()
             elif param:
                 params[param] = key.get_secret_value()
+        case OAuth2Auth():
+            pass  # its access token changes: `oauth2.OAuth2Tokens` puts it on each request
     return auth, headers, params
 
 

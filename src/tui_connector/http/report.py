@@ -51,3 +51,11 @@ class HttpReport(Protocol):
     def rate_limit_changed(self, per_second: float | None) -> None:
         """The source now sends at most `per_second` requests a second (None: no limit)."""
         ...
+
+    def token_obtained(self, lifetime: float | None) -> None:
+        """An OAuth2 access token arrived, good for `lifetime` seconds (None: not said)."""
+        ...
+
+    def warned(self, message: str) -> None:
+        """What the operator should know, though nothing failed (said once; redacted)."""
+        ...

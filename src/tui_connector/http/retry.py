@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from tenacity import (
@@ -22,8 +22,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from tui_connector.config import RetryPolicy, SourceSpec
-from tui_connector.http.body import Response
+from tui_connector.config import RetryPolicy
 from tui_connector.http.errors import FetchError, fetch_error
 from tui_connector.http.report import HttpReport
 from tui_connector.redact import Redactor
@@ -35,6 +34,8 @@ if TYPE_CHECKING:
 # server is overloaded or limiting the client, so any request of the source would get the
 # same answer.
 HOLDING_STATUSES = frozenset({429, 503})
+
+_Result = TypeVar("_Result")  # of an attempt: a page's `Response`, an OAuth2 token's answer
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -69,14 +70,15 @@ def status_error(
     content: bytes,
     shown_url: str,
     attempt: int,
-    spec: SourceSpec,
+    policy: RetryPolicy,
     redact: Redactor,
+    *,
+    has_auth: bool,
 ) -> FetchError:
-    """The error an HTTP status of 400 or more means to the source `spec`: retryable if its
-    retry policy says so, with the server's `Retry-After`; one longer than `retry.max_wait`
-    fails the request at once. A refusal's hint says to check the source's `auth:`, or to
-    add one."""
-    policy = spec.retry
+    """The error an HTTP status of 400 or more means: retryable if the retry `policy` says
+    so, with the server's `Retry-After`; one longer than `retry.max_wait` fails the request at
+    once. A refusal's hint says to check the credentials, or (`has_auth` false: the request
+    carried none) to add an `auth:`."""
     status = response.status_code
     retryable = status in policy.statuses
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -92,7 +94,6 @@ def status_error(
             content=content,
             retryable=False,
         )
-    has_auth = spec.auth is not None
     hint = "" if retryable else _status_hint(status, response.headers, has_auth=has_auth)
     return fetch_error(
         redact,
@@ -156,9 +157,9 @@ class Retries:
     async def after(
         self,
         first_failure: FetchError,
-        attempt: Callable[[int], Awaitable[Response]],
+        attempt: Callable[[int], Awaitable[_Result]],
         interrupt: asyncio.Event | None,
-    ) -> Response:
+    ) -> _Result:
         """Attempt 2, 3, ... (`attempt(number)`) until one succeeds, fails for good or the
         policy's attempts are spent; raises the last FetchError, its `attempts` set.
 

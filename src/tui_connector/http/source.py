@@ -11,16 +11,17 @@ from contextlib import AbstractAsyncContextManager
 import httpx
 from aiolimiter import AsyncLimiter
 
-from tui_connector.config import NextUrlPagination, RetryPolicy, SourceSpec
+from tui_connector.config import NextUrlPagination, OAuth2Auth, RetryPolicy, SourceSpec
 from tui_connector.exchange import PageRequest
 from tui_connector.http.body import Response, ResponseTooLarge, decode_response, read_body
 from tui_connector.http.client import build_client, request_url
 from tui_connector.http.errors import FetchError, fetch_error
 from tui_connector.http.hold import SourceHold
+from tui_connector.http.oauth2 import OAuth2Tokens
 from tui_connector.http.redirects import RedirectFollower
 from tui_connector.http.report import HttpReport
 from tui_connector.http.retry import HOLDING_STATUSES, Retries, status_error
-from tui_connector.http.transport import worth_retrying
+from tui_connector.http.transport import EXCHANGE_FAILURES, exchange_failure
 from tui_connector.redact import Redactor
 
 AttemptSlot = Callable[[], AbstractAsyncContextManager[None]]
@@ -48,6 +49,12 @@ class SourceHttp:
         self._holds_source = self.policy.retry_after == "source"
         self._hold = SourceHold(self.policy, report)
         self._retries = Retries(self.policy, self._hold, report)
+        auth = spec.auth
+        self._tokens = (
+            OAuth2Tokens(auth, self.client, self.policy, spec.timeout.total, report, redactor)
+            if isinstance(auth, OAuth2Auth)
+            else None
+        )
         self._limiter: AsyncLimiter | None = None
         self.set_rate_limit(spec.rate_limit)
 
@@ -101,12 +108,18 @@ class SourceHttp:
         attempt: int,
         attempt_slot: AttemptSlot | None,
         interrupt: asyncio.Event | None,
+        *,
+        renewed_token: bool = False,
     ) -> Response:
+        """One attempt; with OAuth2, a 401 renews the token and sends the request once more
+        (`renewed_token`), which another 401 fails."""
         http_request = self.client.build_request(
             request.method, request_url(request, self._auth_params), json=request.json
         )
         shown_url = self.redact(str(http_request.url))
         report = self._report
+        if self._tokens is not None:  # before the turn: a token request takes a slot of its own
+            await self._tokens.authorize(http_request, attempt_slot, interrupt)
         async with await self._turn(attempt_slot, interrupt):
             request_id = report.request_started(request.method, shown_url, attempt)
             size = 0
@@ -120,32 +133,16 @@ class SourceHttp:
                         self._hold.extend_for(response)  # before the slot is given back
                     content = await read_body(response, self.spec.max_response_size)
                 size = len(content)
-            except TimeoutError:
-                timed_out = True
+            except EXCHANGE_FAILURES as exc:
+                failure = exchange_failure(exc, self.spec.timeout.total)
+                timed_out = failure.timed_out
                 raise self._error(
-                    f"no complete response within {self.spec.timeout.total:g} s (timeout.total)",
+                    failure.message,
                     shown_url,
                     attempt,
-                ) from None
-            except httpx.TimeoutException as exc:
-                timed_out = True
-                said = f"timed out ({type(exc).__name__})"
-                raise self._error(
-                    f"{said}: {exc}" if str(exc) else said, shown_url, attempt
-                ) from None
-            except httpx.TransportError as exc:  # said plainly by `transport.TruthfulTransport`
-                raise self._error(
-                    str(exc) or type(exc).__name__,
-                    shown_url,
-                    attempt,
-                    retryable=worth_retrying(exc),
-                ) from None
-            except httpx.DecodingError as exc:  # httpx undoing the body's Content-Encoding
-                raise self._error(
-                    f"the response body does not decode as its Content-Encoding says: {exc}",
-                    shown_url,
-                    attempt,
-                    status=status,
+                    # A body that does not decode came with its status; the others with none.
+                    status=status if isinstance(exc, httpx.DecodingError) else None,
+                    retryable=failure.retryable,
                 ) from None
             except ResponseTooLarge as exc:
                 raise self._error(
@@ -153,8 +150,23 @@ class SourceHttp:
                 ) from None
             finally:
                 report.request_finished(request_id, size, status, timed_out)
+        if response.status_code == 401 and self._tokens is not None:
+            if renewed_token:
+                raise self._tokens.still_rejected(response, content, shown_url, attempt)
+            await self._tokens.rejected(http_request, attempt_slot, interrupt)
+            return await self._attempt(
+                request, attempt, attempt_slot, interrupt, renewed_token=True
+            )
         if response.status_code >= 400:
-            raise status_error(response, content, shown_url, attempt, self.spec, self.redact)
+            raise status_error(
+                response,
+                content,
+                shown_url,
+                attempt,
+                self.policy,
+                self.redact,
+                has_auth=self.spec.auth is not None,
+            )
         return decode_response(
             response, content, shown_url, attempt, self.redact, self.spec.response_format
         )

@@ -42,6 +42,7 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
@@ -75,6 +76,38 @@ def worth_retrying(error: httpx.TransportError) -> bool:
     is not HTTP; after anything else, yes (a reset, a refusal while a server restarts, a
     garbled reply from an overloaded proxy, a timeout)."""
     return not isinstance(error, TlsFailed | httpx.UnsupportedProtocol)
+
+
+# What ends an exchange without a response to read: a timeout of ours, or the transport's.
+EXCHANGE_FAILURES = (TimeoutError, httpx.TransportError, httpx.DecodingError)
+
+
+@dataclass(frozen=True)
+class ExchangeFailure:
+    """An exchange that got no usable response, as the user reads it."""
+
+    message: str
+    retryable: bool = True
+    timed_out: bool = False
+
+
+def exchange_failure(exc: BaseException, total_timeout: float) -> ExchangeFailure:
+    """What one of `EXCHANGE_FAILURES` means (`total_timeout`: the request's `timeout.total`,
+    which our own `asyncio.timeout` enforces)."""
+    if isinstance(exc, TimeoutError):
+        return ExchangeFailure(
+            f"no complete response within {total_timeout:g} s (timeout.total)", timed_out=True
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        said = f"timed out ({type(exc).__name__})"
+        return ExchangeFailure(f"{said}: {exc}" if str(exc) else said, timed_out=True)
+    if isinstance(exc, httpx.TransportError):  # said plainly by `TruthfulTransport`
+        return ExchangeFailure(str(exc) or type(exc).__name__, retryable=worth_retrying(exc))
+    if isinstance(exc, httpx.DecodingError):  # httpx undoing the body's Content-Encoding
+        return ExchangeFailure(
+            f"the response body does not decode as its Content-Encoding says: {exc}"
+        )
+    raise TypeError(f"not an exchange failure: {exc!r}")
 
 
 def truthful_transport(

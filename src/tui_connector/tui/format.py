@@ -142,6 +142,17 @@ def concurrency_change_text(stats: SourceStats, now: float) -> str | None:
     return text
 
 
+def tokens_text(stats: SourceStats, now: float) -> str:
+    """How many OAuth2 access tokens the source obtained, and when the current one expires."""
+    text = f"{count(stats.tokens_obtained)} obtained"
+    expires_at = stats.token_expires_at
+    if expires_at is None:
+        return f"{text}, the current one with no expiry given"
+    if expires_at <= now:
+        return f"{text}, the current one expired {duration(now - expires_at)} ago"
+    return f"{text}, the current one expires in {countdown(expires_at - now)}"
+
+
 def checkpoint_age(last_commit_at: float | None, now: float) -> str:
     if last_commit_at is None:
         return PLACEHOLDER

@@ -85,6 +85,8 @@ def source_figures(stats: SourceStats | None, now: float) -> list[Figure]:
     if change is not None:
         line("limit changed", change)
     line("retries, errors", f"{fmt.count(stats.retries)}, {fmt.count(stats.errors)}")
+    if stats.tokens_obtained:
+        line("OAuth2 tokens", fmt.tokens_text(stats, now))
     committed_at = stats.last_checkpoint_at
     age = fmt.checkpoint_age(committed_at, now)
     line("last checkpoint", f"{age} ago" if committed_at is not None else age)
