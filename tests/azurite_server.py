@@ -14,38 +14,28 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
-import subprocess
-import threading
-from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from node_server import NODE_SERVERS, NodeServer
 
 # Azurite's development account and its key, published in Azurite's documentation.
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
-NODE_SERVERS = Path(__file__).resolve().parent / "node"
 BLOB_SERVER = NODE_SERVERS / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"
-INSTALL = "python3 scripts/dev.py test (or: cd tests/node && npm install)"
 _LISTENING = re.compile(r"successfully listens on (http://\S+)")
-# A start takes about a second; a loaded machine may need many more.
-START_WITHIN = 60.0
 
 
-class AzuriteMissing(RuntimeError):
-    """node, or Azurite, is not installed: the message says how to install it."""
-
-
-class AzuriteEndpoint:
+class AzuriteEndpoint(NodeServer):
     """Azurite's blob service on an ephemeral 127.0.0.1 port, its data in memory."""
 
+    name = "Azure Blob storage (Azurite)"
+    package = "azurite"
+
     def __init__(self) -> None:
-        self._process: subprocess.Popen[str] | None = None
-        self._output: deque[str] = deque(maxlen=40)
-        self._listening = threading.Event()
+        super().__init__()
         self.url = ""  # of the service; the account's endpoint is `account_url`
         self._numbers = itertools.count(1)
 
@@ -53,64 +43,22 @@ class AzuriteEndpoint:
     def account_url(self) -> str:
         return f"{self.url}/{ACCOUNT}"
 
-    def start(self) -> AzuriteEndpoint:
-        node = shutil.which("node")
-        if node is None:
-            raise AzuriteMissing(f"the Azure tests need node (20 or newer) and Azurite: {INSTALL}")
-        if not BLOB_SERVER.exists():
-            raise AzuriteMissing(f"Azurite is not installed in tests/node: {INSTALL}")
-        self._process = subprocess.Popen(
-            [
-                node,
-                str(BLOB_SERVER),
-                *("--blobHost", "127.0.0.1", "--blobPort", "0"),  # 0: a free port, printed
-                *("--inMemoryPersistence", "--extentMemoryLimit", "256"),
-                "--disableTelemetry",  # the tests reach no host but 127.0.0.1
-                "--skipApiVersionCheck",  # the Rust clients send an API version of their own
-                "--loose",
-                "--silent",  # no line per request
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            cwd=NODE_SERVERS,
-        )
-        threading.Thread(target=self._read_output, daemon=True).start()
-        if not self._listening.wait(START_WITHIN) or not self.url:
-            self.stop()
-            said = "".join(self._output).strip() or "nothing"
-            raise RuntimeError(f"Azurite did not start in {START_WITHIN:.0f} s; it said: {said}")
-        return self
+    def arguments(self) -> list[str]:
+        return [
+            str(BLOB_SERVER),
+            *("--blobHost", "127.0.0.1", "--blobPort", "0"),  # 0: a free port, printed
+            *("--inMemoryPersistence", "--extentMemoryLimit", "256"),
+            "--disableTelemetry",  # the tests reach no host but 127.0.0.1
+            "--skipApiVersionCheck",  # the Rust clients send an API version of their own
+            "--loose",
+            "--silent",  # no line per request
+        ]
 
-    def _read_output(self) -> None:
-        """Keep reading what Azurite prints (a full pipe would stall it); the first address
-        it listens on is the endpoint. The end of its output ends the wait too."""
-        assert self._process is not None and self._process.stdout is not None
-        for line in self._process.stdout:
-            self._output.append(line)
-            found = _LISTENING.search(line)
-            if found and not self.url:
-                self.url = found.group(1).rstrip("/")
-                self._listening.set()
-        self._listening.set()
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def __enter__(self) -> AzuriteEndpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def listening(self, line: str) -> bool:
+        found = _LISTENING.search(line)
+        if found:
+            self.url = found.group(1).rstrip("/")
+        return found is not None
 
     def env(self, account_key: str = ACCOUNT_KEY) -> dict[str, str]:
         """The standard variables that point an Azure client (obstore, delta-rs) here."""

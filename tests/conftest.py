@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from node_server import NodeServerMissing
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.server import DemoServer
 
-from azurite_server import AzuriteEndpoint, AzuriteMissing, Container
+from azurite_server import AzuriteEndpoint, Container
 from helpers import RECORDS
 from s3_server import Bucket, S3Endpoint
 
@@ -78,7 +79,7 @@ def azure() -> Iterator[AzuriteEndpoint]:
     """One Azure Blob endpoint for the session (azurite_server.py)."""
     try:
         endpoint = AzuriteEndpoint().start()
-    except AzuriteMissing as exc:
+    except NodeServerMissing as exc:
         pytest.fail(str(exc), pytrace=False)
     yield endpoint
     endpoint.stop()

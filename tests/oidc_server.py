@@ -12,96 +12,43 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import subprocess
-import threading
-from collections import deque
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-NODE_SERVERS = Path(__file__).resolve().parent / "node"
+from node_server import NODE_SERVERS, NodeServer
+
 LAUNCHER = NODE_SERVERS / "oidc_server.mjs"
-INSTALL = (
-    "install Node.js 20 or newer (e.g. apt-get install nodejs npm), then run "
-    "python3 scripts/dev.py test (or: cd tests/node && npm install)"
-)
-# A start takes under a second; a loaded machine may need many more.
-START_WITHIN = 60.0
 
 
-class OidcProviderMissing(RuntimeError):
-    """node, or oidc-provider, is not installed: the message says how to install it."""
-
-
-class OidcProvider:
+class OidcProvider(NodeServer):
     """oidc-provider on an ephemeral 127.0.0.1 port; its tokens live `ttl` seconds."""
 
+    name = "OAuth2 (oidc-provider)"
+    package = "oidc-provider"
+
     def __init__(self, ttl: int) -> None:
+        super().__init__()
         self.ttl = ttl
         self.client_secret = secrets.token_urlsafe(24)
         self.resource_server_secret = secrets.token_urlsafe(24)
-        self._process: subprocess.Popen[str] | None = None
-        self._output: deque[str] = deque(maxlen=40)
-        self._ready = threading.Event()
         self.endpoints: dict[str, str] = {}  # what the launcher printed once listening
 
-    def start(self) -> OidcProvider:
-        node = shutil.which("node")
-        if node is None:
-            raise OidcProviderMissing(f"the OAuth2 tests need node and oidc-provider: {INSTALL}")
-        if not (NODE_SERVERS / "node_modules" / "oidc-provider").is_dir():
-            raise OidcProviderMissing(f"oidc-provider is not installed in tests/node: {INSTALL}")
-        self._process = subprocess.Popen(
-            [node, str(LAUNCHER), "--ttl", str(self.ttl)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            cwd=NODE_SERVERS,
-            env={
-                **os.environ,
-                "CLIENT_SECRET": self.client_secret,
-                "RESOURCE_SERVER_SECRET": self.resource_server_secret,
-            },
-        )
-        threading.Thread(target=self._read_output, daemon=True).start()
-        if not self._ready.wait(START_WITHIN) or not self.endpoints:
-            self.stop()
-            said = "".join(self._output).strip() or "nothing"
-            raise RuntimeError(
-                f"oidc-provider did not start in {START_WITHIN:.0f} s; it said: {said}"
-            )
-        return self
+    def arguments(self) -> list[str]:
+        return [str(LAUNCHER), "--ttl", str(self.ttl)]
 
-    def _read_output(self) -> None:
-        """Keep reading what node prints (a full pipe would stall it); the JSON line is the
-        sign it listens. The end of its output ends the wait too."""
-        assert self._process is not None and self._process.stdout is not None
-        for line in self._process.stdout:
-            self._output.append(line)
-            if line.startswith("{") and not self.endpoints:
-                self.endpoints = json.loads(line)
-                self._ready.set()
-        self._ready.set()
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "CLIENT_SECRET": self.client_secret,
+            "RESOURCE_SERVER_SECRET": self.resource_server_secret,
+        }
 
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def __enter__(self) -> OidcProvider:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def listening(self, line: str) -> bool:
+        """The launcher's one JSON line, its endpoints, says it listens."""
+        if line.startswith("{"):
+            self.endpoints = json.loads(line)
+        return bool(self.endpoints)
 
     @property
     def token_url(self) -> str:

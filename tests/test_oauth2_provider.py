@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from oidc_server import OidcProvider, OidcProviderMissing
+from node_server import NodeServerMissing
+from oidc_server import OidcProvider
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 
@@ -24,7 +25,7 @@ def oidc_provider() -> Iterator[OidcProvider]:
     """oidc-provider on 127.0.0.1 for this module's tests."""
     try:
         provider = OidcProvider(ttl=TOKEN_LIFETIME).start()
-    except OidcProviderMissing as exc:
+    except NodeServerMissing as exc:
         pytest.fail(str(exc))
     with provider:
         yield provider
