@@ -65,11 +65,14 @@ Doubling per window costs a window (a round trip, often two: a window only count
 sent after the last change) per doubling. From 4 to 64 that is most of a short job: 100 pages
 behind 50 ms took 0.49 s where a fixed 64 took 0.24 s. When the engine knows how many requests
 are ready to go (the pages of a stream whose page count is known, partitions waiting) it says
-so (`expect`), and during slow start the limit opens at once to that many, up to `maximum`:
-a window sized to the known work. Nothing more is known of the server than before, so the
-jump is a probe, and its first signal is read for what it says about the server rather than
-about the jumped limit:
+so (`expect`), and during slow start the limit opens to that many, up to `maximum`, within
+one round trip: a window sized to the known work. Nothing more is known of the server than
+before, so the jump is a probe, paced and read for what it says about the server:
 
+* The opening is spread evenly over one baseline latency (`LimitChange.spread`; the engine
+  adds the slots one at a time). Refusals usually come back at once: sent in one burst, the
+  whole probe was on the wire before the first 429 came back (against the benchmark's server
+  that takes 36, 28 of 64 were refused); paced, a refusal stops it after a few (4-7).
 * An overload from a request sent during the probe cuts to `backoff` times the load that
   request was sent at (its `in_flight`, which the server refused), not times the limit: after
   a jump to 64 a server that takes 36 gets 27, not 48 (still too many, and more 429s).
@@ -81,9 +84,8 @@ about the jumped limit:
   queues in the client's loop, and the cut took a 64 that the server served well down to 18.
 
 An overload ends slow start as always; a first window without one confirms the jump, and slow
-start goes on. Overload responses usually come back at once, while the probe is still being
-sent (each request costs the client its share of the loop), so its overshoot is what the
-client sends in the time a rejection takes to come back.
+start goes on. Pacing costs the short job about half a round trip against a fixed limit of the
+same size (the last of the probe's requests leave a round trip after the first).
 """
 
 from __future__ import annotations
@@ -318,7 +320,7 @@ class AdaptiveLimit:
         window = self._remember(median, load)
         baseline = min(w.median for w in self._history)
 
-        self._probe_since = None  # the probe's first window: whatever it says, as any window
+        probed, self._probe_since = self._probe_since is not None, None
         if median > baseline * self.tolerance and median - baseline > self.min_latency_gap:
             reason = f"lowered: latency rising ({_ms(median)}, baseline {_ms(baseline)})"
             if self._not_queueing(window):
@@ -328,7 +330,10 @@ class AdaptiveLimit:
                 self._history = [window]
                 self._lowered = []
                 reason += ", not from load: re-learning the baseline"
-            else:
+            elif not probed:
+                # (A probe's window ran while the limit was opening: its requests saw loads
+                # from the old limit up, so its median is not its load's, and its lower
+                # median would make the next windows' queue look like the server's own.)
                 self._lowered.append(window)
             new = max(
                 self.minimum,
