@@ -63,16 +63,17 @@ Fast start when the work is known
 ---------------------------------
 Doubling per window costs a window (a round trip, often two: a window only counts requests
 sent after the last change) per doubling. From 4 to 64 that is most of a short job: 100 pages
-behind 50 ms took 0.49 s where a fixed 64 took 0.24 s. When the engine knows how many requests
-are ready to go (the pages of a stream whose page count is known, partitions waiting) it says
-so (`expect`), and during slow start the limit opens to that many, up to `maximum`, within
-one round trip: a window sized to the known work. Nothing more is known of the server than
-before, so the jump is a probe, paced and read for what it says about the server:
+behind 50 ms took 0.49 s where a fixed 64 took 0.25 s (medians). When the engine knows how
+many requests are ready to go (the pages of a stream whose page count is known, partitions
+waiting) it says so (`expect`), and during slow start the limit opens to that many, up to
+`maximum`, within one round trip: a window sized to the known work. Nothing more is known of
+the server than before, so the jump is a probe, paced and read for what it says about it:
 
 * The opening is spread evenly over one baseline latency (`LimitChange.spread`; the engine
   adds the slots one at a time). Refusals usually come back at once: sent in one burst, the
   whole probe was on the wire before the first 429 came back (against the benchmark's server
-  that takes 36, 28 of 64 were refused); paced, a refusal stops it after a few (4-7).
+  that takes 36, 28 of 64 were refused); paced, the first refusal comes back at 37-42 in
+  flight and stops it (2-7 429s in a whole run of 2,000 requests).
 * An overload from a request sent during the probe cuts to `backoff` times the load that
   request was sent at (its `in_flight`, which the server refused), not times the limit: after
   a jump to 64 a server that takes 36 gets 27, not 48 (still too many, and more 429s).
