@@ -356,7 +356,8 @@ class Report:
         what = f"{section['pages']} pages x {section['latency_ms']:g} ms, total from a header"
         yield Row(
             "12",
-            f"short job ({what}): auto / best fixed ({best}), median time of {runs} runs",
+            f"short job ({what}): auto / best fixed ({best}), median time of {runs} run"
+            + ("s" if runs != 1 else ""),
             f"{ratio:.2f} ({medians['auto']:.3f} vs {medians[best]:.3f} s; fastest runs "
             f"{fastest['auto']:.3f} vs {fastest[section['best_fixed_by_fastest']]:.3f} s)",
             "<= 1.3",
