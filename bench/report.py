@@ -86,6 +86,7 @@ class Report:
         "delta_over_jsonl",
         "rss_peak_mb_parquet",
         "rss_peak_mb_delta",
+        "short_job_auto_over_best_fixed",
     )
     # The lake's formats (issue 16): records/s of workload 2 against JSON Lines, and peak RSS.
     OVER_JSONL_TARGETS = {"parquet": 0.8, "delta": 0.7}
@@ -116,6 +117,7 @@ class Report:
         yield from self._transport_rows()
         yield from self._dlt_rows()
         yield from self._lake_rows()
+        yield from self._short_job_rows()
 
     def _latency_rows(self) -> Iterator[Row]:
         section = self.get("latency_bound")
@@ -347,6 +349,37 @@ class Report:
                 None,
             )
 
+    def _short_job_rows(self) -> Iterator[Row]:
+        section = self.get("short_job")
+        if not section:
+            return
+        medians, fastest = section["median_wall_s"], section["fastest_wall_s"]
+        best = section["best_fixed"]
+        ratio = self.figures["short_job_auto_over_best_fixed"]
+        runs = len(section["runs"]["auto"])
+        what = f"{section['pages']} pages x {section['latency_ms']:g} ms, total from a header"
+        yield Row(
+            "12",
+            f"short job ({what}): auto / best fixed ({best}), median time of {runs} run"
+            + ("s" if runs != 1 else ""),
+            f"{ratio:.2f} ({medians['auto']:.3f} vs {medians[best]:.3f} s; fastest runs "
+            f"{fastest['auto']:.3f} vs {fastest[section['best_fixed_by_fastest']]:.3f} s)",
+            "<= 1.3",
+            ratio <= 1.3,
+        )
+        yield Row(
+            "12",
+            "short job, median s: sequential / default (4) / "
+            + " / ".join(name.removeprefix("fixed ") for name in medians if "fixed" in name)
+            + " / auto",
+            " / ".join(
+                f"{medians[name]:.2f}"
+                for name in ("sequential", "default", *(n for n in medians if "fixed" in n), "auto")
+            ),
+            "report",
+            None,
+        )
+
     # -- output -------------------------------------------------------------------------------
 
     def table(self) -> str:
@@ -408,6 +441,9 @@ class Report:
                 yield "11 S3", run
         for run in (self.get("s3", "memory") or {}).values():
             yield "11 S3, memory", run
+        for runs in (self.get("short_job", "runs") or {}).values():
+            for run in runs:
+                yield "12 short job", run
 
     def markdown(self) -> str:
         figures = self.figures

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import lake_workloads
+import short_jobs
 import workloads as wl
 from demo_api import DemoApi, cpu_plan
 from report import Report
@@ -58,6 +59,7 @@ WORKLOADS = {
     "9": "lake formats, CPU-bound",
     "10": "lake formats, memory",
     "11": "lake formats on a local S3 endpoint",
+    "12": "a short job at the I/O bound (auto vs a fixed sweep)",
 }
 
 
@@ -537,6 +539,7 @@ def main() -> int:
             "9": lambda: lake_workloads.formats_cpu_bound(bench, figures),
             "10": lambda: lake_workloads.formats_memory(bench, figures),
             "11": lambda: lake_workloads.formats_on_s3(bench, figures, server_cpus),
+            "12": lambda: short_jobs.short_job(bench, figures),
         }
         for key, step in steps.items():
             if key in selected:

@@ -33,6 +33,8 @@ class StreamSet:
     max_attempts: int | None = None  # retry.max_attempts; None: the default (5)
     format: str = "jsonl"  # the lake's `format:`
     out: str = "lake"  # the lake's `out:`: beside the config, or an object-store URL
+    parallel: bool = True  # `pages`: fetch the pages at once once the total is known
+    total_header: str | None = None  # `pages`: the total from this header, not the body
 
     @property
     def streams(self) -> int:
@@ -99,12 +101,17 @@ class StreamSet:
         else:
             source["records"] = "data"
             source["params"] = {"dataset_size": self.records_per_stream}
+            total: str | dict[str, str] = "total"
+            if self.total_header is not None:
+                total = {"header": self.total_header}
             source["pagination"] = {
                 "type": "page_number",
                 "size_param": "per_page",
                 "size": self.page_size,
-                "stop": {"total_records": "total"},
+                "stop": {"total_records": total},
             }
+            if not self.parallel:
+                source["pagination"]["parallel"] = False
         if len(datasets) > 1:
             source["partitions"] = {"type": "values", "values": datasets, "path": "ds"}
         return source
@@ -137,6 +144,9 @@ class Sizes:
     adaptive_pages: int
     peer_records: int  # per dataset, against dlt
     repeats: int  # interleaved repetitions of the noisy, short comparisons
+    # Workload 12's runs last a few round trips each, so the machine's noise is a large part
+    # of any one of them: more repeats, and medians.
+    short_repeats: int
     # The same for workload 2, whose runs swing most with the shared machine's load: the
     # same run took 2.2 to 2.9 s within minutes. Its best of 5 still moved its ratios by 0.1
     # from one full run to the next; more runs let the best of each side come nearer to what
@@ -152,6 +162,7 @@ FULL = Sizes(
     adaptive_pages=2_000,
     peer_records=5_000,
     repeats=3,
+    short_repeats=7,
     cpu_repeats=8,
 )
 QUICK = Sizes(
@@ -162,6 +173,7 @@ QUICK = Sizes(
     adaptive_pages=200,
     peer_records=500,
     repeats=1,
+    short_repeats=1,
     cpu_repeats=1,
 )
 
@@ -243,4 +255,26 @@ def peer(sizes: Sizes, concurrency: int | None) -> StreamSet:
         page_size=PEER_PAGE_SIZE,
         concurrency=concurrency,
         pagination="pages",
+    )
+
+
+SHORT_JOB_PAGES = 100
+SHORT_JOB_SWEEP = (8, 16, 32, 64, 128)
+
+
+def short_job(concurrency: int | str | None, *, parallel: bool = True) -> StreamSet:
+    """One stream of 100 pages of 100 records behind 50 ms, the total known from
+    `X-Total-Count` after the first page: a job of a few round trips at the I/O bound, where
+    the time a concurrency limit takes to open up is most of the run. `parallel=False` walks
+    the pages one at a time (for context)."""
+    return StreamSet(
+        prefix="short",
+        sources=1,
+        partitions=1,
+        pages_per_stream=SHORT_JOB_PAGES,
+        page_size=100,
+        concurrency=concurrency,
+        pagination="pages",
+        parallel=parallel,
+        total_header="X-Total-Count",
     )

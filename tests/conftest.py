@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from node_server import NodeServerMissing
 from tui_connector.config import LoadedConfig, load_config
 from tui_connector.demo.knobs import DemoKnobs
 from tui_connector.demo.server import DemoServer
 
 from azurite_server import AzuriteEndpoint, Container
 from helpers import RECORDS
+from node_server import NodeServerMissing
 from s3_server import Bucket, S3Endpoint
 
 

@@ -485,6 +485,53 @@ async def test_auto_concurrency_settles_near_the_servers_capacity(
     assert stats.concurrency_reason
 
 
+# 100 pages: a slow start from 4 has sent 60 of them (windows of 4, 8, 16, 32) before its limit
+# reaches 64, so it never has more than about 40 in flight; opened at once, it has 64.
+KNOWN_PAGES = """
+sources:
+  known:
+    url: {url}/v1/pages/known
+    records: data
+    concurrency: auto
+    params: {{per_page: 10}}
+    pagination: {{type: page_number, stop: {{total_records: {{header: X-Total-Count}}}}}}
+"""
+
+KNOWN_PARTITIONS = """
+sources:
+  parts:
+    url: {url}/v1/all/{{ds}}
+    concurrency: auto
+    params: {{dataset_size: 2}}
+    partitions: {{type: values, values: [{values}], path: ds}}
+"""
+
+
+async def test_auto_concurrency_opens_to_the_known_pages_at_once(
+    demo_server_factory: Factory, write_config: Write
+) -> None:
+    server = demo_server_factory(records=1000, latency_ms=150)
+    config = write_config(KNOWN_PAGES.format(url=server.url))
+    result, _ = await run_engine(config)
+    assert result.done == ["known"]
+    assert lake_ids(config.out, "known") == expected_ids("known", 1000)
+    log = server.log()
+    assert len(log) == 100 and {e.status for e in log} == {200}
+    assert overlapping(log) >= 48  # 64 paced over a round trip; a slow start stays near 40
+
+
+async def test_auto_concurrency_opens_to_the_partitions_waiting_after_one_response(
+    demo_server_factory: Factory, write_config: Write
+) -> None:
+    server = demo_server_factory(latency_ms=150)
+    values = [f"p{index:03d}" for index in range(100)]
+    config = write_config(KNOWN_PARTITIONS.format(url=server.url, values=", ".join(values)))
+    result, _ = await run_engine(config)
+    assert result.done == ["parts"]
+    assert len(lake_records(config.out, "parts")) == 200
+    assert overlapping(server.log()) >= 48
+
+
 async def test_retrying_a_failed_parent_restarts_its_finished_child(
     demo_server_factory: Factory, write_config: Write
 ) -> None:

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from node_server import NodeServerMissing
-from oidc_server import OidcProvider
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 
 from helpers import expected_ids, lake_ids, run_engine, run_failed, single_source
+from node_server import NodeServerMissing
+from oidc_server import OidcProvider
 
 TOKEN_LIFETIME = 2  # seconds, the shortest whole number that leaves room to renew ahead
 

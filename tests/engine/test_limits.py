@@ -1,4 +1,5 @@
-"""The limits a run's requests share: resizable concurrency limits and the loop pacer."""
+"""The limits a run's requests share: resizable concurrency limits, their paced opening and the
+loop pacer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections import Counter
 
 import pytest
 
-from tui_connector.engine.limits import LoopPacer, ResizableLimit
+from tui_connector.engine.limits import LimitRamp, LoopPacer, ResizableLimit
+
+from helpers import async_wait_for
 
 
 async def test_resizable_limit_bounds_and_grows_live() -> None:
@@ -37,6 +40,36 @@ async def test_resizable_limit_bounds_and_grows_live() -> None:
     await asyncio.gather(*tasks)
     assert peak == 5
     assert limit.in_use == 0
+
+
+async def test_ramp_opens_a_limit_one_slot_at_a_time_over_the_span() -> None:
+    loop = asyncio.get_running_loop()
+    applied: list[tuple[int, float]] = []
+    ramp = LimitRamp(lambda limit: applied.append((limit, loop.time())))
+    started = loop.time()
+    ramp.start(4, 12, 0.04)
+    assert [limit for limit, _ in applied] == [5]  # the first slot at once
+    await async_wait_for(lambda: applied[-1][0] == 12, what="the ramp's end")
+    assert [limit for limit, _ in applied] == list(range(5, 13))
+    # Evenly: seven more steps, 5 ms apart at the least (timers fire late, never early).
+    assert applied[-1][1] - started >= 0.035 - 0.002
+
+
+async def test_ramp_stops_when_the_limit_is_set_otherwise() -> None:
+    applied: list[int] = []
+    ramp = LimitRamp(applied.append)
+    ramp.start(4, 64, 0.06)  # a slot a millisecond
+    await async_wait_for(lambda: len(applied) >= 3, what="a few steps")
+    ramp.start(applied[-1], 2, 0.06)  # a decrease: at once, and the ramp is over
+    assert applied[-1] == 2
+    ramp.start(2, 5, 0.006)
+    await async_wait_for(lambda: applied[-1] == 5, what="the second ramp's end")
+    # Meanwhile the first ramp would have gone on stepping: none of its steps came.
+    assert applied[applied.index(2) :] == [2, 3, 4, 5]
+    ramp.start(5, 6, 10.0)  # one step: at once, nothing paced
+    ramp.start(6, 40, 0.0)  # no time to spread it over: at once
+    assert applied[-2:] == [6, 40]
+    ramp.cancel()
 
 
 async def test_resizable_limit_cancelled_waiter_leaks_no_slot() -> None:

@@ -1,5 +1,6 @@
 """A source's pause and stop state, shared by its streams: the gate every fetch passes, the
-slot every attempt holds, and the count of fetches under way that a pause waits for."""
+slot every attempt holds, the count of fetches under way that a pause waits for, and the word
+that more requests are ready to go (an adaptive limit may open up to them)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ class SourceGate:
         global_limit: ResizableLimit,
         pacer: LoopPacer,
         on_quiet: Callable[[], None],
+        on_work_ready: Callable[[int], None] | None = None,
     ) -> None:
         self.limit = limit
         self.global_limit = global_limit
         self.pacer = pacer
         self.on_quiet = on_quiet
+        self._on_work_ready = on_work_ready
         self.paused = False
         self.stop_requested = False
         self._unpaused = asyncio.Event()
@@ -86,6 +89,12 @@ class SourceGate:
         return self._attempt_slot
 
     # -- schedulers -------------------------------------------------------------------------
+
+    def work_ready(self, requests: int) -> None:
+        """A scheduler has `requests` more ready to send as the limit allows (the pages of a
+        stream whose page count it learnt, partitions queued)."""
+        if self._on_work_ready is not None and requests > 0:
+            self._on_work_ready(requests)
 
     def wake(self) -> None:
         self._wake.set()

@@ -62,6 +62,38 @@ class ResizableLimit:
             self.release()
 
 
+class LimitRamp:
+    """Raises a limit one step at a time, evenly over a span of time, through `apply` (which
+    sets the limit and wakes the schedulers). A burst sent at once is on the wire before the
+    first refusal can come back; paced over a round trip, a refusal stops it part way."""
+
+    def __init__(self, apply: Callable[[int], None]) -> None:
+        self._apply = apply
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, current: int, target: int, seconds: float) -> None:
+        """From `current` up to `target` over `seconds` (at once when there is no time)."""
+        self.cancel()
+        steps = target - current
+        if steps <= 1 or seconds <= 0:
+            self._apply(target)
+            return
+        interval = seconds / steps
+        loop = asyncio.get_running_loop()
+
+        def step(limit: int) -> None:
+            self._timer = loop.call_later(interval, step, limit + 1) if limit < target else None
+            self._apply(limit)
+
+        step(current + 1)
+
+    def cancel(self) -> None:
+        """The limit is set otherwise (a signal, the operator): stop raising it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class LoopPacer:
     """Keeps the event loop's iterations short while retrieval saturates the CPU, so that
     what shares the loop (the dashboard's keys and frames, signal handlers) waits a few

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tui_connector.adaptive import AdaptiveLimit
+from tui_connector.adaptive import AdaptiveLimit, LimitChange
 from tui_connector.config import ParentPartitions, SourceSpec
 from tui_connector.engine.failures import FailureReporter, StreamFailed
 from tui_connector.engine.gate import SourceGate, cancel_all
-from tui_connector.engine.limits import LoopPacer, ResizableLimit
+from tui_connector.engine.limits import LimitRamp, LoopPacer, ResizableLimit
 from tui_connector.engine.resume import Resumption, open_stream, source_fingerprint
 from tui_connector.engine.stream import StreamServices
 from tui_connector.http.source import SourceHttp
@@ -63,6 +63,7 @@ class SourceRunner:
         self.stats.concurrency = spec.concurrency
         self.stats.partitioned = spec.partitions is not None
         self.limit = ResizableLimit(spec.concurrency)
+        self._ramp = LimitRamp(self._apply_limit)  # an adaptive limit's paced opening
         # The one owner of the source's status: its HTTP layer reports there, and so does this.
         self.reporter = reporter = services.telemetry.reporter(spec.name)
         self.http = SourceHttp(spec, reporter, services.redact, services.max_concurrency)
@@ -76,7 +77,9 @@ class SourceRunner:
             self.stats.concurrency_mode = ConcurrencyMode.AUTO
             self.stats.concurrency_reason = "adaptive: starting"
             reporter.attempt_listener = self._observe
-        self.gate = SourceGate(self.limit, services.global_limit, services.pacer, self._settle_soon)
+        self.gate = SourceGate(
+            self.limit, services.global_limit, services.pacer, self._settle_soon, self._work_ready
+        )
         self.failures = FailureReporter(services.telemetry, spec.name, services.redact)
         self._batchers: set[BatchWriter[Any]] = set()  # of the streams running
         self.stream_services = StreamServices(
@@ -143,6 +146,7 @@ class SourceRunner:
 
     def set_concurrency(self, limit: int) -> None:
         """The operator's limit; an adaptive source follows it until set back to auto."""
+        self._ramp.cancel()
         self._apply_limit(limit)
         if self.adaptive is not None:
             self.stats.concurrency_mode = ConcurrencyMode.MANUAL
@@ -186,8 +190,19 @@ class SourceRunner:
             in_flight=outcome.in_flight,
             overload=overload,
         )
+        self._follow(change)
+
+    def _work_ready(self, requests: int) -> None:
+        """`requests` more are ready to send: an adaptive limit still in slow start opens up
+        to them and the requests in flight at once (`AdaptiveLimit.expect`)."""
+        adaptive = self.adaptive
+        if adaptive is None or self.stats.concurrency_mode is not ConcurrencyMode.AUTO:
+            return
+        self._follow(adaptive.expect(self.stats.in_flight + requests, time.monotonic()))
+
+    def _follow(self, change: LimitChange | None) -> None:
         if change is not None:
-            self._apply_limit(change.limit)
+            self._ramp.start(self.limit.limit, change.limit, change.spread)
             self._limit_changed(change.reason)
 
     # -- pausing ----------------------------------------------------------------------------
@@ -246,6 +261,7 @@ class SourceRunner:
             self.reporter.finish(status)
         finally:  # cancelled too (the operator quit at once): it waits for nothing any more
             self._accepting = False
+            self._ramp.cancel()
             stats.finished_at = time.monotonic()
             stats.backoff_until = None
             self.finished.set()
@@ -285,6 +301,7 @@ class SourceRunner:
         if planned is not None:
             self._queue.extend(planned)
             self.stats.streams_total = len(planned)
+            gate.work_ready(len(planned))
         else:
             self._accepting = True  # before the scan: a page landing meanwhile is not missed
             await self._scan_parent()
@@ -330,6 +347,7 @@ class SourceRunner:
                 added += 1
         if added:
             self.stats.streams_total += added
+            self.gate.work_ready(added)
             self.gate.wake()
 
     async def _scan_parent(self) -> None:

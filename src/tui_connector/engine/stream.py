@@ -211,6 +211,7 @@ class StreamRun:
         gate = self.services.gate
         todo = deque(pages.todo())
         self.stats.pages_total = pages.count
+        gate.work_ready(len(todo))
         active: set[asyncio.Task[None]] = set()
         failure: Exception | None = None
 
