@@ -137,9 +137,9 @@ class StreamRun:
         cursor, position = self._start.cursor, self._start.position
         pages = ParallelPages.resume(self.paginator, cursor)
         if pages is not None:
-            self._stand_at(pages.describe())
+            self._set_position(pages.describe())
             return await self._parallel(pages)
-        self._stand_at(self.services.redact(self.paginator.describe(cursor)))
+        self._set_position(self.services.redact(self.paginator.describe(cursor)))
         return await self._sequential(cursor, position)
 
     # -- pages in order -----------------------------------------------------------------------
@@ -224,7 +224,7 @@ class StreamRun:
             status = "done" if pages.finished else "running"
             at = committed()
             self._checkpoint(at.cursor, at.position, status, batch.notes[-1].pending)
-            self._stand_at(pages.describe())
+            self._set_position(pages.describe())
 
         batcher = self._batcher(commit)
 
@@ -334,9 +334,9 @@ class StreamRun:
         """Where a stream fetching in order stands (a parallel stream's position moves as its
         pages commit). A server may echo a key into its next links: shown only redacted."""
         shown = step.describe()
-        self._stand_at(shown if step.next is None else self.services.redact(shown))
+        self._set_position(shown if step.next is None else self.services.redact(shown))
 
-    def _stand_at(self, position: str) -> None:
+    def _set_position(self, position: str) -> None:
         """Where the stream stands now (`position` redacted), and so its source, which shows
         where its stream that moved last stands: a parallel stream moves as its pages commit,
         after the last page was fetched too."""

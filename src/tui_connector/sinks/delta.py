@@ -356,10 +356,10 @@ class DeltaTableSink(StagesJsonLines):
                 import obstore
 
                 log = bytes(obstore.get(self._log_store(), entry).bytes())
+            actions = [json.loads(line) for line in log.splitlines() if line.strip()]
+            return sum(int(action["add"].get("size", 0)) for action in actions if "add" in action)
         except Exception:  # the commit stands: only the count of bytes shown goes without it
             return 0
-        actions = (json.loads(line) for line in log.splitlines() if line.strip())
-        return sum(action["add"].get("size", 0) for action in actions if "add" in action)
 
     def _log_store(self) -> Any:
         assert self._target is not None
