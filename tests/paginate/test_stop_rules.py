@@ -173,3 +173,21 @@ def test_empty_page_false_continues_past_an_empty_page() -> None:
 def test_empty_page_ends_even_when_the_server_names_a_next_cursor() -> None:
     paginator = make({"type": "cursor", "cursor": "next", "cursor_param": "c"})
     assert paginator.advance(paginator.start(), page([], {"next": "more"})) is None
+
+
+def test_a_lone_last_page_without_has_more_ends_by_a_rule_read_before_it() -> None:
+    # An API that leaves has_more out of its last page, when a stream's first page is its last:
+    # a short page ends it before has_more is read, so no config mistake is reported.
+    paginator = make(
+        {
+            "type": "page_number",
+            "size_param": "per_page",
+            "size": 10,
+            "stop": {"has_more": "meta.has_more", "short_page": True},
+        }
+    )
+    assert paginator.advance(paginator.start(), page(rows(0, 3), {"data": rows(0, 3)})) is None
+    with pytest.raises(PaginationError, match="short_page, total_records or total_pages"):
+        make({"type": "page_number", "stop": {"has_more": "meta.has_more"}}).advance(
+            paginator.start(), page(rows(0, 3), {"data": rows(0, 3)})
+        )

@@ -304,7 +304,9 @@ def _has_more(ref: ValueRef, pages: int, page: Page) -> bool:
         raise PaginationError(
             f"stop.has_more: the first page has no {where(ref)}{found}; point has_more at "
             "the value that says whether another page follows (null, false, 0, an empty "
-            "string or an empty list there end the stream), or remove it"
+            "string or an empty list there end the stream), or remove it. If the API leaves "
+            "it out of a last page, and a stream's first page may be its last, add a rule "
+            "that ends such a page first: short_page, total_records or total_pages"
         )
     if isinstance(value, str):
         return value.strip().lower() not in _NO_MORE_TEXTS
