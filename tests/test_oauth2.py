@@ -16,7 +16,7 @@ from pathlib import Path
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine, RunResult
-from tui_connector.http.oauth2 import write_secret_file
+from tui_connector.http.secret_file import write_secret_file
 
 from helpers import (
     async_wait_for,
