@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import ConfigDict, ValidationError
 
@@ -418,9 +418,12 @@ def _secret_values(sources: Mapping[str, SourceSpec]) -> Iterator[str]:
 
 def _secrets_in(url: str, *fields: Mapping[str, object]) -> Iterator[str]:
     """The password in `url`, and the values of `fields` whose names look secret."""
-    url_password = urlsplit(url).password
-    if url_password:
-        yield url_password
+    parts = urlsplit(url)
+    if parts.password:
+        user, password = unquote(parts.username or ""), unquote(parts.password)
+        yield from (parts.password, password)
+        # httpx sends a URL's user and password as basic auth; a body may echo that header.
+        yield base64.b64encode(f"{user}:{password}".encode()).decode()
     for mapping in fields:
         for name, value in mapping.items():
             if looks_secret(name) and isinstance(value, str) and value:
