@@ -99,6 +99,9 @@ class TokenEndpoint:
             total_timeout,
             _ANSWER_LIMIT,
         )
+        # Without a user and password: the client authenticates as `client_auth` says, and
+        # the aiohttp transport refuses credentials in a URL beside an Authorization header.
+        self._url = httpx.URL(auth.token_url).copy_with(userinfo=b"")
         # Not the client's headers: the source's own (an API key among them) are for the
         # API, not for the provider.
         self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
@@ -125,7 +128,7 @@ class TokenEndpoint:
     ) -> TokenAnswer:
         request = httpx.Request(
             "POST",
-            self._auth.token_url,
+            self._url,
             data=form,
             headers=self._headers,
             extensions={"timeout": self._timeouts},
