@@ -37,6 +37,22 @@ sources:
 """
 
 
+def by_region(server: DemoServer, auth: str, concurrency: int) -> str:
+    """A config of one source, `regions`, paging ten records at a time through a partition
+    per region, `concurrency` requests at once, with `auth`."""
+    return f"""
+sources:
+  regions:
+    url: {server.url}/oauth/pages/{{region}}
+    records: data
+    params: {{per_page: 10}}
+    concurrency: {concurrency}
+    pagination: {{type: page_number, stop: {{total_records: total}}}}
+    partitions: {{type: values, values: [{", ".join(REGIONS)}], path: region}}
+    auth: {auth}
+"""
+
+
 def token_requests(server: DemoServer) -> list[int]:
     """The statuses of the token requests the server saw, in order."""
     return [entry.status for entry in server.log() if entry.path == "/oauth/token"]

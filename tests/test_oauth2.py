@@ -31,6 +31,7 @@ from oauth_helpers import (
     api_requests,
     assert_nothing_failed,
     by_cursor,
+    by_region,
     oauth2,
     refresh_tokens_of,
     token_requests,
@@ -60,17 +61,7 @@ async def test_one_token_request_serves_every_stream_and_page(
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:
     server = demo_server_factory(records=200, latency_ms=40)
-    config = write_config(f"""
-sources:
-  regions:
-    url: {server.url}/oauth/pages/{{region}}
-    records: data
-    params: {{per_page: 10}}
-    concurrency: 24
-    pagination: {{type: page_number, stop: {{total_records: total}}}}
-    partitions: {{type: values, values: [{", ".join(REGIONS)}], path: region}}
-    auth: {oauth2(server)}
-""")
+    config = write_config(by_region(server, oauth2(server), concurrency=24))
     run = asyncio.create_task(run_engine(config))
     # Mid-run, the API revokes the token: the requests in flight all get a 401, and all of
     # them wait for the one renewal.

@@ -20,13 +20,13 @@ from tui_connector.telemetry import RunTelemetry
 
 from helpers import async_wait_for, expected_ids, lake_ids, run_engine
 from oauth_helpers import (
-    REGIONS,
     ROTATING,
     Factory,
     WriteConfig,
     api_requests,
     assert_nothing_failed,
     by_cursor,
+    by_region,
     oauth2,
     refresh_tokens_of,
     token_requests,
@@ -106,17 +106,7 @@ async def test_a_token_due_for_renewal_when_it_arrives_serves_every_waiting_requ
     server = demo_server_factory(
         records=20, latency_ms=250, oauth_answer_fields={"expires_in": 0.3}
     )
-    config = write_config(f"""
-sources:
-  regions:
-    url: {server.url}/oauth/pages/{{region}}
-    records: data
-    params: {{per_page: 10}}
-    concurrency: 6
-    pagination: {{type: page_number, stop: {{total_records: total}}}}
-    partitions: {{type: values, values: [{", ".join(REGIONS)}], path: region}}
-    auth: {oauth2(server)}
-""")
+    config = write_config(by_region(server, oauth2(server), concurrency=6))
     result, engine = await run_engine(config)
     assert_nothing_failed(result, engine)
     assert api_requests(server) == [200] * 12  # six partitions of two pages
