@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import stat
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
-from tui_connector.config import LoadedConfig
-from tui_connector.demo.server import DemoServer
-from tui_connector.engine import Engine, RunResult
-from tui_connector.http.oauth2 import write_secret_file
+from tui_connector.engine import Engine
+from tui_connector.http.secret_file import write_secret_file
 
 from helpers import (
     async_wait_for,
@@ -26,53 +23,19 @@ from helpers import (
     run_failed,
     single_source,
 )
-
-Factory = Callable[..., DemoServer]
-WriteConfig = Callable[..., LoadedConfig]
-
-CLIENT = "client_id: demo-client, client_secret: demo-client-secret"
-REGIONS = ("north", "south", "east", "west", "centre", "isles")
-QUICK_RETRIES = "{max_attempts: 3, backoff_base: 0.01, backoff_max: 0.05}"
-
-
-def oauth2(server: DemoServer, extra: str = "") -> str:
-    """An `auth:` for the demo's token endpoint (client credentials unless `extra` says)."""
-    return f"{{type: oauth2, token_url: {server.url}/oauth/token, {CLIENT}{extra}}}"
-
-
-def by_cursor(server: DemoServer, dataset: str, auth: str) -> str:
-    """A config of one source paging `dataset` by cursor, five records a page, with `auth`."""
-    return f"""
-sources:
-  {dataset}:
-    url: {server.url}/oauth/cursor/{dataset}
-    records: items
-    params: {{limit: 5}}
-    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
-    auth: {auth}
-"""
-
-
-def token_requests(server: DemoServer) -> list[int]:
-    """The statuses of the token requests the server saw, in order."""
-    return [entry.status for entry in server.log() if entry.path == "/oauth/token"]
-
-
-def refresh_tokens_of(server: DemoServer) -> list[str]:
-    """The refresh tokens the server issued, oldest first."""
-    return [token for token in server.issued_tokens() if token.startswith("rt-")]
-
-
-def api_requests(server: DemoServer) -> list[int]:
-    return [entry.status for entry in server.log() if entry.path != "/oauth/token"]
-
-
-def assert_nothing_failed(result: RunResult, engine: Engine) -> None:
-    """Done, and nothing the user sees says a request failed."""
-    telemetry = engine.telemetry
-    assert result.failed == [], [telemetry.sources[n].last_error for n in result.failed]
-    assert list(telemetry.errors) == []
-    assert all(stats.retries == 0 and not stats.warnings for stats in telemetry.sources.values())
+from oauth_helpers import (
+    QUICK_RETRIES,
+    REGIONS,
+    Factory,
+    WriteConfig,
+    api_requests,
+    assert_nothing_failed,
+    by_cursor,
+    by_region,
+    oauth2,
+    refresh_tokens_of,
+    token_requests,
+)
 
 
 async def test_short_lived_tokens_are_renewed_ahead_of_expiry_through_a_run(
@@ -98,17 +61,7 @@ async def test_one_token_request_serves_every_stream_and_page(
     demo_server_factory: Factory, write_config: WriteConfig
 ) -> None:
     server = demo_server_factory(records=200, latency_ms=40)
-    config = write_config(f"""
-sources:
-  regions:
-    url: {server.url}/oauth/pages/{{region}}
-    records: data
-    params: {{per_page: 10}}
-    concurrency: 24
-    pagination: {{type: page_number, stop: {{total_records: total}}}}
-    partitions: {{type: values, values: [{", ".join(REGIONS)}], path: region}}
-    auth: {oauth2(server)}
-""")
+    config = write_config(by_region(server, oauth2(server), concurrency=24))
     run = asyncio.create_task(run_engine(config))
     # Mid-run, the API revokes the token: the requests in flight all get a 401, and all of
     # them wait for the one renewal.

@@ -24,12 +24,16 @@ from tui_connector.engine import Engine
 from tui_connector.in_process import InProcessRun
 from tui_connector.tui.app import Dashboard
 
-from helpers import async_wait_for, cli, engine_of
+from helpers import async_wait_for, cli, engine_of, run_engine
 
 SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"
 REFRESH = "r3fresh/Tok+en=99"
 ENV = {"API_TOKEN": SECRET, "OTHER_TOKEN": WRONG, "REFRESH_TOKEN": REFRESH}
+# Written into the config as they are, not through ${VAR}: secrets by the name of their field
+# (an OAuth2 token parameter's), or by their place (a password in the token_url).
+TOKEN_PARAM = "subj3ct/t0ken+param"
+TOKEN_URL_PASSWORD = "ur1-pa55/word"
 # The demo server: the token its secret (its OAuth2 client's too), faults, and OAuth2 tokens
 # short-lived, so that they are renewed during a run.
 SERVER_KNOBS = {
@@ -109,7 +113,7 @@ def forms(secret: str) -> list[str]:
 
 def assert_no_secret(text: str, where: str, issued: list[str]) -> None:
     """No secret of the config, nor any token the server issued (`issued`), in `text`."""
-    for secret in (SECRET, WRONG, REFRESH, *issued):
+    for secret in (SECRET, WRONG, REFRESH, TOKEN_PARAM, TOKEN_URL_PASSWORD, *issued):
         for form in forms(secret):
             assert form not in text, f"{where} shows a secret ({form!r})"
     # An excerpt may be cut within a token: none of a bearer token may show.
@@ -178,6 +182,39 @@ def test_the_token_appears_nowhere(
         assert_no_secret(output, where, issued)
     for path in every_file(tmp_path):
         assert_no_secret(path.read_bytes().decode("utf-8", "replace"), str(path), issued)
+
+
+async def test_token_params_and_a_password_in_the_token_url_are_secrets(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    server = demo_server_factory()
+    # A token endpoint that echoes the token request back in its error, its form (the token
+    # parameters) at the end.
+    password = quote(TOKEN_URL_PASSWORD, safe="")
+    echo = f"127.0.0.1:{server.port}/v1/bad/echo-error/t"
+    path = tmp_path / "sources.yaml"
+    path.write_text(f"""\
+sources:
+  exchange:
+    url: {server.url}/oauth/all/exchange
+    auth: {{type: oauth2, token_url: "http://demo:{password}@{echo}", client_id: demo-client,
+            client_secret: "${{API_TOKEN}}", client_auth: post,
+            token_params: {{subject_token: "{TOKEN_PARAM}", audience: api}}}}
+""")
+    config = load_config(path, env=ENV)
+    result, engine = await run_engine(config)
+    assert result.failed == ["exchange"]
+    [event] = engine.telemetry.errors
+    # The test can fail: the error shows the token endpoint's URL, and its echo of the request.
+    assert event.url == f"http://demo:***@{echo}"
+    assert '"path":"/v1/bad/echo-error/t"' in event.body_excerpt
+    shown = {"url": event.url, "error": event.text, "excerpt": event.body_excerpt}
+    for where, text in shown.items():
+        assert_no_secret(text, where, [])
+    for file in every_file(tmp_path):
+        assert_no_secret(file.read_bytes().decode("utf-8", "replace"), str(file), [])
+    # The echo is cut before the form: the redactor itself says the parameter is a secret.
+    assert config.redactor(f"subject_token={quote_plus(TOKEN_PARAM)}") == "subject_token=***"
 
 
 def _log(root: Path) -> str:

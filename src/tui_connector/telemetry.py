@@ -330,6 +330,11 @@ class SourceReporter:
                 )
             )
 
+    def token_request_finished(
+        self, request_id: int, size: int, status: int | None, timed_out: bool
+    ) -> None:
+        self._telemetry.request_finished(request_id, size)
+
     def retry_scheduled(self, error: Failure, wait: float) -> None:
         self._telemetry.error(
             ErrorEvent(

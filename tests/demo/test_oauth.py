@@ -95,3 +95,18 @@ def test_the_token_endpoint_refuses_as_rfc_6749_says(factory: Factory) -> None:
         assert refused.status_code == 401
         knobs = http.get("/_demo/knobs").json()
         assert knobs["oauth_client_secret"] == knobs["oauth_refresh_token"] == "***"
+
+
+def test_answers_can_be_made_odd_and_tokens_live_from_the_requests_arrival(
+    factory: Factory,
+) -> None:
+    server = factory(
+        latency_ms=200, oauth_token_ttl_s=0.3, oauth_answer_fields={"token_type": "mac"}
+    )
+    with httpx.Client(base_url=server.url) as http:
+        answer = token(http, {"grant_type": "client_credentials"}).json()
+        assert answer["token_type"] == "mac" and answer["expires_in"] == 0.3
+        # Its life began as the request arrived, 200 ms before the answer: 200 ms more until
+        # the API looks at it, and it has expired.
+        bearer = {"Authorization": f"Bearer {answer['access_token']}"}
+        assert http.get("/oauth/all/o", headers=bearer).status_code == 401

@@ -4,6 +4,7 @@ redacted by value wherever it could show (`loading` collects the values)."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 from typing import Annotated, Literal
 from urllib.parse import quote_plus
@@ -18,7 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from tui_connector.config.fields import FilePath, HttpUrl, Scalar, ScalarValue, Strict
+from tui_connector.config.fields import (
+    FilePath,
+    HttpUrl,
+    Scalar,
+    ScalarValue,
+    Strict,
+    scalar_text,
+)
 
 
 class BearerAuth(Strict):
@@ -171,6 +179,29 @@ class OAuth2Auth(Strict):
         secret = self.client_secret.get_secret_value() if self.client_secret else ""
         pair = f"{quote_plus(self.client_id)}:{quote_plus(secret)}"
         return base64.b64encode(pair.encode()).decode()
+
+    def refresh_token_identity(self) -> str | None:
+        """Where the refresh token of the refresh token grant is read from: the file (the
+        real one, past symbolic links), which comes first, else the configured token."""
+        if self.grant != "refresh_token":
+            return None
+        if self.refresh_token_file is not None:
+            return os.path.realpath(self.refresh_token_file)
+        return self.refresh_token.get_secret_value() if self.refresh_token else None
+
+    def token_identity(self) -> tuple[object, ...]:
+        """What makes the access token this block asks for: blocks alike in these share one
+        (how the client authenticates is not among them: either way gets the same token)."""
+        secret = self.client_secret.get_secret_value() if self.client_secret else None
+        return (
+            self.token_url,
+            self.client_id,
+            secret,
+            self.grant,
+            self.scopes,
+            tuple(sorted((name, scalar_text(value)) for name, value in self.token_params.items())),
+            self.refresh_token_identity(),
+        )
 
     def secret_values(self) -> list[str]:
         """The credentials of the config, in every form they are sent in (tokens obtained

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import ConfigDict, ValidationError
 
@@ -113,6 +113,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         for name, source in model.sources.items()
     }
     _raise_located(document, _missing_refresh_tokens(model, sources))
+    _raise_located(document, _refresh_tokens_shared_apart(sources))
     lake = lake_location(document.file, model.out)
     _raise_located(document, _lake_problems(model, sources, lake))
     environ = os.environ if env is None else env
@@ -291,6 +292,38 @@ def _missing_refresh_tokens(
     return problems
 
 
+def _refresh_tokens_shared_apart(sources: Mapping[str, SourceSpec]) -> list[tuple[Loc, str]]:
+    """Sources that refresh one refresh token with auth blocks that differ otherwise. Blocks
+    alike share one token (`OAuth2Auth.token_identity`); these would refresh it apart, and a
+    provider that rotates refresh tokens refuses the one whose token the other's refresh
+    revoked."""
+    problems: list[tuple[Loc, str]] = []
+    first: dict[str, tuple[str, OAuth2Auth]] = {}  # by where the refresh token comes from
+    for name, spec in sources.items():
+        auth = spec.auth
+        if not isinstance(auth, OAuth2Auth):
+            continue
+        identity = auth.refresh_token_identity()
+        if identity is None:
+            continue
+        if identity not in first:
+            first[identity] = (name, auth)
+            continue
+        other, other_auth = first[identity]
+        if other_auth.token_identity() != auth.token_identity():
+            field = "refresh_token_file" if auth.refresh_token_file else "refresh_token"
+            problems.append(
+                (
+                    ("sources", name, "auth", field),
+                    f"source {other} refreshes the same refresh token with another auth "
+                    "block: each refresh would revoke the other's token at a provider that "
+                    "rotates them; give both the same auth block (they then share one "
+                    "access token) or each a refresh token of its own",
+                )
+            )
+    return problems
+
+
 def _refresh_token_file_loc(source: str) -> Loc:
     return ("sources", source, "auth", "refresh_token_file")
 
@@ -379,10 +412,19 @@ def _secret_values(sources: Mapping[str, SourceSpec]) -> Iterator[str]:
             yield auth.key.get_secret_value()
         elif isinstance(auth, OAuth2Auth):
             yield from auth.secret_values()
-        url_password = urlsplit(spec.url).password
-        if url_password:
-            yield url_password
-        for mapping in (spec.headers, spec.params):
-            for name, value in mapping.items():
-                if looks_secret(name) and isinstance(value, str) and value:
-                    yield value
+            yield from _secrets_in(auth.token_url, auth.token_params)
+        yield from _secrets_in(spec.url, spec.headers, spec.params)
+
+
+def _secrets_in(url: str, *fields: Mapping[str, object]) -> Iterator[str]:
+    """The password in `url`, and the values of `fields` whose names look secret."""
+    parts = urlsplit(url)
+    if parts.password:
+        user, password = unquote(parts.username or ""), unquote(parts.password)
+        yield from (parts.password, password)
+        # httpx sends a URL's user and password as basic auth; a body may echo that header.
+        yield base64.b64encode(f"{user}:{password}".encode()).decode()
+    for mapping in fields:
+        for name, value in mapping.items():
+            if looks_secret(name) and isinstance(value, str) and value:
+                yield value

@@ -51,6 +51,9 @@ class DemoKnobs:
     #: The ``/oauth`` routes accept the endpoint's tokens (False: they refuse every one, as
     #: an API does a token meant for another audience).
     oauth_api_accepts: bool = True
+    #: Fields that replace those of the token endpoint's answers, to play an odd provider
+    #: (``{"token_type": "mac"}``, an ``access_token`` that is no bearer token).
+    oauth_answer_fields: dict[str, Any] | None = None
     #: An RFC 7662 introspection endpoint (another authorization server's) that decides which
     #: tokens ``/oauth`` accepts instead; its client credentials in the URL: http://id:secret@...
     oauth_introspection_url: str | None = None
@@ -90,6 +93,11 @@ class DemoKnobs:
         for name in ("oauth_rotate", "oauth_api_accepts"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be true or false")
+        fields = self.oauth_answer_fields
+        if fields is not None and not (
+            isinstance(fields, dict) and all(isinstance(name, str) for name in fields)
+        ):
+            raise TypeError("oauth_answer_fields must be an object (field names to values) or null")
         introspection = self.oauth_introspection_url
         if introspection is not None and not (
             isinstance(introspection, str) and introspection.startswith(("http://", "https://"))

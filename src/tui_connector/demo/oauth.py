@@ -2,8 +2,10 @@
 
 - ``POST /oauth/token`` (RFC 6749): the grants ``client_credentials`` (§4.4) and
   ``refresh_token`` (§6) for one client (``oauth_client_id``, ``oauth_client_secret``),
-  authenticated with HTTP Basic or in the form. Access tokens live ``oauth_token_ttl_s``;
+  authenticated with HTTP Basic or in the form. Access tokens live ``oauth_token_ttl_s`` from
+  the request's arrival (its answer comes ``latency_ms`` later, as a far provider's does);
   with ``oauth_rotate``, each refresh revokes the refresh token it used and issues a new one.
+  ``oauth_answer_fields`` replace fields of the answers (an odd provider's).
   Errors as §5.2 words them: ``invalid_client`` (401), ``invalid_grant``,
   ``unsupported_grant_type``, ``invalid_request`` (400). The endpoint goes through the request
   pipeline like a dataset route: capacity, latency, faults and the request log.
@@ -43,11 +45,12 @@ class IssuedTokens:
         self._used: set[str] = set()  # refresh tokens a rotation revoked
         self._issued: list[str] = []
 
-    def new_access(self, lifetime: float) -> str:
+    def new_access(self, lifetime: float, since: float) -> str:
+        """A new access token, living `lifetime` seconds from `since` (monotonic)."""
         now = time.monotonic()
         self._access = {token: end for token, end in self._access.items() if end > now}
         token = _new("at")
-        self._access[token] = now + lifetime
+        self._access[token] = since + lifetime
         self._issued.append(token)
         return token
 
@@ -149,8 +152,10 @@ class OAuthServer:
         self, knobs: DemoKnobs, scope: str | None, refresh_token: str | None = None
     ) -> Reply:
         lifetime = knobs.oauth_token_ttl_s
+        # Counted from the request's arrival, before the latency the pipeline waited.
+        arrived = time.monotonic() - knobs.latency_ms / 1000
         payload: dict[str, object] = {
-            "access_token": self.tokens.new_access(lifetime),
+            "access_token": self.tokens.new_access(lifetime, arrived),
             "token_type": "Bearer",
             "expires_in": int(lifetime) if lifetime == int(lifetime) else lifetime,
         }
@@ -158,6 +163,7 @@ class OAuthServer:
             payload["scope"] = scope
         if refresh_token is not None:
             payload["refresh_token"] = refresh_token
+        payload.update(knobs.oauth_answer_fields or {})
         return Reply(payload, headers=dict(_NO_STORE))
 
     # -- the /oauth routes ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tui_connector.config.lake import is_object_store
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 from tui_connector.engine.source import RunServices, SourceRunner
 from tui_connector.facade import RunResult, interrupted
+from tui_connector.http.oauth2 import SharedTokens
 from tui_connector.sinks import Sink
 from tui_connector.sinks.lake import open_lake
 from tui_connector.sinks.locks import run_owner
@@ -94,6 +95,7 @@ class Engine:
             full_refresh=full_refresh,
             checkpoints=checkpoints,
             on_finished=self._changed.set,
+            tokens=SharedTokens(self.redactor),
         )
         self.runners: dict[str, SourceRunner] = {}
         self._group: asyncio.TaskGroup | None = None

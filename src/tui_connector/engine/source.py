@@ -19,6 +19,7 @@ from tui_connector.engine.gate import SourceGate, cancel_all
 from tui_connector.engine.limits import LimitRamp, LoopPacer, ResizableLimit
 from tui_connector.engine.resume import Resumption, open_stream, source_fingerprint
 from tui_connector.engine.stream import StreamServices
+from tui_connector.http.oauth2 import SharedTokens
 from tui_connector.http.source import SourceHttp
 from tui_connector.partitions import ParentValues, Partition, plan
 from tui_connector.redact import Redactor
@@ -50,6 +51,7 @@ class RunServices:
     full_refresh: bool
     checkpoints: bool
     on_finished: Callable[[], None]  # a source finished: the run looks whether it is over
+    tokens: SharedTokens  # the OAuth2 tokens, one per auth block however many sources give it
 
 
 class SourceRunner:
@@ -66,7 +68,13 @@ class SourceRunner:
         self._ramp = LimitRamp(self._apply_limit)  # an adaptive limit's paced opening
         # The one owner of the source's status: its HTTP layer reports there, and so does this.
         self.reporter = reporter = services.telemetry.reporter(spec.name)
-        self.http = SourceHttp(spec, reporter, services.redact, services.max_concurrency)
+        self.http = SourceHttp(
+            spec,
+            reporter,
+            services.redact,
+            services.max_concurrency,
+            services.tokens.tokens_for(spec.auth),
+        )
         self.adaptive: AdaptiveLimit | None = None
         auto = spec.auto_concurrency
         if auto is not None:

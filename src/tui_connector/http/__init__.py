@@ -12,9 +12,13 @@ or the UI, and it decides nothing about the source's status: it reports what hap
 - `retry`: the retry policy (tenacity), `Retry-After`, what an error status means.
 - `hold`: the source-wide `Retry-After` hold (`retry.retry_after: source`) and its line.
 - `redirects`: following redirects by hand, refusing other hosts.
-- `oauth2`: `OAuth2Tokens`, a source's OAuth2 access token (obtained, renewed, one request
-  at a time) and `TokenError`.
-- `errors`: `FetchError`.
+- `attempt`: `Exchange`, one attempt's request sent and its body read, reported; a page's
+  and a token request's alike.
+- `oauth2`: `OAuth2Tokens`, the OAuth2 access token of one auth block (obtained, renewed, one
+  request at a time), shared by the sources that give it (`SharedTokens`).
+- `token_endpoint`: `TokenEndpoint`, the token request as one source sends it, and what the
+  provider's answer says; `secret_file`: the file a refresh token is kept in.
+- `errors`: `FetchError`, `TokenError`.
 - `report`: `HttpReport`, what the layer tells.
 
 Modules import each other absolutely (`tui_connector.http.…`): the package's name is the

@@ -1,4 +1,5 @@
-"""`FetchError`: a request that failed, saying what happened, with every secret redacted."""
+"""`FetchError`: a request that failed, saying what happened, with every secret redacted; and
+`TokenError`, an OAuth2 access token that could not be had."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ class FetchError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class TokenError(FetchError):
+    """No access token could be had: refused by the provider, or not reached within the
+    retry policy. No stream of the sources using it can do better, so they stop."""
 
 
 def fetch_error(

@@ -36,6 +36,13 @@ class HttpReport(Protocol):
         adaptive concurrency limit learns from these."""
         ...
 
+    def token_request_finished(
+        self, request_id: int, size: int, status: int | None, timed_out: bool
+    ) -> None:
+        """`request_finished` for an OAuth2 token request: a request of the source like any
+        other, but no sample of the API's load (an adaptive limit does not learn from it)."""
+        ...
+
     def retry_scheduled(self, error: FetchError, wait: float) -> None:
         """An attempt failed with a retryable `error` (its `attempts` the attempts made so
         far); the next one is sent in `wait` seconds at the earliest (its backoff, or the

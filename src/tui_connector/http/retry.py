@@ -1,6 +1,6 @@
 """The retry policy: what an error status means, how long to wait before the next attempt
-(backoff with jitter, or the server's `Retry-After`), and the loop of attempts after a first
-one failed (tenacity)."""
+(backoff with jitter, or the server's `Retry-After`), and the attempts of one request: the
+first, then the loop of those after it when it failed (tenacity)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
 import httpx
 from tenacity import (
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 HOLDING_STATUSES = frozenset({429, 503})
 
 _Result = TypeVar("_Result")  # of an attempt: a page's `Response`, an OAuth2 token's answer
+_Args = TypeVarTuple("_Args")  # what an attempt is given besides its number
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -154,14 +155,34 @@ class Retries:
             multiplier=max(policy.backoff_base, 0.001), max=policy.backoff_max
         )
 
+    async def run(
+        self,
+        interrupt: asyncio.Event | None,
+        attempt: Callable[[int, *_Args], Awaitable[_Result]],
+        *args: *_Args,
+    ) -> _Result:
+        """The attempts of one request, `attempt(number, *args)`: the first, then (if it
+        failed and may be retried) those of `after`. Raises the last FetchError.
+
+        The attempt and its arguments are passed apart, not as a closure: most requests
+        succeed at once, and this is on every request's path."""
+        try:
+            return await attempt(1, *args)
+        except FetchError as exc:
+            if not exc.retryable or self.policy.max_attempts == 1:
+                raise
+            first_failure = exc
+        return await self.after(first_failure, interrupt, attempt, *args)
+
     async def after(
         self,
         first_failure: FetchError,
-        attempt: Callable[[int], Awaitable[_Result]],
         interrupt: asyncio.Event | None,
+        attempt: Callable[[int, *_Args], Awaitable[_Result]],
+        *args: *_Args,
     ) -> _Result:
-        """Attempt 2, 3, ... (`attempt(number)`) until one succeeds, fails for good or the
-        policy's attempts are spent; raises the last FetchError, its `attempts` set.
+        """Attempt 2, 3, ... (`attempt(number, *args)`) until one succeeds, fails for good or
+        the policy's attempts are spent; raises the last FetchError, its `attempts` set.
 
         Setting `interrupt` cuts a backoff sleep short."""
         # Set up only now: most requests succeed at once, and tenacity's per-request setup
@@ -181,7 +202,7 @@ class Retries:
                     attempt_number = try_.retry_state.attempt_number
                     if attempt_number == 1:
                         raise first_failure  # replayed: tenacity waits and retries as usual
-                    return await attempt(attempt_number)
+                    return await attempt(attempt_number, *args)
         except FetchError as exc:
             exc.attempts = attempt_number
             raise

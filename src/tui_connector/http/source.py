@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-import httpx
 from aiolimiter import AsyncLimiter
 
 from tui_connector.config import NextUrlPagination, OAuth2Auth, RetryPolicy, SourceSpec
 from tui_connector.exchange import PageRequest
-from tui_connector.http.body import Response, ResponseTooLarge, decode_response, read_body
+from tui_connector.http.attempt import Exchange
+from tui_connector.http.body import Response, decode_response
 from tui_connector.http.client import build_client, request_url
-from tui_connector.http.errors import FetchError, fetch_error
 from tui_connector.http.hold import SourceHold
 from tui_connector.http.oauth2 import OAuth2Tokens
 from tui_connector.http.redirects import RedirectFollower
 from tui_connector.http.report import HttpReport
-from tui_connector.http.retry import HOLDING_STATUSES, Retries, status_error
-from tui_connector.http.transport import EXCHANGE_FAILURES, exchange_failure
+from tui_connector.http.retry import Retries, status_error
 from tui_connector.redact import Redactor
 
 AttemptSlot = Callable[[], AbstractAsyncContextManager[None]]
@@ -31,8 +30,15 @@ class SourceHttp:
     """Fetches pages for one source with its client, limiter and retry policy."""
 
     def __init__(
-        self, spec: SourceSpec, report: HttpReport, redactor: Redactor, pool_size: int
+        self,
+        spec: SourceSpec,
+        report: HttpReport,
+        redactor: Redactor,
+        pool_size: int,
+        tokens: OAuth2Tokens | None = None,
     ) -> None:
+        """`tokens`: the OAuth2 token the source shares with others (`oauth2.SharedTokens`);
+        by default a source with `auth: {type: oauth2}` has one of its own."""
         self.spec = spec
         self.redact = redactor
         self._report = report
@@ -49,11 +55,21 @@ class SourceHttp:
         self._holds_source = self.policy.retry_after == "source"
         self._hold = SourceHold(self.policy, report)
         self._retries = Retries(self.policy, self._hold, report)
-        auth = spec.auth
+        self._exchange = Exchange(
+            self._redirects.send,
+            report.request_started,
+            report.request_finished,
+            redactor,
+            spec.timeout.total,
+            spec.max_response_size,
+            hold=self._hold.extend_for if self._holds_source else None,
+        )
+        if tokens is None and isinstance(spec.auth, OAuth2Auth):
+            tokens = OAuth2Tokens(spec.auth, redactor)
         self._tokens = (
-            OAuth2Tokens(auth, self.client, self.policy, spec.timeout.total, report, redactor)
-            if isinstance(auth, OAuth2Auth)
-            else None
+            None
+            if tokens is None
+            else tokens.for_source(self.client, self.policy, spec.timeout.total, report)
         )
         self._limiter: AsyncLimiter | None = None
         self.set_rate_limit(spec.rate_limit)
@@ -74,14 +90,16 @@ class SourceHttp:
         self._report.rate_limit_changed(per_second)
 
     async def aclose(self) -> None:
+        if self._tokens is not None:
+            await self._tokens.settle()  # a refresh this client may still be sending
         await self.client.aclose()
 
-    async def fetch(
+    def fetch(
         self,
         request: PageRequest,
         attempt_slot: AttemptSlot | None = None,
         interrupt: asyncio.Event | None = None,
-    ) -> Response:
+    ) -> Coroutine[Any, Any, Response]:
         """Fetch and decode one page, retrying as the policy says. Raises FetchError.
 
         `attempt_slot` is entered around each attempt's request only (the engine's pause gate
@@ -89,23 +107,13 @@ class SourceHttp:
         slot; setting `interrupt` cuts a backoff sleep and the hold short, so a stop never
         waits out a Retry-After (the attempt goes on to `attempt_slot`, which refuses it).
         """
-        # Most requests succeed at once: they never reach tenacity (see `Retries.after`).
-        try:
-            return await self._attempt(request, 1, attempt_slot, interrupt)
-        except FetchError as exc:
-            if not exc.retryable or self.policy.max_attempts == 1:
-                raise
-            first_failure = exc
-        return await self._retries.after(
-            first_failure,
-            lambda number: self._attempt(request, number, attempt_slot, interrupt),
-            interrupt,
-        )
+        # Not a coroutine of its own: the retries' is the request's, one frame less a page.
+        return self._retries.run(interrupt, self._attempt, request, attempt_slot, interrupt)
 
     async def _attempt(
         self,
-        request: PageRequest,
         attempt: int,
+        request: PageRequest,
         attempt_slot: AttemptSlot | None,
         interrupt: asyncio.Event | None,
         *,
@@ -117,45 +125,16 @@ class SourceHttp:
             request.method, request_url(request, self._auth_params), json=request.json
         )
         shown_url = self.redact(str(http_request.url))
-        report = self._report
         if self._tokens is not None:  # before the turn: a token request takes a slot of its own
             await self._tokens.authorize(http_request, attempt_slot, interrupt)
         async with await self._turn(attempt_slot, interrupt):
-            request_id = report.request_started(request.method, shown_url, attempt)
-            size = 0
-            status: int | None = None
-            timed_out = False
-            try:
-                async with asyncio.timeout(self.spec.timeout.total):
-                    response = await self._redirects.send(http_request, attempt)
-                    status = response.status_code
-                    if status in HOLDING_STATUSES and self._holds_source:
-                        self._hold.extend_for(response)  # before the slot is given back
-                    content = await read_body(response, self.spec.max_response_size)
-                size = len(content)
-            except EXCHANGE_FAILURES as exc:
-                failure = exchange_failure(exc, self.spec.timeout.total)
-                timed_out = failure.timed_out
-                raise self._error(
-                    failure.message,
-                    shown_url,
-                    attempt,
-                    # A body that does not decode came with its status; the others with none.
-                    status=status if isinstance(exc, httpx.DecodingError) else None,
-                    retryable=failure.retryable,
-                ) from None
-            except ResponseTooLarge as exc:
-                raise self._error(
-                    str(exc), shown_url, attempt, status=status, retryable=False
-                ) from None
-            finally:
-                report.request_finished(request_id, size, status, timed_out)
+            response, content = await self._exchange(http_request, shown_url, attempt)
         if response.status_code == 401 and self._tokens is not None:
             if renewed_token:
                 raise self._tokens.still_rejected(response, content, shown_url, attempt)
             await self._tokens.rejected(http_request, attempt_slot, interrupt)
             return await self._attempt(
-                request, attempt, attempt_slot, interrupt, renewed_token=True
+                attempt, request, attempt_slot, interrupt, renewed_token=True
             )
         if response.status_code >= 400:
             raise status_error(
@@ -169,19 +148,6 @@ class SourceHttp:
             )
         return decode_response(
             response, content, shown_url, attempt, self.redact, self.spec.response_format
-        )
-
-    def _error(
-        self,
-        message: str,
-        shown_url: str,
-        attempt: int,
-        *,
-        status: int | None = None,
-        retryable: bool = True,
-    ) -> FetchError:
-        return fetch_error(
-            self.redact, message, shown_url, attempt, status=status, retryable=retryable
         )
 
     # -- when an attempt may go ---------------------------------------------------------------
