@@ -6,17 +6,18 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from tui_connector.facade import ExitCode
+from tui_connector.facade import ExitCode, RunFacade
 
 if TYPE_CHECKING:
     from tui_connector.config import LoadedConfig
     from tui_connector.engine import Engine
+    from tui_connector.services import RunService
 
 DEFAULT_CONFIG = "sources.yaml"
 
@@ -110,18 +111,29 @@ def use_dashboard(headless: bool) -> bool:
     return False
 
 
-def run_dashboard(engine: Engine, *, exit_when_done: bool) -> int:
+def served(engine: Engine, services: Sequence[RunService]) -> RunFacade:
+    """The run of `engine` in this process, with what it serves to other processes."""
     from tui_connector.in_process import InProcessRun
+    from tui_connector.services import ServedRun
+
+    run = InProcessRun(engine)
+    return ServedRun(run, services) if services else run
+
+
+def run_dashboard(
+    engine: Engine, *, exit_when_done: bool, services: Sequence[RunService] = ()
+) -> int:
     from tui_connector.tui.app import run_dashboard
 
-    return run_dashboard(InProcessRun(engine), exit_when_done=exit_when_done)
+    return run_dashboard(served(engine, services), exit_when_done=exit_when_done)
 
 
-def run_headless(engine: Engine, *, progress: str, interval: float) -> int:
+def run_headless(
+    engine: Engine, *, progress: str, interval: float, services: Sequence[RunService] = ()
+) -> int:
     from tui_connector.headless import run_headless
-    from tui_connector.in_process import InProcessRun
 
-    return run_headless(InProcessRun(engine), progress=progress, interval=interval)
+    return run_headless(served(engine, services), progress=progress, interval=interval)
 
 
 def log_to_file(loaded: LoadedConfig, state_path: Path | None, level: str) -> Path:
