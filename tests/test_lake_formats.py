@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from helpers import (
     cli,
     documented_ids,
     expected_ids,
+    free_port,
     lake_in,
     run_engine,
     table_ids,
@@ -116,13 +116,6 @@ def places_holding(
     return places
 
 
-def closed_port() -> int:
-    """A 127.0.0.1 port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def run_failing(
     tmp_path: Path,
     demo: DemoServer,
@@ -180,7 +173,7 @@ def test_a_failing_store_fails_the_source_with_its_reason_and_shows_no_secret(
         # The table's lock may be taken: Delta's own write is denied.
         secret, reason = reader.secret_access_key, "AccessDenied"
     else:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
         storage, reason = QUICK_RETRIES, "onnection refused"
     run_failing(tmp_path, demo, out, format, storage, reason, secret, bucket)
     assert [key for key in bucket.object_keys() if "/_tc_locks/" not in key] == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -25,7 +24,7 @@ from tui_connector.sinks.delta import STAGING, app_id
 from tui_connector.sinks.maintenance import parse_retention, table_retention_hours
 from tui_connector.state.sqlite import StateStore
 
-from helpers import cli, expected_ids, run_engine
+from helpers import cli, expected_ids, free_port, run_engine
 
 Factory = Callable[..., DemoServer]
 Write = Callable[..., LoadedConfig]
@@ -217,19 +216,13 @@ def cli_code(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_status_shows_a_question_mark_and_why_when_a_table_cannot_be_read(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "sources.yaml"
     config.write_text(
         "out: s3://lake-bucket/tables\nformat: delta\n"
-        f"storage: {{aws_endpoint_url: 'http://127.0.0.1:{_free_port()}', allow_http: "
+        f"storage: {{aws_endpoint_url: 'http://127.0.0.1:{free_port()}', allow_http: "
         "'true', aws_region: us-east-1, aws_access_key_id: key, "
         "aws_secret_access_key: 's3cr3t-never-shown'}\n"
         "sources:\n  events:\n    url: http://127.0.0.1:9/events\n"

@@ -71,6 +71,10 @@ class RunFacts:
     lake: str  # a directory, or an object store's URL
     max_concurrency: int  # the most requests in flight a source may be given
     stop_grace: float  # seconds a graceful stop lets the requests in flight finish
+    # The run lives in another process and this front end is attached to it: leaving the
+    # front end detaches and the run goes on; stopping the run is a separate action.
+    attached: bool = False
+    read_only: bool = False  # attached to watch only: no control reaches the run
 
 
 Setting = tuple[str, str]  # a label and its text, e.g. ("rate limit", "5 req/s")
@@ -139,6 +143,13 @@ class RunView(Protocol):
     def redact(self, text: str) -> str:
         """`text` with the run's secrets replaced. A remote implementation redacts before the
         data leaves its process, and returns `text` as it is."""
+        ...
+
+    @property
+    def ended(self) -> str | None:
+        """Why the run can no longer be watched or steered, phrased for the operator ("the run
+        finished", "the connection to the run was lost"), once that is so for a front end
+        attached to a run in another process; None otherwise (in-process: always None)."""
         ...
 
 

@@ -73,6 +73,10 @@ class InProcessRun:
     def redact(self, text: str) -> str:
         return self.engine.redactor(text)
 
+    @property
+    def ended(self) -> str | None:
+        return None
+
     # -- the lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:

@@ -23,18 +23,21 @@ class RunService(Protocol):
         """Begin serving; raise `RunError` (phrased for the operator) when it cannot."""
         ...
 
-    async def stop(self) -> None:
-        """Stop serving; never raises. The run has ended or is about to close."""
+    async def stop(self, result: RunResult | None) -> None:
+        """Stop serving; never raises. The run is about to close: `result` is how it ended,
+        None when it did not end by itself (it failed, or was cancelled)."""
         ...
 
 
 class ServedRun:
-    """A run with its services: they start when it opens and stop before it closes."""
+    """A run with its services: they start when it opens and stop when it has ended (or
+    before it closes, if it never ends by itself)."""
 
     def __init__(self, run: RunFacade, services: Sequence[RunService]) -> None:
         self.inner = run
         self.services = tuple(services)
         self._started: list[RunService] = []
+        self._result: RunResult | None = None
 
     # -- the view: the inner run's -------------------------------------------------------------
 
@@ -61,6 +64,10 @@ class ServedRun:
     def redact(self, text: str) -> str:
         return self.inner.redact(text)
 
+    @property
+    def ended(self) -> str | None:
+        return self.inner.ended
+
     # -- the lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -76,7 +83,10 @@ class ServedRun:
             raise
 
     async def run(self, *, until_done: bool = True) -> RunResult:
-        return await self.inner.run(until_done=until_done)
+        self._result = await self.inner.run(until_done=until_done)
+        # The run is over (a front end's run returns only once it stops): say so at once.
+        await self._stop_services()
+        return self._result
 
     async def close(self) -> None:
         try:
@@ -86,7 +96,7 @@ class ServedRun:
 
     async def _stop_services(self) -> None:
         while self._started:
-            await self._started.pop().stop()
+            await self._started.pop().stop(self._result)
 
     # -- the controls: the inner run's ---------------------------------------------------------
 

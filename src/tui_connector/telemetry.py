@@ -57,6 +57,21 @@ class RateWindow:
         covered = min(float(self._seconds - 1) + (current - second), current - self._started)
         return total / covered if covered > 0.05 else 0.0
 
+    def state(self) -> tuple[list[float], list[int], float]:
+        """The window as plain data (another process rebuilds it with `restored`)."""
+        return list(self._buckets), list(self._stamps), self._started
+
+    @classmethod
+    def restored(cls, buckets: list[float], stamps: list[int], started: float) -> RateWindow:
+        """A window from `state()`; its clock readings must be this process's."""
+        if len(buckets) != len(stamps) or not buckets:
+            raise ValueError("a rate window needs as many stamps as buckets")
+        window = cls(len(buckets))
+        window._buckets = [float(amount) for amount in buckets]
+        window._stamps = [int(stamp) for stamp in stamps]
+        window._started = float(started)
+        return window
+
 
 class StreamStatus(StrEnum):
     PENDING = "pending"
@@ -219,6 +234,7 @@ class RunTelemetry:
         self.sources: dict[str, SourceStats] = {}
         self.in_flight: dict[int, InFlightRequest] = {}
         self.errors: deque[ErrorEvent] = deque(maxlen=max_errors)
+        self.errors_seen = 0  # every error so far, the ones the ring has dropped too
         self.started_at = time.monotonic()
         self.finished_at: float | None = None
         self._ids: Iterator[int] = itertools.count(1)
@@ -269,6 +285,7 @@ class RunTelemetry:
 
     def error(self, event: ErrorEvent) -> None:
         self.errors.append(event)
+        self.errors_seen += 1
         stats = self.sources.get(event.source)
         if stats is not None:
             stats.errors += 1
