@@ -13,11 +13,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tui_connector import __version__
+from tui_connector.cli_control import attach, stop
 from tui_connector.cli_demo import demo, serve_demo
 from tui_connector.cli_shared import (
     DEFAULT_CONFIG,
@@ -31,9 +32,13 @@ from tui_connector.cli_shared import (
     run_dashboard,
     run_headless,
     split_names,
+    state_path_for,
     use_dashboard,
 )
 from tui_connector.facade import ExitCode
+
+if TYPE_CHECKING:
+    from tui_connector.services import RunService
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,6 +88,28 @@ def cli() -> None:
     is_flag=True,
     help="Dashboard: exit when every source has finished instead of staying open.",
 )
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Run in the background, headless, tied to no terminal; print its pid and how to "
+    "attach to it. Progress goes to the log beside the state database.",
+)
+@click.option(
+    "--no-control",
+    is_flag=True,
+    help="Serve no control endpoint (by default <state>.sock lets attach, stop and status "
+    "reach the run).",
+)
+@click.option(
+    "--control",
+    metavar="tcp://HOST:PORT",
+    help="Also serve the controls over TCP, guarded by a token written to <state>.token.",
+)
+@click.option(
+    "--control-public",
+    is_flag=True,
+    help="Let --control listen beyond loopback (anyone holding the token steers the run).",
+)
 @log_level_option
 def run(
     config: str,
@@ -94,20 +121,65 @@ def run(
     progress: str,
     progress_interval: float,
     exit_when_done: bool,
+    detach: bool,
+    no_control: bool,
+    control: str | None,
+    control_public: bool,
     log_level: str,
 ) -> None:
     """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints.
 
     Opens the dashboard in a terminal; --headless (or no terminal) prints progress lines.
+    Another terminal reaches the run with `tui-connector attach`, `stop` and `status`.
     """
     loaded = load(config)
-    log_to_file(loaded, state_path, log_level)
+    log_path = log_to_file(loaded, state_path, log_level)
+    services = control_services(no_control, control, control_public)
+    state = state_path or loaded.state
+    if detach:
+        from tui_connector.cli_control import start_detached
+
+        if not services:
+            fail("--detach needs the control endpoint to attach to: drop --no-control")
+        sys.exit(start_detached(sys.argv[1:], state, log_path, control))
     engine = make_engine(loaded, state_path, out, split_names(only), full_refresh)
     if use_dashboard(headless):
-        code = run_dashboard(engine, exit_when_done=exit_when_done)
+        code = run_dashboard(
+            engine,
+            exit_when_done=exit_when_done,
+            services=services,
+            detach=handoff(sys.argv[1:], state, log_path, control),
+        )
     else:
-        code = run_headless(engine, progress=progress, interval=progress_interval)
+        code = run_headless(
+            engine, progress=progress, interval=progress_interval, services=services
+        )
     sys.exit(code)
+
+
+def control_services(no_control: bool, control: str | None, public: bool) -> list[RunService]:
+    from tui_connector.control import AddressError, ControlAddress, ControlServer
+
+    if no_control and control is None:
+        return []
+    try:
+        tcp = ControlAddress.parse(control) if control else None
+        return [ControlServer(unix=not no_control, tcp=tcp, public=public)]
+    except AddressError as exc:
+        fail(str(exc))
+
+
+def handoff(argv: list[str], state: Path, log_path: Path, control: str | None) -> Callable[[], int]:
+    """What `d` in the dashboard does once its run has stopped and committed: the same run
+    goes on in the background from its checkpoints (never starting over again)."""
+
+    def start() -> int:
+        from tui_connector.cli_control import start_detached
+
+        again = [arg for arg in argv if arg not in ("--full-refresh", "--exit-when-done")]
+        return start_detached(again, state, log_path, control)
+
+    return start
 
 
 # -- validate, status, reset ------------------------------------------------------------------
@@ -159,19 +231,6 @@ def _state_options(command: Callable[..., None]) -> Callable[..., None]:
     )(command)
 
 
-def _state_path(config: str, state: Path | None) -> Path:
-    from tui_connector.config import ConfigError, state_path_of
-
-    if state is not None:
-        return state
-    if Path(config).exists():
-        try:
-            return state_path_of(config)
-        except ConfigError as exc:
-            fail(str(exc))
-    return Path(".tui-connector/state.db")
-
-
 @cli.command()
 @_state_options
 @click.option("--json", "as_json", is_flag=True, help="Print the streams as JSON.")
@@ -180,7 +239,8 @@ def _state_path(config: str, state: Path | None) -> Path:
 )
 def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> None:
     """Show each source's progress and high-water mark (--streams: every stream's checkpoint),
-    and its lake: format, destination, a Delta table's version."""
+    and its lake: format, destination, a Delta table's version. A run in progress is shown
+    live first (through its control endpoint)."""
     import asyncio
     import json
 
@@ -189,7 +249,7 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     from tui_connector.state.report import aligned, lake_lines, source_table, stream_table
     from tui_connector.state.sqlite import StateStore
 
-    path = _state_path(config, state)
+    path = state_path_for(config, state)
     if not path.exists():
         fail(f"no state database at {path}; nothing has run yet (or pass --state)", ExitCode.FAILED)
 
@@ -212,6 +272,10 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
             row["lake"] = lakes.get(row["source"])
         click.echo(json.dumps(rows, indent=2))
         return
+    from tui_connector.cli_control import live_lines
+
+    for line in live_lines(path) or ():
+        click.echo(line)
     if not rows:
         click.echo(f"{path}: no streams yet")
         return
@@ -236,7 +300,7 @@ def reset(sources: tuple[str, ...], state: Path | None, config: str) -> None:
     from tui_connector.state import StateError
     from tui_connector.state.sqlite import RunLock, StateStore
 
-    path = _state_path(config, state)
+    path = state_path_for(config, state)
     if not path.exists():
         fail(f"no state database at {path}; nothing to reset", ExitCode.FAILED)
     names = split_names(sources) or None
@@ -311,7 +375,7 @@ def compact(
         )
     except ValueError as exc:
         fail(str(exc))
-    path = _state_path(config, state)
+    path = state_path_for(config, state)
     if not path.exists():
         fail(f"no state database at {path}; nothing has run yet (or pass --state)")
     try:
@@ -325,6 +389,8 @@ def compact(
 
 cli.add_command(serve_demo)
 cli.add_command(demo)
+cli.add_command(attach)
+cli.add_command(stop)
 
 
 def main() -> None:

@@ -121,11 +121,21 @@ def served(engine: Engine, services: Sequence[RunService]) -> RunFacade:
 
 
 def run_dashboard(
-    engine: Engine, *, exit_when_done: bool, services: Sequence[RunService] = ()
+    engine: Engine,
+    *,
+    exit_when_done: bool,
+    services: Sequence[RunService] = (),
+    detach: Callable[[], int] | None = None,
 ) -> int:
+    """The dashboard of a run in this process; `detach` (only with a control endpoint to
+    attach to) goes on with the run in the background after `d`."""
     from tui_connector.tui.app import run_dashboard
 
-    return run_dashboard(served(engine, services), exit_when_done=exit_when_done)
+    return run_dashboard(
+        served(engine, services),
+        exit_when_done=exit_when_done,
+        detach=detach if services else None,
+    )
 
 
 def run_headless(
@@ -154,3 +164,17 @@ def log_to_file(loaded: LoadedConfig, state_path: Path | None, level: str) -> Pa
         root.addHandler(handler)
         root.setLevel(level.upper())
     return log_path
+
+
+def state_path_for(config: str, state: Path | None) -> Path:
+    """The state database of a command: --state, else the config's, else the default."""
+    from tui_connector.config import ConfigError, state_path_of
+
+    if state is not None:
+        return state
+    if Path(config).exists():
+        try:
+            return state_path_of(config)
+        except ConfigError as exc:
+            fail(str(exc))
+    return Path(".tui-connector/state.db")

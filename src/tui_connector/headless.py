@@ -5,6 +5,7 @@ process that is the run (`run_headless`, the counterpart of `tui.app.run_dashboa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -196,14 +197,15 @@ class HeadlessReporter:
             self._emit("run the same command again to resume from the last checkpoint")
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal a run was started in went away; stop as gracefully as on Ctrl-C.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run_headless(run: RunFacade, *, progress: str = "text", interval: float = 5.0) -> int:
     """Run to the end on a new event loop, printing progress to stdout (`progress` "text" or
-    "json", every `interval` seconds) and a summary. SIGINT and SIGTERM stop the run: the first
-    gracefully, the second at once. Returns the exit code (`facade.ExitCode`); a run that could
-    not start or go on prints why to stderr and returns 2."""
+    "json", every `interval` seconds) and a summary. SIGINT, SIGTERM and SIGHUP stop the run:
+    the first gracefully, the second at once. Returns the exit code (`facade.ExitCode`); a run
+    that could not start or go on prints why to stderr and returns 2."""
     return asyncio.run(_run_headless(run, HeadlessReporter(run, mode=progress, interval=interval)))
 
 
@@ -215,6 +217,11 @@ async def _run_headless(run: RunFacade, reporter: HeadlessReporter) -> int:
             ticker = asyncio.create_task(reporter.run())
             try:
                 result = await run.run()
+            except asyncio.CancelledError:
+                # Only a stop "at once" from another process (`tui-connector stop` twice)
+                # cancels the run here: what is committed stays exact.
+                print("tui-connector: stopped at once", file=sys.stderr, flush=True)
+                return int(ExitCode.INTERRUPTED)
             finally:
                 ticker.cancel()
         finally:
@@ -232,13 +239,14 @@ def _stop_on_signals(run: RunFacade) -> None:
 
     def announce_and_stop() -> None:
         in_flight = len(run.snapshot().in_flight)
-        print(
-            f"\n{received}: stopping; letting {in_flight} request(s) in flight finish "
-            f"(at most {run.facts.stop_grace:g} s). Press Ctrl-C again to exit at once.",
-            file=sys.stderr,
-            flush=True,
-        )
         run.request_stop()
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(
+                f"\n{received}: stopping; letting {in_flight} request(s) in flight finish "
+                f"(at most {run.facts.stop_grace:g} s). Press Ctrl-C again to exit at once.",
+                file=sys.stderr,
+                flush=True,
+            )
 
     stop = TwoStageStop(
         graceful=announce_and_stop, immediate=lambda: os._exit(ExitCode.INTERRUPTED)

@@ -68,8 +68,8 @@ def test_no_settings_file_or_an_empty_one_means_the_default_keys(tmp_path: Path)
 
 
 def test_a_keymap_is_read_as_written(tmp_path: Path) -> None:
-    path = write_settings(tmp_path, "keymap:\n  pause: x\n  quit: ctrl+q, Q\n  help: '?'\n")
-    assert load_settings(path).keymap == {"pause": "x", "quit": "ctrl+q, Q", "help": "?"}
+    path = write_settings(tmp_path, "keymap:\n  pause: x\n  quit: ctrl+q, X\n  help: '?'\n")
+    assert load_settings(path).keymap == {"pause": "x", "quit": "ctrl+q, X", "help": "?"}
 
 
 def test_an_unknown_binding_id_is_refused_at_its_place(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ async def test_a_key_rebound_by_id_works_and_the_old_one_does_not(
 async def test_the_help_and_the_palette_name_the_keys_of_the_binding_table(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    keymap = {"pause-all": "ctrl+a", "quit": "Q", "filter-errors": "g"}
+    keymap = {"pause-all": "ctrl+a", "quit": "X", "filter-errors": "g"}
     config = write_config(sources_yaml(demo.url, ["alpha"]))
     app = dashboard_on(config, keymap=keymap)
     async with app.run_test(size=SIZE) as pilot:
@@ -181,7 +181,7 @@ async def test_the_help_and_the_palette_name_the_keys_of_the_binding_table(
             for active in app.screen.active_bindings.values()
             if active.binding.id is not None
         }
-        assert table["pause-all"] == "ctrl+a" and table["quit"] == "Q"
+        assert table["pause-all"] == "ctrl+a" and table["quit"] == "X"
         footer = {id: key for id, key in table.items() if id in KEYS_BY_ID and KEYS_BY_ID[id].show}
 
         palette = DashboardCommands(app.screen)
@@ -190,7 +190,7 @@ async def test_the_help_and_the_palette_name_the_keys_of_the_binding_table(
             for command in palette.commands()
             if (match := re.match(r"Like ([^\s:]+)", command.help))
         }
-        assert {"ctrl+a", "Q", "g"} <= named
+        assert {"ctrl+a", "X", "g"} <= named
         assert named <= set(table.values())
 
         await pilot.press("question_mark")
@@ -201,6 +201,6 @@ async def test_the_help_and_the_palette_name_the_keys_of_the_binding_table(
         assert set(footer.values()) <= listed
         assert {"P", "q", "f"}.isdisjoint(listed)
         text = " ".join(word for line in lines for word in line.split())
-        assert "Q again quits at once" in text
+        assert "X again quits at once" in text
         assert app.errors_table.border_title == "Errors of all sources (g: selected source only)"
-        await pilot.press("escape", "Q", "Q")
+        await pilot.press("escape", "X", "X")

@@ -39,7 +39,7 @@ from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.controls import SourceControls
 from tui_connector.tui.history import ThroughputHistory
 from tui_connector.tui.keys import DASHBOARD_KEYS, KeyNames, bindings
-from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
+from tui_connector.tui.screens import ConfirmScreen, HelpScreen, SourceDetailScreen
 from tui_connector.tui.settings import SettingsError, load_settings
 from tui_connector.tui.table import RowTable
 from tui_connector.tui.widgets import (
@@ -81,11 +81,14 @@ class Dashboard(App[int]):
         clock: Callable[[], float] = time.monotonic,
         handle_signals: bool = False,
         keymap: Mapping[str, str] | None = None,
+        can_detach: bool = False,
     ) -> None:
         """`clock` must read the same time as `time.monotonic` (the run stamps telemetry
         with it); tests pass a frozen one to make screenshots repeatable. `handle_signals`
         makes SIGINT/SIGTERM act like `q` (only where the app owns the process). `keymap`
-        rebinds keys by binding id (see `keys.py`), as the user's settings file does."""
+        rebinds keys by binding id (see `keys.py`), as the user's settings file does.
+        `can_detach`: `d` may hand a run of this process over to the background (the caller
+        starts it there once the app has returned with `detaching` set)."""
         super().__init__()
         self.facade = run
         run.make_interactive()
@@ -98,6 +101,10 @@ class Dashboard(App[int]):
         self.exit_when_done = exit_when_done
         self.clock = clock
         self.handle_signals = handle_signals
+        self.can_detach = can_detach
+        self.detaching = False  # `d`: the run stops here to go on in the background
+        self.hung_up = False  # the terminal went away (SIGHUP)
+        self.left = False  # attached, the operator left the run going
         self.startup_error: str | None = None
         self.result: RunResult | None = None
         self.history = ThroughputHistory()
@@ -147,6 +154,7 @@ class Dashboard(App[int]):
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         self.refresh_view()
         self.refresh_timer = self.set_interval(REFRESH_SECONDS, self.refresh_view)
         self.set_interval(1.0, self._sample_throughput)
@@ -181,10 +189,13 @@ class Dashboard(App[int]):
             finally:
                 await run.close()
             self.result = result
-            self.exit(result.exit_code)
+            if self.facts.attached and not self._quit_now_requested and not self.hung_up:
+                self._show_ended()  # the last picture stays until `q`
+            else:
+                self.exit(ExitCode.OK if self.facts.attached else result.exit_code)
         finally:
             self._run_closed.set()
-            if self._quit_now_requested:
+            if self._quit_now_requested and not self.facts.attached:
                 self.exit(ExitCode.INTERRUPTED)
 
     def all_finished(self) -> bool:
@@ -200,11 +211,21 @@ class Dashboard(App[int]):
                 await asyncio.wait_for(self._run_closed.wait(), CLOSE_TIMEOUT)
         if self.handle_signals:
             loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
     def _on_signal(self) -> None:
         self.call_next(self.action_quit)
+
+    def _on_hangup(self) -> None:
+        """The terminal is gone: stop gracefully (once), nothing more to show anyone."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        if self.facts.attached:
+            self.facade.quit_now()
+        elif not self._stop.requested:
+            self._stop.request()
 
     # -- the view -------------------------------------------------------------------------------
 
@@ -235,7 +256,7 @@ class Dashboard(App[int]):
         self._refresh_errors()
         self._refresh_totals(now)
         self._notice_transitions(now)
-        if self._stop.requested:
+        if self._stop.requested or (self.facts.attached and self.facade.stop_requested_at):
             self._refresh_banner(now)
         screen = self.screen
         if isinstance(screen, SourceDetailScreen):
@@ -307,10 +328,30 @@ class Dashboard(App[int]):
     def run_elapsed(self, now: float) -> float:
         return run_seconds(self.telemetry, self.all_finished(), now)
 
+    def _show_ended(self) -> None:
+        """Attached: the run can no longer be watched; its last picture stays."""
+        self.refresh_view()
+        self.refresh_timer.stop()
+        ended = self.facade.ended or "the run has ended"
+        text = f"{ended[0].upper()}{ended[1:]}. The screen shows its last picture; "
+        text += f"{self.keys['quit']} leaves."
+        self._shown_banner = text
+        self.quit_banner.update(text)
+        self.quit_banner.display = True
+
     def _refresh_banner(self, now: float) -> None:
         in_flight = len(self.telemetry.in_flight)
         left = grace_left(self.facade, now)
-        if self._quit_now_requested:
+        if self.facts.attached:
+            if left is None:
+                return
+            text = (
+                f"The run is stopping: {in_flight} request{'s' if in_flight != 1 else ''} in "
+                f"flight finishing and committing, within {fmt.countdown(left)}. "
+                f"{self.keys['stop-run']} again stops it at once; {self.keys['quit']} leaves "
+                "it to stop on its own."
+            )
+        elif self._quit_now_requested:
             text = "Quitting now: closing the state database…"
         elif left is None:
             text = "Quitting…"
@@ -481,8 +522,64 @@ class Dashboard(App[int]):
     # -- quitting ---------------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        """First `q`: stop gracefully and exit when the run has returned. Second: at once."""
+        """First `q`: stop gracefully and exit when the run has returned. Second: at once.
+        Attached to a run in another process: leave it going."""
+        if self.facts.attached:
+            self._leave()
+            return
         self._stop.request()
+
+    def _leave(self) -> None:
+        """Attached: stop watching; the run goes on."""
+        if self._run_closed.is_set():
+            self.exit(ExitCode.OK)
+            return
+        self.left = True
+        self._quit_now_requested = True
+        self.facade.quit_now()  # `_drive` then returns and the app exits
+
+    def action_detach(self) -> None:
+        """Leave the run going without this terminal: attached, just leave; owning the run,
+        stop it here (requests in flight commit) and have it go on in the background."""
+        if self.facts.attached:
+            self._leave()
+            return
+        if not self.can_detach:
+            self.notify(
+                "this run cannot go on in the background: it serves no control endpoint to "
+                "attach to (started with --no-control)",
+                severity="warning",
+            )
+            return
+        if self._stop.requested:
+            return
+        self.detaching = True
+        self.notify("handing the run over to the background…", title="Detaching")
+        self._stop.request()
+
+    def action_stop_run(self) -> None:
+        """`Q`: stop the whole run — attached, after asking, and leave the dashboard open to
+        watch it stop; in its own process, as `q` does."""
+        if not self.facts.attached:
+            self._stop.request()
+            return
+        if not self.controls.steerable():
+            return
+        if self.facade.stop_requested_at is not None:
+            self.facade.request_stop()  # the second request stops it at once
+            return
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.facade.request_stop()
+
+        self.push_screen(
+            ConfirmScreen(
+                "Stop the run? Requests in flight finish and commit; running it again resumes "
+                "it. (y: stop it, n: keep it going)"
+            ),
+            answered,
+        )
 
     def _stop_gracefully(self) -> None:
         while len(self.screen_stack) > 1:  # the countdown is on the main screen
@@ -508,22 +605,46 @@ class Dashboard(App[int]):
         self.set_timer(CLOSE_TIMEOUT, lambda: self.exit(ExitCode.INTERRUPTED))
 
 
-def run_dashboard(run: RunFacade, *, exit_when_done: bool = False) -> int:
+def run_dashboard(
+    run: RunFacade,
+    *,
+    exit_when_done: bool = False,
+    detach: Callable[[], int] | None = None,
+    attach_again: str | None = None,
+) -> int:
     """Run the dashboard in this terminal until the operator quits (or, with `exit_when_done`,
     until every source has finished), with the keymap of the user's settings file. Returns the
     exit code: 0 done, 1 a source failed, 2 the run could not start or the settings are wrong
     (the reason is printed to stderr), 130 interrupted. A summary of the run is printed after
-    the dashboard closes."""
+    the dashboard closes.
+
+    `detach` starts the run again in the background once `d` stopped it here (its exit code
+    is then this one's). Attached to a run in another process, `attach_again` is what to
+    type to attach again after leaving it; leaving returns 0."""
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return ExitCode.USAGE
-    app = Dashboard(run, exit_when_done=exit_when_done, handle_signals=True, keymap=settings.keymap)
+    app = Dashboard(
+        run,
+        exit_when_done=exit_when_done,
+        handle_signals=True,
+        keymap=settings.keymap,
+        can_detach=detach is not None,
+    )
     code = app.run()
     if app.startup_error is not None:
         print(f"tui-connector: {app.startup_error}", file=sys.stderr)
         return ExitCode.USAGE
+    if app.detaching and detach is not None and app.result is not None:
+        if not app.result.failed and not app.result.stopped:
+            print("every source had finished: nothing left to run in the background")
+            return app.result.exit_code
+        return detach()
+    if app.left:
+        print(f"detached; the run goes on. Attach again: {attach_again or 'tui-connector attach'}")
+        return ExitCode.OK
     if app.result is not None:
         from tui_connector.headless import HeadlessReporter
 

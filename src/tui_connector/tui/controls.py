@@ -16,7 +16,19 @@ class SourceControls:
         # The app, not its parts: its telemetry is read anew each tick, and it notifies.
         self.dashboard = dashboard
 
+    def steerable(self) -> bool:
+        """Whether controls reach the run; a read-only dashboard says why not."""
+        if self.dashboard.facts.read_only:
+            self.dashboard.notify(
+                "attached read-only: this dashboard watches the run and steers nothing",
+                severity="warning",
+            )
+            return False
+        return True
+
     def _stats(self, name: str) -> SourceStats | None:
+        if not self.steerable():
+            return None
         stats = self.dashboard.telemetry.sources.get(name)
         if stats is None:
             self.dashboard.notify(f"{name} has not started yet", severity="warning")
@@ -39,13 +51,17 @@ class SourceControls:
             run.pause(name)
 
     def pause_all(self) -> None:
-        self.dashboard.facade.pause_all()
+        if self.steerable():
+            self.dashboard.facade.pause_all()
 
     def resume_all(self) -> None:
-        self.dashboard.facade.resume_all()
+        if self.steerable():
+            self.dashboard.facade.resume_all()
 
     def toggle_pause_all(self) -> None:
         """Pause every source unless none is left to pause: then resume them all."""
+        if not self.steerable():
+            return
         if any(
             not self.is_paused(name) and not stats.status.finished
             for name, stats in self.dashboard.telemetry.sources.items()
@@ -71,14 +87,17 @@ class SourceControls:
         app = self.dashboard
         before = stats.concurrency
         was_auto = stats.concurrency_mode is ConcurrencyMode.AUTO
+        # The run clamps the limit to 1..max_concurrency; a run in another process tells
+        # its new limit only later, so the clamp is worked out here.
+        target = min(max(before + delta, 1), app.facts.max_concurrency)
         app.facade.set_concurrency(name, before + delta)
-        if stats.concurrency == before:
+        if target == before:
             bound = "1" if delta < 0 else f"max_concurrency ({app.facts.max_concurrency})"
             app.notify(f"{name}: concurrency is already {bound}", severity="warning")
-        if was_auto and stats.concurrency_mode is ConcurrencyMode.MANUAL:
+        if was_auto and (app.facts.attached or stats.concurrency_mode is ConcurrencyMode.MANUAL):
             auto = app.keys["auto"]
             app.notify(
-                f"{name}: concurrency now manual at {stats.concurrency}; {auto} returns it to auto",
+                f"{name}: concurrency now manual at {target}; {auto} returns it to auto",
                 title="Adaptive concurrency overridden",
             )
 

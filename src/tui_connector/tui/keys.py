@@ -118,7 +118,25 @@ DASHBOARD_KEYS = (
         "q",
         "quit",
         "Quit",
-        "Quit gracefully: requests in flight finish and commit; {quit} again quits at once",
+        "Quit gracefully: requests in flight finish and commit; {quit} again quits at once. "
+        "Attached to a run in another process: leave it, the run goes on",
+    ),
+    Key(
+        "detach",
+        "d",
+        "detach",
+        "Detach",
+        "Leave the run going in the background, tied to no terminal (its requests in flight "
+        "commit, then it goes on from its checkpoints); `tui-connector attach` shows it again",
+    ),
+    Key(
+        "stop-run",
+        "Q",
+        "stop_run",
+        "Stop run",
+        "Stop the whole run gracefully (attached: after asking; again: at once)",
+        key_display="Q",
+        show=False,
     ),
     Key("focus-next", "tab", "app.focus_next", "Next pane", "Next pane", show=False),
     # Declared here, Textual adds no palette binding of its own (one without an id).
@@ -226,7 +244,15 @@ DEFAULT_KEYS: dict[str, str] = {id: key.key_display or key.key for id, key in KE
 # for the first binding's own help). The "Dashboard" section is every key the footer shows.
 HelpLine = tuple[tuple[str, ...], str | None]
 HELP_LAYOUT: tuple[tuple[str, tuple[HelpLine, ...]], ...] = (
-    ("Dashboard", tuple(((key.id,), None) for key in DASHBOARD_KEYS if key.show)),
+    # Every key of the app but the two listed under Navigation, the footer's hidden ones too.
+    (
+        "Dashboard",
+        tuple(
+            ((key.id,), None)
+            for key in DASHBOARD_KEYS
+            if key.id not in ("focus-next", "command-palette")
+        ),
+    ),
     (
         "Navigation",
         (

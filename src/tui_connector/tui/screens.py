@@ -1,4 +1,4 @@
-"""The source detail screen and the help screen."""
+"""The source detail screen, the help screen and the question asked before stopping a run."""
 
 from __future__ import annotations
 
@@ -407,3 +407,23 @@ class HelpScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#help-box").border_title = "Keys"
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; y answers yes, n or Escape no."""
+
+    BINDINGS = [("y", "answer(True)", "Yes"), ("n,escape", "answer(False)", "No")]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Static { width: 64; border: thick $warning; padding: 1 2; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.question, id="question")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
