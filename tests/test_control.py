@@ -16,7 +16,7 @@ import pytest
 
 from tui_connector.config import LoadedConfig
 from tui_connector.control import ControlAddress, ControlServer, RemoteRun, socket_path, token_path
-from tui_connector.control.client import RUN_FINISHED
+from tui_connector.control.client import RUN_ENDED
 from tui_connector.control.wire import MAX_MESSAGE_BYTES, encode
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
@@ -86,7 +86,7 @@ async def test_an_attached_client_sees_the_run_and_its_end(
         finally:
             await remote.close()
         own = await task
-    assert remote.ended == RUN_FINISHED
+    assert remote.ended == f"{RUN_ENDED} (2 done, 0 failed, 0 stopped)"
     assert result == own == RunResult(done=["s0", "s1"])
     mirrored, original = remote.snapshot(), run.snapshot()
     for name in ("s0", "s1"):

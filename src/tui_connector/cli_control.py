@@ -125,8 +125,8 @@ def attach(
     from tui_connector.tui.app import run_dashboard
 
     path = state_path_for(config, state)
-    _reachable(remote_run(path, control, token_file, read_only=read_only), path)
     run = remote_run(path, control, token_file, read_only=read_only)
+    _reachable(run, path)  # its facts are known from here on; the dashboard connects again
     code = run_dashboard(run, attach_again=attach_command(path, control))
     sys.exit(code)
 

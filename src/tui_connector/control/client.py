@@ -39,9 +39,19 @@ from tui_connector.telemetry import LakeInfo, RunTelemetry, SourceStatus
 
 CONNECT_TIMEOUT = 10.0
 
-RUN_FINISHED = "the run has finished"
+RUN_ENDED = "the run has ended"
 CONNECTION_LOST = "the connection to the run was lost"
 DETACHED = "detached: the run goes on"
+
+
+def _outcome(result: RunResult | None) -> str:
+    if result is None:
+        return " (it failed)"
+    how = "interrupted: " if result.interrupted else ""
+    return (
+        f" ({how}{len(result.done)} done, {len(result.failed)} failed, "
+        f"{len(result.stopped)} stopped)"
+    )
 
 
 class NoRunThere(RunError):
@@ -74,7 +84,7 @@ class RemoteRun:
         self._result: RunResult | None = None
         self._ended: str | None = None
         self.replies: dict[int, dict[str, Any]] = {}
-        self._updated = asyncio.Event()
+        self._updated: asyncio.Event | None = None
 
     # -- the view ---------------------------------------------------------------------------
 
@@ -116,6 +126,11 @@ class RemoteRun:
     # -- the lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Connect (again: a closed RemoteRun may be opened anew, on another event loop; its
+        facts stay readable between the two)."""
+        self._updated = asyncio.Event()
+        self._ended = None
+        self._result = None
         try:
             reader, writer = await asyncio.wait_for(
                 connect(self.address, limit=MAX_MESSAGE_BYTES), CONNECT_TIMEOUT
@@ -177,13 +192,14 @@ class RemoteRun:
                 kind = message.get("type")
                 if kind == "update":
                     self._mirror.apply(message)
-                    self._updated.set()
+                    if self._updated is not None:
+                        self._updated.set()
                 elif kind == "reply":
                     self.replies[int(message["id"])] = message
                 elif kind == "finished":
                     result = message.get("result")
                     self._result = None if result is None else result_from(result)
-                    self._ended = RUN_FINISHED
+                    self._ended = RUN_ENDED + _outcome(self._result)
                     return
                 elif kind == "error":
                     self._ended = f"{CONNECTION_LOST}: {message.get('error')}"
@@ -196,8 +212,11 @@ class RemoteRun:
 
     async def updated(self) -> None:
         """Wait for the next update (tests and `status` read a fresh picture this way)."""
-        self._updated.clear()
-        await self._updated.wait()
+        updated = self._updated
+        if updated is None:
+            raise RuntimeError("open() the remote run first")
+        updated.clear()
+        await updated.wait()
 
     async def run(self, *, until_done: bool = True) -> RunResult:
         """Follow the run until it finishes or the connection ends."""

@@ -116,7 +116,7 @@ class Dashboard(App[int]):
         self._statuses: dict[str, SourceStatus] = {}
         self._run_finished = False
         self._run_worker: Worker[None] | None = None
-        self._running = False
+        self._run_live = False  # not `_running`: Textual's App uses that name for itself
         self._run_closed = asyncio.Event()
         self._stop = TwoStageStop(graceful=self._stop_gracefully, immediate=self.quit_now)
         self._quit_now_requested = False
@@ -180,12 +180,12 @@ class Dashboard(App[int]):
             try:
                 if self._stop.requested:  # `q` while the state was opening: start nothing
                     run.request_stop()
-                self._running = True
+                self._run_live = True
                 try:
                     # until_done=False: finished sources stay retryable until `q`.
                     result = await run.run(until_done=False)
                 finally:
-                    self._running = False
+                    self._run_live = False
             finally:
                 await run.close()
             self.result = result
@@ -223,7 +223,9 @@ class Dashboard(App[int]):
             return
         self.hung_up = True
         if self.facts.attached:
-            self.facade.quit_now()
+            self._leave()
+        elif self._run_closed.is_set():
+            self.exit(self.result.exit_code if self.result else ExitCode.INTERRUPTED)
         elif not self._stop.requested:
             self._stop.request()
 
@@ -584,7 +586,7 @@ class Dashboard(App[int]):
     def _stop_gracefully(self) -> None:
         while len(self.screen_stack) > 1:  # the countdown is on the main screen
             self.pop_screen()
-        if self._running:
+        if self._run_live:
             self.facade.request_stop()
         elif self._run_closed.is_set() or self._run_worker is None:
             self.exit(self.result.exit_code if self.result else ExitCode.INTERRUPTED)
