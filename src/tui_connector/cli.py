@@ -27,6 +27,8 @@ from tui_connector.cli_shared import (
     log_level_option,
     log_to_file,
     make_engine,
+    metrics_option,
+    metrics_services,
     out_option,
     run_dashboard,
     run_headless,
@@ -83,6 +85,7 @@ def cli() -> None:
     is_flag=True,
     help="Dashboard: exit when every source has finished instead of staying open.",
 )
+@metrics_option
 @log_level_option
 def run(
     config: str,
@@ -94,6 +97,7 @@ def run(
     progress: str,
     progress_interval: float,
     exit_when_done: bool,
+    metrics: tuple[str, int] | None,
     log_level: str,
 ) -> None:
     """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints.
@@ -103,10 +107,13 @@ def run(
     loaded = load(config)
     log_to_file(loaded, state_path, log_level)
     engine = make_engine(loaded, state_path, out, split_names(only), full_refresh)
+    services = metrics_services(loaded, metrics)
     if use_dashboard(headless):
-        code = run_dashboard(engine, exit_when_done=exit_when_done)
+        code = run_dashboard(engine, exit_when_done=exit_when_done, services=services)
     else:
-        code = run_headless(engine, progress=progress, interval=progress_interval)
+        code = run_headless(
+            engine, progress=progress, interval=progress_interval, services=services
+        )
     sys.exit(code)
 
 
