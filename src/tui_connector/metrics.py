@@ -143,14 +143,16 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 def request_outcomes(stats: SourceStats) -> dict[str, int]:
-    """The source's attempts that ended, by outcome: `ok` (answered below 400), `retried`
-    (failed, another attempt followed) and `failed` (failed for good). An attempt whose
-    failure is being retried counts as retried as soon as it ends: its retry is scheduled
-    before the event loop moves on."""
+    """The source's attempts that ended, by outcome: `ok` (answered with a status below 400),
+    `retried` (failed, and another attempt followed) and `failed` (the rest: failed for good).
+
+    Each is known when the attempt ends: its retry is scheduled before the event loop moves
+    on, so no scrape sees a retried attempt as failed. One overlap: an answer below 400 whose
+    body proves unusable (cut short, not JSON) and is retried counts as ok and as retried;
+    `max` keeps `failed` from going below zero then."""
     answers = stats.answers_by_class
     ok = answers[1] + answers[2] + answers[3]
     ended = stats.requests - stats.in_flight
-    # max(): a body cut short after a 200 counts as answered and, if retried, as retried too.
     failed = max(0, ended - ok - stats.retried_attempts)
     return {"ok": ok, "retried": stats.retried_attempts, "failed": failed}
 
@@ -191,7 +193,8 @@ class RunCollector:
             PREFIX + "requests",
             "Attempts that ended, OAuth2 token requests included, by outcome: ok (answered "
             "with a status below 400), retried (failed, and another attempt followed), failed "
-            "(failed for good).",
+            "(failed for good). An answer below 400 with an unusable body that is retried "
+            "counts as ok and as retried.",
             labels=[SOURCE, "outcome"],
         )
         responses = CounterMetricFamily(
