@@ -25,7 +25,18 @@ from tui_connector.metrics import MetricsServer, RunCollector
 from tui_connector.services import ServedRun
 from tui_connector.telemetry import LakeInfo, RunTelemetry
 
-from helpers import LastScrape, Scrape, cli, free_port, scrape, start, wait_for
+from helpers import (
+    LastScrape,
+    Scrape,
+    cli,
+    free_port,
+    scrape,
+    start,
+    three_formats_yaml,
+    wait_for,
+)
+
+deltalake = pytest.importorskip("deltalake")
 
 P = "tui_connector_"
 # Counters of the final scrape, and the field of a source's final progress each equals.
@@ -40,32 +51,18 @@ COUNTED = {
 
 
 def sources_yaml(url: str, extra: str = "") -> str:
-    """Three sources that finish through faults (retried hard) and one that fails at once."""
-    return f"""\
-{extra}commit_interval: 0.1
-defaults:
-  retry: {{max_attempts: 30, backoff_base: 0.01, backoff_max: 0.05}}
-sources:
-  pages:
-    url: {url}/v1/pages/pages
-    records: data
-    pagination: {{type: page_number, size_param: per_page, size: 20}}
-  cursor:
-    url: {url}/v1/cursor/cursor
-    records: items
-    params: {{limit: 20}}
-    pagination: {{type: cursor, cursor: next_cursor, cursor_param: cursor}}
-  links:
-    url: {url}/v1/link/links
-    params: {{per_page: 20}}
-    pagination: {{type: next_url, next: {{header: Link}}}}
-  missing:
-    url: {url}/v1/bad/echo-error/missing
-    params: {{status: 404}}
-"""
+    """`three_formats_yaml`'s sources (jsonl, parquet, a Delta table) retried hard so that
+    faults never fail them, a slower one (a cursor: its pages one after another) and one that
+    fails at once."""
+    retry = "{max_attempts: 30, backoff_base: 0.01, backoff_max: 0.05}"
+    return f"{extra}defaults:\n  retry: {retry}\n{three_formats_yaml(url)}" + (
+        f"  cursor:\n    url: {url}/v1/cursor/cursor\n    records: items\n"
+        "    pagination: {type: cursor, cursor: next_cursor, cursor_param: cursor}\n"
+        f"  missing:\n    url: {url}/v1/bad/echo-error/missing\n    params: {{status: 404}}\n"
+    )
 
 
-FINISHING = ("pages", "cursor", "links")
+FINISHING = ("plain", "drift", "table", "cursor")
 
 
 @pytest.fixture
@@ -74,6 +71,7 @@ def faulty_demo(demo_server_factory: Callable[..., DemoServer]) -> DemoServer:
     (retried), so every attempt's outcome is told by its answer."""
     return demo_server_factory(
         records=200,
+        page_size=20,
         latency_ms=20,
         fault_rate=0.15,
         faults=("429", "500", "503"),
@@ -99,8 +97,8 @@ async def test_a_run_scraped_during_and_after_matches_its_summary(
         while True:
             scraped = await scrape(metrics.url)
             during.append(scraped)
-            running = scraped.value(P + "source_status", source="pages", status="running")
-            if running == 1 and sum(scraped.sources(P + "records_total").values()) > 0:
+            running = scraped.value(P + "source_status", source="cursor", status="running")
+            if running == 1 and scraped.sources(P + "records_total")["cursor"] > 0:
                 return
             await asyncio.sleep(0.01)
 
@@ -127,7 +125,11 @@ async def test_a_run_scraped_during_and_after_matches_its_summary(
     assert after.sources(P + "backoff_remaining_seconds") == dict.fromkeys(final, 0)
     assert after.sources(P + "concurrency_limit") == dict.fromkeys(final, 4)
     assert set(after.sources(P + "checkpoint_age_seconds")) >= set(FINISHING)
-    assert after.sources(P + "table_version") == {}  # files, not tables
+    assert after.sources(P + "table_version") == {"table": final["table"]["table_version"]}
+    assert (
+        final["table"]["table_version"]
+        == deltalake.DeltaTable(str(tmp_path / "lake" / "table")).version()
+    )
     assert after.sources(P + "rate_limit_requests_per_second") == {}  # no limit
     for name, event in final.items():
         status = {

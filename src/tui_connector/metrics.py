@@ -53,29 +53,21 @@ class PerSource:
     counter: bool = False
 
 
+def _stat(name: str) -> Figure:
+    """The figure a `SourceStats` field holds."""
+    return lambda stats, _lake, _now: getattr(stats, name)
+
+
 def _checkpoint_age(stats: SourceStats, _lake: LakeInfo, now: float) -> float | None:
     committed = stats.last_checkpoint_at
     return None if committed is None else max(0.0, now - committed)
 
 
 PER_SOURCE = (
+    PerSource("records", "Records fetched by this run.", _stat("records_this_run"), counter=True),
+    PerSource("pages", "Pages fetched by this run.", _stat("pages_this_run"), counter=True),
     PerSource(
-        "records",
-        "Records fetched by this run.",
-        lambda stats, _lake, _now: stats.records_this_run,
-        counter=True,
-    ),
-    PerSource(
-        "pages",
-        "Pages fetched by this run.",
-        lambda stats, _lake, _now: stats.pages_this_run,
-        counter=True,
-    ),
-    PerSource(
-        "fetched_bytes",
-        "Response body bytes fetched by this run.",
-        lambda stats, _lake, _now: stats.bytes,
-        counter=True,
+        "fetched_bytes", "Response body bytes fetched by this run.", _stat("bytes"), counter=True
     ),
     PerSource(
         "written_bytes",
@@ -84,41 +76,34 @@ PER_SOURCE = (
         counter=True,
     ),
     PerSource(
-        "retries",
-        "Attempts sent that retried a failed one.",
-        lambda stats, _lake, _now: stats.retries,
-        counter=True,
+        "retries", "Attempts sent that retried a failed one.", _stat("retries"), counter=True
     ),
     PerSource(
         "errors",
         "Errors: failed attempts that were retried, and failures that ended a stream.",
-        lambda stats, _lake, _now: stats.errors,
+        _stat("errors"),
         counter=True,
     ),
     PerSource(
         "source_records",
         "Records of the source so far, those of the earlier runs this one resumed included.",
-        lambda stats, _lake, _now: stats.records,
+        _stat("records"),
     ),
     PerSource(
         "expected_records",
         "Records the API says the source holds (absent while it has not said).",
-        lambda stats, _lake, _now: stats.total_records,
+        _stat("total_records"),
     ),
-    PerSource(
-        "requests_in_flight",
-        "Requests of the source in flight now.",
-        lambda stats, _lake, _now: stats.in_flight,
-    ),
+    PerSource("requests_in_flight", "Requests of the source in flight now.", _stat("in_flight")),
     PerSource(
         "concurrency_limit",
         "The most requests the source may have in flight now.",
-        lambda stats, _lake, _now: stats.concurrency,
+        _stat("concurrency"),
     ),
     PerSource(
         "rate_limit_requests_per_second",
         "The most requests a second the source may send (absent: no limit).",
-        lambda stats, _lake, _now: stats.rate_limit,
+        _stat("rate_limit"),
     ),
     PerSource(
         "backoff_remaining_seconds",
