@@ -246,17 +246,24 @@ async def scrape(url: str) -> Scrape:
 class LastScrape:
     """A run service listed after a `MetricsServer`: when the run closes, it scrapes the
     metrics once more (services stop in reverse order, so the server still serves): the
-    figures after the run, before the process would end."""
+    figures after the run, before the process would end; and once as OpenMetrics text."""
 
     def __init__(self, url: Callable[[], str]) -> None:
         self._url = url
         self.scraped: Scrape | None = None
+        self.openmetrics = ""
 
     async def start(self, run: RunFacade) -> None:
         pass
 
     async def stop(self) -> None:
         self.scraped = await scrape(self._url())
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                self._url(), headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            )
+        assert response.headers["content-type"].startswith("application/openmetrics-text")
+        self.openmetrics = response.text
 
 
 def free_port() -> int:

@@ -15,6 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 
 from tui_connector.config import load_config
 from tui_connector.demo.server import DemoServer
@@ -159,6 +162,11 @@ async def test_a_run_scraped_during_and_after_matches_its_summary(
     assert after.value(P + "build_info", version=__import__("tui_connector").__version__) == 1
     assert (after.value(P + "uptime_seconds") or 0) > 0
     assert (after.value("process_cpu_seconds_total") or 0) > 0
+
+    # A scraper that asks for OpenMetrics gets it.
+    assert last.openmetrics.startswith("# HELP") and last.openmetrics.endswith("# EOF\n")
+    families = {family.name for family in openmetrics_families(last.openmetrics)}
+    assert {P + "records", P + "requests", P + "source_status"} <= families
 
     # Mid-run: a source running, records coming in, and no counter ahead of where it ended.
     assert during

@@ -270,7 +270,8 @@ class MetricsServer:
 
         app = web.Application()
         app.router.add_get(PATH, scrape)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # A scrape under way when the run closes gets a moment to finish, not aiohttp's minute.
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()
