@@ -25,11 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from tui_connector.config import LoadedConfig
 from tui_connector.engine import Engine, RunResult
+from tui_connector.facade import RunFacade
 from tui_connector.in_process import InProcessRun
 
 if TYPE_CHECKING:
@@ -205,6 +208,70 @@ def engine_of(app: Dashboard) -> Engine:
     run = app.facade
     assert isinstance(run, InProcessRun)
     return run.engine
+
+
+# -- /metrics ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of a run's `/metrics`: its text, and its samples parsed by prometheus_client."""
+
+    text: str
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    @classmethod
+    def parse(cls, text: str) -> Scrape:
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        return cls(text, samples)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The sample `name` with exactly these labels; None when there is none."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def sources(self, name: str) -> dict[str, float]:
+        """The samples of a family labelled by source only: {source: value}."""
+        return {
+            dict(labels)["source"]: value
+            for (sample, labels), value in self.samples.items()
+            if sample == name and {label for label, _ in labels} == {"source"}
+        }
+
+
+async def scrape(url: str) -> Scrape:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain"), response.headers
+    return Scrape.parse(response.text)
+
+
+class LastScrape:
+    """A run service listed after a `MetricsServer`: when the run closes, it scrapes the
+    metrics once more (services stop in reverse order, so the server still serves): the
+    figures once the run has ended, before the process would end; and once as OpenMetrics
+    text."""
+
+    def __init__(self, url: Callable[[], str]) -> None:
+        self._url = url
+        self.scraped: Scrape | None = None
+        self.openmetrics = ""
+
+    async def start(self, run: RunFacade) -> None:
+        pass
+
+    async def stop(self, result: RunResult | None) -> None:
+        self.scraped = await scrape(self._url())
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                self._url(), headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            )
+        assert response.headers["content-type"].startswith("application/openmetrics-text")
+        self.openmetrics = response.text
 
 
 # -- the command line as a subprocess ---------------------------------------------------------

@@ -3,8 +3,8 @@ basic auth, a custom header and a custom param, and as an OAuth2 client secret a
 token, to a server that fails some requests and echoes others back in its error bodies. Then
 everything the tool shows or writes is searched for the token (and its URL-encoded and base64
 forms), and for every OAuth2 token the server issued during the run: headless text and JSON
-progress, a debug log, `status`, `validate`, the state database, the lake, and the
-dashboard's screens and error pane."""
+progress, a debug log, `status`, `validate`, the state database, the lake, the
+dashboard's screens and error pane, and `/metrics` during and after a run."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from tui_connector.demo.faults import FAULTS
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 from tui_connector.in_process import InProcessRun
+from tui_connector.metrics import MetricsServer
+from tui_connector.services import ServedRun
 from tui_connector.tui.app import Dashboard
 
-from helpers import async_wait_for, cli, engine_of, run_engine
+from helpers import LastScrape, async_wait_for, cli, engine_of, run_engine, scrape
 
 SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"
@@ -268,3 +270,34 @@ async def test_the_dashboard_never_shows_the_token(
     for number, screen in enumerate(screens):
         assert_no_secret(screen, f"dashboard screen {number}", issued)
     assert_no_secret("\n".join(cells), "the error pane", issued)
+
+
+async def test_metrics_never_show_the_token(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    server = demo_server_factory(records=200, seed=9, latency_ms=20, **SERVER_KNOBS)
+    path = tmp_path / "sources.yaml"
+    path.write_text(CONFIG.format(url=server.url))
+    metrics = MetricsServer("127.0.0.1", 0)
+    last = LastScrape(lambda: metrics.url)
+    run = ServedRun(InProcessRun(Engine(load_config(path, env=ENV))), [metrics, last])
+    scrapes: list[str] = []
+    await run.open()
+    try:
+        running = asyncio.create_task(run.run())
+        while not running.done():  # mid-run: retries, backoffs, tokens being renewed
+            scrapes.append((await scrape(metrics.url)).text)
+            await asyncio.sleep(0.05)
+        result = running.result()
+    finally:
+        await run.close()
+    assert last.scraped is not None
+    scrapes.append(last.scraped.text)
+    # The test can fail: the run failed sources with errors that echo the secret, and the
+    # scrapes cover them.
+    assert "custom-header" in result.failed and len(scrapes) > 3
+    assert 'tui_connector_source_status{source="custom-header",status="failed"} 1.0' in scrapes[-1]
+    assert any(event.body_excerpt for event in run.snapshot().errors)
+    issued = server.issued_tokens()
+    for number, text in enumerate(scrapes):
+        assert_no_secret(text, f"scrape {number}", issued)

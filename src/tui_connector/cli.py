@@ -28,6 +28,8 @@ from tui_connector.cli_shared import (
     log_level_option,
     log_to_file,
     make_engine,
+    metrics_option,
+    metrics_services,
     out_option,
     run_dashboard,
     run_headless,
@@ -110,6 +112,7 @@ def cli() -> None:
     is_flag=True,
     help="Let --control listen beyond loopback (anyone holding the token steers the run).",
 )
+@metrics_option
 @log_level_option
 def run(
     config: str,
@@ -125,6 +128,7 @@ def run(
     no_control: bool,
     control: str | None,
     control_public: bool,
+    metrics: tuple[str, int] | None,
     log_level: str,
 ) -> None:
     """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints.
@@ -134,21 +138,22 @@ def run(
     """
     loaded = load(config)
     log_path = log_to_file(loaded, state_path, log_level)
-    services = control_services(no_control, control, control_public)
+    controls = control_services(no_control, control, control_public)
     state = state_path or loaded.state
     if detach:
         from tui_connector.cli_control import start_detached
 
-        if not services:
+        if not controls:
             fail("--detach needs the control endpoint to attach to: drop --no-control")
         sys.exit(start_detached(sys.argv[1:], state, log_path, control))
     engine = make_engine(loaded, state_path, out, split_names(only), full_refresh)
+    services = [*controls, *metrics_services(loaded, metrics)]
     if use_dashboard(headless):
         code = run_dashboard(
             engine,
             exit_when_done=exit_when_done,
             services=services,
-            detach=handoff(sys.argv[1:], state, log_path, control),
+            detach=handoff(sys.argv[1:], state, log_path, control) if controls else None,
         )
     else:
         code = run_headless(

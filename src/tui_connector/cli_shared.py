@@ -72,6 +72,48 @@ def out_option(help: str) -> Callable[[Callable[..., None]], Callable[..., None]
     return click.option("--out", type=LakeLocation(), metavar="DIR|URL", help=help)
 
 
+class ListenAddress(click.ParamType):
+    """HOST:PORT, read as (host, port)."""
+
+    name = "host:port"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from tui_connector.config.fields import listen_address
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return listen_address(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def metrics_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--metrics",
+        type=ListenAddress(),
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts "
+        "(default: the config's 'metrics'). Any host may be given, so that a scraper on another "
+        "machine can reach it (0.0.0.0 is every interface): the figures carry no secret, but "
+        "source names and progress can be read by whoever reaches the port.",
+    )(command)
+
+
+def metrics_services(loaded: LoadedConfig, address: tuple[str, int] | None) -> list[RunService]:
+    """The metrics server of a run: at `address` (the command line's), else at the config's
+    `metrics:`; none when neither gives one."""
+    if address is None and loaded.model.metrics is not None:
+        from tui_connector.config.fields import listen_address
+
+        address = listen_address(loaded.model.metrics)
+    if address is None:
+        return []
+    from tui_connector.metrics import MetricsServer
+
+    return [MetricsServer(*address)]
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -127,14 +169,14 @@ def run_dashboard(
     services: Sequence[RunService] = (),
     detach: Callable[[], int] | None = None,
 ) -> int:
-    """The dashboard of a run in this process; `detach` (only with a control endpoint to
-    attach to) goes on with the run in the background after `d`."""
+    """The dashboard of a run in this process; `detach` (given only when the run serves a
+    control endpoint to attach to) goes on with the run in the background after `d`."""
     from tui_connector.tui.app import run_dashboard
 
     return run_dashboard(
         served(engine, services),
         exit_when_done=exit_when_done,
-        detach=detach if services else None,
+        detach=detach,
     )
 
 

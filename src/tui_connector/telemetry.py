@@ -119,8 +119,14 @@ class SourceStats:
     pages: int = 0
     records: int = 0
     bytes: int = 0
-    requests: int = 0
+    requests: int = 0  # attempts sent, OAuth2 token requests included
     retries: int = 0
+    # Of the attempts that ended: those answered, by status class (index 1 for 1xx ... 5 for
+    # 5xx; 0 unused), and those whose failure was retried. Counters that only grow, for
+    # metrics: unlike `pages` and `records`, a retried source does not start them over.
+    answers_by_class: list[int] = field(default_factory=lambda: [0] * 6, repr=False)
+    retried_attempts: int = 0
+    pages_this_run: int = 0
     errors: int = 0
     in_flight: int = 0
     total_records: int | None = None
@@ -278,6 +284,7 @@ class RunTelemetry:
     def page_retrieved(self, source: str, records: int, position: str) -> None:
         stats = self.sources[source]
         stats.pages += 1
+        stats.pages_this_run += 1
         stats.records += records
         stats.records_this_run += records
         stats.records_rate.add(records)
@@ -338,6 +345,7 @@ class SourceReporter:
         self, request_id: int, size: int, status: int | None, timed_out: bool
     ) -> None:
         request = self._telemetry.request_finished(request_id, size)
+        self._answered(status)
         listener = self.attempt_listener
         if listener is not None and request is not None:
             ended = time.monotonic()
@@ -351,8 +359,14 @@ class SourceReporter:
         self, request_id: int, size: int, status: int | None, timed_out: bool
     ) -> None:
         self._telemetry.request_finished(request_id, size)
+        self._answered(status)
+
+    def _answered(self, status: int | None) -> None:
+        if status is not None and 100 <= status < 600:
+            self.stats.answers_by_class[status // 100] += 1
 
     def retry_scheduled(self, error: Failure, wait: float) -> None:
+        self.stats.retried_attempts += 1
         self._telemetry.error(
             ErrorEvent(
                 at=time.time(),

@@ -112,6 +112,42 @@ ResponseSize = Annotated[
 ]
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 address in brackets: `[::1]:9464`) as the host and the port to
+    listen on; ValueError says what is wrong."""
+    host, colon, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, like [::1]:9464")
+    if not colon or not host or any(character.isspace() for character in host):
+        raise ValueError(
+            f"{text!r} is not HOST:PORT; write it like 127.0.0.1:9464 (0.0.0.0:9464 listens "
+            "on every interface)"
+        )
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def _check_listen_address(text: str) -> str:
+    listen_address(text)
+    return text.strip()
+
+
+ListenAddress = Annotated[
+    str,
+    AfterValidator(_check_listen_address),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _or_reference(r"^\s*(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}\s*$"),
+            "description": "HOST:PORT, e.g. 127.0.0.1:9464; an IPv6 address in brackets",
+        }
+    ),
+]
+
+
 def scalar_text(value: Scalar) -> str:
     """A value as it goes into a query string or a name: JSON-style booleans (str(True) is
     "True", which APIs do not expect)."""

@@ -25,6 +25,7 @@ from tui_connector.config.fields import (
     FilePath,
     HttpUrl,
     JMESPath,
+    ListenAddress,
     PositiveFloat,
     PositiveInt,
     ResponseSize,
@@ -464,6 +465,11 @@ class Config(Strict):
     )
     max_concurrency: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=256, description="requests in flight across all sources at most"
+    )
+    metrics: ListenAddress | None = Field(
+        default=None,
+        description="HOST:PORT: serve Prometheus metrics at http://HOST:PORT/metrics while a "
+        "run lasts (`run --metrics` overrides it)",
     )
     defaults: SourceDefaults = SourceDefaults.model_construct()
     sources: dict[SourceName, Source] = Field(
