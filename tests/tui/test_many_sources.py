@@ -4,7 +4,10 @@ source while rows move, and the totals stay those of the whole run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from textual.pilot import Pilot
 
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
@@ -40,18 +43,23 @@ def header_offset(column_key: str) -> tuple[int, int]:
     raise KeyError(column_key)
 
 
-async def finished(app: Dashboard) -> None:
-    await async_wait_for(app.all_finished, what="the run")
-    app.refresh_view()
+@contextlib.asynccontextmanager
+async def finished_run_of_many(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> AsyncIterator[tuple[Dashboard, Pilot[int], LoadedConfig]]:
+    """The dashboard of a finished run of the 120 sources, on a 48-line terminal."""
+    config = many_sources(demo, write_config)
+    app = dashboard_on(config)
+    async with app.run_test(size=TALL) as pilot:
+        await async_wait_for(app.all_finished, what="the run")
+        app.refresh_view()
+        yield app, pilot, config
 
 
 async def test_the_status_and_name_filters_find_the_failed_sources_among_120(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    config = many_sources(demo, write_config)
-    app = dashboard_on(config)
-    async with app.run_test(size=TALL) as pilot:
-        await finished(app)
+    async with finished_run_of_many(demo, write_config) as (app, pilot, config):
         table = app.sources_table
         # The config's order: every source has a row, a fraction of them on screen.
         assert table.row_keys == list(config.sources)
@@ -96,10 +104,7 @@ async def test_the_status_and_name_filters_find_the_failed_sources_among_120(
 async def test_sorting_by_a_column_moves_rows_and_keeps_the_selected_source(
     demo: DemoServer, write_config: Callable[..., LoadedConfig]
 ) -> None:
-    config = many_sources(demo, write_config)
-    app = dashboard_on(config)
-    async with app.run_test(size=TALL) as pilot:
-        await finished(app)
+    async with finished_run_of_many(demo, write_config) as (app, pilot, _config):
         table = app.sources_table
         await pilot.press("down", "down")  # s000 failing, the config lists it last
         assert table.selected_source == "s003" and table.cursor_row == 2

@@ -244,11 +244,13 @@ class Dashboard(App[int]):
 
     def _refresh_sources(self, now: float) -> None:
         sources = self.telemetry.sources
+        shown = self.finder.arrange(sources, now)
+        if len(shown) < len(self.facts.selected):  # what a hidden source's lake says is told
+            for name in self.facts.selected:
+                self._lake_cells(name, sources.get(name))
         self.sources_table.sync(
             (name, source_cells(name, stats, now, self._lake_cells(name, stats)))
-            for name, stats in (
-                (name, sources.get(name)) for name in self.finder.arrange(sources, now)
-            )
+            for name, stats in ((name, sources.get(name)) for name in shown)
         )
 
     def refresh_sources(self) -> None:
