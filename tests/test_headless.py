@@ -4,14 +4,20 @@ to JSON text, once."""
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import humanize
 import pytest
 
+from tui_connector.config import load_config
 from tui_connector.demo.server import DemoServer
+from tui_connector.engine import Engine
+from tui_connector.headless import HeadlessReporter
+from tui_connector.in_process import InProcessRun
 
 from helpers import LABEL_NOTE, bytes_on_disk, cli, three_formats_yaml
 
@@ -69,3 +75,23 @@ def test_progress_lines_and_the_summary_say_where_records_went(
     assert drift.startswith("  drift: delta v") and " at lake/drift, " in drift
     assert drift.endswith("written; stored as JSON text: label")
     assert any(line.startswith(f"  table: delta v{version} at lake/table, ") for line in summary)
+
+
+async def test_the_summary_counts_the_runs_own_time_not_until_it_is_printed(
+    demo: DemoServer, tmp_path: Path
+) -> None:
+    """A dashboard prints the summary when the operator quits, maybe long after the run."""
+    config = tmp_path / "sources.yaml"
+    config.write_text(f"sources:\n  a:\n    url: {demo.url}/v1/all/a\n")
+    run = InProcessRun(Engine(load_config(config, env={})))
+    await run.open()
+    try:
+        result = await run.run()
+    finally:
+        await run.close()
+    telemetry = run.snapshot()
+    telemetry.started_at = time.monotonic() - 100  # started 100 s ago, finished after 3
+    telemetry.sources["a"].finished_at = telemetry.started_at + 3
+    out = io.StringIO()
+    HeadlessReporter(run, out=out).summary(result)
+    assert "done: 1 done, 0 failed, 0 stopped; 237 records in 3 seconds\n" in out.getvalue()

@@ -4,9 +4,12 @@ config against it)."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +34,46 @@ if TYPE_CHECKING:
 
 DEMO_PORT = 8765  # preferred, so that checkpointed next-links stay valid across demo runs
 DEMO_URL_VARIABLE = "DEMO_URL"
+# The last day of the example's date-window backfill (`activity` in sources.yaml), which
+# ends after its first day unless this says otherwise.
+BACKFILL_END_VARIABLE = "DEMO_BACKFILL_END"
+DEMO_FIRST_DAY = datetime.date(2024, 1, 1)  # the demo data's first record; one a minute after
+
+
+@dataclass(frozen=True)
+class DemoPace:
+    """How long the demo lasts: each request's latency, each dataset's records, and how many
+    days the date-window backfill covers (a day's windows are four 6-hour partitions)."""
+
+    latency_ms: float
+    records: int
+    backfill_days: int
+
+    @classmethod
+    def of(cls, *, quick: bool, latency_ms: float | None, records: int | None) -> DemoPace:
+        """The default demo lasts a few minutes: long enough to pause a source, watch a
+        backfill's partitions and retry a failure; `quick` is over in about 20 seconds.
+        Values given explicitly win."""
+        pace = QUICK_DEMO if quick else DEFAULT_DEMO
+        records = pace.records if records is None else records
+        # The default backfill covers every record's day; the quick one only the first.
+        days = pace.backfill_days or max(1, math.ceil(records / MINUTES_A_DAY))
+        return cls(pace.latency_ms if latency_ms is None else latency_ms, records, days)
+
+    @property
+    def backfill_end(self) -> datetime.date:
+        return DEMO_FIRST_DAY + datetime.timedelta(days=self.backfill_days)
+
+    def describe(self) -> str:
+        return (
+            f"{self.latency_ms:g} ms a request, {self.records:,} records a dataset, "
+            f"a {self.backfill_days}-day backfill"
+        )
+
+
+MINUTES_A_DAY = 1440
+DEFAULT_DEMO = DemoPace(latency_ms=250, records=50_000, backfill_days=0)  # 0: as records reach
+QUICK_DEMO = DemoPace(latency_ms=30, records=20_000, backfill_days=1)
 
 
 def _demo_knob_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -148,11 +191,18 @@ def demo_server(args: list[str]) -> Iterator[str]:
 @click.argument("config", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
 @click.option("--headless", is_flag=True, help="No dashboard: print progress lines instead.")
 @click.option(
+    "--quick",
+    is_flag=True,
+    help=f"A demo of about 20 seconds ({QUICK_DEMO.describe()}) instead of a few minutes "
+    f"({DEFAULT_DEMO.latency_ms:g} ms, {DEFAULT_DEMO.records:,} records, a backfill of every "
+    "record's day).",
+)
+@click.option(
     "--latency-ms",
     type=FiniteFloatRange(min=0),
-    default=30,
-    show_default=True,
-    help="Demo server latency per request.",
+    default=None,
+    help=f"Demo server latency per request [default: {DEFAULT_DEMO.latency_ms:g}; "
+    f"--quick: {QUICK_DEMO.latency_ms:g}].",
 )
 @click.option(
     "--fault-rate",
@@ -164,9 +214,9 @@ def demo_server(args: list[str]) -> Iterator[str]:
 @click.option(
     "--records",
     type=click.IntRange(min=0),
-    default=20000,
-    show_default=True,
-    help="Records per demo dataset: enough to watch a backfill.",
+    default=None,
+    help=f"Records per demo dataset [default: {DEFAULT_DEMO.records}; "
+    f"--quick: {QUICK_DEMO.records}].",
 )
 @click.option(
     "--oauth-token-ttl-s",
@@ -179,9 +229,10 @@ def demo_server(args: list[str]) -> Iterator[str]:
 def demo(
     config: str,
     headless: bool,
-    latency_ms: float,
+    quick: bool,
+    latency_ms: float | None,
     fault_rate: float,
-    records: int,
+    records: int | None,
     oauth_token_ttl_s: float,
     log_level: str,
 ) -> None:
@@ -193,11 +244,12 @@ def demo(
 
     if not Path(config).exists():
         fail(f"{config} not found; run this from the tui-connector checkout, or pass a config")
+    pace = DemoPace.of(quick=quick, latency_ms=latency_ms, records=records)
     knobs = [
         "--records",
-        str(records),
+        str(pace.records),
         "--latency-ms",
-        str(latency_ms),
+        str(pace.latency_ms),
         "--fault-rate",
         str(fault_rate),
         "--token",
@@ -208,8 +260,12 @@ def demo(
     with demo_server(knobs) as url:
         os.environ[DEMO_URL_VARIABLE] = url
         os.environ.setdefault("DEMO_TOKEN", "demo-token")
+        os.environ.setdefault(BACKFILL_END_VARIABLE, pace.backfill_end.isoformat())
         loaded = load(config)
-        click.echo(f"demo API at {url}; lake: {loaded.out}; state: {loaded.state}", err=True)
+        click.echo(
+            f"demo API at {url} ({pace.describe()}); lake: {loaded.out}; state: {loaded.state}",
+            err=True,
+        )
         full_refresh = asyncio.run(_everything_done(loaded))
         if full_refresh:
             click.echo("every stream was already complete: starting over", err=True)

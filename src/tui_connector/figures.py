@@ -67,14 +67,28 @@ def backoff_seconds(stats: SourceStats, now: float) -> float | None:
     return max(0.0, stats.backoff_until - now)
 
 
+# A source that fetches nothing now has no time of arrival: its rate only decays.
+_NO_ETA = frozenset({SourceStatus.PAUSING, SourceStatus.PAUSED})
+
+
 def eta_seconds(stats: SourceStats, now: float) -> float | None:
-    if stats.total_records is None or stats.status.finished:
+    if stats.total_records is None or stats.status.finished or stats.status in _NO_ETA:
         return None
     remaining = stats.total_records - stats.records
     per_second = stats.records_rate.rate(now)
     if remaining <= 0 or per_second <= 0:
         return None
     return remaining / per_second
+
+
+def checkpoint_seconds(stats: SourceStats, now: float) -> float | None:
+    """How long before `now` the source last checkpointed; once it has finished, how long
+    before its finish (a figure that stops growing); None if it never did."""
+    at = stats.last_checkpoint_at
+    if at is None:
+        return None
+    end = stats.finished_at if stats.status.finished and stats.finished_at is not None else now
+    return max(0.0, end - at)
 
 
 def progress_fraction(stats: SourceStats) -> float | None:
@@ -91,11 +105,12 @@ def progress_fraction(stats: SourceStats) -> float | None:
 
 
 def run_seconds(telemetry: RunTelemetry, finished: bool, now: float) -> float:
-    """How long the run has been going; once every source has `finished`, until the last did."""
-    end = now
+    """How long the run has been going: once every source has `finished`, until the last did;
+    once the run has ended (stopped), until then; not until whoever asks is done looking."""
+    end = now if telemetry.finished_at is None else telemetry.finished_at
     if finished:
         ends = [s.finished_at for s in telemetry.sources.values() if s.finished_at]
-        end = max(ends, default=now)
+        end = max(ends, default=end)
     return max(0.0, end - telemetry.started_at)
 
 

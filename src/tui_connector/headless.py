@@ -23,8 +23,16 @@ from tui_connector.facade import (
     RunResult,
     RunView,
     TwoStageStop,
+    all_finished,
 )
-from tui_connector.figures import backoff_seconds, lake_kind, records_per_second, shown_location
+from tui_connector.figures import (
+    backoff_seconds,
+    lake_kind,
+    records_per_second,
+    requests_per_second,
+    run_seconds,
+    shown_location,
+)
 from tui_connector.telemetry import LakeInfo, SourceStats
 
 
@@ -43,7 +51,7 @@ def source_snapshot(stats: SourceStats, now: float, lake: LakeInfo) -> dict[str,
         "in_flight": stats.in_flight,
         "concurrency": stats.concurrency,
         "records_per_s": round(records_per_second(stats, now), 1),
-        "requests_per_s": round(stats.requests_rate.rate(now), 1),
+        "requests_per_s": round(requests_per_second(stats, now), 1),
         "total_records": stats.total_records,
         "position": stats.position,
         "backoff_s": round(backoff, 1) if backoff is not None else None,
@@ -158,7 +166,8 @@ class HeadlessReporter:
     def summary(self, result: RunResult) -> None:
         now = time.monotonic()
         telemetry = self.view.snapshot()
-        elapsed = now - telemetry.started_at
+        # The run's own time: until its last source finished, or it stopped.
+        elapsed = run_seconds(telemetry, all_finished(telemetry, self.view.facts.selected), now)
         totals = telemetry.totals()
         if self.mode == "json":
             self.report(event="final")

@@ -17,10 +17,10 @@ from tui_connector.telemetry import (
     ConcurrencyMode,
 )
 from tui_connector.tui.app import Dashboard
-from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
-from tui_connector.tui.widgets import (
+from tui_connector.tui.partitions import (
     PartitionTable,
 )
+from tui_connector.tui.screens import HelpScreen, SourceDetailScreen
 
 from .dashboard import (
     SIZE,

@@ -19,12 +19,12 @@ from tui_connector.telemetry import (
 from tui_connector.tui import format as fmt
 from tui_connector.tui.app import Dashboard
 from tui_connector.tui.keys import DEFAULT_KEYS
-from tui_connector.tui.screens import SourceDetailScreen
-from tui_connector.tui.widgets import (
+from tui_connector.tui.partitions import (
     MAX_PARTITIONS_SHOWN,
     PartitionTable,
     shown_streams,
 )
+from tui_connector.tui.screens import SourceDetailScreen
 
 from .dashboard import (
     SIZE,

@@ -37,6 +37,7 @@ from tui_connector.telemetry import ConcurrencyMode, LakeInfo, SourceStats, Sour
 from tui_connector.tui import format as fmt
 from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.controls import SourceControls
+from tui_connector.tui.finder import SourceFinder
 from tui_connector.tui.history import ThroughputHistory
 from tui_connector.tui.keys import DASHBOARD_KEYS, KeyNames, bindings
 from tui_connector.tui.screens import ConfirmScreen, HelpScreen, SourceDetailScreen
@@ -61,6 +62,7 @@ HELP_SCREEN = "help"  # the help screen's name once installed
 CLOSE_TIMEOUT = 5.0
 # More sources than this finishing in one tick get one notification, not one each.
 NOTIFY_EACH_SOURCE_UP_TO = 3
+FINDER_ACTIONS = frozenset({"filter_sources", "next_status_filter", "sort_next", "reverse_sort"})
 
 
 class Dashboard(App[int]):
@@ -98,6 +100,7 @@ class Dashboard(App[int]):
         if keymap:
             self.set_keymap(dict(keymap))
         self.controls = SourceControls(self)
+        self.finder = SourceFinder(self)
         self.exit_when_done = exit_when_done
         self.clock = clock
         self.handle_signals = handle_signals
@@ -129,6 +132,7 @@ class Dashboard(App[int]):
     def compose(self) -> ComposeResult:
         yield Static(id="totals")
         yield Static(id="quit-banner")
+        yield self.finder.name_input
         yield SourcesTable(self.facts.selected, id="sources")
         yield InFlightPane(id="in-flight")
         yield ErrorTable(id="errors", max_rows=200)
@@ -142,7 +146,6 @@ class Dashboard(App[int]):
         self.in_flight_pane = self.query_one("#in-flight", InFlightPane)
         self.totals_line = self.query_one("#totals", Static)
         self.quit_banner = self.query_one("#quit-banner", Static)
-        self.sources_table.border_title = "Sources"
         # The panes that follow the selection follow it at once, not at the next tick. A watch
         # runs within the keypress's own handler; a message would wait its turn in the table's,
         # the screen's and then the app's queue, each a loop iteration when the loop is busy.
@@ -239,10 +242,7 @@ class Dashboard(App[int]):
         now = self.clock()
         telemetry = self.telemetry = self.facade.snapshot()
         sources = telemetry.sources
-        self.sources_table.sync(
-            (name, source_cells(name, stats, now, self._lake_cells(name, stats)))
-            for name, stats in ((name, sources.get(name)) for name in self.facts.selected)
-        )
+        self._refresh_sources(now)
         in_flight = telemetry.in_flight
         pause_key = self.keys["pause"]
         idle = (idle_reason(stats, now, pause_key) for stats in sources.values())
@@ -264,6 +264,22 @@ class Dashboard(App[int]):
         if isinstance(screen, SourceDetailScreen):
             screen.refresh_live()
         self.tick_seconds.append(time.perf_counter() - started)
+
+    def _refresh_sources(self, now: float) -> None:
+        sources = self.telemetry.sources
+        shown = self.finder.arrange(sources, now)
+        if len(shown) < len(self.facts.selected):  # what a hidden source's lake says is told
+            for name in self.facts.selected:
+                self._lake_cells(name, sources.get(name))
+        self.sources_table.sync(
+            (name, source_cells(name, stats, now, self._lake_cells(name, stats)))
+            for name, stats in ((name, sources.get(name)) for name in shown)
+        )
+
+    def refresh_sources(self) -> None:
+        """The sources table at once (its filter or sort changed), not at the next tick."""
+        self._refresh_sources(self.clock())
+        self._selection_moved()
 
     def _lake_cells(self, name: str, stats: SourceStats | None) -> LakeCells:
         """The source's lake cells, made again only when its lake was read anew; what the
@@ -483,6 +499,23 @@ class Dashboard(App[int]):
         self.errors_follow_selection = not self.errors_follow_selection
         self._refresh_errors()
 
+    def action_filter_sources(self) -> None:
+        self.finder.open_name_filter()
+
+    def action_next_status_filter(self) -> None:
+        self.finder.next_status_filter()
+
+    def action_sort_next(self) -> None:
+        self.finder.sort_next()
+
+    def action_reverse_sort(self) -> None:
+        self.finder.reverse()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in FINDER_ACTIONS:  # they act on the sources table, not on a source's detail
+            return not isinstance(self.screen, SourceDetailScreen)
+        return True
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             # Installed, the help is built once: a new one each time was composed, styled and
@@ -509,9 +542,18 @@ class Dashboard(App[int]):
                 f"Partitioned: partitions done/total, “3{fmt.FAILED_MARK}” if 3 failed; "
                 "else a bar (total known) or records so far",
             ),
+            (
+                "checkpoint",
+                "How long ago the source last checkpointed; once it has finished, how long "
+                "before its end",
+            ),
             ("written", "Bytes this run wrote to the lake; lake: the format, a table's version"),
         ]
         return [*self.keys.help_sections(), ("Columns", columns)]
+
+    def on_row_table_header_selected(self, event: RowTable.HeaderSelected) -> None:
+        if event.table is self.sources_table:
+            self.finder.sort_by(event.column_key)
 
     def on_row_table_row_selected(self, event: RowTable.RowSelected) -> None:
         if event.table is self.sources_table:

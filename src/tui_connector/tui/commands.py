@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from tui_connector.telemetry import ConcurrencyMode, SourceStatus
+from tui_connector.tui.arrange import StatusFilter
+from tui_connector.tui.widgets import SOURCE_COLUMNS
 
 if TYPE_CHECKING:
     from tui_connector.tui.app import Dashboard
@@ -67,9 +69,53 @@ class DashboardCommands(Provider):
             app.quit_now,
             False,
         )
+        yield from self._finder_commands(app)
         selected = app.selected_source()
         for name in app.facts.selected:
             yield from self._source_commands(app, name, discover=name == selected)
+
+    def _finder_commands(self, app: Dashboard) -> Iterator[PaletteCommand]:
+        keys = app.keys
+        finder = app.finder
+        yield PaletteCommand(
+            "Find sources by name",
+            f"Like {keys['filter-sources']}: show only the sources whose name holds a text",
+            app.action_filter_sources,
+            True,
+        )
+        status = keys["status-filter"]
+        for status_filter in StatusFilter:
+            title = (
+                "Show all sources"
+                if status_filter is StatusFilter.ALL
+                else f"Show only {status_filter.label} sources"
+            )
+            yield PaletteCommand(
+                title,
+                f"Like {status}: filter the sources by status",
+                partial(finder.show_status, status_filter),
+                status_filter is not StatusFilter.ALL or app.finder.arrangement.filtered,
+            )
+        sort = keys["sort"]
+        for column in SOURCE_COLUMNS:
+            yield PaletteCommand(
+                f"Sort sources by {column.label}",
+                f"Like {sort} or a click on its header (again: the other way)",
+                partial(finder.sort_by, column.key),
+                False,
+            )
+        yield PaletteCommand(
+            "Sources in the config's order",
+            f"Like {sort} after the last column: no sort",
+            partial(finder.sort_by, None),
+            False,
+        )
+        yield PaletteCommand(
+            "Reverse the sources' sort",
+            f"Like {keys['reverse-sort']}",
+            finder.reverse,
+            False,
+        )
 
     def _source_commands(
         self, app: Dashboard, name: str, *, discover: bool

@@ -14,6 +14,7 @@ from tui_connector.facade import RunFacts
 from tui_connector.figures import (
     PLACEHOLDER,
     backoff_seconds,
+    checkpoint_seconds,
     eta_seconds,
     one_line,
     progress_fraction,
@@ -153,10 +154,28 @@ def tokens_text(stats: SourceStats, now: float) -> str:
     return f"{text}, the current one expires in {countdown(expires_at - now)}"
 
 
-def checkpoint_age(last_commit_at: float | None, now: float) -> str:
-    if last_commit_at is None:
+def short_duration(seconds: float) -> str:
+    """A duration in a few cells: "12s", "3m", "5h", "2d"."""
+    whole = int(max(0.0, seconds))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def checkpoint_text(stats: SourceStats, now: float, *, compact: bool = False) -> str:
+    """When the source last checkpointed: how long ago while it runs; once it has finished,
+    how long before its end (a figure that no longer grows). `compact`: for a table's cell."""
+    seconds = checkpoint_seconds(stats, now)
+    if seconds is None:
         return PLACEHOLDER
-    return duration(now - last_commit_at)
+    if not stats.status.finished:
+        return duration(seconds) if compact else f"{duration(seconds)} ago"
+    if seconds < 1:
+        return "at end" if compact else "at its end"
+    if compact:
+        return f"{short_duration(seconds)} before"
+    return f"{duration(seconds)} before its end"
 
 
 def concurrency_note(stats: SourceStats | None, now: float, auto_key: str) -> str:

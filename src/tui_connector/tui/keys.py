@@ -111,6 +111,39 @@ DASHBOARD_KEYS = (
         "toggle_error_filter",
         "Filter errors",
         "Errors pane: all sources, or only the selected source",
+        show=False,  # the errors pane's title names it; the footer has no room left
+    ),
+    Key(
+        "filter-sources",
+        "slash",
+        "filter_sources",
+        "Find",
+        "Show only the sources whose name holds what you type ({keep-filter} keeps it, "
+        "{close-filter} clears it)",
+        key_display="/",
+    ),
+    Key(
+        "status-filter",
+        "t",
+        "next_status_filter",
+        "Status",
+        "Show only failed, then backing off, paused, running sources; then all again",
+    ),
+    Key(
+        "sort",
+        "o",
+        "sort_next",
+        "Sort",
+        "Sort the sources by the next column, or click a header (again: the other way round)",
+    ),
+    Key(
+        "reverse-sort",
+        "O",
+        "reverse_sort",
+        "Reverse",
+        "Reverse the sources' sort",
+        key_display="O",
+        show=False,  # the footer is full: the help lists it
     ),
     Key("help", "question_mark", "help", "Help", "This help", key_display="?"),
     Key(
@@ -218,6 +251,19 @@ ERRORS_KEYS = (
     ),
 )
 
+# The name filter's input (`/`), besides its keys for editing text.
+FILTER_KEYS = (
+    Key(
+        "keep-filter",
+        "enter",
+        "keep_filter",
+        "Keep filter",
+        "In the name filter: {keep-filter} keeps it and goes back to the sources, "
+        "{close-filter} clears it",
+    ),
+    Key("close-filter", "escape", "close_filter", "Clear filter", "Clear the name filter"),
+)
+
 DETAIL_KEYS = (Key("back", "escape", "app.pop_screen", "Back", "Back to the sources"),)
 
 # The help closes with its own key, or again with the keys that open the help and quit (the
@@ -230,7 +276,7 @@ HELP_KEYS = (
 
 # Nodes whose keys are active at the same time: one key there must do one thing.
 KEY_SCOPES = (
-    DASHBOARD_KEYS + ROW_KEYS + SOURCES_KEYS + ERRORS_KEYS + DETAIL_KEYS,
+    DASHBOARD_KEYS + ROW_KEYS + SOURCES_KEYS + ERRORS_KEYS + FILTER_KEYS + DETAIL_KEYS,
     HELP_KEYS,
 )
 
@@ -259,6 +305,8 @@ HELP_LAYOUT: tuple[tuple[str, tuple[HelpLine, ...]], ...] = (
             (("cursor-up", "cursor-down"), None),
             (("source-detail", "error-source-detail"), None),
             (("scroll-left", "scroll-right"), None),
+            (("keep-filter", "close-filter"), None),
+            (("reverse-sort",), None),
             (("focus-next",), None),
             (("command-palette",), None),
         ),

@@ -24,14 +24,9 @@ from tui_connector.telemetry import LakeInfo, SourceStats
 from tui_connector.tui import format as fmt
 from tui_connector.tui.history import ThroughputHistory
 from tui_connector.tui.keys import DETAIL_KEYS, HELP_KEYS, KEYS_BY_ID, KeyNames, bindings
+from tui_connector.tui.partitions import PartitionTable, shown_streams
 from tui_connector.tui.table import RowTable, text_strip
-from tui_connector.tui.widgets import (
-    ErrorTable,
-    PartitionTable,
-    SteadyFooter,
-    ThemeStyles,
-    shown_streams,
-)
+from tui_connector.tui.widgets import ErrorTable, SteadyFooter, ThemeStyles
 
 # -- live figures ---------------------------------------------------------------------------------
 
@@ -87,9 +82,7 @@ def source_figures(stats: SourceStats | None, now: float) -> list[Figure]:
     line("retries, errors", f"{fmt.count(stats.retries)}, {fmt.count(stats.errors)}")
     if stats.tokens_obtained:
         line("OAuth2 tokens", fmt.tokens_text(stats, now))
-    committed_at = stats.last_checkpoint_at
-    age = fmt.checkpoint_age(committed_at, now)
-    line("last checkpoint", f"{age} ago" if committed_at is not None else age)
+    line("last checkpoint", fmt.checkpoint_text(stats, now))
     if stats.last_error:
         line("last error", figures.one_line(stats.last_error))
     for warning in stats.warnings:
@@ -238,7 +231,7 @@ class SourceDetailScreen(Screen[None]):
         except NoMatches:  # the timer ticked while the screen was being dismantled
             return
         streams, hidden = shown_streams(stats)
-        table.sync(streams, self.view.redact)
+        table.sync(streams, self.view.redact, stats.status)
         table.border_title = self._partitions_title(stats)
         not_started = max(0, stats.streams_total - len(stats.streams))
         if hidden:

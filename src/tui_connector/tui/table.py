@@ -198,6 +198,18 @@ class RowTable(ScrollView, can_focus=True):
     class RowSelected(RowMessage):
         """Enter (or a click) on a row."""
 
+    class HeaderSelected(Message):
+        """A click on a column's header."""
+
+        def __init__(self, table: RowTable, column_key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.column_key = column_key
+
+        @property
+        def control(self) -> RowTable:
+            return self.table
+
     cursor_row: Reactive[int] = Reactive(0, repaint=False, init=False)
     """The selected row's index. Watch it (`watch`) to follow the selection with no message
     in between."""
@@ -256,6 +268,10 @@ class RowTable(ScrollView, can_focus=True):
         """How cell `index` of a row is drawn; subclasses style it. Called only to draw it."""
         column = self.columns[index]
         return Text(cells[index], justify="right" if column.numeric else None, no_wrap=True)
+
+    def header_label(self, column: Column) -> str:
+        """A column's header as drawn; subclasses may mark it (`redraw_header` when it changes)."""
+        return column.label
 
     def cell_key(self, index: int, cells: Cells) -> Hashable:
         """Everything `cell_text` reads: a cell is drawn again only when this changed. A
@@ -333,6 +349,10 @@ class RowTable(ScrollView, can_focus=True):
         for row in self._rows.values():
             row.forget()
         self.refresh()
+
+    def redraw_header(self) -> None:
+        self._header = None
+        self.refresh(Region(0, 0, self.size.width, HEADER_HEIGHT))
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -436,7 +456,23 @@ class RowTable(ScrollView, can_focus=True):
     def on_leave(self, _event: events.Leave) -> None:
         self._set_hover(None)
 
+    def _column_at(self, x: int) -> Column | None:
+        """The column under content column `x` of the table (scrolled sideways or not)."""
+        left = -round(self.scroll_x)
+        for column in self.columns:
+            left += column.width + 2 * CELL_PADDING
+            if x < left:
+                return column
+        return None
+
     def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None and offset.y < HEADER_HEIGHT:
+            column = self._column_at(offset.x)
+            if column is not None:
+                event.stop()
+                self.post_message(self.HeaderSelected(self, column.key))
+            return
         row = self._row_under(event)
         if row is None or not self.show_cursor:
             return
@@ -497,7 +533,9 @@ class RowTable(ScrollView, can_focus=True):
             console = self.app.console
             segments: list[Segment] = []
             for column in self.columns:
-                label = Text(column.label, justify="right" if column.numeric else "left")
+                label = Text(
+                    self.header_label(column), justify="right" if column.numeric else "left"
+                )
                 segments += cell_segments(label, column.width, look.cell, look.post, console)
             self._header = (width, self._finish(segments, look))
         return self._header[1]

@@ -34,10 +34,9 @@ from tui_connector.telemetry import (
     LakeInfo,
     SourceStats,
     SourceStatus,
-    StreamStats,
-    StreamStatus,
 )
 from tui_connector.tui import format as fmt
+from tui_connector.tui.arrange import sort_arrow
 from tui_connector.tui.keys import ERRORS_KEYS, SOURCES_KEYS, bindings
 from tui_connector.tui.table import Cells, Column, RowTable, text_strip
 
@@ -135,7 +134,7 @@ def source_cells(
         "retries": fmt.count(stats.retries),
         "errors": fmt.count(stats.errors),
         "concurrency": fmt.concurrency_text(stats),
-        "checkpoint": fmt.checkpoint_age(stats.last_checkpoint_at, now),
+        "checkpoint": fmt.checkpoint_text(stats, now, compact=True),
         "written": written,
         "lake": kind,
     }
@@ -152,6 +151,7 @@ class SourcesTable(RowTable):
         self.names = list(names)
         self._styles: ThemeStyles | None = None
         self.rows_updated = 0  # how many rows changed so far (measured in tests)
+        self._sort: tuple[str | None, bool] = (None, False)  # the column sorted by, descending
         blank = tuple("" for _ in SOURCE_COLUMNS)
         for name in self.names:
             self.add_row(name, blank)
@@ -165,12 +165,36 @@ class SourcesTable(RowTable):
         return self.cursor_key
 
     def select_source(self, name: str) -> None:
-        self.move_cursor(self.names.index(name))
+        """Move the cursor to the source's row (if it is shown: a filter may hide it)."""
+        if name in self.row_keys:
+            self.move_cursor(self.row_keys.index(name))
 
     def sync(self, rows: Iterable[tuple[str, dict[str, str]]]) -> None:
-        for name, cells in rows:
-            if self.update_row(name, tuple(cells[column.key] for column in SOURCE_COLUMNS)):
+        """These rows in this order: a filter or a sort may show fewer, or move them (the
+        cursor stays on its source)."""
+        ordered = [
+            (name, tuple(cells[column.key] for column in SOURCE_COLUMNS)) for name, cells in rows
+        ]
+        if [name for name, _ in ordered] != self.row_keys:
+            self.set_rows(ordered)
+            self.rows_updated += len(ordered)
+            return
+        for name, cells in ordered:
+            if self.update_row(name, cells):
                 self.rows_updated += 1
+
+    def show_sort(self, column: str | None, descending: bool) -> None:
+        """Mark the sorted column's header with the direction of its sort."""
+        if (column, descending) != self._sort:
+            self._sort = (column, descending)
+            self.redraw_header()
+
+    def header_label(self, column: Column) -> str:
+        sorted_by, descending = self._sort
+        if column.key != sorted_by:
+            return column.label
+        arrow = sort_arrow(descending)
+        return f"{arrow}{column.label}" if column.numeric else f"{column.label}{arrow}"
 
     def cell_text(self, index: int, cells: Cells) -> Text:
         return self._cell(SOURCE_COLUMNS[index], cells[index], self._styles)
@@ -195,85 +219,6 @@ class SourcesTable(RowTable):
             text.stylize(styles.error, value.rindex(" ") + 1)  # "12/40 parts 3✗"
         elif column.key == "source":
             text.stylize(Style(bold=True))
-        return text
-
-
-# -- the partitions of one source ----------------------------------------------------------------
-
-MAX_PARTITIONS_SHOWN = 200
-
-PARTITION_COLUMNS: tuple[Column, ...] = (
-    Column("partition", "partition", 20),
-    Column("status", "status", 8),
-    Column("pages", "pages", 9, numeric=True),
-    Column("records", "records", 9, numeric=True),
-    Column("position", "position", 28),
-    Column("error", "last error", 46),
-)
-
-
-def shown_streams(
-    stats: SourceStats, limit: int = MAX_PARTITIONS_SHOWN
-) -> tuple[list[StreamStats], int]:
-    """The streams worth a row, at most `limit`: running ones first, then failed ones, then
-    the rest in the order they started; and how many others there are (not started yet
-    included). O(streams): for the detail screen, at most once a second."""
-    running: list[StreamStats] = []
-    failed: list[StreamStats] = []
-    rest: list[StreamStats] = []
-    for stream in stats.streams.values():
-        if stream.status is StreamStatus.RUNNING:
-            running.append(stream)
-        elif stream.status is StreamStatus.FAILED:
-            failed.append(stream)
-        elif len(rest) < limit:
-            rest.append(stream)
-    chosen = (running + failed + rest)[:limit]
-    return chosen, max(stats.streams_total, len(stats.streams)) - len(chosen)
-
-
-def partition_cells(stream: StreamStats, redact: Callable[[str], str]) -> Cells:
-    """The text of a stream's row, in the order of PARTITION_COLUMNS."""
-    pages = fmt.count(stream.pages)
-    if stream.pages_total is not None and stream.pages <= stream.pages_total:
-        pages += f"/{fmt.count(stream.pages_total)}"
-    return (
-        stream.key,
-        stream.status.value,
-        pages,
-        fmt.count(stream.records),
-        redact(one_line(stream.position)) or PLACEHOLDER,
-        redact(one_line(stream.error)) if stream.error else PLACEHOLDER,
-    )
-
-
-class PartitionTable(RowTable):
-    """At most MAX_PARTITIONS_SHOWN streams of one source, keyed by partition, in the order
-    given; a row is drawn again only when its text changed."""
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(PARTITION_COLUMNS, show_cursor=False, id=id)
-        self._styles: ThemeStyles | None = None
-
-    def restyle(self, styles: ThemeStyles) -> None:
-        self._styles = styles
-        self.redraw()
-
-    def sync(self, streams: Sequence[StreamStats], redact: Callable[[str], str]) -> None:
-        self.set_rows([(stream.key, partition_cells(stream, redact)) for stream in streams])
-
-    def cell_text(self, index: int, cells: Cells) -> Text:
-        return self._cell(PARTITION_COLUMNS[index], cells[index])
-
-    def _cell(self, column: Column, value: str) -> Text:
-        if column.numeric:
-            return Text(value, justify="right", no_wrap=True)
-        text = Text(value, no_wrap=True, overflow="ellipsis")
-        styles = self._styles
-        if styles is not None and column.key == "status":
-            text.stylize(styles.for_status(value))
-        elif styles is not None and column.key == "error" and value != PLACEHOLDER:
-            text.stylize(styles.error)
         return text
 
 
