@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -198,6 +199,8 @@ class Dashboard(App[int]):
                 self.exit(ExitCode.OK if self.facts.attached else result.exit_code)
         finally:
             self._run_closed.set()
+            if self.hung_up:
+                self._end_hung_up()
             if self._quit_now_requested and not self.facts.attached:
                 self.exit(ExitCode.INTERRUPTED)
 
@@ -221,16 +224,31 @@ class Dashboard(App[int]):
         self.call_next(self.action_quit)
 
     def _on_hangup(self) -> None:
-        """The terminal is gone: stop gracefully (once), nothing more to show anyone."""
+        """The terminal is gone (SIGHUP): nobody sees the screen or types. Stop the run
+        gracefully (attached: just leave it), then end the process without Textual's teardown,
+        which would block on writing to a terminal that no longer exists; until then every
+        write goes nowhere instead of failing."""
         if self.hung_up:
             return
         self.hung_up = True
-        if self.facts.attached:
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        for stream in (1, 2):
+            os.dup2(nowhere, stream)
+        os.close(nowhere)
+        self.refresh_timer.stop()
+        if self._run_closed.is_set():
+            self._end_hung_up()
+        elif self.facts.attached:
             self._leave()
-        elif self._run_closed.is_set():
-            self.exit(self.result.exit_code if self.result else ExitCode.INTERRUPTED)
         elif not self._stop.requested:
             self._stop.request()
+
+    def _end_hung_up(self) -> None:
+        """After a hang-up, once the run has closed (everything committed): exit at once."""
+        code: int = ExitCode.OK
+        if not self.facts.attached:
+            code = self.result.exit_code if self.result else ExitCode.INTERRUPTED
+        os._exit(code)
 
     # -- the view -------------------------------------------------------------------------------
 
