@@ -23,6 +23,7 @@ from tui_connector.cli_demo import demo, serve_demo
 from tui_connector.cli_shared import (
     DEFAULT_CONFIG,
     FiniteFloatRange,
+    control_services,
     fail,
     load,
     log_level_option,
@@ -40,7 +41,7 @@ from tui_connector.cli_shared import (
 from tui_connector.facade import ExitCode
 
 if TYPE_CHECKING:
-    from tui_connector.services import RunService
+    pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -160,18 +161,6 @@ def run(
             engine, progress=progress, interval=progress_interval, services=services
         )
     sys.exit(code)
-
-
-def control_services(no_control: bool, control: str | None, public: bool) -> list[RunService]:
-    from tui_connector.control import AddressError, ControlAddress, ControlServer
-
-    if no_control and control is None:
-        return []
-    try:
-        tcp = ControlAddress.parse(control) if control else None
-        return [ControlServer(unix=not no_control, tcp=tcp, public=public)]
-    except AddressError as exc:
-        fail(str(exc))
 
 
 def handoff(argv: list[str], state: Path, log_path: Path, control: str | None) -> Callable[[], int]:

@@ -18,11 +18,13 @@ import click
 from tui_connector.cli_shared import (
     DEFAULT_CONFIG,
     FiniteFloatRange,
+    control_services,
     fail,
     load,
     log_level_option,
     log_to_file,
     make_engine,
+    metrics_services,
     run_dashboard,
     run_headless,
     use_dashboard,
@@ -271,10 +273,13 @@ def demo(
             click.echo("every stream was already complete: starting over", err=True)
         log_to_file(loaded, None, log_level)
         engine = make_engine(loaded, None, None, [], full_refresh)
+        # `tui-connector attach` reaches the demo's run from another terminal; `d` does not
+        # hand it to the background: the demo API ends with this process.
+        services = [*control_services(False, None, False), *metrics_services(loaded, None)]
         if use_dashboard(headless):
-            code = run_dashboard(engine, exit_when_done=False)
+            code = run_dashboard(engine, exit_when_done=False, services=services)
         else:
-            code = run_headless(engine, progress="text", interval=2.0)
+            code = run_headless(engine, progress="text", interval=2.0, services=services)
     sys.exit(code)
 
 

@@ -100,6 +100,19 @@ def metrics_option(command: Callable[..., None]) -> Callable[..., None]:
     )(command)
 
 
+def control_services(no_control: bool, control: str | None, public: bool) -> list[RunService]:
+    """The run's control endpoint: its socket unless `no_control`, and TCP at `control`."""
+    from tui_connector.control import AddressError, ControlAddress, ControlServer
+
+    if no_control and control is None:
+        return []
+    try:
+        tcp = ControlAddress.parse(control) if control else None
+        return [ControlServer(unix=not no_control, tcp=tcp, public=public)]
+    except AddressError as exc:
+        fail(str(exc))
+
+
 def metrics_services(loaded: LoadedConfig, address: tuple[str, int] | None) -> list[RunService]:
     """The metrics server of a run: at `address` (the command line's), else at the config's
     `metrics:`; none when neither gives one."""
