@@ -15,7 +15,6 @@ import pytest
 from test_lake_formats import (
     QUICK_RETRIES,
     TWO_FORMATS,
-    closed_port,
     places_holding,
     run_failing,
     write_one_source,
@@ -26,7 +25,7 @@ from tui_connector.sinks import LakeError
 from tui_connector.sinks.locks import TableLock, run_owner
 
 from azurite_server import ACCOUNT, ACCOUNT_KEY, Container
-from helpers import cli, expected_ids, table_ids
+from helpers import cli, expected_ids, free_port, table_ids
 
 
 @pytest.mark.parametrize(
@@ -99,7 +98,7 @@ def test_a_failing_azure_store_fails_the_source_saying_what_to_fix_and_shows_no_
         monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", key)
         reason = "check the account name and key: AZURE_STORAGE_ACCOUNT_NAME and"
     else:
-        monkeypatch.setenv("AZURE_STORAGE_ENDPOINT", f"http://127.0.0.1:{closed_port()}/x")
+        monkeypatch.setenv("AZURE_STORAGE_ENDPOINT", f"http://127.0.0.1:{free_port()}/x")
         storage, reason = QUICK_RETRIES, "onnection refused"
     output = run_failing(tmp_path, demo, out, format, storage, reason, key, container)
     assert "RequestId" not in output  # Azure's message is cut to its first line

@@ -4,9 +4,7 @@ background, and reading a live run's picture."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -98,6 +96,8 @@ async def _probe(run: RemoteRun) -> None:
 
 
 def _reachable(run: RemoteRun, state: Path) -> None:
+    import asyncio
+
     from tui_connector.control import NoRunThere
     from tui_connector.facade import RunError
 
@@ -136,6 +136,8 @@ def attach(
 def stop(state: Path | None, config: str, control: str | None, token_file: Path | None) -> None:
     """Stop a run in progress gracefully: requests in flight finish and commit. Asked again
     while it stops: at once (what is committed stays exact either way)."""
+    import asyncio
+
     from tui_connector.control import NoRunThere
     from tui_connector.facade import RunError
 
@@ -180,6 +182,8 @@ def stop(state: Path | None, config: str, control: str | None, token_file: Path 
 def live_lines(state: Path) -> list[str] | None:
     """A run in progress on `state` as `status` shows it (one line per source), or None when
     no run answers on its socket."""
+    import asyncio
+
     from tui_connector.control import NoRunThere, RemoteRun, socket_path
     from tui_connector.control.address import ControlAddress
     from tui_connector.facade import RunError
@@ -215,6 +219,9 @@ def live_lines(state: Path) -> list[str] | None:
 def start_detached(argv: Sequence[str], state: Path, log_path: Path, control: str | None) -> int:
     """`run --detach`: the same run, headless, in a new session (no terminal to lose), its
     output appended to the log beside the state; returns once it serves its controls."""
+    import asyncio
+    import subprocess
+
     from tui_connector.control import ControlAddress, socket_path
     from tui_connector.control.address import connect
 
