@@ -21,6 +21,9 @@ from tui_connector.demo.server import DemoServer
 
 from helpers import cli, expected_ids, lake_ids, wait_for
 
+# Real processes in pseudo-terminals, each run to its end: the slow set (CI runs it too).
+pytestmark = pytest.mark.slow
+
 RECORDS = 6_000  # 300 pages a source at 25 ms: long enough to act on mid-run
 NAMES = ("alpha", "beta")
 CURSOR = "pagination: {type: cursor, cursor: {header: X-Next-Cursor}, cursor_param: after}"

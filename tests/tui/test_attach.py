@@ -96,8 +96,11 @@ async def test_two_dashboards_attach_and_q_upper_stops_the_run_after_asking(
     async with watcher.run_test(size=SIZE) as watching, steerer.run_test(size=SIZE) as pilot:
         await async_wait_for(lambda: "running" in cell(steerer, "beta", "status"))
         await async_wait_for(lambda: "running" in cell(watcher, "beta", "status"))
-        await watching.press("Q")  # read-only: nothing to confirm, nothing sent
+        await watching.press("Q", "p")  # read-only: nothing to confirm, nothing sent
         assert not isinstance(watcher.screen, ConfirmScreen)
+        offered = {active.binding.action for active in watcher.screen.active_bindings.values()}
+        assert {"quit", "detach"} <= offered
+        assert not offered & {"toggle_pause", "retry", "stop_source", "stop_run"}
         await pilot.press("Q")
         await async_wait_for(lambda: isinstance(steerer.screen, ConfirmScreen), what="asked")
         await pilot.press("n")

@@ -61,6 +61,18 @@ HELP_SCREEN = "help"  # the help screen's name once installed
 # After a second `q`, or when the app exits for any reason, how long to wait for the run to
 # close its state database before giving up on it (its committed pages are safe either way).
 CLOSE_TIMEOUT = 5.0
+# The keys that change what the run does (a read-only dashboard offers none of them).
+STEERING_ACTIONS = frozenset(
+    {
+        "toggle_pause",
+        "toggle_pause_all",
+        "retry",
+        "concurrency",
+        "auto_concurrency",
+        "stop_source",
+        "stop_run",
+    }
+)
 # More sources than this finishing in one tick get one notification, not one each.
 NOTIFY_EACH_SOURCE_UP_TO = 3
 FINDER_ACTIONS = frozenset({"filter_sources", "next_status_filter", "sort_next", "reverse_sort"})
@@ -532,6 +544,8 @@ class Dashboard(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in FINDER_ACTIONS:  # they act on the sources table, not on a source's detail
             return not isinstance(self.screen, SourceDetailScreen)
+        if action in STEERING_ACTIONS:  # attached read-only: no key steers the run
+            return not self.facts.read_only
         return True
 
     def action_help(self) -> None:
