@@ -2,8 +2,10 @@
 
 The app sees the run only through the front-end facade (`facade.RunFacade`). In-process, the
 app and the retrieval share one event loop: the run is driven by a worker of this app. The
-screen pulls: a 10 Hz timer reads the run's telemetry and changes only the cells that changed;
-the only messages are rare events (a source done or failed, the run finished).
+screen pulls: a refresh reads the run's telemetry and changes only the cells that changed, ten
+times a second while the loop has time to spare and less often while the run keeps it busy
+(`cadence.RefreshCadence`); the only messages are rare events (a source done or failed, the
+run finished).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tui_connector.facade import (
 from tui_connector.figures import one_line, run_seconds
 from tui_connector.telemetry import ConcurrencyMode, LakeInfo, SourceStats, SourceStatus
 from tui_connector.tui import format as fmt
+from tui_connector.tui.cadence import FASTEST_SECONDS, RefreshCadence
 from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.controls import SourceControls
 from tui_connector.tui.history import ThroughputHistory
@@ -54,7 +57,7 @@ from tui_connector.tui.widgets import (
     source_cells,
 )
 
-REFRESH_SECONDS = 0.1
+REFRESH_SECONDS = FASTEST_SECONDS  # the heartbeat; the cadence says which beats refresh
 HELP_SCREEN = "help"  # the help screen's name once installed
 # After a second `q`, or when the app exits for any reason, how long to wait for the run to
 # close its state database before giving up on it (its committed pages are safe either way).
@@ -105,6 +108,7 @@ class Dashboard(App[int]):
         self._shown_lakes: dict[str, tuple[LakeInfo, LakeCells]] = {}
         self.errors_follow_selection = False
         self.tick_seconds: deque[float] = deque(maxlen=1000)
+        self.cadence = RefreshCadence()
         self._styles: ThemeStyles | None = None
         self._statuses: dict[str, SourceStatus] = {}
         self._run_finished = False
@@ -148,7 +152,7 @@ class Dashboard(App[int]):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal)
         self.refresh_view()
-        self.refresh_timer = self.set_interval(REFRESH_SECONDS, self.refresh_view)
+        self.refresh_timer = self.set_interval(REFRESH_SECONDS, self._heartbeat)
         self.set_interval(1.0, self._sample_throughput)
         # exclusive=False: an exclusive worker would cancel the others of its group.
         self._run_worker = self.run_worker(self._drive(), name="run", group="run", exclusive=False)
@@ -208,8 +212,16 @@ class Dashboard(App[int]):
 
     # -- the view -------------------------------------------------------------------------------
 
+    def _heartbeat(self) -> None:
+        if self.cadence.due():
+            self.refresh_view()
+
+    def refresh_soon(self) -> None:
+        """Refresh at the next heartbeat, however busy the loop: the operator acted."""
+        self.cadence.wake()
+
     def refresh_view(self) -> None:
-        """One tick: read telemetry, change what changed. Runs 10 times a second."""
+        """One tick: read telemetry, change what changed. Runs up to 10 times a second."""
         if not self.screen_stack:
             return  # the app is closing: a tick can come after its screens are gone
         started = time.perf_counter()
@@ -240,7 +252,9 @@ class Dashboard(App[int]):
         screen = self.screen
         if isinstance(screen, SourceDetailScreen):
             screen.refresh_live()
-        self.tick_seconds.append(time.perf_counter() - started)
+        cost = time.perf_counter() - started
+        self.tick_seconds.append(cost)
+        self.cadence.ticked(cost)
 
     def _lake_cells(self, name: str, stats: SourceStats | None) -> LakeCells:
         """The source's lake cells, made again only when its lake was read anew; what the

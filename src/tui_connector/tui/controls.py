@@ -1,5 +1,6 @@
 """What the dashboard's keys and command palette do to a source: each control acts through the
-run's facade and tells the operator what happened, or why nothing did."""
+run's facade and tells the operator what happened, or why nothing did. A control that reached
+the run has the dashboard refresh at its next heartbeat, however busy the loop."""
 
 from __future__ import annotations
 
@@ -35,14 +36,18 @@ class SourceControls:
             run.resume(name)
         elif stats.status.finished:
             self.dashboard.notify(f"{name} is {stats.status}: nothing to pause", severity="warning")
+            return
         else:
             run.pause(name)
+        self.dashboard.refresh_soon()
 
     def pause_all(self) -> None:
         self.dashboard.facade.pause_all()
+        self.dashboard.refresh_soon()
 
     def resume_all(self) -> None:
         self.dashboard.facade.resume_all()
+        self.dashboard.refresh_soon()
 
     def toggle_pause_all(self) -> None:
         """Pause every source unless none is left to pause: then resume them all."""
@@ -63,6 +68,8 @@ class SourceControls:
                 f"{name} is {stats.status}: only a failed or stopped source can be retried",
                 severity="warning",
             )
+            return
+        self.dashboard.refresh_soon()
 
     def change_concurrency(self, name: str, delta: int) -> None:
         stats = self._stats(name)
@@ -72,6 +79,7 @@ class SourceControls:
         before = stats.concurrency
         was_auto = stats.concurrency_mode is ConcurrencyMode.AUTO
         app.facade.set_concurrency(name, before + delta)
+        app.refresh_soon()
         if stats.concurrency == before:
             bound = "1" if delta < 0 else f"max_concurrency ({app.facts.max_concurrency})"
             app.notify(f"{name}: concurrency is already {bound}", severity="warning")
@@ -90,6 +98,7 @@ class SourceControls:
         if stats.concurrency_mode is ConcurrencyMode.AUTO:
             app.notify(f"{name}: concurrency is already adaptive (auto)")
         elif app.facade.set_auto(name):
+            app.refresh_soon()
             app.notify(
                 f"{name}: concurrency adaptive again, from {stats.concurrency}",
                 title="Auto concurrency",
@@ -110,3 +119,4 @@ class SourceControls:
             self.dashboard.notify(f"{name} is {stats.status}: nothing to stop", severity="warning")
             return
         self.dashboard.facade.stop(name)
+        self.dashboard.refresh_soon()
