@@ -154,6 +154,14 @@ class Dashboard(App[int]):
         self.refresh_view()
         self.refresh_timer = self.set_interval(REFRESH_SECONDS, self._heartbeat)
         self.set_interval(1.0, self._sample_throughput)
+        # The run starts once the first frame is on screen: composing, styling and laying the
+        # screen out take 20-40 ms of the loop, which the run would otherwise wait for in its
+        # first pages (and the operator sees the screen before the work starts).
+        self.call_after_refresh(self._start_run)
+
+    def _start_run(self) -> None:
+        if self._run_worker is not None or self._stop.requested:
+            return  # `q` before the first frame: nothing was started, nothing to stop
         # exclusive=False: an exclusive worker would cancel the others of its group.
         self._run_worker = self.run_worker(self._drive(), name="run", group="run", exclusive=False)
 
