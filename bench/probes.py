@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,38 @@ class ProgressTrace:
             await asyncio.gather(self._task, return_exceptions=True)
         self._sample()
         return self.samples
+
+
+def process_cpu_seconds() -> float:
+    """This process's CPU time so far (user + system, every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuWhen:
+    """The process's CPU time at the first moment `done()` holds (polled every 10 ms): with the
+    reading at the engine's entry, the CPU of the timed span alone, without the start-up and
+    the shutdown around it (a dashboard's are tens of milliseconds: composing, the first
+    layouts)."""
+
+    def __init__(self, done: Callable[[], bool]) -> None:
+        self.done = done
+        self.cpu_s: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="cpu-when")
+
+    async def _run(self) -> None:
+        while not self.done():  # noqa: ASYNC110 - telemetry has no events to wait on
+            await asyncio.sleep(0.01)
+        self.cpu_s = process_cpu_seconds()
+
+    async def stop(self) -> float | None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        return self.cpu_s
 
 
 def rss_mb() -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,11 @@ How it was measured:
   only the new state shows (the errors pane's title naming the newly selected source after
   `down`/`up`; the title `f` changes; the help screen `?` opens).
 """
+
+
+def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -143,22 +149,23 @@ class Report:
     def _cpu_rows(self) -> Iterator[Row]:
         if not self.get("cpu_bound"):
             return
-        bare = self._best("cpu_bound", "runs", "bare")
+        bare = self._best("cpu_bound", "runs", "bare")  # absent when workload 3 ran alone
         headless = self._best("cpu_bound", "runs", "headless")
         dashboard = self._best("cpu_bound", "runs", "dashboard")
         no_checkpoints = self._best("cpu_bound", "runs", "no_checkpoints")
-        assert bare and headless and dashboard and no_checkpoints
+        assert headless and dashboard
         paired = self.figures["cpu_bound"]["paired_median_ratios"]
-        ratio = self.figures["cpu_bound_ratio"]
-        yield Row(
-            "2",
-            "CPU-bound (50 streams, no latency): records/s / bare httpx loop",
-            f"{ratio:.3f} ({_rate(headless['records_per_s'])} vs "
-            f"{_rate(bare['records_per_s'])} records/s; median of pairs "
-            f"{paired['cpu_bound']:.3f})",
-            ">= 0.85",
-            ratio >= 0.85,
-        )
+        if bare:
+            ratio = self.figures["cpu_bound_ratio"]
+            yield Row(
+                "2",
+                "CPU-bound (50 streams, no latency): records/s / bare httpx loop",
+                f"{ratio:.3f} ({_rate(headless['records_per_s'])} vs "
+                f"{_rate(bare['records_per_s'])} records/s; median of pairs "
+                f"{paired['cpu_bound']:.3f})",
+                ">= 0.85",
+                ratio >= 0.85,
+            )
         ratio = self.figures["dashboard_over_headless"]
         yield Row(
             "3",
@@ -166,9 +173,10 @@ class Report:
             f"{ratio:.3f} ({_rate(dashboard['records_per_s'])} vs "
             f"{_rate(headless['records_per_s'])} records/s; median of pairs "
             f"{paired['dashboard_over_headless']:.3f})",
-            ">= 0.90",
-            ratio >= 0.90,
+            ">= 0.95",  # issue 18: the dashboard costs at most ~5 % of a core at full load
+            ratio >= 0.95,
         )
+        yield from self._dashboard_cpu_rows()
         pooled = self.figures["cpu_bound"]["dashboard_latencies"]
         lag, keys = pooled["loop_lag"], pooled["keypress"]
         p99, p95 = self.figures["loop_lag_p99_ms"], self.figures["keypress_p95_ms"]
@@ -189,13 +197,35 @@ class Report:
             "p95 < 100 ms",
             p95 is not None and p95 < 100 and not misses,
         )
-        ratio = self.figures["checkpoint_ratio"]
+        if no_checkpoints:
+            ratio = self.figures["checkpoint_ratio"]
+            yield Row(
+                "5",
+                "checkpoints on / off (workload 2)",
+                f"{ratio:.3f} ({_rate(headless['records_per_s'])} vs "
+                f"{_rate(no_checkpoints['records_per_s'])} records/s; median of pairs "
+                f"{paired['checkpoint']:.3f})",
+                ">= 0.95",
+                ratio >= 0.95,
+            )
+
+    def _dashboard_cpu_rows(self) -> Iterator[Row]:
+        """The dashboard's cost in CPU time, which a machine shared with other work disturbs
+        far less than wall time: medians over the repeats of the timed span's CPU seconds."""
+        runs = self.figures["cpu_bound"]["runs"]
+        headless_cpu = _median_of(runs["headless"], "run_cpu_s")
+        dashboard_cpu = _median_of(runs["dashboard"], "run_cpu_s")
+        if headless_cpu is None or dashboard_cpu is None:
+            return  # figures saved before the span's CPU was measured
+        dashboard_wall = _median_of(runs["dashboard"], "wall_s")
+        assert dashboard_wall is not None
+        ratio = headless_cpu / dashboard_cpu
+        share = (dashboard_cpu - headless_cpu) / dashboard_wall
         yield Row(
-            "5",
-            "checkpoints on / off (workload 2)",
-            f"{ratio:.3f} ({_rate(headless['records_per_s'])} vs "
-            f"{_rate(no_checkpoints['records_per_s'])} records/s; median of pairs "
-            f"{paired['checkpoint']:.3f})",
+            "3",
+            "dashboard / headless, records per CPU second (median CPU s of the timed span)",
+            f"{ratio:.3f} ({dashboard_cpu:.2f} vs {headless_cpu:.2f} s; the dashboard's share "
+            f"of a core: {share:.1%})",
             ">= 0.95",
             ratio >= 0.95,
         )

@@ -52,6 +52,7 @@ WORKER_TIMEOUT = 300.0
 WORKLOADS = {
     "1": "latency-bound",
     "2": "CPU-bound (also 3 dashboard cost, 5 checkpoint overhead)",
+    "3": "dashboard cost alone: workload 2 headless and with the dashboard (part of 2)",
     "4": "memory",
     "6": "adaptive concurrency",
     "7": "transport",
@@ -250,38 +251,48 @@ def transport(bench: Bench, figures: dict[str, Any]) -> None:
     )
 
 
-def cpu_bound(bench: Bench, figures: dict[str, Any]) -> None:
+def cpu_bound(bench: Bench, figures: dict[str, Any], *, dashboard_only: bool = False) -> None:
+    """Workloads 2, 3 and 5 interleaved; with `dashboard_only`, workload 3's two sides alone
+    (headless and dashboard): half the runs, for work on the dashboard's cost."""
     streams = wl.cpu_bound(bench.sizes)
+    sides = (
+        "tui-connector / dashboard"
+        if dashboard_only
+        else ("bare loop / tui-connector / no checkpoints / dashboard")
+    )
     log(
-        f"2/3/5. CPU-bound: {streams.streams} streams, no latency, {streams.page_size} records "
-        f"a page, {streams.records} records; bare loop / tui-connector / no checkpoints / "
-        "dashboard, interleaved"
+        f"{'3' if dashboard_only else '2/3/5'}. CPU-bound: {streams.streams} streams, no latency, "
+        f"{streams.page_size} records a page, {streams.records} records; {sides}, interleaved"
     )
     bench.api.configure(latency_ms=0)
-    runs = interleaved(
-        bench.sizes.cpu_repeats,
-        bare=lambda i: bench.tui(f"bare loop #{i + 1}", streams, "bare"),
-        headless=lambda i: bench.tui(f"tui-connector #{i + 1}", streams),
-        no_checkpoints=lambda i: bench.tui(f"no checkpoints #{i + 1}", streams, checkpoints=False),
-        dashboard=lambda i: bench.tui(f"dashboard #{i + 1}", streams, "dashboard"),
-    )
-    bare, headless = best(runs["bare"]), best(runs["headless"])
-    no_checkpoints, dashboard = best(runs["no_checkpoints"]), best(runs["dashboard"])
+    measurements: dict[str, Callable[[int], dict[str, Any]]] = {
+        "bare": lambda i: bench.tui(f"bare loop #{i + 1}", streams, "bare"),
+        "headless": lambda i: bench.tui(f"tui-connector #{i + 1}", streams),
+        "no_checkpoints": lambda i: bench.tui(
+            f"no checkpoints #{i + 1}", streams, checkpoints=False
+        ),
+        "dashboard": lambda i: bench.tui(f"dashboard #{i + 1}", streams, "dashboard"),
+    }
+    if dashboard_only:
+        measurements = {side: measurements[side] for side in ("headless", "dashboard")}
+    runs = interleaved(bench.sizes.cpu_repeats, **measurements)
+    headless, dashboard = best(runs["headless"]), best(runs["dashboard"])
+    # A cross-check of the best-of ratios: the median of each repeat's own ratio.
+    paired = {"dashboard_over_headless": paired_median(runs["dashboard"], runs["headless"])}
+    figures["dashboard_over_headless"] = dashboard["records_per_s"] / headless["records_per_s"]
+    if not dashboard_only:
+        bare, no_checkpoints = best(runs["bare"]), best(runs["no_checkpoints"])
+        paired["cpu_bound"] = paired_median(runs["headless"], runs["bare"])
+        paired["checkpoint"] = paired_median(runs["headless"], runs["no_checkpoints"])
+        figures["cpu_bound_ratio"] = headless["records_per_s"] / bare["records_per_s"]
+        figures["checkpoint_ratio"] = headless["records_per_s"] / no_checkpoints["records_per_s"]
     figures["cpu_bound"] = {
         "streams": streams.streams,
         "page_size": streams.page_size,
         "records_per_run": streams.records,
         "runs": runs,
-        # A cross-check of the best-of ratios: the median of each repeat's own ratio.
-        "paired_median_ratios": {
-            "cpu_bound": paired_median(runs["headless"], runs["bare"]),
-            "dashboard_over_headless": paired_median(runs["dashboard"], runs["headless"]),
-            "checkpoint": paired_median(runs["headless"], runs["no_checkpoints"]),
-        },
+        "paired_median_ratios": paired,
     }
-    figures["cpu_bound_ratio"] = headless["records_per_s"] / bare["records_per_s"]
-    figures["dashboard_over_headless"] = dashboard["records_per_s"] / headless["records_per_s"]
-    figures["checkpoint_ratio"] = headless["records_per_s"] / no_checkpoints["records_per_s"]
     latencies = pooled_latencies(runs["dashboard"])
     figures["cpu_bound"]["dashboard_latencies"] = latencies
     figures["loop_lag_p99_ms"] = latencies["loop_lag"]["p99_ms"]
@@ -512,6 +523,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
     full = not args.quick and not args.profile and selected == set(WORKLOADS)
+    if "2" in selected:
+        selected.discard("3")  # workload 2 runs workload 3's sides too
     command = "bench/run.py" + "".join(f" {arg}" for arg in sys.argv[1:])
 
     dlt_python, why = (None, "skipped (--no-dlt)") if args.no_dlt else (None, "")
@@ -533,6 +546,7 @@ def main() -> int:
             "1": lambda: latency_bound(bench, figures),
             "7": lambda: transport(bench, figures),
             "2": lambda: cpu_bound(bench, figures),
+            "3": lambda: cpu_bound(bench, figures, dashboard_only=True),
             "4": lambda: memory(bench, figures),
             "6": lambda: adaptive(bench, figures),
             "8": lambda: against_dlt(bench, figures, dlt_python, why),

@@ -23,7 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes import LoopLagProbe, ProgressTrace, RenderingDriver, RssMilestones
+from probes import (
+    CpuWhen,
+    LoopLagProbe,
+    ProgressTrace,
+    RenderingDriver,
+    RssMilestones,
+    process_cpu_seconds,
+)
 from stats import summary_ms
 from textual import events
 
@@ -46,9 +53,11 @@ class TimedEngine(Engine):
     """The Engine, noting when it was entered (state opened: the run begins)."""
 
     entered_at: float | None = None
+    entered_cpu: float | None = None
 
     async def __aenter__(self) -> TimedEngine:
         self.entered_at = time.monotonic()
+        self.entered_cpu = process_cpu_seconds()
         await super().__aenter__()
         return self
 
@@ -74,16 +83,21 @@ def _records(telemetry: RunTelemetry) -> int:
     return sum(stats.records_this_run for stats in telemetry.sources.values())
 
 
-def _engine_figures(engine: TimedEngine, cpu: CpuMeter) -> dict[str, Any]:
+def _engine_figures(
+    engine: TimedEngine, cpu: CpuMeter, run_cpu: float | None = None
+) -> dict[str, Any]:
     """Wall time from entering the engine to the last source finished (its last page
-    committed): the same span in headless and dashboard runs, whatever the app does after."""
+    committed): the same span in headless and dashboard runs, whatever the app does after.
+    `run_cpu`: the process's CPU time when every record had come (`CpuWhen`)."""
     telemetry = engine.telemetry
     sources = telemetry.sources.values()
     finished = [stats.finished_at for stats in sources if stats.finished_at is not None]
-    assert engine.entered_at is not None
+    assert engine.entered_at is not None and engine.entered_cpu is not None
     wall = max(finished) - engine.entered_at if finished else float("nan")
     return {
         "wall_s": wall,
+        # CPU seconds from entering the engine to the last record: the timed span's CPU.
+        "run_cpu_s": None if run_cpu is None else run_cpu - engine.entered_cpu,
         "records": _records(telemetry),
         "requests": sum(stats.requests for stats in sources),
         "retries": sum(stats.retries for stats in sources),
@@ -154,10 +168,12 @@ async def run_engine(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("trace_concurrency"):
         trace.start()
     cpu = CpuMeter()
+    run_cpu = CpuWhen(lambda: _records(engine.telemetry) >= job["expected_records"])
+    run_cpu.start()
     async with engine:
         result = await engine.run()
         memory = await rss.finish() if job.get("track_rss") else None
-    figures = _engine_figures(engine, cpu)
+    figures = _engine_figures(engine, cpu, await run_cpu.stop())
     if job.get("trace_concurrency"):
         figures["concurrency_trace"] = await trace.stop()
     figures["exit_code"] = result.exit_code
@@ -260,6 +276,8 @@ async def run_dashboard(job: dict[str, Any]) -> dict[str, Any]:
     lag = LoopLagProbe()
     keys = KeyPresser(app)
     cpu = CpuMeter()
+    run_cpu = CpuWhen(lambda: _records(engine.telemetry) >= job["expected_records"])
+    run_cpu.start()
     progress = ProgressTrace(lambda: _records(engine.telemetry))
     progress.start()
     async with app.run_test(headless=False, size=DASHBOARD_SIZE, notifications=True):
@@ -275,7 +293,7 @@ async def run_dashboard(job: dict[str, Any]) -> dict[str, Any]:
         RenderingDriver.watcher.cancel()
         loop_lag = await lag.stop()
         samples = await progress.stop()
-    figures = _engine_figures(engine, cpu)
+    figures = _engine_figures(engine, cpu, await run_cpu.stop())
     figures["progress"] = samples
     figures["exit_code"] = app.result.exit_code
     figures["loop_lag"] = loop_lag

@@ -2,8 +2,10 @@
 
 The app sees the run only through the front-end facade (`facade.RunFacade`). In-process, the
 app and the retrieval share one event loop: the run is driven by a worker of this app. The
-screen pulls: a 10 Hz timer reads the run's telemetry and changes only the cells that changed;
-the only messages are rare events (a source done or failed, the run finished).
+screen pulls: a refresh reads the run's telemetry and changes only the cells that changed, ten
+times a second while the loop has time to spare and less often while the run keeps it busy
+(`cadence.RefreshCadence`); the only messages are rare events (a source done or failed, the
+run finished).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tui_connector.facade import (
 from tui_connector.figures import one_line, run_seconds
 from tui_connector.telemetry import ConcurrencyMode, LakeInfo, SourceStats, SourceStatus
 from tui_connector.tui import format as fmt
+from tui_connector.tui.cadence import FASTEST_SECONDS, RefreshCadence
 from tui_connector.tui.commands import DashboardCommands
 from tui_connector.tui.controls import SourceControls
 from tui_connector.tui.finder import SourceFinder
@@ -56,7 +59,7 @@ from tui_connector.tui.widgets import (
     source_cells,
 )
 
-REFRESH_SECONDS = 0.1
+REFRESH_SECONDS = FASTEST_SECONDS  # the heartbeat; the cadence says which beats refresh
 HELP_SCREEN = "help"  # the help screen's name once installed
 # After a second `q`, or when the app exits for any reason, how long to wait for the run to
 # close its state database before giving up on it (its committed pages are safe either way).
@@ -128,6 +131,7 @@ class Dashboard(App[int]):
         self._shown_lakes: dict[str, tuple[LakeInfo, LakeCells]] = {}
         self.errors_follow_selection = False
         self.tick_seconds: deque[float] = deque(maxlen=1000)
+        self.cadence = RefreshCadence()
         self._styles: ThemeStyles | None = None
         self._statuses: dict[str, SourceStatus] = {}
         self._run_finished = False
@@ -172,8 +176,16 @@ class Dashboard(App[int]):
                 loop.add_signal_handler(signum, self._on_signal)
             loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         self.refresh_view()
-        self.refresh_timer = self.set_interval(REFRESH_SECONDS, self.refresh_view)
+        self.refresh_timer = self.set_interval(REFRESH_SECONDS, self._heartbeat)
         self.set_interval(1.0, self._sample_throughput)
+        # The run starts once the first frame is on screen: composing, styling and laying the
+        # screen out take 20-40 ms of the loop, which the run would otherwise wait for in its
+        # first pages (and the operator sees the screen before the work starts).
+        self.call_after_refresh(self._start_run)
+
+    def _start_run(self) -> None:
+        if self._run_worker is not None or self._stop.requested:
+            return  # `q` before the first frame: nothing was started, nothing to stop
         # exclusive=False: an exclusive worker would cancel the others of its group.
         self._run_worker = self.run_worker(self._drive(), name="run", group="run", exclusive=False)
 
@@ -264,8 +276,16 @@ class Dashboard(App[int]):
 
     # -- the view -------------------------------------------------------------------------------
 
+    def _heartbeat(self) -> None:
+        if self.cadence.due():
+            self.refresh_view()
+
+    def refresh_soon(self) -> None:
+        """Refresh at the next heartbeat, however busy the loop: the operator acted."""
+        self.cadence.wake()
+
     def refresh_view(self) -> None:
-        """One tick: read telemetry, change what changed. Runs 10 times a second."""
+        """One tick: read telemetry, change what changed. Runs up to 10 times a second."""
         if not self.screen_stack:
             return  # the app is closing: a tick can come after its screens are gone
         started = time.perf_counter()
@@ -293,7 +313,9 @@ class Dashboard(App[int]):
         screen = self.screen
         if isinstance(screen, SourceDetailScreen):
             screen.refresh_live()
-        self.tick_seconds.append(time.perf_counter() - started)
+        cost = time.perf_counter() - started
+        self.tick_seconds.append(cost)
+        self.cadence.ticked(cost)
 
     def _refresh_sources(self, now: float) -> None:
         sources = self.telemetry.sources

@@ -1,5 +1,6 @@
 """What the dashboard's keys and command palette do to a source: each control acts through the
-run's facade and tells the operator what happened, or why nothing did."""
+run's facade and tells the operator what happened, or why nothing did. A control that reached
+the run has the dashboard refresh at its next heartbeat, however busy the loop."""
 
 from __future__ import annotations
 
@@ -47,16 +48,20 @@ class SourceControls:
             run.resume(name)
         elif stats.status.finished:
             self.dashboard.notify(f"{name} is {stats.status}: nothing to pause", severity="warning")
+            return
         else:
             run.pause(name)
+        self.dashboard.refresh_soon()
 
     def pause_all(self) -> None:
         if self.steerable():
             self.dashboard.facade.pause_all()
+            self.dashboard.refresh_soon()
 
     def resume_all(self) -> None:
         if self.steerable():
             self.dashboard.facade.resume_all()
+            self.dashboard.refresh_soon()
 
     def toggle_pause_all(self) -> None:
         """Pause every source unless none is left to pause: then resume them all."""
@@ -79,6 +84,8 @@ class SourceControls:
                 f"{name} is {stats.status}: only a failed or stopped source can be retried",
                 severity="warning",
             )
+            return
+        self.dashboard.refresh_soon()
 
     def change_concurrency(self, name: str, delta: int) -> None:
         stats = self._stats(name)
@@ -91,6 +98,7 @@ class SourceControls:
         # its new limit only later, so the clamp is worked out here.
         target = min(max(before + delta, 1), app.facts.max_concurrency)
         app.facade.set_concurrency(name, before + delta)
+        app.refresh_soon()
         if target == before:
             bound = "1" if delta < 0 else f"max_concurrency ({app.facts.max_concurrency})"
             app.notify(f"{name}: concurrency is already {bound}", severity="warning")
@@ -109,6 +117,7 @@ class SourceControls:
         if stats.concurrency_mode is ConcurrencyMode.AUTO:
             app.notify(f"{name}: concurrency is already adaptive (auto)")
         elif app.facade.set_auto(name):
+            app.refresh_soon()
             app.notify(
                 f"{name}: concurrency adaptive again, from {stats.concurrency}",
                 title="Auto concurrency",
@@ -129,3 +138,4 @@ class SourceControls:
             self.dashboard.notify(f"{name} is {stats.status}: nothing to stop", severity="warning")
             return
         self.dashboard.facade.stop(name)
+        self.dashboard.refresh_soon()

@@ -302,7 +302,20 @@ class InFlightPane(ScrollView, can_focus=True):
             return  # blank lines below, until the count has stayed lower for a while
         self._tallest_at = now
         if lines != height:
-            self.virtual_size = Size(0, lines)
+            self._resize(lines)
+
+    def _resize(self, lines: int) -> None:
+        size = Size(0, lines)
+        visible = self.scrollable_content_region.height
+        if 0 < visible < min(lines, self.virtual_size.height):
+            # Taller than the pane before and after: the pane stays at its max height and only
+            # its scrollbar changes. A change of virtual size lays the whole screen out again
+            # (5-10 ms at 160x48), and with 50 requests in flight the count changed at most
+            # refreshes.
+            self.set_reactive(InFlightPane.virtual_size, size)
+            self._scroll_update(size)
+        else:
+            self.virtual_size = size
 
     def _lines_in_view(self, lines: int) -> bool:
         """Whether the rows in view start at the top or lie within the first `lines`: scrolled
