@@ -256,7 +256,7 @@ async def serve_run(job: dict[str, Any]) -> dict[str, Any]:
     await run.open()
     try:
         deadline = time.monotonic() + CLIENT_TIMEOUT
-        while server.clients < job["clients"]:  # noqa: ASYNC110 - the server counts, no event
+        while server.clients < job["clients"]:
             if time.monotonic() > deadline:
                 raise TimeoutError("no client attached")
             await asyncio.sleep(0.005)
@@ -275,11 +275,6 @@ async def serve_run(job: dict[str, Any]) -> dict[str, Any]:
 async def follow(path: Path) -> dict[str, Any]:
     from tui_connector.control.wire import MAX_MESSAGE_BYTES, TelemetryMirror, decode, encode
 
-    deadline = time.monotonic() + CLIENT_TIMEOUT
-    while not path.exists():  # noqa: ASYNC110 - the run makes it when its state is open
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no control socket at {path}")
-        await asyncio.sleep(0.005)
     reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_MESSAGE_BYTES)
     writer.write(encode({"type": "hello", "protocol": 1}))  # the default interval: 10 Hz
     await writer.drain()
@@ -319,7 +314,13 @@ def main() -> int:
         Path(sys.argv[3]).write_text(json.dumps(figures), encoding="utf-8")
         return 0
     if sys.argv[1:2] == ["client"]:
-        figures = asyncio.run(follow(Path(sys.argv[2])))
+        socket = Path(sys.argv[2])
+        deadline = time.monotonic() + CLIENT_TIMEOUT
+        while not socket.exists():  # the run makes it once its state is open
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no control socket at {socket}")
+            time.sleep(0.005)
+        figures = asyncio.run(follow(socket))
         Path(sys.argv[3]).write_text(json.dumps(figures), encoding="utf-8")
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
