@@ -44,28 +44,26 @@ CLIENT_TIMEOUT = 60.0  # seconds for a socket to appear, a client to attach, a c
 # -- the runs -----------------------------------------------------------------------------------
 
 
-def cpu_bound(quick: bool) -> wl.StreamSet:
-    """100 sources of one stream each, no latency: 500,000 records (as workload 2)."""
+def hundred_sources(prefix: str, pages: int, page_size: int) -> wl.StreamSet:
+    """100 sources of one stream each, at their default concurrency."""
     return wl.StreamSet(
-        prefix="ctl",
+        prefix=prefix,
         sources=100,
         partitions=1,
-        pages_per_stream=5 if quick else 50,
-        page_size=100,
+        pages_per_stream=pages,
+        page_size=page_size,
         concurrency=None,
     )
+
+
+def cpu_bound(quick: bool) -> wl.StreamSet:
+    """No latency: 500,000 records (as workload 2)."""
+    return hundred_sources("ctl", 5 if quick else 50, 100)
 
 
 def latency_bound(quick: bool) -> wl.StreamSet:
-    """100 sources of one stream each behind 50 ms: at most 2000 requests/s (as workload 1)."""
-    return wl.StreamSet(
-        prefix="ctllat",
-        sources=100,
-        partitions=1,
-        pages_per_stream=5 if quick else 60,
-        page_size=20,
-        concurrency=None,
-    )
+    """Behind 50 ms: at most 2000 requests/s (as workload 1)."""
+    return hundred_sources("ctllat", 5 if quick else 60, 20)
 
 
 class ControlBench:
@@ -135,55 +133,51 @@ def ended_in_time(process: subprocess.Popen[bytes]) -> bool:
 def measure(bench: Any, client_cpus: set[int] | None, quick: bool) -> dict[str, Any]:
     runs = ControlBench(bench, client_cpus)
     repeats = 1 if quick else 5
-    figures: dict[str, Any] = {}
-
     streams = cpu_bound(quick)
     log(f"CPU-bound: {streams.sources} sources, {streams.records:,} records, no latency")
     bench.api.configure(latency_ms=0)
-    cpu = interleaved(
-        repeats,
-        headless=lambda i: runs.run(f"headless #{i + 1}", streams, control=True, attach=False),
-        attached=lambda i: runs.run(f"attached #{i + 1}", streams, control=True, attach=True),
-        no_control=lambda i: runs.run(
-            f"no endpoint #{i + 1}", streams, control=False, attach=False
-        ),
-    )
-    figures["cpu_bound"] = {
-        "sources": streams.sources,
-        "records_per_run": streams.records,
-        "runs": cpu,
-        "attach_over_headless": {
-            "median_of_pairs": paired_median(cpu["attached"], cpu["headless"]),
-            "best_over_best": best(cpu["attached"])["records_per_s"]
-            / best(cpu["headless"])["records_per_s"],
-        },
-        "endpoint_over_none": {
-            "median_of_pairs": paired_median(cpu["headless"], cpu["no_control"]),
-        },
-        "traffic": traffic([run["client"] for run in cpu["attached"]]),
-    }
-
+    cpu = compared(runs, streams, repeats, with_no_endpoint=True)
     streams = latency_bound(quick)
     log(
         f"latency-bound: {streams.sources} sources x {wl.LATENCY_MS:g} ms, "
         f"{streams.requests:,} requests"
     )
     bench.api.configure(latency_ms=wl.LATENCY_MS)
-    latency = interleaved(
-        max(1, repeats - 2),
-        headless=lambda i: runs.run(f"headless #{i + 1}", streams, control=True, attach=False),
-        attached=lambda i: runs.run(f"attached #{i + 1}", streams, control=True, attach=True),
-    )
-    figures["latency_bound"] = {
-        "sources": streams.sources,
-        "requests_per_run": streams.requests,
-        "runs": latency,
-        "attach_over_headless": {
-            "median_of_pairs": paired_median(latency["attached"], latency["headless"]),
-        },
-        "traffic": traffic([run["client"] for run in latency["attached"]]),
+    latency = compared(runs, streams, max(1, repeats - 2), with_no_endpoint=False)
+    return {"cpu_bound": cpu, "latency_bound": latency}
+
+
+def compared(
+    runs: ControlBench, streams: wl.StreamSet, repeats: int, *, with_no_endpoint: bool
+) -> dict[str, Any]:
+    """`streams` headless with one client attached and without (and with no endpoint),
+    interleaved `repeats` times."""
+    sides = {
+        "headless": lambda i: runs.run(f"headless #{i + 1}", streams, control=True, attach=False),
+        "attached": lambda i: runs.run(f"attached #{i + 1}", streams, control=True, attach=True),
     }
-    return figures
+    if with_no_endpoint:
+        sides["no_control"] = lambda i: runs.run(
+            f"no endpoint #{i + 1}", streams, control=False, attach=False
+        )
+    done = interleaved(repeats, **sides)
+    section = {
+        "sources": streams.sources,
+        "records_per_run": streams.records,
+        "requests_per_run": streams.requests,
+        "runs": done,
+        "attach_over_headless": {
+            "median_of_pairs": paired_median(done["attached"], done["headless"]),
+            "best_over_best": best(done["attached"])["records_per_s"]
+            / best(done["headless"])["records_per_s"],
+        },
+        "traffic": traffic([run["client"] for run in done["attached"]]),
+    }
+    if with_no_endpoint:
+        section["endpoint_over_none"] = {
+            "median_of_pairs": paired_median(done["headless"], done["no_control"]),
+        }
+    return section
 
 
 def traffic(clients: list[dict[str, Any]]) -> dict[str, Any]:
