@@ -1,14 +1,14 @@
-"""What a run's control endpoint costs and sends: 100 sources, one client attached at the
-default 10 Hz (issue 18).
+"""What a run's control endpoint costs and sends, one client attached at the default 10 Hz
+(issue 18).
 
-    .venv/bin/python bench/control.py            # about 5 minutes on 2 cores
+    .venv/bin/python bench/control.py            # 3-6 minutes on 2 cores
     .venv/bin/python bench/control.py --quick    # a smoke check (seconds)
 
-- bytes per second and per update that the attached client receives, in a CPU-bound run and in
-  a latency-bound run of 100 sources;
-- attach ÷ headless: the CPU-bound run's records/s with one client attached ÷ without
-  (the endpoint open, nobody on it), interleaved with a run with no endpoint at all
-  (`--no-control`), the median of the pairs.
+- attach ÷ headless: records/s with one client attached ÷ without (the endpoint open, nobody on
+  it), the median of interleaved pairs, on run.py's workload 2 (where the issue sets its
+  target) and on 100 sources, CPU-bound (also against a run with no endpoint, as
+  `--no-control`) and latency-bound;
+- bytes per second and per update that the attached client receives in each.
 
 Every run is a fresh worker process (`control.py worker JOB RESULT`, run by `run.Bench`) pinned
 as in `run.py`; the attached client is another process (`control.py client SOCKET RESULT`)
