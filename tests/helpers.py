@@ -31,9 +31,11 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tui_connector.config import LoadedConfig
+from tui_connector.control import ControlServer
 from tui_connector.engine import Engine, RunResult
 from tui_connector.facade import RunFacade
 from tui_connector.in_process import InProcessRun
+from tui_connector.services import RunService, ServedRun
 
 if TYPE_CHECKING:
     from tui_connector.tui.app import Dashboard
@@ -208,6 +210,26 @@ def engine_of(app: Dashboard) -> Engine:
     run = app.facade
     assert isinstance(run, InProcessRun)
     return run.engine
+
+
+@contextlib.asynccontextmanager
+async def served_run(
+    config: LoadedConfig, *services: RunService
+) -> AsyncIterator[tuple[ServedRun, asyncio.Task[RunResult]]]:
+    """A run serving `services` (its control endpoint by default), running in a task until the
+    block ends (then asked to stop, if it has not finished)."""
+    run = ServedRun(InProcessRun(Engine(config)), services or [ControlServer()])
+    await run.open()
+    task = asyncio.create_task(run.run())
+    try:
+        yield run, task
+    finally:
+        if not task.done():
+            run.request_stop()
+        try:
+            await asyncio.wait_for(task, 60)
+        finally:
+            await run.close()
 
 
 # -- /metrics ---------------------------------------------------------------------------------

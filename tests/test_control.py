@@ -8,8 +8,7 @@ import asyncio
 import json
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,10 @@ from tui_connector.control import ControlAddress, ControlServer, RemoteRun, sock
 from tui_connector.control.client import RUN_ENDED
 from tui_connector.control.wire import MAX_MESSAGE_BYTES, encode
 from tui_connector.demo.server import DemoServer
-from tui_connector.engine import Engine
 from tui_connector.facade import RunError, RunResult
-from tui_connector.in_process import InProcessRun
-from tui_connector.services import ServedRun
 from tui_connector.telemetry import SourceStatus
 
-from helpers import async_wait_for, free_port, lake_ids
+from helpers import async_wait_for, free_port, lake_ids, served_run
 
 
 def slow_config(url: str, sources: int = 2, records: int = 2000) -> str:
@@ -38,25 +34,6 @@ def slow_config(url: str, sources: int = 2, records: int = 2000) -> str:
             "    pagination: {type: cursor, cursor: {header: X-Next-Cursor}, cursor_param: after}",
         ]
     return "\n".join(lines) + "\n"
-
-
-@asynccontextmanager
-async def served_run(
-    config: LoadedConfig, server: ControlServer | None = None
-) -> AsyncIterator[tuple[ServedRun, asyncio.Task[RunResult]]]:
-    """A run serving its control endpoint, running in a task until the block ends."""
-    run = ServedRun(InProcessRun(Engine(config)), [server or ControlServer()])
-    await run.open()
-    task = asyncio.create_task(run.run())
-    try:
-        yield run, task
-    finally:
-        if not task.done():
-            run.request_stop()
-        try:
-            await asyncio.wait_for(task, 60)
-        finally:
-            await run.close()
 
 
 async def test_an_attached_client_sees_the_run_and_its_end(

@@ -4,20 +4,28 @@ token, to a server that fails some requests and echoes others back in its error 
 everything the tool shows or writes is searched for the token (and its URL-encoded and base64
 forms), and for every OAuth2 token the server issued during the run: headless text and JSON
 progress, a debug log, `status`, `validate`, the state database, the lake, the
-dashboard's screens and error pane, and `/metrics` during and after a run."""
+dashboard's screens and error pane, `/metrics` during and after a run, and everything that
+crosses the control socket (a whole session's bytes, a dashboard attached through it) — with
+the lake's storage key too."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 from rich.text import Text
+from textual.pilot import Pilot
 
 from tui_connector.config import load_config
+from tui_connector.control import ControlAddress, RemoteRun, socket_path
+from tui_connector.control.client import RUN_ENDED
+from tui_connector.control.wire import MAX_MESSAGE_BYTES, encode
 from tui_connector.demo.faults import FAULTS
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
@@ -26,7 +34,16 @@ from tui_connector.metrics import MetricsServer
 from tui_connector.services import ServedRun
 from tui_connector.tui.app import Dashboard
 
-from helpers import LastScrape, async_wait_for, cli, engine_of, run_engine, scrape
+from helpers import (
+    LastScrape,
+    async_wait_for,
+    cli,
+    engine_of,
+    run_engine,
+    scrape,
+    served_run,
+)
+from s3_server import Bucket, S3Endpoint
 
 SECRET = "s3cr3t/Zq+tok=en-77"  # '/', '+' and '=' change under URL encoding
 WRONG = "wrong-token-but-still-secret-42"
@@ -223,6 +240,40 @@ def _log(root: Path) -> str:
     return (root / ".tui-connector" / "tui-connector.log").read_text()
 
 
+async def dashboard_screens(
+    app: Dashboard, pilot: Pilot[Any], running: Callable[[], bool]
+) -> tuple[list[str], list[str]]:
+    """What a dashboard shows: its screens while `running`, then its error pane (every source's
+    errors) scrolled sideways and every source's detail screen; and the error pane's cells. It
+    is left with q."""
+    screens: list[str] = []
+    # Mid-run screens show the requests in flight, URLs and all.
+    while running():
+        screens.append(app.export_screenshot())
+        await asyncio.sleep(0.05)
+    await pilot.pause()
+    screens.append(app.export_screenshot())
+    if app.errors_follow_selection:
+        await pilot.press("f")  # the errors of every source
+    await pilot.press("e")
+    for _ in range(4):  # scroll sideways: urls and body excerpts
+        await pilot.press("right")
+        screens.append(app.export_screenshot())
+    table = app.errors_table
+    cells = [
+        value.plain if isinstance(value, Text) else str(value)
+        for row in range(table.row_count)
+        for value in table.get_row_at(row)
+    ]
+    for name in app.facts.selected:
+        app.show_detail(name)
+        await async_wait_for(lambda n=name: getattr(app.screen, "source", None) == n)
+        await pilot.pause()
+        screens.append(app.export_screenshot())
+    await pilot.press("escape", "q")
+    return screens, cells
+
+
 async def test_the_dashboard_never_shows_the_token(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:
@@ -232,32 +283,9 @@ async def test_the_dashboard_never_shows_the_token(
     path = tmp_path / "sources.yaml"
     path.write_text(CONFIG.format(url=server.url))
     app = Dashboard(InProcessRun(Engine(load_config(path, env=ENV))))
-    screens: list[str] = []
     async with app.run_test(size=(160, 50)) as pilot:
-        # Mid-run screens show the requests in flight, URLs and all.
-        while not app.all_finished():
-            screens.append(app.export_screenshot())
-            await asyncio.sleep(0.05)
-        await pilot.pause()
-        screens.append(app.export_screenshot())
-        if app.errors_follow_selection:
-            await pilot.press("f")  # the errors of every source
-        await pilot.press("e")
-        for _ in range(4):  # scroll sideways: urls and body excerpts
-            await pilot.press("right")
-            screens.append(app.export_screenshot())
-        table = app.errors_table
-        cells = [
-            value.plain if isinstance(value, Text) else str(value)
-            for row in range(table.row_count)
-            for value in table.get_row_at(row)
-        ]
-        for name in engine_of(app).runners:
-            app.show_detail(name)
-            await async_wait_for(lambda n=name: getattr(app.screen, "source", None) == n)
-            await pilot.pause()
-            screens.append(app.export_screenshot())
-        await pilot.press("escape", "q")
+        screens, cells = await dashboard_screens(app, pilot, lambda: not app.all_finished())
+    table = app.errors_table
     assert len(screens) > 10 and table.row_count > 0
     assert any("echo-error" in cell for cell in cells)
     # The echoed custom header and basic-auth header were redacted, not cut in the middle.
@@ -270,6 +298,63 @@ async def test_the_dashboard_never_shows_the_token(
     for number, screen in enumerate(screens):
         assert_no_secret(screen, f"dashboard screen {number}", issued)
     assert_no_secret("\n".join(cells), "the error pane", issued)
+
+
+async def whole_session(path: Path) -> bytes:
+    """Every byte a client attached at `path` receives, from its hello to the run's end."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_MESSAGE_BYTES)
+    writer.write(encode({"type": "hello", "protocol": 1}))
+    await writer.drain()
+    received = await reader.read()  # the endpoint hangs up once it said the run finished
+    writer.close()
+    return received
+
+
+async def test_an_attached_client_and_dashboard_never_see_a_secret(
+    demo_server_factory: Callable[..., DemoServer],
+    bucket: Bucket,
+    s3: S3Endpoint,
+    tmp_path: Path,
+) -> None:
+    """Everything that crosses the control socket: the raw bytes of a whole session, and what
+    a dashboard attached through it shows. The lake is on S3, its key given in `storage:`."""
+    server = demo_server_factory(
+        records=200, seed=9, latency_ms=20, faults=KEEP_BODIES_WHOLE, **SERVER_KNOBS
+    )
+    storage_key = s3.lake_user.secret_access_key
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        f'out: s3://{bucket.name}/lake\nstorage: {{aws_secret_access_key: "${{LAKE_KEY}}"}}\n'
+        + CONFIG.format(url=server.url)
+    )
+    config = load_config(path, env={**ENV, "LAKE_KEY": storage_key})
+    async with served_run(config) as (run, task):
+        address = socket_path(run.facts.state_path)
+        session = asyncio.create_task(whole_session(address))
+        remote = RemoteRun(ControlAddress(unix=address))
+        await remote.open()  # as `attach` does: the run's facts first
+        await remote.close()
+        app = Dashboard(remote)
+        async with app.run_test(size=(160, 50)) as pilot:
+            screens, cells = await dashboard_screens(app, pilot, lambda: remote.ended is None)
+        received = (await session).decode()
+        result = await task
+    assert remote.ended is not None and remote.ended.startswith(RUN_ENDED), remote.ended
+    # The test can fail: the session ran from the welcome to the run's end, carried the
+    # requests in flight and the errors that echo the secret, and the dashboard showed them.
+    messages = [json.loads(line) for line in received.splitlines()]
+    assert messages[0]["type"] == "welcome" and messages[-1]["type"] == "finished"
+    assert messages[-1]["result"]["failed"] == result.failed and "custom-header" in result.failed
+    assert "bearer" in result.done and bucket.object_keys()  # the key was used: a lake on S3
+    assert any(message.get("in_flight", {}).get("add") for message in messages)
+    assert "api_key=***" in received and '\\"x-custom-thing\\":\\"***\\"' in received
+    assert len(screens) > 10 and any("echo-error" in cell for cell in cells)
+    # JSON text escapes none of the secrets' characters: the raw bytes show them as they are.
+    issued = [*server.issued_tokens(), storage_key]
+    assert_no_secret(received, "the control session", issued)
+    for number, screen in enumerate(screens):
+        assert_no_secret(screen, f"attached dashboard screen {number}", issued)
+    assert_no_secret("\n".join(cells), "the attached error pane", issued)
 
 
 async def test_metrics_never_show_the_token(

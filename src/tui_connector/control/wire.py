@@ -88,6 +88,8 @@ def decode(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than the parser goes: "[" * 10_000 fits a line
+        raise ProtocolError("not JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message is a JSON object")
     return message

@@ -1,0 +1,351 @@
+"""What a run's control endpoint costs and sends, one client attached at the default 10 Hz
+(issue 18).
+
+    .venv/bin/python bench/control.py            # 3-6 minutes on 2 cores
+    .venv/bin/python bench/control.py --quick    # a smoke check (seconds)
+
+- attach ÷ headless: records/s with one client attached ÷ without (the endpoint open, nobody on
+  it), the median of interleaved pairs, on run.py's workload 2 (where the issue sets its
+  target) and on 100 sources, CPU-bound (also against a run with no endpoint, as
+  `--no-control`) and latency-bound;
+- bytes per second and per update that the attached client receives in each.
+
+Every run is a fresh worker process (`control.py worker JOB RESULT`, run by `run.Bench`) pinned
+as in `run.py`; the attached client is another process (`control.py client SOCKET RESULT`)
+pinned to the demo API's core, as the S3 endpoint of workload 11 is, so that what it costs the
+run is what crosses the socket, not the client's own CPU. The client reads raw lines and
+applies each update to a telemetry mirror, as `attach`'s facade does. It prints a table; the
+figures go by hand into RESULTS.md's control endpoint section (`--json PATH` writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import workloads as wl
+from demo_api import DemoApi, cpu_plan
+from runs import best, interleaved, log, paired_median
+from stats import summary_ms
+
+BENCH = Path(__file__).resolve().parent
+CLIENT_TIMEOUT = 60.0  # seconds for a socket to appear, a client to attach, a client to end
+
+
+# -- the runs -----------------------------------------------------------------------------------
+
+
+def hundred_sources(prefix: str, pages: int, page_size: int) -> wl.StreamSet:
+    """100 sources of one stream each, at their default concurrency."""
+    return wl.StreamSet(
+        prefix=prefix,
+        sources=100,
+        partitions=1,
+        pages_per_stream=pages,
+        page_size=page_size,
+        concurrency=None,
+    )
+
+
+def cpu_bound(quick: bool) -> wl.StreamSet:
+    """No latency: 500,000 records (as workload 2)."""
+    return hundred_sources("ctl", 5 if quick else 50, 100)
+
+
+def latency_bound(quick: bool) -> wl.StreamSet:
+    """Behind 50 ms: at most 2000 requests/s (as workload 1)."""
+    return hundred_sources("ctllat", 5 if quick else 60, 20)
+
+
+class ControlBench:
+    """Runs a workload headless — with the control endpoint and a client attached, with the
+    endpoint alone, or with none — through `run.Bench` (pinning, records checked)."""
+
+    def __init__(self, bench: Any, client_cpus: set[int] | None) -> None:
+        self.bench = bench
+        self.client_cpus = client_cpus  # the attached client's: the demo API's core
+
+    def run(self, label: str, streams: wl.StreamSet, *, control: bool, attach: bool) -> Any:
+        job: dict[str, Any] = {"control": control, "clients": int(attach)}
+        client: subprocess.Popen[bytes] | None = None
+        with tempfile.TemporaryDirectory(prefix="tui-bench-client-") as client_dir:
+            received = Path(client_dir) / "client.json"
+
+            def prepare(scratch: Path) -> None:
+                nonlocal client
+                job["config"] = str(streams.write_config(scratch, self.bench.api.url))
+                if attach:
+                    client = subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(Path(__file__)),
+                            "client",
+                            str(scratch / "state.db.sock"),
+                            str(received),
+                        ],
+                        stdin=subprocess.DEVNULL,
+                    )
+                    if self.client_cpus is not None:
+                        os.sched_setaffinity(client.pid, self.client_cpus)
+
+            try:
+                result = self.bench.measure(
+                    label,
+                    [sys.executable, str(Path(__file__)), "worker"],
+                    job,
+                    expected_records=streams.records,
+                    prepare=prepare,
+                )
+            finally:
+                ended = client is None or ended_in_time(client)
+            if not ended or (client is not None and client.returncode != 0):
+                raise RuntimeError(f"{label}: the attached client failed")
+            if attach:
+                result["client"] = json.loads(received.read_text(encoding="utf-8"))
+                traffic = result["client"]
+                log(
+                    f"    attached: {traffic['bytes_per_s'] / 1000:.1f} kB/s, "
+                    f"{traffic['updates']} updates of {traffic['bytes_per_update']:.0f} B"
+                )
+        return result
+
+
+def ended_in_time(process: subprocess.Popen[bytes]) -> bool:
+    """Whether `process` ended by itself (it is killed otherwise)."""
+    try:
+        process.wait(timeout=CLIENT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    return True
+
+
+def measure(bench: Any, client_cpus: set[int] | None, quick: bool) -> dict[str, Any]:
+    runs = ControlBench(bench, client_cpus)
+    repeats = 1 if quick else 5
+    bench.api.configure(latency_ms=0)
+    # The issue's target is on the benchmark's CPU-bound workload (run.py's 2): 50 streams.
+    streams = wl.cpu_bound(bench.sizes)
+    log(f"workload 2: {streams.streams} streams, {streams.records:,} records, no latency")
+    workload_2 = compared(runs, streams, bench.sizes.cpu_repeats, with_no_endpoint=False)
+    streams = cpu_bound(quick)
+    log(f"CPU-bound: {streams.sources} sources, {streams.records:,} records, no latency")
+    cpu = compared(runs, streams, repeats, with_no_endpoint=True)
+    streams = latency_bound(quick)
+    log(
+        f"latency-bound: {streams.sources} sources x {wl.LATENCY_MS:g} ms, "
+        f"{streams.requests:,} requests"
+    )
+    bench.api.configure(latency_ms=wl.LATENCY_MS)
+    latency = compared(runs, streams, max(1, repeats - 2), with_no_endpoint=False)
+    return {"workload_2": workload_2, "cpu_bound": cpu, "latency_bound": latency}
+
+
+def compared(
+    runs: ControlBench, streams: wl.StreamSet, repeats: int, *, with_no_endpoint: bool
+) -> dict[str, Any]:
+    """`streams` headless with one client attached and without (and with no endpoint),
+    interleaved `repeats` times."""
+    sides = {
+        "headless": lambda i: runs.run(f"headless #{i + 1}", streams, control=True, attach=False),
+        "attached": lambda i: runs.run(f"attached #{i + 1}", streams, control=True, attach=True),
+    }
+    if with_no_endpoint:
+        sides["no_control"] = lambda i: runs.run(
+            f"no endpoint #{i + 1}", streams, control=False, attach=False
+        )
+    done = interleaved(repeats, **sides)
+    section = {
+        "sources": streams.sources,
+        "records_per_run": streams.records,
+        "requests_per_run": streams.requests,
+        "runs": done,
+        "attach_over_headless": {
+            "median_of_pairs": paired_median(done["attached"], done["headless"]),
+            "best_over_best": best(done["attached"])["records_per_s"]
+            / best(done["headless"])["records_per_s"],
+        },
+        "traffic": traffic([run["client"] for run in done["attached"]]),
+    }
+    if with_no_endpoint:
+        section["endpoint_over_none"] = {
+            "median_of_pairs": paired_median(done["headless"], done["no_control"]),
+        }
+    return section
+
+
+def traffic(clients: list[dict[str, Any]]) -> dict[str, Any]:
+    """The attached clients' traffic, as medians over the runs."""
+
+    def median(key: str) -> float:
+        return statistics.median(client[key] for client in clients)
+
+    return {
+        "bytes_per_s": median("bytes_per_s"),
+        "bytes_per_update": median("bytes_per_update"),
+        "updates_per_s": median("updates_per_s"),
+        "welcome_bytes": median("welcome_bytes"),
+        "update_bytes": summary_bytes([size for c in clients for size in c["update_sizes"]]),
+    }
+
+
+def summary_bytes(sizes: list[int]) -> dict[str, Any]:
+    # stats.summary_ms reports any quantity; its keys say milliseconds.
+    return {key.removesuffix("_ms"): value for key, value in summary_ms(sizes).items()}
+
+
+def table(figures: dict[str, Any]) -> str:
+    sections = {
+        "workload 2 (50 streams)": figures["workload_2"],
+        "CPU-bound, 100 sources": figures["cpu_bound"],
+        "latency-bound, 100 sources": figures["latency_bound"],
+    }
+    rows = [("measure", "result", "target")]
+    for name, section in sections.items():
+        sent = section["traffic"]
+        rows.append(
+            (
+                f"{name}: bytes to one client",
+                f"{sent['bytes_per_s'] / 1000:.1f} kB/s; {sent['bytes_per_update']:,.0f} B an "
+                f"update (p95 {sent['update_bytes']['p95']:,}, max "
+                f"{sent['update_bytes']['max']:,}); {sent['updates_per_s']:.1f} updates/s; "
+                f"welcome {sent['welcome_bytes']:,.0f} B",
+                "report",
+            )
+        )
+    for name, section in sections.items():
+        ratio = section["attach_over_headless"]
+        headless = best(section["runs"]["headless"])["records_per_s"]
+        rows.append(
+            (
+                f"{name}: attach / headless, records/s",
+                f"{ratio['median_of_pairs']:.3f} (median of pairs; best / best "
+                f"{ratio['best_over_best']:.3f}; headless best {headless / 1000:.1f}k records/s)",
+                ">= 0.98" if name.startswith("workload 2") else "report",
+            )
+        )
+    endpoint = figures["cpu_bound"]["endpoint_over_none"]["median_of_pairs"]
+    rows.append(("CPU-bound, 100 sources: endpoint open / none", f"{endpoint:.3f}", "report"))
+    width = [max(len(row[column]) for row in rows) for column in range(3)]
+    return "\n".join(
+        " | ".join(cell.ljust(width[column]) for column, cell in enumerate(row)) for row in rows
+    )
+
+
+# -- in the worker process: the run, serving its endpoint ---------------------------------------
+
+
+async def serve_run(job: dict[str, Any]) -> dict[str, Any]:
+    from worker import CpuMeter, TimedEngine, _engine_figures
+
+    from tui_connector.config import load_config
+    from tui_connector.control import ControlServer
+    from tui_connector.in_process import InProcessRun
+    from tui_connector.services import ServedRun
+
+    engine = TimedEngine(load_config(job["config"]))
+    server = ControlServer()
+    run = ServedRun(InProcessRun(engine), [server] if job["control"] else [])
+    await run.open()
+    try:
+        deadline = time.monotonic() + CLIENT_TIMEOUT
+        while server.clients < job["clients"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no client attached")
+            await asyncio.sleep(0.005)
+        # The run begins once its client is there: every run measured from the same instant.
+        engine.entered_at = time.monotonic()
+        cpu = CpuMeter()
+        result = await run.run()
+    finally:
+        await run.close()
+    return _engine_figures(engine, cpu) | {"exit_code": result.exit_code}
+
+
+# -- in the client process: attached to the run, counting what arrives --------------------------
+
+
+async def follow(path: Path) -> dict[str, Any]:
+    from tui_connector.control.wire import MAX_MESSAGE_BYTES, TelemetryMirror, decode, encode
+
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_MESSAGE_BYTES)
+    writer.write(encode({"type": "hello", "protocol": 1}))  # the default interval: 10 Hz
+    await writer.drain()
+    welcome = await reader.readline()
+    welcomed_at = time.monotonic()
+    mirror = TelemetryMirror(welcomed_at - decode(welcome)["now"])
+    sizes: list[int] = []
+    other = 0
+    while line := await reader.readline():
+        message = decode(line)
+        if message["type"] == "update":
+            mirror.apply(message)  # the client's own work, as attach's facade does it
+            sizes.append(len(line))
+        else:
+            other += len(line)
+        if message["type"] == "finished":
+            break
+    seconds = time.monotonic() - welcomed_at
+    writer.close()
+    return {
+        "welcome_bytes": len(welcome),
+        "updates": len(sizes),
+        "update_sizes": sizes,
+        "other_bytes": other,
+        "seconds": seconds,
+        "bytes_per_s": (sum(sizes) + other) / seconds,
+        "bytes_per_update": sum(sizes) / max(1, len(sizes)),
+        "updates_per_s": len(sizes) / seconds,
+        "sources_seen": len(mirror.telemetry.sources),
+    }
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["worker"]:
+        job = json.loads(Path(sys.argv[2]).read_text(encoding="utf-8"))
+        figures = asyncio.run(serve_run(job))
+        Path(sys.argv[3]).write_text(json.dumps(figures), encoding="utf-8")
+        return 0
+    if sys.argv[1:2] == ["client"]:
+        socket = Path(sys.argv[2])
+        deadline = time.monotonic() + CLIENT_TIMEOUT
+        while not socket.exists():  # the run makes it once its state is open
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no control socket at {socket}")
+            time.sleep(0.005)
+        figures = asyncio.run(follow(socket))
+        Path(sys.argv[3]).write_text(json.dumps(figures), encoding="utf-8")
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small runs, once (seconds)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    from run import Bench  # the worker and client processes need none of run.py
+
+    server_cpus, client_cpus = cpu_plan()
+    load_at_start = os.getloadavg()
+    started = time.monotonic()
+    with DemoApi(server_cpus) as api:
+        bench = Bench(api, client_cpus, wl.QUICK if args.quick else wl.FULL)
+        figures = measure(bench, server_cpus, args.quick)
+    figures["seconds_total"] = round(time.monotonic() - started, 1)
+    figures["load_average"] = {"at_start": load_at_start, "at_end": os.getloadavg()}
+    print(table(figures))
+    print(f"load average {load_at_start} at the start, {os.getloadavg()} at the end")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
