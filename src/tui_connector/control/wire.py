@@ -13,12 +13,12 @@ Version 1. The client speaks first:
     server  {"type": "finished", "result": {"done": [...], ...} | null}   (then closes)
     server  {"type": "error", "error": "..."}                              (then closes)
 
-An update carries only what changed since the connection's last one (a source's changed
-fields, its changed streams at most once a second, requests that started or ended, new
-errors), at most once per `interval` seconds (≥ 0.1) and nothing when nothing changed. The
-first update carries everything. Times named in `MONOTONIC_FIELDS` are the server's
-`time.monotonic()`; a client moves them onto its own clock by the difference of the two
-`now`s. Everything a run sends is redacted before it is sent.
+An update carries only what changed since the connection's last one: a source's changed
+fields (its rate windows and its changed streams at most once a second), requests that started
+or ended, new errors. It comes at most once per `interval` seconds (≥ 0.1), and not at all
+when nothing changed. The first update carries everything. Times named in
+`MONOTONIC_FIELDS` are the server's `time.monotonic()`; a client moves them onto its own
+clock by the difference of the two `now`s. Everything a run sends is redacted before it is sent.
 
 The server validates every client message (pydantic); anything else — not JSON, an unknown
 type, a control before the hello, a line over the limit — closes that connection.
@@ -53,6 +53,9 @@ PROTOCOL = 1
 MAX_MESSAGE_BYTES = 1 << 20
 MIN_INTERVAL = 0.1  # seconds between two updates to one client, at least
 STREAMS_INTERVAL = 1.0  # a source's streams are compared at most this often
+# A source's rate windows (one-second buckets) are sent at most this often: they are most of
+# a running source's bytes, and a rate read a second late reads the same.
+RATES_INTERVAL = 1.0
 
 # SourceStats fields holding a monotonic clock reading.
 MONOTONIC_FIELDS = frozenset(
@@ -73,6 +76,7 @@ _ENUM_FIELDS: dict[str, type[StrEnum]] = {
 _STATS_FIELDS = tuple(
     field.name for field in dataclasses.fields(SourceStats) if field.name not in ("name", "streams")
 )
+_PLAIN_FIELDS = tuple(name for name in _STATS_FIELDS if name not in _RATE_FIELDS)
 
 
 class ProtocolError(ValueError):
@@ -280,6 +284,7 @@ class TelemetryDiff:
         self._sources: dict[str, dict[str, Any]] = {}
         self._streams: dict[str, dict[str, list[Any]]] = {}
         self._streams_at = float("-inf")
+        self._rates_at = float("-inf")
         self._in_flight: set[int] = set()
         self._errors_seen = 0
         self._run: dict[str, Any] = {}
@@ -299,7 +304,10 @@ class TelemetryDiff:
             run_changed["finished_at"] = telemetry.finished_at
             self._run.update(run)
             message["run"] = run_changed
-        sources = self._source_changes(telemetry.sources.values())
+        with_rates = now - self._rates_at >= RATES_INTERVAL
+        if with_rates:
+            self._rates_at = now
+        sources = self._source_changes(telemetry.sources.values(), with_rates=with_rates)
         if sources:
             message["sources"] = sources
         if now - self._streams_at >= STREAMS_INTERVAL:
@@ -323,12 +331,15 @@ class TelemetryDiff:
         message["now"] = now
         return message
 
-    def _source_changes(self, sources: Iterable[SourceStats]) -> dict[str, dict[str, Any]]:
+    def _source_changes(
+        self, sources: Iterable[SourceStats], *, with_rates: bool
+    ) -> dict[str, dict[str, Any]]:
         changes: dict[str, dict[str, Any]] = {}
+        fields = _STATS_FIELDS if with_rates else _PLAIN_FIELDS
         for stats in sources:
             sent = self._sources.setdefault(stats.name, {})
             changed: dict[str, Any] = {}
-            for name in _STATS_FIELDS:
+            for name in fields:
                 value = getattr(stats, name)
                 if name in _RATE_FIELDS:
                     value = value.state()
