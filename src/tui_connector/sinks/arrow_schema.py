@@ -28,9 +28,12 @@ is empty, starts with `_tc_`, ends with `__json` (the JSON-text suffix) or start
 text, in `__json_<hex of its UTF-8 name>`. An object with an empty key or keys that differ only
 in case makes its top-level field fall back. Every column decodes back to its field's name.
 
-The fast path is pyarrow's JSON reader (C++, without the GIL) with the schema so far as its
-explicit schema; a batch the reader cannot take (a type change, a non-object record, an int that
-would round in a float64 column, a field stored as JSON text) is converted from Python objects.
+A batch's pages come staged as JSON lines or, where that keeps every value exactly, as Arrow
+columns of the table's typed fields (`column_pages`, built from the decoded records on the event
+loop: the fastest way). JSON lines go to pyarrow's JSON reader (C++, without the GIL) with the
+schema so far as its explicit schema; a batch the reader cannot take (a type change, a
+non-object record, an int that would round in a float64 column, a field stored as JSON text) is
+converted from Python objects.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -46,7 +50,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from tui_connector.sinks.jsonl import _ENCODER
+from tui_connector.sinks import StagedPage
+from tui_connector.sinks.column_pages import ColumnPage, column_page, pages_table
+from tui_connector.sinks.jsonl import _ENCODER, stage_lines
 
 SINK_PREFIX = "_tc_"
 JSON_SUFFIX = "__json"
@@ -289,6 +295,7 @@ class TableSchema:
         self._notes: tuple[str, ...] = ()  # every fallback, oldest first
         self._version = 0
         self._cached: tuple[int, pa.Schema, pa.Schema, tuple[bytes, ...]] | None = None
+        self._typed_view: tuple[int, Mapping[str, pa.DataType]] = (-1, {})
         for field in known or ():
             if not field.name.startswith(SINK_PREFIX):
                 self._columns[field.name] = field.type
@@ -324,10 +331,51 @@ class TableSchema:
             news, self._news = self._news, []
         return news
 
-    def convert(self, chunks: Sequence[bytes]) -> pa.Table:
-        """The records of `chunks` (JSON lines, one record a line, each chunk whole lines), in
-        order, as a table of the schema this batch leaves: every column so far, those new in this
-        batch appended."""
+    def stage(self, records: Sequence[Any]) -> StagedPage:
+        """A page of this table's records for a batch: as Arrow columns when the table's typed
+        fields hold its values exactly (see `column_pages`), otherwise as JSON lines."""
+        page = column_page(records, self._typed_fields()) if records else None
+        if page is None:
+            return stage_lines(records)
+        return StagedPage(page, page.nbytes, page.rows)
+
+    def _typed_fields(self) -> Mapping[str, pa.DataType]:
+        with self._lock:
+            if self._typed_view[0] != self._version:
+                self._typed_view = (self._version, MappingProxyType(dict(self._typed)))
+            return self._typed_view[1]
+
+    def convert(self, chunks: Sequence[bytes | ColumnPage]) -> pa.Table:
+        """The records of `chunks` (each the payload of a page `stage` made: JSON lines, one
+        record a line, each chunk whole lines; or Arrow columns), in order, as a table of the
+        schema this batch leaves: every column so far, those new in this batch appended."""
+        parts: list[pa.Table] = []  # of consecutive pages staged alike, in order
+        lines: list[bytes] = []
+        pages: list[ColumnPage] = []
+        for chunk in chunks:
+            if isinstance(chunk, ColumnPage):
+                if lines:
+                    parts.append(self._convert_lines(lines))
+                    lines = []
+                pages.append(chunk)
+            else:
+                if pages:
+                    parts.append(self._pages_table(pages))
+                    pages = []
+                lines.append(chunk)
+        if not parts and not pages:
+            return self._convert_lines(lines)
+        parts.append(self._pages_table(pages) if pages else self._convert_lines(lines))
+        with self._lock:
+            schema = self._schemas()[0]
+        return pa.concat_tables([_conform(part, schema) for part in parts])
+
+    def _pages_table(self, pages: Sequence[ColumnPage]) -> pa.Table:
+        with self._lock:
+            schema = self._schemas()[0]
+        return pages_table(pages, schema)
+
+    def _convert_lines(self, chunks: Sequence[bytes]) -> pa.Table:
         while any(chunks):
             with self._lock:
                 version, (_, explicit, as_json) = self._version, self._schemas()
