@@ -26,37 +26,82 @@ def two_tables(*pages: list[Any]) -> tuple[TableSchema, TableSchema]:
     return schemas
 
 
-def staged_and_json_way(page: list[Any], *before: list[Any]) -> tuple[Any, pa.Table, pa.Table]:
-    """What `stage` made of `page` after `before` (FIRST by default), the table it converts
-    to, and the table the same page makes staged as JSON lines."""
-    fast, slow = two_tables(*(before or [FIRST]))
-    payload = fast.stage(page).payload
-    table = fast.convert([payload])
-    expected = slow.convert([encode_lines(page)])
+def staged_and_json_way(
+    *pages: list[Any], before: Any = (FIRST,)
+) -> tuple[list[Any], pa.Table, pa.Table]:
+    """What `stage` made of each page after the batches `before`, the table they convert to as
+    one batch, and the table the same batch makes staged as JSON lines; both leave the same
+    schema and notes."""
+    fast, slow = two_tables(*before)
+    payloads = [fast.stage(page).payload for page in pages]
+    table = fast.convert(payloads)
+    expected = slow.convert([encode_lines(page) for page in pages])
     assert fast.schema == slow.schema and fast.notes == slow.notes
-    return payload, table, expected
+    return payloads, table, expected
 
 
-def test_a_page_the_typed_columns_hold_is_staged_as_columns_and_makes_the_same_table() -> None:
-    page = [
-        {"id": 3, "name": "c", "price": 3, "ok": False},  # an int in the float column
-        {"name": None, "price": -0.25, "gone": None},  # a field only ever null: no column
-        {"id": -(2**63), "price": 2.0**53, "name": "ü\n\"'"},
-    ]
-    payload, table, expected = staged_and_json_way(page)
-    assert isinstance(payload, ColumnPage)
+@pytest.mark.parametrize(
+    ("pages", "read"),
+    [
+        pytest.param(
+            [
+                [
+                    {"id": 3, "name": "c", "price": 3, "ok": False},
+                    {"name": None, "price": -0.25, "gone": None},  # only ever null: no column
+                    {"id": -(2**63), "price": 2.0**53, "name": "ü\n\"'"},
+                ]
+            ],
+            [
+                {"id": 3, "name": "c", "price": 3.0, "ok": False},
+                {"price": -0.25},
+                {"id": -(2**63), "price": 2.0**53, "name": "ü\n\"'"},
+            ],
+            id="the typed columns",
+        ),
+        pytest.param(
+            [[{"id": 4, "b": "x", "a": 1}, {"c": True, "a": 2}]],
+            [{"id": 4, "a": 1, "b": "x"}, {"a": 2, "c": True}],
+            id="new fields, in the order they appear",
+        ),
+        pytest.param(
+            [[{"price": 2**53}], [{"price": 2**53 + 1}]],
+            [{"price": 2.0**53}, {"price": 2**53 + 1}],
+            id="an int a float column would round",
+        ),
+        pytest.param(
+            [[{"x": 1}], [{"x": 2.5}]],
+            [{"x": 1.0}, {"x": 2.5}],
+            id="a new field's ints and floats across pages",
+        ),
+        pytest.param(
+            [[{"x": 1}], [{"x": "a"}], [{"x": 2}]],
+            [{"x": 1}, {"x": "a"}, {"x": 2}],
+            id="a new field mixed in the batch that sees it first",
+        ),
+        pytest.param(
+            [[{"x": 2**62}], [{"x": 0.5}]],
+            [{"x": 2**62}, {"x": 0.5}],
+            id="a new field's floats and ints beyond 2^53",
+        ),
+    ],
+)
+def test_a_page_of_exact_scalars_is_staged_as_columns_and_makes_the_same_table(
+    pages: list[list[Any]], read: list[Any]
+) -> None:
+    payloads, table, expected = staged_and_json_way(*pages)
+    assert all(isinstance(payload, ColumnPage) for payload in payloads)
     assert table.equals(expected)
-    assert to_records(table) == [
-        {"id": 3, "name": "c", "price": 3.0, "ok": False},
-        {"price": -0.25},
-        {"id": -(2**63), "price": 2.0**53, "name": "ü\n\"'"},
-    ]
+    assert to_records(table) == read
+    assert all(
+        type(got["x"]) is type(want["x"])
+        for got, want in zip(to_records(table), read, strict=True)
+        if "x" in want
+    )
 
 
 @pytest.mark.parametrize(
     "page",
     [
-        pytest.param([{"id": 3, "new": 1}], id="a new field"),
         pytest.param([{"id": "3"}], id="a string into an int column"),
         pytest.param([{"price": "1.5 EUR"}], id="a string into a float column"),
         pytest.param([{"id": 1.0}], id="a float into an int column"),
@@ -64,21 +109,25 @@ def test_a_page_the_typed_columns_hold_is_staged_as_columns_and_makes_the_same_t
         pytest.param([{"price": False}], id="a bool into a float column"),
         pytest.param([{"ok": 1}], id="an int into a bool column"),
         pytest.param([{"id": 2**63}], id="an int beyond int64"),
-        pytest.param([{"price": 2**53 + 1}], id="an int a float column would round"),
         pytest.param([{"price": 1.5}, {"price": -(2**60) - 1}], id="ints and floats, rounding"),
         pytest.param([{"id": 1}, {"id": "x"}], id="mixed int and string"),
+        pytest.param([{"new": 1}, {"new": 1.5}], id="a new field's ints and floats"),
+        pytest.param([{"new": math.nan}], id="a new field's NaN"),
+        pytest.param([{"new": -math.inf}, {"new": 1.5}], id="a new field's infinity"),
         pytest.param([{"name": {"first": "a"}}], id="an object"),
+        pytest.param([{"new": {"a": 1}}], id="a new object"),
         pytest.param([{"name": ["a"]}], id="an array"),
         pytest.param([{"id": 1}, [1, 2]], id="a record that is not an object"),
         pytest.param([{"id": 1}, "id"], id="a string record"),
         pytest.param([{"id": 1, "Name": "x"}], id="a key differing only in case"),
         pytest.param([{"id": 1, "_tc_page": 5}], id="a reserved name"),
+        pytest.param([{"id": 1, "x__JSON": 5}], id="a JSON-text column's name"),
     ],
 )
 def test_a_page_the_typed_columns_do_not_hold_goes_as_json_lines_and_loses_nothing(
     page: list[Any],
 ) -> None:
-    payload, table, expected = staged_and_json_way(page)
+    [payload], table, expected = staged_and_json_way(page)
     assert isinstance(payload, bytes)
     assert table.equals(expected)
     records = to_records(table)
@@ -92,8 +141,13 @@ def test_a_page_the_typed_columns_do_not_hold_goes_as_json_lines_and_loses_nothi
 
 def json_equal(read: dict[str, Any], written: dict[str, Any]) -> bool:
     """Equal as JSON: an int and a float of the same value count as one number (an int in a
-    float column reads back as a float), a bool never as a number, a null as absent."""
-    present = {key: value for key, value in written.items() if value is not None}
+    float column reads back as a float), a bool never as a number, a null (and NaN or an
+    infinity, which JSON lacks) as absent."""
+    present = {
+        key: value
+        for key, value in written.items()
+        if value is not None and not (isinstance(value, float) and not math.isfinite(value))
+    }
     if read.keys() != present.keys():
         return False
     for key, value in present.items():
@@ -106,33 +160,50 @@ def json_equal(read: dict[str, Any], written: dict[str, Any]) -> bool:
     return True
 
 
+def test_a_batch_whose_json_lines_and_columns_bring_new_fields_decides_them_together() -> None:
+    pages = [[{"x": 1, "y": 1}], [{"x": "a", "o": {"k": 1}}, {"x": 2}], [{"y": 2.5, "z": True}]]
+    payloads, table, expected = staged_and_json_way(*pages)
+    assert [isinstance(payload, ColumnPage) for payload in payloads] == [True, False, True]
+    assert table.equals(expected)
+    assert set(table.column_names) >= {"x__json", "y", "o", "z"} and "x" not in table.column_names
+    assert to_records(table) == [
+        {"x": 1, "y": 1.0},
+        {"x": "a", "o": {"k": 1}},
+        {"x": 2},
+        {"y": 2.5, "z": True},
+    ]
+
+
 def test_a_field_stored_as_json_text_takes_its_pages_as_json_lines() -> None:
-    before = [FIRST, [{"id": "x"}]]  # id falls back to JSON text
-    payload, table, expected = staged_and_json_way([{"id": 5, "name": "e"}], *before)
+    [payload], table, expected = staged_and_json_way(
+        [{"id": 5, "name": "e"}], before=[FIRST, [{"id": "x"}]]
+    )
     assert isinstance(payload, bytes) and table.equals(expected)
     assert to_records(table) == [{"id": 5, "name": "e"}]
     assert "id__json" in table.column_names
 
 
-def test_nan_and_infinities_read_back_as_null_as_the_json_way_has_them() -> None:
-    page = [{"price": math.nan, "id": 1}, {"price": math.inf}, {"price": -math.inf}, {"price": 1.0}]
-    payload, table, expected = staged_and_json_way(page)
+def test_nan_and_infinities_in_a_float_column_read_back_as_null_as_the_json_way_has_them() -> None:
+    page = [{"price": math.nan, "id": 1}, {"price": math.inf}, {"price": -math.inf}, {"price": 1}]
+    [payload], table, expected = staged_and_json_way(page)
     assert isinstance(payload, ColumnPage)
     assert table.equals(expected)
     assert to_records(table) == [{"id": 1}, {}, {}, {"price": 1.0}]
 
 
-def test_a_field_that_fell_back_after_its_page_was_staged_keeps_the_page_in_its_typed_column() -> (
-    None
-):
+def test_a_field_that_fell_back_after_its_page_was_staged_gets_the_pages_values_as_text() -> None:
     schema = TableSchema()
     schema.convert([encode_lines(FIRST)])
-    staged = schema.stage([{"id": 7, "name": "g"}])
+    staged = schema.stage([{"id": 7, "name": "g", "price": 1}, {"price": 0.5}])
     assert isinstance(staged.payload, ColumnPage)
-    schema.convert([encode_lines([{"id": "seven"}])])  # meanwhile another batch: id -> JSON text
+    # Meanwhile other batches make both fields fall back to JSON text.
+    schema.convert([encode_lines([{"id": "seven", "price": "1 EUR"}])])
     table = schema.convert([staged.payload])
-    assert table.column("id").to_pylist() == [7] and table.column("id__json").to_pylist() == [None]
-    assert to_records(table) == [{"id": 7, "name": "g"}]
+    assert table.column("id__json").to_pylist() == ["7", None]
+    # The page took the float column's values as floats: they stay in that column.
+    assert table.column("price").to_pylist() == [1.0, 0.5]
+    assert table.column("price__json").to_pylist() == [None, None]
+    assert to_records(table) == [{"id": 7, "name": "g", "price": 1.0}, {"price": 0.5}]
 
 
 def test_a_batch_of_both_kinds_of_page_keeps_their_order_and_every_value() -> None:
@@ -165,8 +236,6 @@ def test_a_batch_of_both_kinds_of_page_keeps_their_order_and_every_value() -> No
     ]
 
 
-def test_an_empty_page_and_a_table_without_columns_yet_stage_json_lines() -> None:
-    assert TableSchema().stage([{"id": 1}]).payload == b'{"id":1}\n'
-    schema, _ = two_tables(FIRST)
-    staged = schema.stage([])
+def test_an_empty_page_stages_nothing() -> None:
+    staged = TableSchema().stage([])
     assert staged.payload == b"" and staged.records == 0

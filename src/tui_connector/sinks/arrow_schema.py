@@ -51,7 +51,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from tui_connector.sinks import StagedPage
-from tui_connector.sinks.column_pages import ColumnPage, column_page, pages_table
+from tui_connector.sinks.column_pages import (
+    FLOAT,
+    ColumnPage,
+    column_page,
+    finite_or_null,
+    lines_of,
+    samples,
+)
 from tui_connector.sinks.jsonl import _ENCODER, stage_lines
 
 SINK_PREFIX = "_tc_"
@@ -334,10 +341,15 @@ class TableSchema:
     def stage(self, records: Sequence[Any]) -> StagedPage:
         """A page of this table's records for a batch: as Arrow columns when the table's typed
         fields hold its values exactly (see `column_pages`), otherwise as JSON lines."""
-        page = column_page(records, self._typed_fields()) if records else None
+        page = column_page(records, self._typed_fields(), self._may_be_column) if records else None
         if page is None:
             return stage_lines(records)
         return StagedPage(page, page.nbytes, page.rows)
+
+    def _may_be_column(self, name: str) -> bool:
+        """Whether a field that is no typed column may become one (a page's values decide)."""
+        with self._lock:
+            return name not in self._json and self._free(name)
 
     def _typed_fields(self) -> Mapping[str, pa.DataType]:
         with self._lock:
@@ -349,6 +361,13 @@ class TableSchema:
         """The records of `chunks` (each the payload of a page `stage` made: JSON lines, one
         record a line, each chunk whole lines; or Arrow columns), in order, as a table of the
         schema this batch leaves: every column so far, those new in this batch appended."""
+        columnar = [chunk for chunk in chunks if isinstance(chunk, ColumnPage)]
+        if not columnar:
+            return self._convert_lines(chunks)  # type: ignore[arg-type]  # bytes, all of them
+        if len(columnar) < len(chunks) and self._new_fields_in(columnar):
+            # The batch's JSON lines and these pages decide the new fields' types together.
+            as_lines = [lines_of(c) if isinstance(c, ColumnPage) else c for c in chunks]
+            return self._convert_lines(as_lines)
         parts: list[pa.Table] = []  # of consecutive pages staged alike, in order
         lines: list[bytes] = []
         pages: list[ColumnPage] = []
@@ -363,17 +382,49 @@ class TableSchema:
                     parts.append(self._pages_table(pages))
                     pages = []
                 lines.append(chunk)
-        if not parts and not pages:
-            return self._convert_lines(lines)
         parts.append(self._pages_table(pages) if pages else self._convert_lines(lines))
         with self._lock:
             schema = self._schemas()[0]
         return pa.concat_tables([_conform(part, schema) for part in parts])
 
-    def _pages_table(self, pages: Sequence[ColumnPage]) -> pa.Table:
+    def _new_fields_in(self, pages: Sequence[ColumnPage]) -> bool:
         with self._lock:
-            schema = self._schemas()[0]
-        return pages_table(pages, schema)
+            return any(name not in self._typed for page in pages for name in page.columns)
+
+    def _pages_table(self, pages: Sequence[ColumnPage]) -> pa.Table:
+        """Pages staged as columns, in order, as a table of the schema they leave. Their values'
+        types decide it as the values would: `_fit` of samples of the same kinds and bounds."""
+        arrays: dict[str, list[pa.Array]] = {}  # by field, in the order the fields appear
+        for page in pages:
+            for name, array in page.columns.items():
+                arrays.setdefault(name, []).append(array)
+        while True:
+            with self._lock:
+                version, typed = self._version, dict(self._typed)
+            kinds: dict[str, pa.DataType | _Misfit | None] = {}
+            for name, of_field in arrays.items():
+                into = typed.get(name)
+                if into is not None and all(array.type == into for array in of_field):
+                    continue  # what the column holds already: the usual page
+                try:
+                    kinds[name] = _fit([value for a in of_field for value in samples(a)], into)
+                except _Misfit as misfit:
+                    kinds[name] = misfit
+            with self._lock:
+                if version != self._version:
+                    continue  # another batch changed the schema meanwhile: fit again
+                for name, kind in kinds.items():
+                    self._evolve(name, kind)
+                schema, typed = self._schemas()[0], dict(self._typed)
+                json_field = {column: name for name, column in self._json.items()}
+                break
+        columns = []
+        for field in schema:
+            json_of = json_field.get(field.name)
+            chunks = [_page_column(page, field, json_of, typed) for page in pages]
+            column = pa.chunked_array(chunks, field.type)
+            columns.append(finite_or_null(column) if field.type == FLOAT else column)
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def _convert_lines(self, chunks: Sequence[bytes]) -> pa.Table:
         while any(chunks):
@@ -490,6 +541,24 @@ class TableSchema:
         news = f"{reason}: from now on its values are stored as JSON text in {column!r}"
         self._news.append(news)
         self._notes += (news,)
+
+
+def _page_column(
+    page: ColumnPage, column: pa.Field, json_of: str | None, typed: Mapping[str, pa.DataType]
+) -> pa.Array:
+    """A page's values for one column: `json_of` names the field a JSON-text column holds (None:
+    the column is the typed one of the field it is named after). A page's values of a typed field
+    go to its column, as do those it took as floats for a float64 column that has fallen back
+    since (`fitted`); a field stored as JSON text gets the rest, as their exact text."""
+    if json_of is None:
+        array = page.columns.get(column.name)
+        if array is not None and (column.name in typed or column.name in page.fitted):
+            return array if array.type == column.type else array.cast(column.type)
+    else:
+        array = page.columns.get(json_of)
+        if array is not None and json_of not in page.fitted:
+            return pa.array([_json_text(value) for value in array.to_pylist()], pa.string())
+    return pa.nulls(page.rows, column.type)
 
 
 def to_records(table: pa.Table) -> list[dict[str, Any]]:

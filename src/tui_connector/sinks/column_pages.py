@@ -4,97 +4,129 @@ Staging a page as JSON lines and having Arrow's JSON reader parse them back cost
 thread 0.5 µs a record, most of a typed format's cost over JSON Lines; building the columns
 from the decoded records costs the event loop about 0.25 µs a record more than encoding them
 (measured on workload 2's pages). But converting Python values to Arrow is exact only where
-the values are already what the table holds: pyarrow with a given type takes a float 1.0 into
-an int64 column, True into a float64 one, and drops keys the type lacks. So a page is staged
-this way only when every value is a scalar whose type Arrow infers exactly the column's type
-(an int also fits a float64 column, up to 2^53, which Arrow checks), and every field with a
-value is already a typed column. Anything else — a new field, a type change, an object or an
-array, a field stored as JSON text, a record that is not an object — is staged as JSON lines,
-and the table's schema follows the data there (`arrow_schema`).
+Arrow is left to infer the types: given a type, pyarrow takes a float 1.0 into an int64 column,
+True into a float64 one, and drops keys the type lacks. So a page is staged this way only when
+every record is an object and every field with a value holds scalars of one kind that Arrow
+infers exactly: ints (int64), floats (float64, all finite: the JSON way writes NaN and
+infinities as null), strings or booleans — or ints and floats together in a field already
+typed float64 (Arrow refuses an int that a float would round). Anything else — an object or an
+array, mixed kinds in a field that is not float64 yet, a type change of a typed field, a field
+stored as JSON text, a name the table cannot take as a column — goes as JSON lines.
 
-A typed scalar column keeps its type for good (it never widens: a new type makes its field
-JSON text), so a page checked against the schema still fits its column when a writer thread
-converts it, whatever the schema became meanwhile. A field that fell back to JSON text in
-between keeps its typed column: the page's values go there, as the rows before the fallback.
+Such a page's values are exact, so the writer thread decides the batch's schema from their
+types just as it would from the JSON lines (`arrow_schema.TableSchema.convert`): a new field is
+a new column, an int beyond 2^53 for a float64 column or a type change falls back to JSON
+text, whose text the values give exactly. Only the values a page took as floats for a float64
+column (`fitted`: maybe ints among them) are not exact any more: should their field fall back
+between the page's staging and its batch's conversion, they stay in its typed column, as the
+rows before the fallback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_INFERRED = frozenset({pa.int64(), pa.float64(), pa.string(), pa.bool_()})
+from tui_connector.sinks.jsonl import encode_lines
+
+INFERRED = frozenset({pa.int64(), pa.float64(), pa.string(), pa.bool_()})
 _NULL = pa.null()
-_FLOAT = pa.float64()
-_INT = pa.int64()
+FLOAT = pa.float64()
+INT = pa.int64()
 
 
 @dataclass(slots=True)
 class ColumnPage:
-    """A page's records as Arrow arrays, one per field with a value, each of its column's type."""
+    """A page's records as Arrow arrays, one per field with a value (in the order the fields
+    first appear), each of the type Arrow inferred but `fitted`: the fields taken as floats for
+    their float64 column."""
 
     columns: dict[str, pa.Array]
     rows: int
+    fitted: frozenset[str] = frozenset()
 
     @property
     def nbytes(self) -> int:
         return sum(array.nbytes for array in self.columns.values())
 
 
-def column_page(records: Sequence[Any], typed: Mapping[str, pa.DataType]) -> ColumnPage | None:
-    """The records as columns of the types in `typed` (the table's typed fields), or None when
-    that would not keep every value exactly as the JSON way would (see the module's doc)."""
+def column_page(
+    records: Sequence[Any],
+    typed: Mapping[str, pa.DataType],
+    may_be_column: Callable[[str], bool],
+) -> ColumnPage | None:
+    """The records as columns, or None when they are to go as JSON lines (see the module's doc).
+    `typed`: the table's typed fields; `may_be_column`: whether a field not among them may get
+    a typed column."""
     try:
         keys = set().union(*map(dict.keys, records))
     except TypeError:  # a record that is not an object
         return None
-    new = keys.difference(typed)
-    if new and any(record.get(key) is not None for key in new for record in records):
-        return None  # a field with a value that is no typed column yet
+    if not keys.issubset(typed):
+        first_seen = dict.fromkeys(key for record in records for key in record)
+        keys = first_seen.keys()  # type: ignore[assignment]  # new columns keep this order
     columns = {}
-    for key in keys.difference(new):
+    fitted = set()
+    for key in keys:
         values = [record.get(key) for record in records]
         try:
             array = pa.array(values)
-            kind = array.type
-            if kind == _NULL:
-                continue  # a field only ever null reads back as absent either way
-            into = typed[key]
-            if kind != into:
-                if kind != _INT or into != _FLOAT:
-                    return None
-                array = pa.array(values, _FLOAT)  # refuses an int a float would round
         except (pa.ArrowException, ValueError, TypeError, OverflowError):
-            return None  # mixed types, an int beyond int64, text that is no UTF-8...
-        if kind not in _INFERRED:
+            return None  # mixed kinds, an int beyond int64, text that is no UTF-8...
+        kind = array.type
+        if kind == _NULL:
+            continue  # a field only ever null reads back as absent either way
+        if kind not in INFERRED:
             return None
+        into = typed.get(key)
+        if into is None:
+            if not may_be_column(key) or (kind == FLOAT and not _floats_only(values)):
+                return None
+        elif into == FLOAT and kind == FLOAT:
+            fitted.add(key)  # maybe ints among the floats, which Arrow checks for 2^53
+        elif kind != into and (kind != INT or into != FLOAT):
+            return None  # a type change: the JSON way decides it
         columns[key] = array
-    return ColumnPage(columns, len(records))
+    return ColumnPage(columns, len(records), frozenset(fitted))
 
 
-def pages_table(pages: Sequence[ColumnPage], schema: pa.Schema) -> pa.Table:
-    """The pages' rows, in order, as a table of `schema` (which holds every page's columns)."""
-    columns = []
-    for field in schema:
-        chunks = [page.columns.get(field.name) for page in pages]
-        chunks = [
-            pa.nulls(page.rows, field.type) if chunk is None else chunk
-            for page, chunk in zip(pages, chunks, strict=True)
+def _floats_only(values: list[Any]) -> bool:
+    """No int among the values, and no NaN or infinity (which the JSON way has as null)."""
+    return all(
+        type(value) is float and math.isfinite(value) for value in values if value is not None
+    )
+
+
+def lines_of(page: ColumnPage) -> bytes:
+    """The page as JSON lines again (its nulls left out: a null reads as absent either way)."""
+    names = list(page.columns)
+    if not names:
+        return encode_lines([{}] * page.rows)
+    rows = zip(*(array.to_pylist() for array in page.columns.values()), strict=True)
+    return encode_lines(
+        [
+            {name: value for name, value in zip(names, row, strict=True) if value is not None}
+            for row in rows
         ]
-        column = pa.chunked_array(chunks, field.type)
-        if field.type == _FLOAT:
-            column = _finite_or_null(column)
-        columns.append(column)
-    return pa.Table.from_arrays(columns, schema=schema)
+    )
 
 
-def _finite_or_null(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def samples(array: pa.Array) -> list[Any]:
+    """Values that a field's kinds and bounds decide alike to the array's (for `_fit`)."""
+    if array.type == INT:
+        bounds = pc.min_max(array).as_py()
+        return [bounds["min"], bounds["max"]]
+    return [{FLOAT: 0.5, pa.string(): "", pa.bool_(): False}[array.type]]
+
+
+def finite_or_null(column: pa.ChunkedArray | pa.Array) -> Any:
     """NaN and infinities as null, as the JSON way has them (orjson writes them as null)."""
     finite = pc.is_finite(column)
     if pc.all(finite).as_py() is not False:
         return column
-    return pc.if_else(finite, column, pa.scalar(None, _FLOAT))
+    return pc.if_else(finite, column, pa.scalar(None, FLOAT))
