@@ -174,6 +174,17 @@ def test_a_batch_whose_json_lines_and_columns_bring_new_fields_decides_them_toge
     ]
 
 
+def test_a_batch_that_changes_a_typed_fields_type_keeps_the_earlier_pages_typed() -> None:
+    schema, _ = two_tables(FIRST)
+    pages = [[{"id": 8}], [{"id": "nine"}], [{"id": 10}]]
+    payloads = [schema.stage(page).payload for page in pages]
+    assert [isinstance(payload, ColumnPage) for payload in payloads] == [True, False, True]
+    table = schema.convert(payloads)
+    assert table.column("id").to_pylist() == [8, None, None]
+    assert table.column("id__json").to_pylist() == [None, '"nine"', "10"]
+    assert to_records(table) == [{"id": 8}, {"id": "nine"}, {"id": 10}]
+
+
 def test_a_field_stored_as_json_text_takes_its_pages_as_json_lines() -> None:
     [payload], table, expected = staged_and_json_way(
         [{"id": 5, "name": "e"}], before=[FIRST, [{"id": "x"}]]

@@ -43,7 +43,7 @@ import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pyarrow as pa
@@ -363,7 +363,7 @@ class TableSchema:
         schema this batch leaves: every column so far, those new in this batch appended."""
         columnar = [chunk for chunk in chunks if isinstance(chunk, ColumnPage)]
         if not columnar:
-            return self._convert_lines(chunks)  # type: ignore[arg-type]  # bytes, all of them
+            return self._convert_lines(cast("Sequence[bytes]", chunks))
         if len(columnar) < len(chunks) and self._new_fields_in(columnar):
             # The batch's JSON lines and these pages decide the new fields' types together.
             as_lines = [lines_of(c) if isinstance(c, ColumnPage) else c for c in chunks]

@@ -16,10 +16,14 @@ stored as JSON text, a name the table cannot take as a column — goes as JSON l
 Such a page's values are exact, so the writer thread decides the batch's schema from their
 types just as it would from the JSON lines (`arrow_schema.TableSchema.convert`): a new field is
 a new column, an int beyond 2^53 for a float64 column or a type change falls back to JSON
-text, whose text the values give exactly. Only the values a page took as floats for a float64
-column (`fitted`: maybe ints among them) are not exact any more: should their field fall back
-between the page's staging and its batch's conversion, they stay in its typed column, as the
-rows before the fallback.
+text, whose text the values give exactly. A batch of both kinds of page whose columns bring new
+fields is converted as JSON lines whole (the columns written back as lines), so that a field
+mixed within the first batch that sees it is still JSON text from the start. Two things differ
+from a batch staged all as JSON lines, neither losing a value: a batch of both kinds of page in
+which a typed field falls back to JSON text keeps the values of the pages before the one that
+changed its type in the typed column (as the rows of earlier batches); and the values a page
+took as floats for a float64 column (`fitted`: maybe ints among them) stay in that column,
+should the field fall back between the page's staging and its batch's conversion.
 """
 
 from __future__ import annotations
