@@ -398,26 +398,15 @@ class TableSchema:
         for page in pages:
             for name, array in page.columns.items():
                 arrays.setdefault(name, []).append(array)
-        while True:
-            with self._lock:
-                version, typed = self._version, dict(self._typed)
-            kinds: dict[str, pa.DataType | _Misfit | None] = {}
-            for name, of_field in arrays.items():
-                into = typed.get(name)
-                if into is not None and all(array.type == into for array in of_field):
-                    continue  # what the column holds already: the usual page
-                try:
-                    kinds[name] = _fit([value for a in of_field for value in samples(a)], into)
-                except _Misfit as misfit:
-                    kinds[name] = misfit
-            with self._lock:
-                if version != self._version:
-                    continue  # another batch changed the schema meanwhile: fit again
-                for name, kind in kinds.items():
-                    self._evolve(name, kind)
-                schema, typed = self._schemas()[0], dict(self._typed)
-                json_field = {column: name for name, column in self._json.items()}
-                break
+        typed = self._typed_fields()
+        schema, typed, json_field = self._fit_all(
+            {
+                name: [value for array in of_field for value in samples(array)]
+                for name, of_field in arrays.items()
+                # A typed scalar column never changes type: what it holds already needs no fit.
+                if not all(array.type == typed.get(name) for array in of_field)
+            }
+        )
         columns = []
         for field in schema:
             json_of = json_field.get(field.name)
@@ -478,6 +467,23 @@ class TableSchema:
                 if column is None:
                     column = values[name] = [None] * len(records)
                 column[row] = value
+        schema, typed, json_field = self._fit_all(values)
+        arrays = []
+        for field in schema:
+            name = field.name if field.name in typed else json_field.get(field.name)
+            if name not in values:
+                arrays.append(pa.nulls(len(records), field.type))
+            elif name in typed:
+                arrays.append(pa.array(values[name], field.type))
+            else:
+                arrays.append(pa.array(list(map(_json_text, values[name])), pa.string()))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _fit_all(
+        self, values: Mapping[str, list[Any]]
+    ) -> tuple[pa.Schema, dict[str, pa.DataType], dict[str, str]]:
+        """Evolve the schema by each field's values; the schema then, its typed fields, and the
+        fields of its JSON-text columns by column."""
         while True:
             with self._lock:
                 version, typed = self._version, dict(self._typed)
@@ -492,19 +498,8 @@ class TableSchema:
                     continue  # another batch changed the schema meanwhile: fit again
                 for name, kind in kinds.items():
                     self._evolve(name, kind)
-                schema, typed = self._schemas()[0], dict(self._typed)
                 json_field = {column: name for name, column in self._json.items()}
-                break
-        arrays = []
-        for field in schema:
-            name = field.name if field.name in typed else json_field.get(field.name)
-            if name not in values:
-                arrays.append(pa.nulls(len(records), field.type))
-            elif name in typed:
-                arrays.append(pa.array(values[name], field.type))
-            else:
-                arrays.append(pa.array(list(map(_json_text, values[name])), pa.string()))
-        return pa.Table.from_arrays(arrays, schema=schema)
+                return self._schemas()[0], dict(self._typed), json_field
 
     def _evolve(self, name: str, kind: pa.DataType | _Misfit | None) -> None:
         if name in self._json or kind is None:
