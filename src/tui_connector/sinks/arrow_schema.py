@@ -58,6 +58,7 @@ from tui_connector.sinks.column_pages import (
     finite_or_null,
     lines_of,
     samples,
+    type_ids,
 )
 from tui_connector.sinks.jsonl import _ENCODER, stage_lines
 
@@ -302,7 +303,7 @@ class TableSchema:
         self._notes: tuple[str, ...] = ()  # every fallback, oldest first
         self._version = 0
         self._cached: tuple[int, pa.Schema, pa.Schema, tuple[bytes, ...]] | None = None
-        self._typed_view: tuple[int, Mapping[str, pa.DataType]] = (-1, {})
+        self._typed_view: tuple[int, Mapping[str, int]] = (-1, {})
         for field in known or ():
             if not field.name.startswith(SINK_PREFIX):
                 self._columns[field.name] = field.type
@@ -341,7 +342,7 @@ class TableSchema:
     def stage(self, records: Sequence[Any]) -> StagedPage:
         """A page of this table's records for a batch: as Arrow columns when the table's typed
         fields hold its values exactly (see `column_pages`), otherwise as JSON lines."""
-        page = column_page(records, self._typed_fields(), self._may_be_column) if records else None
+        page = column_page(records, self._typed_ids(), self._may_be_column) if records else None
         if page is None:
             return stage_lines(records)
         return StagedPage(page, page.nbytes, page.rows)
@@ -351,10 +352,10 @@ class TableSchema:
         with self._lock:
             return name not in self._json and self._free(name)
 
-    def _typed_fields(self) -> Mapping[str, pa.DataType]:
+    def _typed_ids(self) -> Mapping[str, int]:
         with self._lock:
             if self._typed_view[0] != self._version:
-                self._typed_view = (self._version, MappingProxyType(dict(self._typed)))
+                self._typed_view = (self._version, MappingProxyType(type_ids(self._typed)))
             return self._typed_view[1]
 
     def convert(self, chunks: Sequence[bytes | ColumnPage]) -> pa.Table:
@@ -398,7 +399,8 @@ class TableSchema:
         for page in pages:
             for name, array in page.columns.items():
                 arrays.setdefault(name, []).append(array)
-        typed = self._typed_fields()
+        with self._lock:
+            typed = dict(self._typed)
         schema, typed, json_field = self._fit_all(
             {
                 name: [value for array in of_field for value in samples(array)]
