@@ -5,21 +5,27 @@ batch becomes the same table and reads back every value."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+import deltalake
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from tui_connector.config import LoadedConfig
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
-from tui_connector.sinks.column_pages import ColumnPage
+from tui_connector.sinks.column_pages import MIN_ROWS, ColumnPage
 from tui_connector.sinks.jsonl import encode_lines
+
+from helpers import JsonApi, run_engine
 
 FIRST = [{"id": 1, "name": "a", "price": 1.5, "ok": True}, {"id": 2, "name": "b", "price": 2.0}]
 
 
 def two_tables(*pages: list[Any]) -> tuple[TableSchema, TableSchema]:
     """Two schemas that converted the same pages the JSON way."""
-    schemas = TableSchema(), TableSchema()
+    schemas = TableSchema(column_rows=1), TableSchema(column_rows=1)
     for schema in schemas:
         for page in pages:
             schema.convert([encode_lines(page)])
@@ -203,7 +209,7 @@ def test_nan_and_infinities_in_a_float_column_read_back_as_null_as_the_json_way_
 
 
 def test_a_field_that_fell_back_after_its_page_was_staged_gets_the_pages_values_as_text() -> None:
-    schema = TableSchema()
+    schema = TableSchema(column_rows=1)
     schema.convert([encode_lines(FIRST)])
     staged = schema.stage([{"id": 7, "name": "g", "price": 1}, {"price": 0.5}])
     assert isinstance(staged.payload, ColumnPage)
@@ -218,7 +224,7 @@ def test_a_field_that_fell_back_after_its_page_was_staged_gets_the_pages_values_
 
 
 def test_a_batch_of_both_kinds_of_page_keeps_their_order_and_every_value() -> None:
-    schema = TableSchema()
+    schema = TableSchema(column_rows=1)
     schema.convert([encode_lines(FIRST)])
     pages = [
         [{"id": 10, "price": 1.25}],
@@ -248,5 +254,72 @@ def test_a_batch_of_both_kinds_of_page_keeps_their_order_and_every_value() -> No
 
 
 def test_an_empty_page_stages_nothing() -> None:
-    staged = TableSchema().stage([])
+    staged = TableSchema(column_rows=1).stage([])
     assert staged.payload == b"" and staged.records == 0
+
+
+def test_a_page_shorter_than_the_least_a_column_page_has_goes_as_json_lines() -> None:
+    schema = TableSchema()
+    schema.convert([encode_lines(FIRST)])
+    assert isinstance(schema.stage(FIRST * (MIN_ROWS // 2 - 1)).payload, bytes)
+    assert isinstance(schema.stage(FIRST * (MIN_ROWS // 2)).payload, ColumnPage)
+
+
+LONG_PAGES = 5
+
+
+def long_page(page: int, i: int) -> dict[str, Any]:
+    """Pages long enough to be staged as columns: the same shape, then a type change in one
+    record (that page goes as JSON lines, and the field is JSON text from then on), then a
+    new field."""
+    record: dict[str, Any] = {"id": f"{page}-{i}", "n": i, "v": i / 4, "ok": i % 2 == 0}
+    if page == 3 and i == 7:
+        record["n"] = f"{i} items"
+    if page == 4:
+        record["extra"] = i
+    return record
+
+
+@pytest.mark.parametrize("format", ["parquet", "delta"])
+async def test_long_pages_land_as_columns_with_every_value_once(
+    write_config: Callable[..., LoadedConfig], format: str
+) -> None:
+    def pages(path: str, query: dict[str, str]) -> dict[str, Any]:
+        page = int(query["page"])
+        if page >= LONG_PAGES:
+            return {"items": []}
+        return {"items": [long_page(page, i) for i in range(MIN_ROWS)]}
+
+    api = JsonApi(pages)
+    try:
+        config = write_config(f"""
+out: lake
+format: {format}
+commit_interval: 0
+sources:
+  long:
+    url: {api.url}/long
+    records: items
+    pagination:
+      type: page_number
+      start: 0
+""")
+        result, engine = await run_engine(config)
+    finally:
+        api.close()
+    assert result.exit_code == 0
+    if format == "delta":
+        rows = to_records(deltalake.DeltaTable(str(config.out / "long")).to_pyarrow_table())
+    else:
+        files = sorted(config.out.glob("long/*/*.parquet"))
+        rows = [row for path in files for row in to_records(pq.read_table(path))]
+    sent = {
+        record["id"]: record
+        for page in range(LONG_PAGES)
+        for record in (long_page(page, i) for i in range(MIN_ROWS))
+    }
+    assert sorted(row["id"] for row in rows) == sorted(sent)
+    for row in rows:
+        assert row == sent[row["id"]] and type(row["n"]) is type(sent[row["id"]]["n"])
+    info = engine.sink.info("long")
+    assert info.json_columns == ("n",) and "extra: int64" in (info.schema or "")

@@ -53,6 +53,7 @@ import pyarrow.json as pa_json
 from tui_connector.sinks import StagedPage
 from tui_connector.sinks.column_pages import (
     FLOAT,
+    MIN_ROWS,
     ColumnPage,
     column_page,
     finite_or_null,
@@ -292,8 +293,10 @@ class TableSchema:
     """One table's schema as its batches make it evolve. Worker threads convert batches of the
     table at the same time: each parses on its own and takes the lock only to evolve the schema."""
 
-    def __init__(self, known: pa.Schema | None = None) -> None:
-        """`known`: the schema the table was written with (`_tc_*` columns are left out)."""
+    def __init__(self, known: pa.Schema | None = None, column_rows: int = MIN_ROWS) -> None:
+        """`known`: the schema the table was written with (`_tc_*` columns are left out);
+        `column_rows`: the fewest records a page staged as Arrow columns has."""
+        self._column_rows = column_rows
         self._lock = threading.Lock()
         self._columns: dict[str, pa.DataType] = {}  # every column, in the schema's order
         self._typed: dict[str, pa.DataType] = {}  # fields stored typed (the column is the name)
@@ -340,9 +343,11 @@ class TableSchema:
         return news
 
     def stage(self, records: Sequence[Any]) -> StagedPage:
-        """A page of this table's records for a batch: as Arrow columns when the table's typed
-        fields hold its values exactly (see `column_pages`), otherwise as JSON lines."""
-        page = column_page(records, self._typed_ids(), self._may_be_column) if records else None
+        """A page of this table's records for a batch: as Arrow columns when it is long enough
+        and they hold its values exactly (see `column_pages`), otherwise as JSON lines."""
+        page = None
+        if records and len(records) >= self._column_rows:
+            page = column_page(records, self._typed_ids(), self._may_be_column)
         if page is None:
             return stage_lines(records)
         return StagedPage(page, page.nbytes, page.rows)
@@ -404,7 +409,7 @@ class TableSchema:
             typed = dict(self._typed)
         schema, typed, json_field = self._fit_all(
             {
-                name: [value for array in of_field for value in samples(array)]
+                name: samples(of_field)
                 for name, of_field in arrays.items()
                 # A typed scalar column never changes type: what it holds already needs no fit.
                 if not all(array.type == typed.get(name) for array in of_field)

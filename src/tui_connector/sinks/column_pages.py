@@ -38,6 +38,11 @@ import pyarrow.compute as pc
 
 from tui_connector.sinks.jsonl import encode_lines
 
+# Pages of fewer records go as JSON lines: pyarrow's conversion costs ~2.5 µs a call however
+# short, a call a field, and on workload 2's 100-record pages the loop's extra cost ate the
+# writer thread's saving (CPU per run no lower, and higher for Delta); from 1000 records a
+# page, Parquet took 30 % less CPU and memory peaked 30-45 MB lower (bench/RESULTS.md).
+MIN_ROWS = 500
 INFERRED = frozenset({pa.int64(), pa.float64(), pa.string(), pa.bool_()})
 FLOAT = pa.float64()
 INT = pa.int64()
@@ -128,12 +133,15 @@ def lines_of(page: ColumnPage) -> bytes:
     )
 
 
-def samples(array: pa.Array) -> list[Any]:
-    """Values that a field's kinds and bounds decide alike to the array's (for `_fit`)."""
-    if array.type.id == _INT_ID:
-        bounds = pc.min_max(array).as_py()
-        return [bounds["min"], bounds["max"]]
-    return [_SAMPLES[array.type.id]]
+def samples(arrays: Sequence[pa.Array]) -> list[Any]:
+    """Values that a field's kinds and bounds decide alike to its arrays' (for `_fit`); one
+    compute call for all its ints (each call gives the GIL up, and a busy loop holds it)."""
+    ints = [array for array in arrays if array.type.id == _INT_ID]
+    values = [_SAMPLES[array.type.id] for array in arrays if array.type.id != _INT_ID]
+    if ints:
+        bounds = pc.min_max(pa.chunked_array(ints, INT)).as_py()
+        values += [bounds["min"], bounds["max"]]
+    return values
 
 
 def finite_or_null(column: pa.ChunkedArray | pa.Array) -> Any:
