@@ -1,9 +1,10 @@
 """Pages staged as Arrow columns: the fast way into a Parquet or Delta table.
 
 Staging a page as JSON lines and having Arrow's JSON reader parse them back cost a writer
-thread 0.5 µs a record, most of a typed format's cost over JSON Lines; building the columns
-from the decoded records costs the event loop about 0.25 µs a record more than encoding them
-(measured on workload 2's pages). But converting Python values to Arrow is exact only where
+thread 0.5 µs a record, most of a typed format's cost over JSON Lines. Building the columns
+from the decoded records instead costs the event loop ~2.5 µs a field per page more than
+encoding them, which 100-record pages do not earn back, so only pages of at least `MIN_ROWS`
+records are staged this way. And converting Python values to Arrow is exact only where
 Arrow is left to infer the types: given a type, pyarrow takes a float 1.0 into an int64 column,
 True into a float64 one, and drops keys the type lacks. So a page is staged this way only when
 every record is an object and every field with a value holds scalars of one kind that Arrow
