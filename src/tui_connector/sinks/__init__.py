@@ -5,7 +5,8 @@ Delta tables (`delta`), and the `lake` that routes each source to its own.
 
 The contract, for every implementation:
 - `stage` turns one page's records into what a batch holds (encoding them now, so a page that
-  cannot be written fails at that page, leaving no trace);
+  cannot be written fails at that page, leaving no trace), in the form its stream's format
+  converts fastest (JSON lines, or Arrow columns for a typed table whose columns fit the page);
 - `write_batch` makes a batch of staged pages durable as one unit named by its lowest lake
   position, all or nothing, and returns only then. A checkpoint pointing past the batch is
   committed after that, never before: data first, then the cursor;
@@ -74,7 +75,7 @@ def lake_info(
 
 @dataclass(slots=True)
 class StagedPage:
-    """One page's records as a batch holds them (for JSON Lines: the encoded lines). Made
+    """One page's records as a batch holds them (JSON lines, or `column_pages.ColumnPage`). Made
     for every page, so not frozen: a frozen dataclass takes three times as long to make."""
 
     payload: Any
@@ -84,8 +85,9 @@ class StagedPage:
 
 
 class Sink(Protocol):
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        """One page's records, encoded for a batch. Raises LakeError if they cannot be."""
+    def stage(self, records: Sequence[Any], stream: StreamKey | None = None) -> StagedPage:
+        """One page's records of `stream` (None: of any), encoded for a batch. Raises LakeError
+        if they cannot be."""
         ...
 
     async def write_batch(

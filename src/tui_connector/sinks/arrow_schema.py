@@ -28,9 +28,12 @@ is empty, starts with `_tc_`, ends with `__json` (the JSON-text suffix) or start
 text, in `__json_<hex of its UTF-8 name>`. An object with an empty key or keys that differ only
 in case makes its top-level field fall back. Every column decodes back to its field's name.
 
-The fast path is pyarrow's JSON reader (C++, without the GIL) with the schema so far as its
-explicit schema; a batch the reader cannot take (a type change, a non-object record, an int that
-would round in a float64 column, a field stored as JSON text) is converted from Python objects.
+A batch's pages come staged as JSON lines or, where that keeps every value exactly, as Arrow
+columns of the table's typed fields (`column_pages`, built from the decoded records on the event
+loop: the fastest way). JSON lines go to pyarrow's JSON reader (C++, without the GIL) with the
+schema so far as its explicit schema; a batch the reader cannot take (a type change, a
+non-object record, an int that would round in a float64 column, a field stored as JSON text) is
+converted from Python objects.
 """
 
 from __future__ import annotations
@@ -38,15 +41,27 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, cast
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from tui_connector.sinks.jsonl import _ENCODER
+from tui_connector.sinks import StagedPage
+from tui_connector.sinks.column_pages import (
+    FLOAT,
+    MIN_ROWS,
+    ColumnPage,
+    column_page,
+    finite_or_null,
+    lines_of,
+    samples,
+    type_ids,
+)
+from tui_connector.sinks.jsonl import _ENCODER, stage_lines
 
 SINK_PREFIX = "_tc_"
 JSON_SUFFIX = "__json"
@@ -278,8 +293,10 @@ class TableSchema:
     """One table's schema as its batches make it evolve. Worker threads convert batches of the
     table at the same time: each parses on its own and takes the lock only to evolve the schema."""
 
-    def __init__(self, known: pa.Schema | None = None) -> None:
-        """`known`: the schema the table was written with (`_tc_*` columns are left out)."""
+    def __init__(self, known: pa.Schema | None = None, column_rows: int = MIN_ROWS) -> None:
+        """`known`: the schema the table was written with (`_tc_*` columns are left out);
+        `column_rows`: the fewest records a page staged as Arrow columns has."""
+        self._column_rows = column_rows
         self._lock = threading.Lock()
         self._columns: dict[str, pa.DataType] = {}  # every column, in the schema's order
         self._typed: dict[str, pa.DataType] = {}  # fields stored typed (the column is the name)
@@ -289,6 +306,7 @@ class TableSchema:
         self._notes: tuple[str, ...] = ()  # every fallback, oldest first
         self._version = 0
         self._cached: tuple[int, pa.Schema, pa.Schema, tuple[bytes, ...]] | None = None
+        self._typed_view: tuple[int, Mapping[str, int]] = (-1, {})
         for field in known or ():
             if not field.name.startswith(SINK_PREFIX):
                 self._columns[field.name] = field.type
@@ -324,10 +342,88 @@ class TableSchema:
             news, self._news = self._news, []
         return news
 
-    def convert(self, chunks: Sequence[bytes]) -> pa.Table:
-        """The records of `chunks` (JSON lines, one record a line, each chunk whole lines), in
-        order, as a table of the schema this batch leaves: every column so far, those new in this
-        batch appended."""
+    def stage(self, records: Sequence[Any]) -> StagedPage:
+        """A page of this table's records for a batch: as Arrow columns when it is long enough
+        and they hold its values exactly (see `column_pages`), otherwise as JSON lines."""
+        page = None
+        if records and len(records) >= self._column_rows:
+            page = column_page(records, self._typed_ids(), self._may_be_column)
+        if page is None:
+            return stage_lines(records)
+        return StagedPage(page, page.nbytes, page.rows)
+
+    def _may_be_column(self, name: str) -> bool:
+        """Whether a field that is no typed column may become one (a page's values decide)."""
+        with self._lock:
+            return name not in self._json and self._free(name)
+
+    def _typed_ids(self) -> Mapping[str, int]:
+        with self._lock:
+            if self._typed_view[0] != self._version:
+                self._typed_view = (self._version, MappingProxyType(type_ids(self._typed)))
+            return self._typed_view[1]
+
+    def convert(self, chunks: Sequence[bytes | ColumnPage]) -> pa.Table:
+        """The records of `chunks` (each the payload of a page `stage` made: JSON lines, one
+        record a line, each chunk whole lines; or Arrow columns), in order, as a table of the
+        schema this batch leaves: every column so far, those new in this batch appended."""
+        columnar = [chunk for chunk in chunks if isinstance(chunk, ColumnPage)]
+        if not columnar:
+            return self._convert_lines(cast("Sequence[bytes]", chunks))
+        if len(columnar) < len(chunks) and self._new_fields_in(columnar):
+            # The batch's JSON lines and these pages decide the new fields' types together.
+            as_lines = [lines_of(c) if isinstance(c, ColumnPage) else c for c in chunks]
+            return self._convert_lines(as_lines)
+        parts: list[pa.Table] = []  # of consecutive pages staged alike, in order
+        lines: list[bytes] = []
+        pages: list[ColumnPage] = []
+        for chunk in chunks:
+            if isinstance(chunk, ColumnPage):
+                if lines:
+                    parts.append(self._convert_lines(lines))
+                    lines = []
+                pages.append(chunk)
+            else:
+                if pages:
+                    parts.append(self._pages_table(pages))
+                    pages = []
+                lines.append(chunk)
+        parts.append(self._pages_table(pages) if pages else self._convert_lines(lines))
+        with self._lock:
+            schema = self._schemas()[0]
+        # One chunk a column, as the JSON reader gives: a chunk a page made writing slower.
+        return pa.concat_tables([_conform(part, schema) for part in parts]).combine_chunks()
+
+    def _new_fields_in(self, pages: Sequence[ColumnPage]) -> bool:
+        with self._lock:
+            return any(name not in self._typed for page in pages for name in page.columns)
+
+    def _pages_table(self, pages: Sequence[ColumnPage]) -> pa.Table:
+        """Pages staged as columns, in order, as a table of the schema they leave. Their values'
+        types decide it as the values would: `_fit` of samples of the same kinds and bounds."""
+        arrays: dict[str, list[pa.Array]] = {}  # by field, in the order the fields appear
+        for page in pages:
+            for name, array in page.columns.items():
+                arrays.setdefault(name, []).append(array)
+        with self._lock:
+            typed = dict(self._typed)
+        schema, typed, json_field = self._fit_all(
+            {
+                name: samples(of_field)
+                for name, of_field in arrays.items()
+                # A typed scalar column never changes type: what it holds already needs no fit.
+                if not all(array.type == typed.get(name) for array in of_field)
+            }
+        )
+        columns = []
+        for field in schema:
+            json_of = json_field.get(field.name)
+            chunks = [_page_column(page, field, json_of, typed) for page in pages]
+            column = pa.chunked_array(chunks, field.type)
+            columns.append(finite_or_null(column) if field.type == FLOAT else column)
+        return pa.Table.from_arrays(columns, schema=schema)
+
+    def _convert_lines(self, chunks: Sequence[bytes]) -> pa.Table:
         while any(chunks):
             with self._lock:
                 version, (_, explicit, as_json) = self._version, self._schemas()
@@ -379,6 +475,23 @@ class TableSchema:
                 if column is None:
                     column = values[name] = [None] * len(records)
                 column[row] = value
+        schema, typed, json_field = self._fit_all(values)
+        arrays = []
+        for field in schema:
+            name = field.name if field.name in typed else json_field.get(field.name)
+            if name not in values:
+                arrays.append(pa.nulls(len(records), field.type))
+            elif name in typed:
+                arrays.append(pa.array(values[name], field.type))
+            else:
+                arrays.append(pa.array(list(map(_json_text, values[name])), pa.string()))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _fit_all(
+        self, values: Mapping[str, list[Any]]
+    ) -> tuple[pa.Schema, dict[str, pa.DataType], dict[str, str]]:
+        """Evolve the schema by each field's values; the schema then, its typed fields, and the
+        fields of its JSON-text columns by column."""
         while True:
             with self._lock:
                 version, typed = self._version, dict(self._typed)
@@ -393,19 +506,8 @@ class TableSchema:
                     continue  # another batch changed the schema meanwhile: fit again
                 for name, kind in kinds.items():
                     self._evolve(name, kind)
-                schema, typed = self._schemas()[0], dict(self._typed)
                 json_field = {column: name for name, column in self._json.items()}
-                break
-        arrays = []
-        for field in schema:
-            name = field.name if field.name in typed else json_field.get(field.name)
-            if name not in values:
-                arrays.append(pa.nulls(len(records), field.type))
-            elif name in typed:
-                arrays.append(pa.array(values[name], field.type))
-            else:
-                arrays.append(pa.array(list(map(_json_text, values[name])), pa.string()))
-        return pa.Table.from_arrays(arrays, schema=schema)
+                return self._schemas()[0], dict(self._typed), json_field
 
     def _evolve(self, name: str, kind: pa.DataType | _Misfit | None) -> None:
         if name in self._json or kind is None:
@@ -442,6 +544,24 @@ class TableSchema:
         news = f"{reason}: from now on its values are stored as JSON text in {column!r}"
         self._news.append(news)
         self._notes += (news,)
+
+
+def _page_column(
+    page: ColumnPage, column: pa.Field, json_of: str | None, typed: Mapping[str, pa.DataType]
+) -> pa.Array:
+    """A page's values for one column: `json_of` names the field a JSON-text column holds (None:
+    the column is the typed one of the field it is named after). A page's values of a typed field
+    go to its column, as do those it took as floats for a float64 column that has fallen back
+    since (`fitted`); a field stored as JSON text gets the rest, as their exact text."""
+    if json_of is None:
+        array = page.columns.get(column.name)
+        if array is not None and (column.name in typed or column.name in page.fitted):
+            return array if array.type == column.type else array.cast(column.type)
+    else:
+        array = page.columns.get(json_of)
+        if array is not None and json_of not in page.fitted:
+            return pa.array([_json_text(value) for value in array.to_pylist()], pa.string())
+    return pa.nulls(page.rows, column.type)
 
 
 def to_records(table: pa.Table) -> list[dict[str, Any]]:

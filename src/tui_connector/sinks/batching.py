@@ -80,7 +80,8 @@ class BatchWriter(Generic[Note]):
         before it waits for `room`)."""
         if self._failure is not None:
             raise self._failure
-        staged = self._sink.stage(records)  # first: a page that cannot be encoded leaves no trace
+        # First: a page that cannot be encoded leaves no trace.
+        staged = self._sink.stage(records, self._stream)
         staged.position = position
         batch = self._open
         if batch is None:

@@ -40,7 +40,7 @@ from deltalake.exceptions import TableNotFoundError
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
-from tui_connector.sinks.jsonl import StagesJsonLines
+from tui_connector.sinks.jsonl import stage_lines
 from tui_connector.sinks.local import writer_threads
 from tui_connector.sinks.locks import TableLock
 from tui_connector.sinks.storage import delta_options, open_store, store_reason
@@ -90,7 +90,7 @@ class _Pending:
     )
 
 
-class DeltaTableSink(StagesJsonLines):
+class DeltaTableSink:
     """The `Sink` port for one source: its Delta table, and its staging table when it
     replaces."""
 
@@ -235,6 +235,10 @@ class DeltaTableSink(StagesJsonLines):
         return lake_info(
             "delta", self.uri, self.bytes_written, version=self.version, columns=self._schema
         )
+
+    def stage(self, records: Sequence[Any], stream: StreamKey | None = None) -> StagedPage:
+        schema = self._schema  # None until the table is open: its first pages go as JSON lines
+        return stage_lines(records) if schema is None else schema.stage(records)
 
     async def write_batch(
         self,

@@ -20,6 +20,10 @@ class FileFormat(Protocol):
     name: str  # as `format:` names it
     encodes_in_thread: bool  # encoding takes CPU enough to keep it off the event loop
 
+    def stage(self, records: Sequence[Any], source: str | None = None) -> StagedPage:
+        """One page's records of `source` (None: of any) for a batch (`Sink.stage`)."""
+        ...
+
     def encode(self, stream: StreamKey, pages: Sequence[StagedPage]) -> Sequence[bytes]:
         """The file's content, in chunks. Raises LakeError."""
         ...
@@ -32,6 +36,15 @@ class FileFormat(Protocol):
         """The source's inferred columns (an `arrow_schema.TableSchema`), or None for a
         format without a schema."""
         ...
+
+
+class StagesByFormat:
+    """A file sink's `stage`: as its format stages a page of the stream's source."""
+
+    format: FileFormat
+
+    def stage(self, records: Sequence[Any], stream: StreamKey | None = None) -> StagedPage:
+        return self.format.stage(records, None if stream is None else stream.source)
 
 
 def page_name(position: int, suffix: str) -> str:

@@ -1,6 +1,7 @@
 """JSON Lines: a page's records as compact UTF-8 JSON, one per line. Every format stages pages
-this way (the Parquet and Delta writers parse these lines with Arrow's reader, off the loop);
-the `jsonl` format writes them as they are."""
+this way but those a typed table stages as Arrow columns (`column_pages`; the Parquet and Delta
+writers parse these lines with Arrow's reader, off the loop); the `jsonl` format writes them as
+they are."""
 
 from __future__ import annotations
 
@@ -41,14 +42,6 @@ def stage_lines(records: Sequence[Any]) -> StagedPage:
     return StagedPage(data, len(data), len(records))
 
 
-class StagesJsonLines:
-    """A sink's `stage`: every format stages a page as JSON lines (the Parquet and Delta
-    writers parse them off the loop), so one page costs the same whatever the format."""
-
-    def stage(self, records: Sequence[Any]) -> StagedPage:
-        return stage_lines(records)
-
-
 def decode_lines(data: bytes) -> list[Any]:
     return [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
 
@@ -59,6 +52,9 @@ class JsonLinesFormat:
     suffix = ".jsonl"
     name = "jsonl"
     encodes_in_thread = False
+
+    def stage(self, records: Sequence[Any], source: str | None = None) -> StagedPage:
+        return stage_lines(records)
 
     def encode(self, stream: StreamKey, pages: Sequence[StagedPage]) -> Sequence[bytes]:
         return [page.payload for page in pages if page.payload]

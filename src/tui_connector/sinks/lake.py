@@ -13,7 +13,7 @@ from tui_connector.config import LoadedConfig, SourceSpec
 from tui_connector.config.lake import is_object_store, missing_extra
 from tui_connector.sinks import LakeError, LakeInfo, Sink, StagedPage, StreamKey
 from tui_connector.sinks.files import FileFormat
-from tui_connector.sinks.jsonl import JSON_LINES, StagesJsonLines
+from tui_connector.sinks.jsonl import JSON_LINES, stage_lines
 from tui_connector.sinks.local import LocalFileSink
 
 
@@ -78,11 +78,16 @@ def _file_sink(lake: str, storage: Mapping[str, str], spec: SourceSpec, fsync: b
     return LocalFileSink(Path(lake), format, fsync=fsync)
 
 
-class Lake(StagesJsonLines):
+class Lake:
     """The `Sink` port over each source's own sink."""
 
     def __init__(self, routes: Mapping[str, Sink]) -> None:
         self._routes = dict(routes)
+
+    def stage(self, records: Sequence[Any], stream: StreamKey | None = None) -> StagedPage:
+        if stream is None:
+            return stage_lines(records)
+        return self.sink_of(stream.source).stage(records, stream)
 
     def sink_of(self, source: str) -> Sink:
         try:

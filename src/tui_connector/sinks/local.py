@@ -27,12 +27,13 @@ from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake
 from tui_connector.sinks.compaction import LocalFiles, Settling
 from tui_connector.sinks.files import (
     FileFormat,
+    StagesByFormat,
     covered,
     fsync_directory,
     page_name,
     positions,
 )
-from tui_connector.sinks.jsonl import JSON_LINES, StagesJsonLines, encode_lines
+from tui_connector.sinks.jsonl import JSON_LINES, encode_lines
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -166,7 +167,7 @@ def writer_threads() -> ThreadPoolExecutor:
     )
 
 
-class LocalFileSink(StagesJsonLines):
+class LocalFileSink(StagesByFormat):
     """The `Sink` port as files on local disk, in one of the file formats: file work (and a
     format's encoding) goes to threads so the event loop never blocks."""
 

@@ -15,13 +15,12 @@ from typing import Any
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.compaction import ObjectFiles, Settling
-from tui_connector.sinks.files import FileFormat, covered, page_name, positions
-from tui_connector.sinks.jsonl import StagesJsonLines
+from tui_connector.sinks.files import FileFormat, StagesByFormat, covered, page_name, positions
 from tui_connector.sinks.local import writer_threads
 from tui_connector.sinks.storage import open_store, store_reason
 
 
-class ObjectFileSink(StagesJsonLines):
+class ObjectFileSink(StagesByFormat):
     """The `Sink` port as files in one of the file formats under an object-store URL."""
 
     def __init__(self, url: str, options: Mapping[str, str], format: FileFormat) -> None:

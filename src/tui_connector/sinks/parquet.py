@@ -1,8 +1,9 @@
 """The `parquet` format: a batch's records as one Parquet file, written with pyarrow.
 
-The records arrive staged as JSON lines; Arrow's JSON reader parses them off the event loop
-into columns with the source's schema (`arrow_schema.TableSchema`, one per source, so every
-file of a source agrees on each column's type and a type change falls back the same way)."""
+The records arrive staged as JSON lines or Arrow columns (`TableSchema.stage`) and become one
+table off the event loop, with the source's schema (`arrow_schema.TableSchema`, one per source,
+so every file of a source agrees on each column's type and a type change falls back the same
+way)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 
 from tui_connector.sinks import LakeError, StagedPage, StreamKey
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
+from tui_connector.sinks.jsonl import stage_lines
 
 
 class ParquetFormat:
@@ -35,6 +37,11 @@ class ParquetFormat:
             if schema is None:
                 schema = self._schemas[source] = TableSchema()
             return schema
+
+    def stage(self, records: Sequence[Any], source: str | None = None) -> StagedPage:
+        if source is None:
+            return stage_lines(records)
+        return self.schema_of(source).stage(records)
 
     def encode(self, stream: StreamKey, pages: Sequence[StagedPage]) -> Sequence[bytes]:
         table = self.schema_of(stream.source).convert([page.payload for page in pages])
