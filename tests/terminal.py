@@ -21,16 +21,22 @@ class Terminal:
     """`tui-connector ARGS` running in its own pseudo-terminal (its controlling terminal,
     140x40), with what it shows kept as bytes."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, behind_a_shell: bool = False
+    ) -> None:
+        """`behind_a_shell`: the command runs under a shell that ignores SIGHUP and stays the
+        terminal's controlling process, so closing the terminal sends the command no SIGHUP
+        (as under some wrappers): it learns only from its writes failing."""
         environment = {**os.environ, "TERM": "xterm-256color", **(env or {})}
+        command = [sys.executable, "-m", "tui_connector", *args]
+        if behind_a_shell:
+            command = ["/bin/sh", "-c", 'trap "" HUP; "$@"', "sh", *command]
         pid, master = pty.fork()
         if pid == 0:  # the child: a session leader whose controlling terminal is the pty
             try:
                 size = struct.pack("HHHH", ROWS, COLUMNS, 0, 0)
                 fcntl.ioctl(1, termios.TIOCSWINSZ, size)  # sys.stdout may be a capture
-                os.execve(
-                    sys.executable, [sys.executable, "-m", "tui_connector", *args], environment
-                )
+                os.execve(command[0], command, environment)
             finally:
                 os._exit(127)
         self.pid = pid

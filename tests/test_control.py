@@ -262,3 +262,28 @@ async def test_a_stale_socket_is_replaced_and_a_long_state_path_works(
     assert result.done == ["items"] and (await task).done == ["items"]
     assert sum(lake_ids(tmp_path / "lake").values()) > 0
     assert not stale.exists()
+
+
+async def test_errors_before_and_after_attaching_are_counted_once(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(latency_ms=5, records=1000, page_size=20, fault_rate=0.3, seed=3)
+    config = write_config(
+        slow_config(server.url, records=1000).replace(
+            "commit_interval: 0", "commit_interval: 0\ndefaults:\n  retry: {backoff_base: 0.01}"
+        )
+    )
+    async with served_run(config) as (run, task):
+        await async_wait_for(lambda: run.snapshot().errors_seen > 0, what="errors before attaching")
+        remote = RemoteRun(ControlAddress(unix=socket_path(run.facts.state_path)))
+        await remote.open()
+        result = await asyncio.wait_for(remote.run(), 60)
+        await remote.close()
+        await task
+    assert result.done == ["s0", "s1"]
+    mirrored, original = remote.snapshot(), run.snapshot()
+    for name in ("s0", "s1"):
+        assert mirrored.sources[name].errors == original.sources[name].errors > 0
+        assert mirrored.sources[name].retries == original.sources[name].retries
+    assert [e.text for e in mirrored.errors] == [e.text for e in original.errors]

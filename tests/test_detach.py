@@ -99,6 +99,23 @@ def test_a_dashboard_whose_terminal_closes_stops_gracefully_and_the_resume_refet
     assert_exact(config, server)
 
 
+def test_a_dashboard_that_loses_its_terminal_without_a_hangup_stops_gracefully_too(
+    config: Path, server: DemoServer
+) -> None:
+    # Textual's writes then fail; they used to kill its writer thread and then block the
+    # loop forever, holding the run's lock, deaf even to SIGTERM.
+    terminal = Terminal("run", str(config), behind_a_shell=True)
+    try:
+        wait_for(lambda: len(server.log()) > 20, what="pages fetched")
+        terminal.close()
+        assert terminal.wait() == 130
+    finally:
+        terminal.kill()
+    resumed = cli("run", str(config), "--headless", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exact(config, server)
+
+
 def test_d_hands_the_run_to_the_background_where_it_outlives_the_terminal(
     config: Path, server: DemoServer
 ) -> None:

@@ -124,6 +124,11 @@ def attach(
     it."""
     from tui_connector.tui.app import run_dashboard
 
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail(
+            "attach opens the dashboard, which needs a terminal; "
+            "`tui-connector status` prints a run's live state"
+        )
     path = state_path_for(config, state)
     run = remote_run(path, control, token_file, read_only=read_only)
     _reachable(run, path)  # its facts are known from here on; the dashboard connects again

@@ -443,7 +443,9 @@ class TelemetryMirror:
                 int(source_in_flight),
             )
         for data in message.get("errors", ()):
-            telemetry.error(ErrorEvent(**data))
+            # Into the ring only: the sources' error counts and last errors came as fields.
+            telemetry.errors.append(ErrorEvent(**data))
+            telemetry.errors_seen += 1
 
     def _field(self, name: str, value: Any) -> Any:
         if name not in _STATS_FIELDS:

@@ -47,6 +47,7 @@ from tui_connector.tui.keys import DASHBOARD_KEYS, KeyNames, bindings
 from tui_connector.tui.screens import ConfirmScreen, HelpScreen, SourceDetailScreen
 from tui_connector.tui.settings import SettingsError, load_settings
 from tui_connector.tui.table import RowTable
+from tui_connector.tui.terminal import guarded_driver
 from tui_connector.tui.widgets import (
     ErrorTable,
     InFlightPane,
@@ -107,7 +108,7 @@ class Dashboard(App[int]):
         rebinds keys by binding id (see `keys.py`), as the user's settings file does.
         `can_detach`: `d` may hand a run of this process over to the background (the caller
         starts it there once the app has returned with `detaching` set)."""
-        super().__init__()
+        super().__init__(driver_class=guarded_driver(on_lost="terminal_lost"))
         self.facade = run
         run.make_interactive()
         self.facts = run.facts
@@ -246,6 +247,11 @@ class Dashboard(App[int]):
 
     def _on_signal(self) -> None:
         self.call_next(self.action_quit)
+
+    def terminal_lost(self) -> None:
+        """Textual could not write to the terminal (it went away without a SIGHUP, or the
+        output was a pipe that closed): as after a hang-up."""
+        self._on_hangup()
 
     def _on_hangup(self) -> None:
         """The terminal is gone (SIGHUP): nobody sees the screen or types. Stop the run
