@@ -152,6 +152,10 @@ def test_run_detach_then_status_stop_and_attach_from_other_commands(
         wait_for(lambda: len(server.log()) > 20, what="pages fetched")
         second = cli("run", str(config), "--headless")
         assert second.returncode == 2 and "in use" in second.stderr, second.stderr
+        # Its endpoint answering is not the second one's: that one ended at once, and says so.
+        also = cli("run", str(config), "--detach")
+        assert also.returncode == 2 and "ended at once" in also.stderr, also.stderr
+        assert "in use" in also.stderr and "running in the background" not in also.stdout
         live = cli("status", "--config", str(config))
         assert f"a run is in progress (pid {pid}" in live.stdout
         assert re.search(r"alpha +running", live.stdout), live.stdout

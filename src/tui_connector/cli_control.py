@@ -60,16 +60,26 @@ def control_options(command: Callable[..., None]) -> Callable[..., None]:
 def remote_run(
     state: Path, control: str | None, token_file: Path | None, *, read_only: bool = False
 ) -> RemoteRun:
-    from tui_connector.control import AddressError, ControlAddress, RemoteRun, socket_path
+    """The run of `state` (or at `control`, over TCP with its token), ready to open; a bad
+    address or an unreadable token fails the command (exit 2)."""
+    from tui_connector.control import AddressError
+
+    try:
+        return _remote(state, control, token_file, read_only=read_only)
+    except AddressError as exc:
+        fail(str(exc))
+
+
+def _remote(
+    state: Path, control: str | None, token_file: Path | None, *, read_only: bool
+) -> RemoteRun:
+    from tui_connector.control import ControlAddress, RemoteRun, socket_path
     from tui_connector.control.address import read_token, token_path
 
     if control is None:
         return RemoteRun(ControlAddress(unix=socket_path(state)), read_only=read_only)
-    try:
-        address = ControlAddress.parse(control)
-        token = os.environ.get(TOKEN_ENVIRONMENT) or read_token(token_file or token_path(state))
-    except AddressError as exc:
-        fail(str(exc))
+    address = ControlAddress.parse(control)
+    token = os.environ.get(TOKEN_ENVIRONMENT) or read_token(token_file or token_path(state))
     return RemoteRun(address, token=token, read_only=read_only)
 
 
@@ -124,14 +134,14 @@ def attach(
     it."""
     from tui_connector.tui.app import run_dashboard
 
+    path = state_path_for(config, state)
+    run = remote_run(path, control, token_file, read_only=read_only)
+    _reachable(run, path)  # its facts are known from here on; the dashboard connects again
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail(
             "attach opens the dashboard, which needs a terminal; "
             "`tui-connector status` prints a run's live state"
         )
-    path = state_path_for(config, state)
-    run = remote_run(path, control, token_file, read_only=read_only)
-    _reachable(run, path)  # its facts are known from here on; the dashboard connects again
     code = run_dashboard(run, attach_again=attach_command(path, control))
     sys.exit(code)
 
@@ -178,8 +188,10 @@ def stop(state: Path | None, config: str, control: str | None, token_file: Path 
         message, code = asyncio.run(ask())
     except NoRunThere as exc:
         no_run_there(path, str(exc))
-    except (RunError, TimeoutError) as exc:
-        fail(str(exc) or "the run did not end in time", ExitCode.FAILED)
+    except RunError as exc:
+        fail(str(exc))
+    except TimeoutError:
+        fail("the run did not end in time", ExitCode.FAILED)
     click.echo(message)
     sys.exit(code)
 
@@ -223,16 +235,14 @@ def live_lines(state: Path) -> list[str] | None:
 
 def start_detached(argv: Sequence[str], state: Path, log_path: Path, control: str | None) -> int:
     """`run --detach`: the same run, headless, in a new session (no terminal to lose), its
-    output appended to the log beside the state; returns once it serves its controls."""
-    import asyncio
+    output appended to the log beside the state; returns once it serves its controls (and
+    says why not when it exits first: another run holds the state, a bad config...)."""
     import subprocess
-
-    from tui_connector.control import ControlAddress, socket_path
-    from tui_connector.control.address import connect
 
     arguments = [arg for arg in argv if arg != "--detach"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        told_from = log.tell()
         child = subprocess.Popen(
             [sys.executable, "-m", "tui_connector", *arguments, "--headless"],
             stdin=subprocess.DEVNULL,
@@ -240,24 +250,17 @@ def start_detached(argv: Sequence[str], state: Path, log_path: Path, control: st
             stderr=log,
             start_new_session=True,
         )
-    address = ControlAddress.parse(control) if control else ControlAddress(unix=socket_path(state))
-
-    async def answers() -> bool:
-        try:
-            _, writer = await connect(address, limit=1024)
-        except OSError:
-            return False
-        writer.close()
-        return True
-
     deadline = time.monotonic() + DETACH_READY_TIMEOUT
-    while not asyncio.run(answers()):
+    # Only the child's own endpoint will do: another run may answer at the same address.
+    while _serving_pid(state, control) != child.pid:
         code = child.poll()
         if code is not None:
-            click.echo(
-                f"tui-connector: the background run exited at once ({code}); see {log_path}",
-                err=True,
-            )
+            with open(log_path, "rb") as log:
+                log.seek(told_from)
+                said = log.read().decode(errors="replace").strip().splitlines()[-3:]
+            click.echo(f"tui-connector: the background run ended at once (exit {code}):", err=True)
+            for line in said:
+                click.echo(f"  {line}", err=True)
             return code or int(ExitCode.FAILED)
         if time.monotonic() > deadline:
             click.echo(f"tui-connector: the background run did not start; see {log_path}", err=True)
@@ -269,3 +272,22 @@ def start_detached(argv: Sequence[str], state: Path, log_path: Path, control: st
         f"  stop it:            tui-connector stop --state {state}"
     )
     return int(ExitCode.OK)
+
+
+def _serving_pid(state: Path, control: str | None) -> int | None:
+    """The pid of the run answering at the state's control address, if one does."""
+    import asyncio
+
+    from tui_connector.control.address import AddressError
+    from tui_connector.facade import RunError
+
+    async def ask() -> int | None:
+        run = _remote(state, control, None, read_only=True)  # the token comes as it starts
+        await run.open()
+        await run.close()
+        return run.pid
+
+    try:
+        return asyncio.run(ask())
+    except (RunError, AddressError, OSError):
+        return None

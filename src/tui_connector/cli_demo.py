@@ -277,7 +277,13 @@ def demo(
         # hand it to the background: the demo API ends with this process.
         services = [*control_services(False, None, False), *metrics_services(loaded, None)]
         if use_dashboard(headless):
-            code = run_dashboard(engine, exit_when_done=False, services=services)
+            code = run_dashboard(
+                engine,
+                exit_when_done=False,
+                services=services,
+                cannot_detach_why="the demo API ends with this demo (a `tui-connector run` "
+                "of your own sources can go on in the background)",
+            )
         else:
             code = run_headless(engine, progress="text", interval=2.0, services=services)
     sys.exit(code)

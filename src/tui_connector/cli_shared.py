@@ -181,15 +181,18 @@ def run_dashboard(
     exit_when_done: bool,
     services: Sequence[RunService] = (),
     detach: Callable[[], int] | None = None,
+    cannot_detach_why: str | None = None,
 ) -> int:
     """The dashboard of a run in this process; `detach` (given only when the run serves a
-    control endpoint to attach to) goes on with the run in the background after `d`."""
+    control endpoint to attach to) goes on with the run in the background after `d`; else
+    `cannot_detach_why` says why `d` cannot."""
     from tui_connector.tui.app import run_dashboard
 
     return run_dashboard(
         served(engine, services),
         exit_when_done=exit_when_done,
         detach=detach,
+        cannot_detach_why=cannot_detach_why,
     )
 
 

@@ -37,6 +37,14 @@ def token_path(state_path: Path) -> Path:
     return state_path.with_name(state_path.name + ".token")
 
 
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -63,7 +71,7 @@ class ControlAddress:
             if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise AddressError(
                     f"{text!r} is not a TCP control address: write tcp://HOST:PORT, "
-                    "e.g. tcp://127.0.0.1:8765"
+                    "e.g. tcp://127.0.0.1:8766"
                 )
             return cls(host=host, port=int(port))
         if "://" in text:
@@ -142,4 +150,8 @@ def read_token(path: Path) -> str:
     try:
         return path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise AddressError(f"cannot read the control token at {path}: {exc}") from None
+        raise AddressError(
+            f"cannot read the control token at {path} ({exc.__class__.__name__}: {exc}); a run "
+            "served with --control writes it beside its state database: give that file with "
+            "--token-file, or --state, or set $TUI_CONNECTOR_CONTROL_TOKEN"
+        ) from None

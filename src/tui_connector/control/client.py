@@ -44,9 +44,9 @@ CONNECTION_LOST = "the connection to the run was lost"
 DETACHED = "detached: the run goes on"
 
 
-def _outcome(result: RunResult | None) -> str:
-    if result is None:
-        return " (it failed)"
+def _outcome(result: RunResult | None, *, stopped: bool) -> str:
+    if result is None:  # the run did not end by itself
+        return " (stopped at once)" if stopped else " (it failed)"
     how = "interrupted: " if result.interrupted else ""
     return (
         f" ({how}{len(result.done)} done, {len(result.failed)} failed, "
@@ -157,6 +157,11 @@ class RemoteRun:
         if welcome is None or welcome.get("type") != "welcome":
             writer.close()
             reason = "it hung up" if welcome is None else welcome.get("error", "no welcome")
+            if reason == "refused" and self.address.unix is None:
+                reason = (
+                    "the token is not that run's (every run served over TCP writes a new one "
+                    "beside its state database: <state>.token)"
+                )
             raise RunError(f"the run at {self.address} refused the connection: {reason}")
         try:
             self._welcome(welcome)
@@ -199,7 +204,8 @@ class RemoteRun:
                 elif kind == "finished":
                     result = message.get("result")
                     self._result = None if result is None else result_from(result)
-                    self._ended = RUN_ENDED + _outcome(self._result)
+                    stopped = self.stop_requested_at is not None
+                    self._ended = RUN_ENDED + _outcome(self._result, stopped=stopped)
                     return
                 elif kind == "error":
                     self._ended = f"{CONNECTION_LOST}: {message.get('error')}"

@@ -21,6 +21,7 @@ from tui_connector import __version__
 from tui_connector.control.address import (
     AddressError,
     ControlAddress,
+    is_ip_address,
     is_loopback,
     new_token,
     serve_unix,
@@ -64,6 +65,11 @@ class ControlServer:
     ) -> None:
         if tcp is not None and tcp.unix is not None:
             raise AddressError(f"{tcp}: --control takes tcp://HOST:PORT")
+        if tcp is not None and tcp.host != "localhost" and not is_ip_address(tcp.host):
+            raise AddressError(
+                f"{tcp}: give --control an IP address: 127.0.0.1 for this machine alone, or "
+                "(with --control-public) an address of this machine"
+            )
         if tcp is not None and not public and not is_loopback(tcp.host):
             raise AddressError(
                 f"{tcp} is reachable beyond this machine: pass --control-public to serve the "
@@ -84,12 +90,19 @@ class ControlServer:
     async def start(self, run: RunFacade) -> None:
         self._run = run
         state = run.facts.state_path
-        try:
-            if self.unix:
-                path = socket_path(state)
+        if self.unix:
+            path = socket_path(state)
+            try:
                 self._servers.append(await serve_unix(self._serve, path, limit=MAX_MESSAGE_BYTES))
-                self._paths.append(path)
-            if self.tcp is not None:
+            except (OSError, AddressError) as exc:
+                await self.stop(None)
+                raise RunError(
+                    f"cannot open the run's control socket at {path}: {exc}; "
+                    "pass --no-control to run without one"
+                ) from None
+            self._paths.append(path)
+        if self.tcp is not None:
+            try:
                 self._token = new_token(token_path(state))
                 self._paths.append(token_path(state))
                 self._servers.append(
@@ -97,13 +110,12 @@ class ControlServer:
                         self._serve, self.tcp.host, self.tcp.port, limit=MAX_MESSAGE_BYTES
                     )
                 )
-        except (OSError, AddressError) as exc:
-            await self.stop(None)
-            where = self.tcp if self.tcp is not None and self.unix is False else state
-            raise RunError(
-                f"cannot open the run's control endpoint ({where}): {exc}; "
-                "pass --no-control to run without one"
-            ) from None
+            except OSError as exc:
+                await self.stop(None)
+                raise RunError(
+                    f"cannot serve the run's controls at {self.tcp}: {exc.strerror or exc}; "
+                    "choose another port, or leave out --control"
+                ) from None
 
     async def stop(self, result: RunResult | None) -> None:
         for server in self._servers:

@@ -65,6 +65,8 @@ HELP_SCREEN = "help"  # the help screen's name once installed
 # After a second `q`, or when the app exits for any reason, how long to wait for the run to
 # close its state database before giving up on it (its committed pages are safe either way).
 CLOSE_TIMEOUT = 5.0
+# Why `d` cannot hand a run to the background, unless its caller says otherwise.
+NO_CONTROL_ENDPOINT = "it serves no control endpoint to attach to (started with --no-control)"
 # The keys that change what the run does (a read-only dashboard offers none of them).
 STEERING_ACTIONS = frozenset(
     {
@@ -101,6 +103,7 @@ class Dashboard(App[int]):
         handle_signals: bool = False,
         keymap: Mapping[str, str] | None = None,
         can_detach: bool = False,
+        cannot_detach_why: str = NO_CONTROL_ENDPOINT,
     ) -> None:
         """`clock` must read the same time as `time.monotonic` (the run stamps telemetry
         with it); tests pass a frozen one to make screenshots repeatable. `handle_signals`
@@ -122,6 +125,7 @@ class Dashboard(App[int]):
         self.clock = clock
         self.handle_signals = handle_signals
         self.can_detach = can_detach
+        self.cannot_detach_why = cannot_detach_why
         self.detaching = False  # `d`: the run stops here to go on in the background
         self.hung_up = False  # the terminal went away (SIGHUP)
         self.left = False  # attached, the operator left the run going
@@ -414,6 +418,7 @@ class Dashboard(App[int]):
         self._shown_banner = text
         self.quit_banner.update(text)
         self.quit_banner.display = True
+        self.refresh_bindings()  # nothing is left to steer
 
     def _refresh_banner(self, now: float) -> None:
         in_flight = len(self.telemetry.in_flight)
@@ -572,8 +577,8 @@ class Dashboard(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in FINDER_ACTIONS:  # they act on the sources table, not on a source's detail
             return not isinstance(self.screen, SourceDetailScreen)
-        if action in STEERING_ACTIONS:  # attached read-only: no key steers the run
-            return not self.facts.read_only
+        if action in STEERING_ACTIONS:  # attached read-only, or to a run that ended: none
+            return not self.facts.read_only and self.facade.ended is None
         return True
 
     def action_help(self) -> None:
@@ -650,8 +655,7 @@ class Dashboard(App[int]):
             return
         if not self.can_detach:
             self.notify(
-                "this run cannot go on in the background: it serves no control endpoint to "
-                "attach to (started with --no-control)",
+                f"this run cannot go on in the background: {self.cannot_detach_why}",
                 severity="warning",
             )
             return
@@ -714,6 +718,7 @@ def run_dashboard(
     *,
     exit_when_done: bool = False,
     detach: Callable[[], int] | None = None,
+    cannot_detach_why: str | None = None,
     attach_again: str | None = None,
 ) -> int:
     """Run the dashboard in this terminal until the operator quits (or, with `exit_when_done`,
@@ -736,6 +741,7 @@ def run_dashboard(
         handle_signals=True,
         keymap=settings.keymap,
         can_detach=detach is not None,
+        cannot_detach_why=cannot_detach_why or NO_CONTROL_ENDPOINT,
     )
     code = app.run()
     if app.startup_error is not None:
@@ -746,6 +752,9 @@ def run_dashboard(
             print("every source had finished: nothing left to run in the background")
             return app.result.exit_code
         return detach()
+    if app.facts.attached and not app.left and run.ended is not None:
+        print(f"{run.ended}; tui-connector status shows its checkpoints")
+        return ExitCode.OK
     if app.left:
         print(f"detached; the run goes on. Attach again: {attach_again or 'tui-connector attach'}")
         return ExitCode.OK
