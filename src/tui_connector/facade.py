@@ -14,13 +14,13 @@ No Textual here, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import Protocol
 
-from tui_connector.telemetry import LakeInfo, RunTelemetry, SourceStats
+from tui_connector.telemetry import LakeInfo, RunTelemetry, SourceStats, SourceStatus
 
 
 class ExitCode(IntEnum):
@@ -41,6 +41,22 @@ class RunResult:
     failed: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     interrupted: bool = False
+
+    @classmethod
+    def of(
+        cls, statuses: Iterable[tuple[str, SourceStatus]], *, interrupted: bool = False
+    ) -> RunResult:
+        """The result of sources that ended with these statuses (any but done or failed
+        counts as stopped)."""
+        result = cls(interrupted=interrupted)
+        for name, status in statuses:
+            if status is SourceStatus.DONE:
+                result.done.append(name)
+            elif status is SourceStatus.FAILED:
+                result.failed.append(name)
+            else:
+                result.stopped.append(name)
+        return result
 
     @property
     def exit_code(self) -> int:

@@ -235,17 +235,11 @@ class RemoteRun:
 
     def _picture_result(self) -> RunResult:
         """How the run stood when we last saw it (it has not told us how it ended)."""
-        result = RunResult()
-        for name in self.facts.selected:
-            stats = self._mirror.telemetry.sources.get(name)
-            status = stats.status if stats else SourceStatus.PENDING
-            if status is SourceStatus.DONE:
-                result.done.append(name)
-            elif status is SourceStatus.FAILED:
-                result.failed.append(name)
-            else:
-                result.stopped.append(name)
-        return result
+        sources = self._mirror.telemetry.sources
+        return RunResult.of(
+            (name, stats.status if (stats := sources.get(name)) else SourceStatus.PENDING)
+            for name in self.facts.selected
+        )
 
     async def close(self) -> None:
         task = self._reader_task

@@ -221,16 +221,10 @@ class Engine:
         )
 
     def result(self) -> RunResult:
-        result = RunResult(interrupted=self._interrupted())
-        for name, runner in self.runners.items():
-            status = runner.stats.status
-            if status is SourceStatus.DONE:
-                result.done.append(name)
-            elif status is SourceStatus.FAILED:
-                result.failed.append(name)
-            else:
-                result.stopped.append(name)
-        return result
+        return RunResult.of(
+            ((name, runner.stats.status) for name, runner in self.runners.items()),
+            interrupted=self._interrupted(),
+        )
 
     # -- controls (for the dashboard and signal handlers) -----------------------------------
 
