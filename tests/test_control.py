@@ -268,7 +268,9 @@ async def test_errors_before_and_after_attaching_are_counted_once(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],
 ) -> None:
-    server = demo_server_factory(latency_ms=5, records=1000, page_size=20, fault_rate=0.3, seed=3)
+    server = demo_server_factory(
+        latency_ms=5, records=600, page_size=20, fault_rate=0.3, seed=3, faults=("500",)
+    )
     config = write_config(
         slow_config(server.url, records=1000).replace(
             "commit_interval: 0", "commit_interval: 0\ndefaults:\n  retry: {backoff_base: 0.01}"
