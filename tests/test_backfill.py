@@ -266,7 +266,9 @@ sources:
 """
 
 
-@pytest.mark.parametrize("seed", [11, pytest.param(12, marks=pytest.mark.slow)])
+# Kill loops: the slow set (CI runs it); test_cli's clean SIGKILL loop stays in the default run.
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 12])
 def test_kill_9_mid_backfill_then_resume_is_exact(
     demo_server_factory: Factory, tmp_path: Path, seed: int
 ) -> None:
@@ -360,6 +362,7 @@ async def test_date_windows_fetch_each_record_once_in_its_window(
     assert engine.telemetry.sources["activity"].streams_done == 5
 
 
+@pytest.mark.slow
 def test_kill_9_mid_date_backfill_then_resume_is_exact(
     demo_server_factory: Factory, tmp_path: Path
 ) -> None:
