@@ -100,9 +100,11 @@ def no_run_there(state: Path, reason: str) -> None:
     sys.exit(ExitCode.FAILED)
 
 
-async def _probe(run: RemoteRun) -> None:
+async def _probe(run: RemoteRun) -> int | None:
+    """Connect and hang up: the run's facts are known from then on; its pid."""
     await run.open()
     await run.close()
+    return run.pid
 
 
 def _reachable(run: RemoteRun, state: Path) -> None:
@@ -281,13 +283,8 @@ def _serving_pid(state: Path, control: str | None) -> int | None:
     from tui_connector.control.address import AddressError
     from tui_connector.facade import RunError
 
-    async def ask() -> int | None:
-        run = _remote(state, control, None, read_only=True)  # the token comes as it starts
-        await run.open()
-        await run.close()
-        return run.pid
-
     try:
-        return asyncio.run(ask())
+        # Without --token-file: a TCP run's token appears beside its state as it starts.
+        return asyncio.run(_probe(_remote(state, control, None, read_only=True)))
     except (RunError, AddressError, OSError):
         return None

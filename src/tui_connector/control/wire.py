@@ -241,6 +241,8 @@ def result_from(data: dict[str, Any]) -> RunResult:
 
 
 def _field_data(name: str, value: Any) -> Any:
+    """A source's field as it is sent: plain JSON values, lists copied (the diff keeps what
+    it sent to compare with later)."""
     if name in _RATE_FIELDS:
         return list(value.state())
     if isinstance(value, StrEnum):
@@ -340,12 +342,9 @@ class TelemetryDiff:
             sent = self._sources.setdefault(stats.name, {})
             changed: dict[str, Any] = {}
             for name in fields:
-                value = getattr(stats, name)
-                if name in _RATE_FIELDS:
-                    value = value.state()
+                value = _field_data(name, getattr(stats, name))  # plain, and a copy
                 if sent.get(name, _UNSENT) != value:
-                    sent[name] = value if name not in ("warnings",) else list(value)
-                    changed[name] = _field_data(name, getattr(stats, name))
+                    sent[name] = changed[name] = value
             if changed:
                 changes[stats.name] = changed
         return changes
