@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from tui_connector.config import LoadedConfig
@@ -87,9 +88,13 @@ def test_a_wake_makes_the_next_heartbeat_refresh() -> None:
 
 
 def test_the_busy_clock_counts_this_threads_work() -> None:
+    # The kernel updates a thread's run time at scheduler ticks (up to 10 ms apart), so the
+    # work must outlast several ticks; a fast CPU finishes a fixed small sum within one.
     clock = busy_clock()
     before = clock()
-    sum(range(200_000))
+    worked_from = time.thread_time()
+    while time.thread_time() - worked_from < 0.1:
+        sum(range(10_000))
     assert clock() > before
 
 
