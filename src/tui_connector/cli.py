@@ -41,7 +41,8 @@ from tui_connector.cli_shared import (
 from tui_connector.facade import ExitCode
 
 if TYPE_CHECKING:
-    pass
+    from tui_connector.engine import Engine
+    from tui_connector.engine.steering import Steering
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +114,12 @@ def cli() -> None:
     is_flag=True,
     help="Let --control listen beyond loopback (anyone holding the token steers the run).",
 )
+@click.option(
+    "--handover",
+    type=click.Path(dir_okay=False, path_type=Path),
+    hidden=True,
+    help="The operator's settings left by `d` in a dashboard: the run that takes it over.",
+)
 @metrics_option
 @log_level_option
 def run(
@@ -130,6 +137,7 @@ def run(
     control: str | None,
     control_public: bool,
     metrics: tuple[str, int] | None,
+    handover: Path | None,
     log_level: str,
 ) -> None:
     """Run the sources of CONFIG (default ./sources.yaml), resuming from checkpoints.
@@ -147,14 +155,23 @@ def run(
         if not controls:
             fail("--detach needs the control endpoint to attach to: drop --no-control")
         sys.exit(start_detached(sys.argv[1:], state, log_path, control))
-    engine = make_engine(loaded, state_path, out, split_names(only), full_refresh)
+    selected = split_names(only)
+    steering = take_handover(handover) if handover is not None else None
+    if steering is not None:
+        selected = [name for name in selected or loaded.sources if name not in steering.left_out]
+        if not selected:
+            click.echo("every source was done or stopped by hand: nothing to take over")
+            sys.exit(ExitCode.OK)
+    engine = make_engine(loaded, state_path, out, selected, full_refresh)
+    if steering is not None:
+        engine.carry_over(steering)
     services = [*controls, *metrics_services(loaded, metrics)]
     if use_dashboard(headless):
         code = run_dashboard(
             engine,
             exit_when_done=exit_when_done,
             services=services,
-            detach=handoff(sys.argv[1:], state, log_path, control) if controls else None,
+            detach=handoff(sys.argv[1:], engine, log_path, control) if controls else None,
         )
     else:
         code = run_headless(
@@ -163,17 +180,42 @@ def run(
     sys.exit(code)
 
 
-def handoff(argv: list[str], state: Path, log_path: Path, control: str | None) -> Callable[[], int]:
+def handoff(
+    argv: list[str], engine: Engine, log_path: Path, control: str | None
+) -> Callable[[], int]:
     """What `d` in the dashboard does once its run has stopped and committed: the same run
-    goes on in the background from its checkpoints (never starting over again)."""
+    goes on in the background from its checkpoints (never starting over again), as the
+    operator left it (`engine.steering`)."""
 
     def start() -> int:
         from tui_connector.cli_control import start_detached
+        from tui_connector.engine.steering import handover_path
 
+        result = engine.result()
+        steering = engine.steering
+        steering.done = set(result.done)
+        if not set(engine.selected) - steering.left_out:
+            click.echo("every source was done or stopped by hand: nothing left to run")
+            return result.exit_code
+        carried = handover_path(engine.state_path)
+        steering.write(carried)
         again = [arg for arg in argv if arg not in ("--full-refresh", "--exit-when-done")]
-        return start_detached(again, state, log_path, control)
+        code = start_detached(
+            [*again, "--handover", str(carried)], engine.state_path, log_path, control
+        )
+        carried.unlink(missing_ok=True)  # the background run took it, or never will
+        return code
 
     return start
+
+
+def take_handover(path: Path) -> Steering:
+    from tui_connector.engine.steering import Steering, SteeringError
+
+    try:
+        return Steering.take(path)
+    except SteeringError as exc:
+        fail(str(exc))
 
 
 # -- validate, status, reset ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tui_connector.config import LoadedConfig, ParentPartitions
 from tui_connector.config.lake import is_object_store
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
 from tui_connector.engine.source import RunServices, SourceRunner
+from tui_connector.engine.steering import Steering
 from tui_connector.facade import RunResult, interrupted
 from tui_connector.http.oauth2 import SharedTokens
 from tui_connector.sinks import Sink
@@ -98,6 +99,8 @@ class Engine:
             tokens=SharedTokens(self.redactor),
         )
         self.runners: dict[str, SourceRunner] = {}
+        self.steering = Steering()  # what the operator set by hand (the controls below)
+        self._carried = Steering()  # taken over from the run before (`carry_over`)
         self._group: asyncio.TaskGroup | None = None
         self._stopping = False
         self._finished_before_stop = False
@@ -187,6 +190,7 @@ class Engine:
             for runner in self.runners.values():
                 if not self._stopping:  # a stop requested before the run starts nothing
                     runner.start(group)
+            self._apply(self._carried)
             while True:
                 await self._changed.wait()
                 self._changed.clear()
@@ -234,22 +238,44 @@ class Engine:
         except KeyError:
             raise ValueError(f"no source named {source!r} in this run") from None
 
+    def carry_over(self, steering: Steering) -> None:
+        """Apply the operator's pauses and limits of the run this one takes over (`d`) once
+        it starts; those of sources it does not run are ignored."""
+        self._carried = steering
+
+    def _apply(self, steering: Steering) -> None:
+        for name in self.runners.keys() & steering.paused:
+            self.pause(name)
+        for name, limit in steering.concurrency.items():
+            if name in self.runners:
+                self.set_concurrency(name, limit)
+        for name, per_second in steering.rate_limits.items():
+            if name in self.runners:
+                self.set_rate_limit(name, per_second)
+
     def pause(self, source: str) -> None:
-        self._runner(source).pause()
+        runner = self._runner(source)
+        runner.pause()
+        if runner.paused:  # not a finished source
+            self.steering.paused.add(source)
 
     def resume(self, source: str) -> None:
         self._runner(source).resume()
+        self.steering.paused.discard(source)
 
     def pause_all(self) -> None:
-        for runner in self.runners.values():
-            runner.pause()
+        for name in self.runners:
+            self.pause(name)
 
     def resume_all(self) -> None:
-        for runner in self.runners.values():
-            runner.resume()
+        for name in self.runners:
+            self.resume(name)
 
     def stop(self, source: str) -> None:
-        self._runner(source).stop()
+        runner = self._runner(source)
+        if not runner.stats.status.finished:
+            self.steering.stopped.add(source)
+        runner.stop()
 
     def retry(self, source: str) -> bool:
         """Start a failed or stopped source again from its checkpoint. False if it can't be.
@@ -263,6 +289,8 @@ class Engine:
         ):
             return False
         self._restart(runner, self._group)
+        self.steering.stopped.discard(source)
+        self.steering.paused.discard(source)  # a restarted source starts unpaused
         return True
 
     def _restart(self, runner: SourceRunner, group: asyncio.TaskGroup) -> None:
@@ -275,16 +303,21 @@ class Engine:
     def set_concurrency(self, source: str, limit: int) -> None:
         """The operator's limit (an adaptive source switches to manual)."""
         self._runner(source).set_concurrency(limit)
+        self.steering.concurrency[source] = limit
 
     def set_auto(self, source: str) -> bool:
         """Hand a source's limit back to its adaptive controller; False if it has none."""
-        return self._runner(source).set_auto()
+        if not self._runner(source).set_auto():
+            return False
+        self.steering.concurrency.pop(source, None)
+        return True
 
     def is_paused(self, source: str) -> bool:
         return self._runner(source).paused
 
     def set_rate_limit(self, source: str, per_second: float | None) -> None:
         self._runner(source).http.set_rate_limit(per_second)
+        self.steering.rate_limits[source] = per_second
 
     def request_stop(self) -> None:
         """Graceful stop: no new requests; in-flight pages finish and commit."""

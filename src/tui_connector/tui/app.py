@@ -519,9 +519,6 @@ def run_dashboard(
         print(f"tui-connector: {app.startup_error}", file=sys.stderr)
         return ExitCode.USAGE
     if app.detaching and detach is not None and app.result is not None:
-        if not app.result.failed and not app.result.stopped:
-            print("every source had finished: nothing left to run in the background")
-            return app.result.exit_code
         return detach()
     if app.facts.attached and not app.left and run.ended is not None:
         print(f"{run.ended}; tui-connector status shows its checkpoints")
