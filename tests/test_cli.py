@@ -234,3 +234,29 @@ def test_an_empty_first_page_is_reported_as_suspicious(demo: DemoServer, tmp_pat
     result = cli("run", "--headless", str(config))
     assert result.returncode == 0
     assert "empty: warning: the first page had no records" in result.stdout
+
+
+def test_status_tells_a_killed_runs_streams_as_interrupted_and_a_live_ones_as_running(
+    demo_server_factory: Callable[..., DemoServer], tmp_path: Path
+) -> None:
+    server = demo_server_factory(records=4000, page_size=20, latency_ms=20)
+    config = tmp_path / "sources.yaml"
+    config.write_text(
+        f"state: {tmp_path}/state.db\nout: {tmp_path}/lake\ncommit_interval: 0\n"
+        f"sources:\n  alpha:\n    url: {server.url}/v1/pages/alpha\n    records: data\n"
+        "    pagination: {type: page_number, size_param: per_page, size: 20}\n"
+    )
+    # No control endpoint: status cannot ask the run, only see that it holds the state.
+    process = start("run", "--headless", "--no-control", str(config))
+    try:
+        wait_for(lambda: stream_pages(tmp_path / "state.db") >= 3, what="pages committed")
+        live = cli("status", "--config", str(config))
+        assert "running" in live.stdout and "interrupted" not in live.stdout, live.stdout
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+    killed = cli("status", "--config", str(config))
+    assert killed.returncode == 0, killed.stderr
+    assert "interrupted" in killed.stdout and "running" not in killed.stdout, killed.stdout
+    streams = cli("status", "--config", str(config), "--streams")
+    assert " interrupted " in streams.stdout, streams.stdout

@@ -282,8 +282,14 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
 
     from tui_connector.maintenance import lakes_of
     from tui_connector.state import StateError
-    from tui_connector.state.report import aligned, lake_lines, source_table, stream_table
-    from tui_connector.state.sqlite import StateStore
+    from tui_connector.state.report import (
+        aligned,
+        as_of_no_run,
+        lake_lines,
+        source_table,
+        stream_table,
+    )
+    from tui_connector.state.sqlite import StateStore, run_in_progress
 
     path = state_path_for(config, state)
     if not path.exists():
@@ -310,8 +316,11 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
         return
     from tui_connector.cli_control import live_lines
 
-    for line in live_lines(path) or ():
+    live = live_lines(path)
+    for line in live or ():
         click.echo(line)
+    if live is None and not run_in_progress(path):
+        rows = as_of_no_run(rows)
     if not rows:
         click.echo(f"{path}: no streams yet")
         return

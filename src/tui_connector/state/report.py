@@ -9,6 +9,15 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+# A stream checkpointed as running when no run is in progress: its run was killed (or stopped
+# at once) mid-page; the next run resumes it.
+INTERRUPTED = "interrupted"
+
+
+def as_of_no_run(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as they stand with no run in progress: a running stream was interrupted."""
+    return [{**row, "status": INTERRUPTED} if row["status"] == "running" else row for row in rows]
+
 
 def aligned(table: list[tuple[str, ...]]) -> Iterator[str]:
     """A table's lines, its columns padded to their widest cell."""
@@ -55,7 +64,9 @@ def source_table(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     for source, streams in by_source.items():
         statuses = Counter(str(row["status"]) for row in streams)
         done = statuses.get("done", 0)
-        overall = next((s for s in ("failed", "running", "stopped") if statuses.get(s)), "done")
+        overall = next(
+            (s for s in ("failed", "running", INTERRUPTED, "stopped") if statuses.get(s)), "done"
+        )
         marks = [row["mark"]["value"] for row in streams if row["mark"]]
         mark = ""
         with contextlib.suppress(TypeError):  # values of mixed types: show none

@@ -141,6 +141,27 @@ class RunLock:
             self._fd = None
 
 
+def run_in_progress(state_path: Path) -> bool:
+    """Whether a process on this machine holds the state's run lock, told without taking it
+    (a run starting meanwhile must not find the lock taken): its holder's pid is alive."""
+    path = RunLock(state_path).path
+    try:
+        info = json.loads(path.read_text() or "null")
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+        return False  # released (emptied), or never taken
+    if info.get("host") != socket.gethostname():
+        return True  # another machine's: cannot tell, so assume it runs
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def _describe_holder(text: str) -> str:
     try:
         info = json.loads(text)
