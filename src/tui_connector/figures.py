@@ -15,6 +15,11 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def counted(amount: int, noun: str) -> str:
+    """ "1 page", "1,200 pages": `noun` is singular and takes an s."""
+    return f"{amount:,} {noun}" + ("" if amount == 1 else "s")
+
+
 def shown_path(path: Path) -> str:
     """A path relative to the working directory when it lies beneath it, else absolute."""
     absolute = path.absolute()

@@ -27,6 +27,7 @@ from tui_connector.facade import (
 )
 from tui_connector.figures import (
     backoff_seconds,
+    counted,
     lake_kind,
     records_per_second,
     requests_per_second,
@@ -77,7 +78,7 @@ def lake_line(lake: LakeInfo) -> str:
 
 
 def format_line(snapshot: dict[str, Any], name_width: int) -> str:
-    records = f"{humanize.intcomma(snapshot['records'])} records"
+    records = counted(snapshot["records"], "record")
     if snapshot["total_records"]:
         percent = 100 * snapshot["records"] / max(snapshot["total_records"], 1)
         records = (
@@ -87,7 +88,7 @@ def format_line(snapshot: dict[str, Any], name_width: int) -> str:
     parts = [
         f"{snapshot['source']:<{name_width}}",
         f"{snapshot['status']:<11}",
-        f"{humanize.intcomma(snapshot['pages'])} pages",
+        counted(snapshot["pages"], "page"),
         records,
         f"{humanize.intcomma(round(snapshot['records_per_s']))} rec/s",
         f"{humanize.naturalsize(snapshot['bytes'])} fetched",
@@ -95,9 +96,9 @@ def format_line(snapshot: dict[str, Any], name_width: int) -> str:
         f"{lake_kind(snapshot['format'], snapshot['table_version'])}",
     ]
     if snapshot["retries"]:
-        parts.append(f"{snapshot['retries']} retries")
+        parts.append(f"{snapshot['retries']:,} retr" + ("y" if snapshot["retries"] == 1 else "ies"))
     if snapshot["errors"]:
-        parts.append(f"{snapshot['errors']} errors")
+        parts.append(counted(snapshot["errors"], "error"))
     if snapshot["backoff_s"]:
         parts.append(f"backing off {snapshot['backoff_s']:.0f} s")
     if snapshot["position"] and snapshot["status"] not in ("done", "failed", "stopped"):
