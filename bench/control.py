@@ -8,7 +8,13 @@
   it), the median of interleaved pairs, on run.py's workload 2 (where the issue sets its
   target) and on 100 sources, CPU-bound (also against a run with no endpoint, as
   `--no-control`) and latency-bound;
-- bytes per second and per update that the attached client receives in each.
+- bytes per second and per update that the attached client receives in each;
+- on workload 2 again, `attach`'s own dashboard in the client process: attach ÷ headless for a
+  dashboard, and its keypress latencies (run.py's workload 3 keys: local to the dashboard,
+  each shown on its next refresh of figures that crossed the socket).
+
+Every ratio is given in records/s and in CPU: the run's CPU seconds headless ÷ attached, pair by
+pair (the same records each time), which a loaded machine disturbs less than wall time.
 
 Every run is a fresh worker process (`control.py worker JOB RESULT`, run by `run.Bench`) pinned
 as in `run.py`; the attached client is another process (`control.py client SOCKET RESULT`)
@@ -74,7 +80,17 @@ class ControlBench:
         self.bench = bench
         self.client_cpus = client_cpus  # the attached client's: the demo API's core
 
-    def run(self, label: str, streams: wl.StreamSet, *, control: bool, attach: bool) -> Any:
+    def run(
+        self,
+        label: str,
+        streams: wl.StreamSet,
+        *,
+        control: bool,
+        attach: bool,
+        client_kind: str = "client",
+    ) -> Any:
+        """`client_kind`: "client" counts what crosses the socket; "dashboard" is `attach`'s
+        dashboard, its keys timed."""
         job: dict[str, Any] = {"control": control, "clients": int(attach)}
         client: subprocess.Popen[bytes] | None = None
         with tempfile.TemporaryDirectory(prefix="tui-bench-client-") as client_dir:
@@ -88,7 +104,7 @@ class ControlBench:
                         [
                             sys.executable,
                             str(Path(__file__)),
-                            "client",
+                            client_kind,
                             str(scratch / "state.db.sock"),
                             str(received),
                         ],
@@ -109,7 +125,11 @@ class ControlBench:
                 ended = client is None or ended_in_time(client)
             if not ended or (client is not None and client.returncode != 0):
                 raise RuntimeError(f"{label}: the attached client failed")
-            if attach:
+            if attach and client_kind == "dashboard":
+                result["dashboard"] = json.loads(received.read_text(encoding="utf-8"))
+                keys = result["dashboard"]["keypress"]["all"]
+                log(f"    attached dashboard: keypress p95 {keys.get('p95_ms')} ms")
+            elif attach:
                 result["client"] = json.loads(received.read_text(encoding="utf-8"))
                 traffic = result["client"]
                 log(
@@ -138,6 +158,8 @@ def measure(bench: Any, client_cpus: set[int] | None, quick: bool) -> dict[str, 
     streams = wl.cpu_bound(bench.sizes)
     log(f"workload 2: {streams.streams} streams, {streams.records:,} records, no latency")
     workload_2 = compared(runs, streams, bench.sizes.cpu_repeats, with_no_endpoint=False)
+    log("workload 2 with attach's dashboard on the run, its keys pressed")
+    dashboard = with_dashboard(runs, streams, bench.sizes.cpu_repeats)
     streams = cpu_bound(quick)
     log(f"CPU-bound: {streams.sources} sources, {streams.records:,} records, no latency")
     cpu = compared(runs, streams, repeats, with_no_endpoint=True)
@@ -148,7 +170,49 @@ def measure(bench: Any, client_cpus: set[int] | None, quick: bool) -> dict[str, 
     )
     bench.api.configure(latency_ms=wl.LATENCY_MS)
     latency = compared(runs, streams, max(1, repeats - 2), with_no_endpoint=False)
-    return {"workload_2": workload_2, "cpu_bound": cpu, "latency_bound": latency}
+    return {
+        "workload_2": workload_2,
+        "workload_2_dashboard": dashboard,
+        "cpu_bound": cpu,
+        "latency_bound": latency,
+    }
+
+
+def with_dashboard(runs: ControlBench, streams: wl.StreamSet, repeats: int) -> dict[str, Any]:
+    """`streams` headless with `attach`'s dashboard on it and without, interleaved: what the
+    run pays for a dashboard in another process, and its keypress latencies there."""
+    done = interleaved(
+        repeats,
+        headless=lambda i: runs.run(f"headless #{i + 1}", streams, control=True, attach=False),
+        attached=lambda i: runs.run(
+            f"dashboard #{i + 1}", streams, control=True, attach=True, client_kind="dashboard"
+        ),
+    )
+    keys = [
+        sample for run in done["attached"] for sample in run["dashboard"]["keypress"]["samples_ms"]
+    ]
+    return {
+        "runs": done,
+        "attach_over_headless": ratios(done["attached"], done["headless"]),
+        "keypress": summary_ms(keys)
+        | {
+            "never_shown": sum(
+                sum(run["dashboard"]["keypress"]["misses"].values()) for run in done["attached"]
+            )
+        },
+    }
+
+
+def ratios(attached: list[dict[str, Any]], headless: list[dict[str, Any]]) -> dict[str, float]:
+    """Attached ÷ headless in records/s, and in CPU: the run's CPU seconds headless ÷ attached
+    for the same records, pair by pair (steadier on a loaded machine than wall time)."""
+    return {
+        "median_of_pairs": paired_median(attached, headless),
+        "best_over_best": best(attached)["records_per_s"] / best(headless)["records_per_s"],
+        "cpu_median_of_pairs": statistics.median(
+            h["cpu_s"] / a["cpu_s"] for a, h in zip(attached, headless, strict=True)
+        ),
+    }
 
 
 def compared(
@@ -170,11 +234,7 @@ def compared(
         "records_per_run": streams.records,
         "requests_per_run": streams.requests,
         "runs": done,
-        "attach_over_headless": {
-            "median_of_pairs": paired_median(done["attached"], done["headless"]),
-            "best_over_best": best(done["attached"])["records_per_s"]
-            / best(done["headless"])["records_per_s"],
-        },
+        "attach_over_headless": ratios(done["attached"], done["headless"]),
         "traffic": traffic([run["client"] for run in done["attached"]]),
     }
     if with_no_endpoint:
@@ -230,10 +290,31 @@ def table(figures: dict[str, Any]) -> str:
             (
                 f"{name}: attach / headless, records/s",
                 f"{ratio['median_of_pairs']:.3f} (median of pairs; best / best "
-                f"{ratio['best_over_best']:.3f}; headless best {headless / 1000:.1f}k records/s)",
+                f"{ratio['best_over_best']:.3f}; by CPU {ratio['cpu_median_of_pairs']:.3f}; "
+                f"headless best {headless / 1000:.1f}k records/s)",
                 ">= 0.98" if name.startswith("workload 2") else "report",
             )
         )
+    dashboard = figures["workload_2_dashboard"]
+    ratio = dashboard["attach_over_headless"]
+    rows.append(
+        (
+            "workload 2: attach's dashboard / headless",
+            f"{ratio['median_of_pairs']:.3f} records/s (median of pairs; best / best "
+            f"{ratio['best_over_best']:.3f}); by CPU {ratio['cpu_median_of_pairs']:.3f}",
+            ">= 0.98",
+        )
+    )
+    keys = dashboard["keypress"]
+    rows.append(
+        (
+            "workload 2: keypress to screen, attached",
+            f"p50 {keys.get('p50_ms')} ms, p95 {keys.get('p95_ms')} ms, max "
+            f"{keys.get('max_ms')} ms ({keys.get('count')} keys; never shown "
+            f"{keys['never_shown']})",
+            "p95 < 100 ms",
+        )
+    )
     endpoint = figures["cpu_bound"]["endpoint_over_none"]["median_of_pairs"]
     rows.append(("CPU-bound, 100 sources: endpoint open / none", f"{endpoint:.3f}", "report"))
     width = [max(len(row[column]) for row in rows) for column in range(3)]
@@ -310,20 +391,50 @@ async def follow(path: Path) -> dict[str, Any]:
     }
 
 
+async def watch(path: Path) -> dict[str, Any]:
+    """`attach`'s dashboard on the run, its keys pressed and timed as run.py's workload 3
+    times them, until the run has ended."""
+    from worker import DASHBOARD_SIZE, KeyPresser, RenderingDriver
+
+    from tui_connector.control import ControlAddress, RemoteRun
+    from tui_connector.tui.app import Dashboard
+
+    run = RemoteRun(ControlAddress(unix=path), read_only=False)
+    await run.open()  # the run's facts, for the dashboard to lay out (as `attach` probes it)
+    await run.close()
+    app = Dashboard(run)
+    app.driver_class = RenderingDriver
+    keys = KeyPresser(app)
+
+    def records() -> int:
+        return sum(stats.records for stats in run.snapshot().sources.values())
+
+    async with app.run_test(headless=False, size=DASHBOARD_SIZE, notifications=True):
+        while not records():  # noqa: ASYNC110 - keys once the run is under way
+            await asyncio.sleep(0.01)
+        pressing = asyncio.create_task(keys.run(list(run.facts.selected)))
+        while run.ended is None:  # noqa: ASYNC110 - the run tells its end
+            await asyncio.sleep(0.02)
+        pressing.cancel()
+        await asyncio.gather(pressing, return_exceptions=True)
+        RenderingDriver.watcher.cancel()
+    return {"keypress": keys.summary(), "frames": RenderingDriver.watcher.frames}
+
+
 def main() -> int:
     if sys.argv[1:2] == ["worker"]:
         job = json.loads(Path(sys.argv[2]).read_text(encoding="utf-8"))
         figures = asyncio.run(serve_run(job))
         Path(sys.argv[3]).write_text(json.dumps(figures), encoding="utf-8")
         return 0
-    if sys.argv[1:2] == ["client"]:
+    if sys.argv[1:2] in (["client"], ["dashboard"]):
         socket = Path(sys.argv[2])
         deadline = time.monotonic() + CLIENT_TIMEOUT
         while not socket.exists():  # the run makes it once its state is open
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no control socket at {socket}")
             time.sleep(0.005)
-        figures = asyncio.run(follow(socket))
+        figures = asyncio.run(follow(socket) if sys.argv[1] == "client" else watch(socket))
         Path(sys.argv[3]).write_text(json.dumps(figures), encoding="utf-8")
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
