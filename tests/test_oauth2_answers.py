@@ -155,7 +155,9 @@ async def test_a_token_endpoint_that_refuses_connections_until_it_comes_up_is_re
         finally:
             server.stop()
     assert result.done == ["items"]
-    assert {event.error for event in errors} == {"OAuth2 token request: connection refused"}
+    assert {event.error for event in errors} == {
+        f"OAuth2 token request: connection refused (127.0.0.1:{port})"
+    }
     assert token_requests(server) == [200]
     assert lake_ids(config.out, "items") == expected_ids("items", 12)
 

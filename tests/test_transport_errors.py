@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 import trustme
 
@@ -165,7 +166,7 @@ class Fault:
 INVALID = "the server sent an invalid HTTP response: ..."
 CUT_SHORT = "the server closed the connection before the response was complete: ..."
 FAULTS = {
-    "refused": Fault("connection refused"),
+    "refused": Fault("connection refused (127.0.0.1:..."),  # which server refused
     "/reset": Fault("connection reset by peer"),
     "/close": Fault("the server closed the connection without a response"),
     "/bad-status": Fault(INVALID),
@@ -423,7 +424,11 @@ def test_a_headless_run_says_plainly_what_failed(
     assert result.returncode != 0
     lines = result.stdout.splitlines()
     summary = lines[lines.index(next(line for line in lines if line.startswith("failed: "))) :]
-    assert f"  refused: connection refused after {ATTEMPTS} attempts" in summary
+    refusing = httpx.URL(url_of("refused"))
+    assert (
+        f"  refused: connection refused ({refusing.host}:{refusing.port}) after {ATTEMPTS} attempts"
+        in summary
+    )
     assert f"  reset: connection reset by peer after {ATTEMPTS} attempts" in summary
     (garbled,) = [line for line in summary if line.startswith("  garbled: the server sent ")]
     assert garbled.startswith("  garbled: the server sent an invalid HTTP response: ")

@@ -6,7 +6,8 @@ It wraps the transport that does the work (`httpx_aiohttp.AiohttpTransport` by d
 reading of the response's body, where a connection can break too, so both transports read
 alike:
 
-- "connection refused", "connection reset by peer", "no route to host" (the OS's words);
+- "connection refused (host:port)", "connection reset by peer", "no route to host (host:port)"
+  (the OS's words; where connecting failed, to which server);
 - "the server closed the connection without a response", "... before the response was
   complete: <detail>";
 - "the server sent an invalid HTTP response: <detail>" (a bad status line, a bad chunk,
@@ -261,7 +262,7 @@ def _from_the_system(
     said = os.strerror(cause.errno)
     said = said[:1].lower() + said[1:]  # "connection refused", "connection reset by peer"
     if cause.errno in _TIMEOUT_ERRNOS:
-        return httpx.ConnectTimeout(said, request=request)
+        return httpx.ConnectTimeout(f"{said} ({_endpoint(request)})", request=request)
     if cause.errno == errno.EPIPE:
         return httpx.WriteError(
             f"the server closed the connection while the request was being sent ({said})",
@@ -270,7 +271,17 @@ def _from_the_system(
     connecting = cause.errno in _CONNECT_ERRNOS or any(
         isinstance(e, aiohttp.ClientConnectorError | httpx.ConnectError) for e in causes
     )
-    return (httpx.ConnectError if connecting else httpx.ReadError)(said, request=request)
+    if connecting:  # which server would not take the connection: the operator's first question
+        return httpx.ConnectError(f"{said} ({_endpoint(request)})", request=request)
+    return httpx.ReadError(said, request=request)
+
+
+def _endpoint(request: httpx.Request) -> str:
+    """The host and port a request went to (never the URL's user or password)."""
+    url = request.url
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{port}" if port else host
 
 
 def _from_the_protocol(
