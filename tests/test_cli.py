@@ -236,6 +236,21 @@ def test_an_empty_first_page_is_reported_as_suspicious(demo: DemoServer, tmp_pat
     assert "empty: warning: the first page had no records" in result.stdout
 
 
+def test_an_empty_partition_among_many_is_no_warning(demo: DemoServer, tmp_path: Path) -> None:
+    config = tmp_path / "sources.yaml"
+    # Four 6-hour windows of a day whose records all lie in its first hours: a quiet night.
+    config.write_text(
+        f"sources:\n  activity:\n    url: {demo.url}/v1/offset/activity\n    records: results\n"
+        "    pagination: {type: offset, limit: 100, stop: {total_records: count}}\n"
+        "    partitions: {type: dates, start: 2024-01-01, end: 2024-01-02, step: 6h,\n"
+        "      format: iso, start_param: updated_since, end_param: updated_before}\n"
+    )
+    result = cli("run", "--headless", str(config))
+    assert result.returncode == 0, result.stderr
+    assert lake_ids(tmp_path / "lake", "activity") == expected_ids("activity")
+    assert "warning" not in result.stdout, result.stdout
+
+
 def test_status_tells_a_killed_runs_streams_as_interrupted_and_a_live_ones_as_running(
     demo_server_factory: Callable[..., DemoServer], tmp_path: Path
 ) -> None:

@@ -315,7 +315,13 @@ class StreamRun:
         within the commit interval (or is fetched again after a crash)."""
         services = self.services
         stream = self.stats
-        if stream.pages == 0 and not records and self.high_water is None:
+        # One of many partitions may well be empty (a date window with no activity).
+        if (
+            stream.pages == 0
+            and not records
+            and self.high_water is None
+            and not services.stats.partitioned
+        ):
             services.stats.warnings.append(
                 "the first page had no records: check 'records' and the request params"
             )
