@@ -688,3 +688,27 @@ async def test_a_run_collects_young_objects_less_often_and_then_restores_the_col
     assert result.done == ["items"]
     assert gc.get_threshold() == before
     assert not gc.get_freeze_count()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_url_with_user_and_password_logs_in_with_them(
+    write_config: Callable[..., LoadedConfig], transport: str
+) -> None:
+    from aiohttp import BasicAuth, web
+
+    async def guarded(request: web.Request) -> web.Response:
+        said = BasicAuth.decode(request.headers.get("Authorization", "Basic Og=="))
+        if (said.login, said.password) != ("reader", "s3cret-pw"):
+            raise web.HTTPUnauthorized()
+        return web.json_response([{"id": "in-1"}])
+
+    app = web.Application()
+    app.router.add_get("/guarded", guarded)
+    async with serving(app) as url:
+        config = write_config(
+            f"sources:\n  items:\n    url: {url.replace('//', '//reader:s3cret-pw@')}/guarded\n"
+            f"    transport: {transport}\n"
+        )
+        result, engine = await run(config)
+    assert result.done == ["items"], engine.telemetry.sources["items"].last_error
+    assert lake_ids(config.out) == {"in-1": 1}

@@ -132,6 +132,10 @@ class TruthfulTransport(httpx.AsyncBaseTransport):
         self.inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.userinfo:
+            # httpx has turned a URL's user:password into the Authorization header already;
+            # aiohttp refuses a URL that still carries them beside that header.
+            request.url = request.url.copy_with(userinfo=b"")
         try:
             response = await self.inner.handle_async_request(request)
         except _FAILURES as exc:
