@@ -214,6 +214,23 @@ async def test_a_on_a_fixed_source_warns_and_changes_nothing(
         await pilot.press("q", "q")
 
 
+async def test_plus_on_a_done_source_warns_and_changes_nothing(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=30, page_size=10, latency_ms=0)
+    config = write_config(sources_yaml(server.url, ["quick"], "concurrency: 3\n" + PAGES))
+    app = dashboard_on(config)
+    notes = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        stats = engine_of(app).telemetry.sources
+        await async_wait_for(lambda: "quick" in stats and stats["quick"].status.finished)
+        await pilot.press("+")
+        assert notes and notes[-1] == ("quick is done: no request is left to limit", "warning")
+        assert stats["quick"].concurrency == 3
+        await pilot.press("q", "q")
+
+
 async def test_the_palette_returns_a_manual_source_to_auto(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tui_connector.telemetry import ConcurrencyMode, SourceStats
+from tui_connector.telemetry import ConcurrencyMode, SourceStats, SourceStatus
 
 if TYPE_CHECKING:
     from tui_connector.tui.app import Dashboard
@@ -92,6 +92,9 @@ class SourceControls:
         if stats is None:
             return
         app = self.dashboard
+        if stats.status is SourceStatus.DONE:  # a failed or stopped one may yet be retried
+            app.notify(f"{name} is done: no request is left to limit", severity="warning")
+            return
         before = stats.concurrency
         was_auto = stats.concurrency_mode is ConcurrencyMode.AUTO
         # The run clamps the limit to 1..max_concurrency; a run in another process tells
