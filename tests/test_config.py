@@ -38,13 +38,19 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         "unknown-top-key",
         GOOD_SOURCE + "outt: lake\n",
         {},
-        ":5:1: outt: unknown key 'outt'",
+        ":5:1: outt: unknown key 'outt'; did you mean 'out'?",
     ),
     (
         "unknown-source-key",
         GOOD_SOURCE + "    recrods: data\n",
         {},
-        ":5:5: sources.items.recrods: unknown key 'recrods'",
+        ":5:5: sources.items.recrods: unknown key 'recrods'; did you mean 'records'?",
+    ),
+    (
+        "a-list-in-yaml-words",
+        GOOD_SOURCE + "    partitions: {type: values, values: abc, param: x}\n",
+        {},
+        ":5:40: sources.items.partitions.values: Input should be a list (got 'abc')",
     ),
     (
         "missing-url",

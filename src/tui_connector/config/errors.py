@@ -6,6 +6,8 @@ place stands in the text is `document`'s job.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import reprlib
 from dataclasses import dataclass
 from datetime import date
@@ -104,6 +106,9 @@ def explain(error: dict[str, Any]) -> str:
     kind = error["type"]
     loc = error["loc"]
     if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _config_keys(), n=1, cutoff=0.75)
+        if close:
+            return f"unknown key {loc[-1]!r}; did you mean {close[0]!r}?"
         return f"unknown key {loc[-1]!r}; check the spelling (see the sources.yaml reference)"
     if kind == "missing":
         return f"required key {loc[-1]!r} is missing"
@@ -123,9 +128,27 @@ def explain(error: dict[str, Any]) -> str:
             "null, a list or a mapping"
         )
     message = str(error["msg"]).removeprefix("Value error, ")
+    # In YAML's words: a sequence field takes a list, a model a mapping.
+    message = message.replace("a valid tuple", "a list").replace("a valid list", "a list")
+    message = message.replace("a valid dictionary", "a mapping (key: value)")
     if kind in _WRONG_VALUE_KINDS:
         message += f" (got {preview(error.get('input'))})"
     return message
+
+
+@functools.cache
+def _config_keys() -> tuple[str, ...]:
+    """Every key any part of sources.yaml takes: what a misspelt key is compared with."""
+    from tui_connector.config.fields import Strict
+
+    keys: set[str] = set()
+    models = [Strict]
+    while models:
+        model = models.pop()
+        models.extend(model.__subclasses__())
+        for name, field in model.model_fields.items():
+            keys.add(field.alias or name)
+    return tuple(sorted(keys))
 
 
 # The fields whose value is a union told apart by its `type` key.
