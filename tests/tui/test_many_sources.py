@@ -76,11 +76,15 @@ async def test_the_status_and_name_filters_find_the_failed_sources_among_120(
         await pilot.press("slash")
         name_filter = app.query_one(NameFilterInput)
         assert name_filter.display and name_filter.has_focus
+        offered = {bound.binding.action for bound in app.active_bindings.values() if bound.enabled}
+        assert "toggle_pause" not in offered and "quit" not in offered  # the footer's too
         await pilot.press("s", "0", "1")  # typed into the filter, not taken as keys
         assert table.row_keys == ["s012"]
         assert table.border_title == "Sources: 1 of 120 · failed · name ~ “s01”"
         await pilot.press("enter")  # kept: the sources have the keys again
         assert table.has_focus and name_filter.display
+        offered = {bound.binding.action for bound in app.active_bindings.values() if bound.enabled}
+        assert "toggle_pause" in offered
         await pilot.press("t", "t", "t")  # backing off, paused, running: none of these
         assert table.row_keys == [] and table.selected_source is None
         assert table.border_title == "Sources: 0 of 120 · running · name ~ “s01”"

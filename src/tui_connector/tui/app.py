@@ -20,7 +20,7 @@ from pathlib import Path
 
 from textual.app import App, ComposeResult
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from tui_connector.facade import (
     ExitCode,
@@ -106,6 +106,8 @@ class Dashboard(RunEnding):
         self.facts = run.facts
         self.telemetry = run.snapshot()  # read anew at every tick
         self.keys = KeyNames(keymap)
+        # Not offered while the name filter takes the keys as text.
+        self._typed_actions = self.keys.typed(DASHBOARD_KEYS)
         if keymap:
             self.set_keymap(dict(keymap))
         self.controls = SourceControls(self)
@@ -430,6 +432,8 @@ class Dashboard(RunEnding):
         self.finder.reverse()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self._typed_actions and isinstance(self.focused, Input):
+            return False
         if action in FINDER_ACTIONS:  # they act on the sources table, not on a source's detail
             return not isinstance(self.screen, SourceDetailScreen)
         if action in STEERING_ACTIONS:  # attached read-only, or to a run that ended: none

@@ -336,6 +336,14 @@ class KeyNames:
     def __getitem__(self, id: str) -> str:
         return self._names[id]
 
+    def typed(self, keys: Iterable[Key]) -> frozenset[str]:
+        """The actions of `keys` bound only to characters, which a text field takes as typing."""
+        return frozenset(
+            key.action
+            for key in keys
+            if all(len(part) == 1 for part in self._names[key.id].split(","))
+        )
+
     def of(self, ids: Iterable[str]) -> str:
         """The keys of several bindings, each once: "p P r", "enter"."""
         return " ".join(dict.fromkeys(self._names[id] for id in ids))
