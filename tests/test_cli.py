@@ -236,7 +236,9 @@ def test_an_empty_first_page_is_reported_as_suspicious(demo: DemoServer, tmp_pat
     assert "empty: warning: the first page had no records" in result.stdout
 
 
-def test_an_empty_partition_among_many_is_no_warning(demo: DemoServer, tmp_path: Path) -> None:
+def test_an_empty_partition_among_many_is_no_warning_but_all_empty_is(
+    demo: DemoServer, tmp_path: Path
+) -> None:
     config = tmp_path / "sources.yaml"
     # Four 6-hour windows of a day whose records all lie in its first hours: a quiet night.
     config.write_text(
@@ -249,6 +251,12 @@ def test_an_empty_partition_among_many_is_no_warning(demo: DemoServer, tmp_path:
     assert result.returncode == 0, result.stderr
     assert lake_ids(tmp_path / "lake", "activity") == expected_ids("activity")
     assert "warning" not in result.stdout, result.stdout
+
+    # Every window empty (dates the API has nothing for, a filter param misspelt): worth a word.
+    config.write_text(config.read_text().replace("2024-01-0", "2023-01-0"))
+    again = cli("run", "--headless", "--full-refresh", str(config))
+    assert again.returncode == 0, again.stderr
+    assert "activity: warning: none of the 4 partitions' pages had records" in again.stdout
 
 
 def test_status_tells_a_killed_runs_streams_as_interrupted_and_a_live_ones_as_running(

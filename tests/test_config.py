@@ -47,6 +47,18 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         ":5:5: sources.items.recrods: unknown key 'recrods'; did you mean 'records'?",
     ),
     (
+        "a-key-of-another-block",
+        GOOD_SOURCE + "    size: 10\n",
+        {},
+        ":5:5: sources.items.size: 'size' is not a key of this block; it belongs in another",
+    ),
+    (
+        "a-typo-told-apart-by-type",  # bearer takes no token_url: no suggestion of it
+        GOOD_SOURCE + "    auth: {type: bearer, token: t, tokn_url: x}\n",
+        {},
+        ":5:36: sources.items.auth.tokn_url: unknown key 'tokn_url'; check the spelling",
+    ),
+    (
         "a-list-in-yaml-words",
         GOOD_SOURCE + "    partitions: {type: values, values: abc, param: x}\n",
         {},

@@ -51,18 +51,26 @@ async def test_the_run_records_what_the_operator_set_by_hand(
         await async_wait_for(lambda: stats["delta"].status is SourceStatus.DONE, within=60)
         engine.pause("alpha")
         engine.pause("delta")  # done: nothing to pause
+        engine.set_concurrency("alpha", 0)  # `-` at 1: the limit stays 1
         engine.set_concurrency("beta", 3)
         engine.set_rate_limit("beta", 40.0)
         engine.set_rate_limit("gamma", 5.0)
-        engine.set_rate_limit("gamma", None)  # the operator lifted the limit: no limit carried
+        engine.set_rate_limit("gamma", 0)  # the operator lifted the limit: no limit carried
         engine.stop("gamma")
         engine.stop("delta")  # done already: not stopped by hand
         steering = engine.steering
         assert steering.paused == {"alpha"}
-        assert steering.concurrency == {"beta": 3}
+        assert steering.concurrency == {"alpha": 1, "beta": 3}
         assert steering.rate_limits == {"beta": 40.0, "gamma": None}
         assert steering.stopped == {"gamma"}
         await async_wait_for(lambda: stats["gamma"].status.finished, what="gamma stopped")
+        handed = engine.handover()
+        assert (handed.stopped, handed.done, handed.left_out) == (
+            {"gamma"},
+            {"delta"},
+            {"gamma", "delta"},
+        )
+        handed.write(handover_path(config.state))  # valid as recorded: the file takes it
         assert engine.retry("gamma")
         assert engine.steering.stopped == set()
         engine.request_stop()
@@ -141,3 +149,33 @@ def test_a_handover_file_that_is_not_valid_is_a_clear_error(tmp_path: Path) -> N
     missing = cli("run", str(config), "--headless", "--handover", str(tmp_path / "nope.json"))
     assert missing.returncode == 2
     assert "cannot read the hand-over file" in missing.stderr
+
+
+async def test_the_children_of_a_source_stopped_by_hand_are_left_out_with_it(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=200, page_size=10, latency_ms=20)
+    config = write_config(
+        f"sources:\n  repos:\n    url: {server.url}/v1/offset/repos\n    records: results\n"
+        "    params: {dataset_size: 400}\n"
+        "    pagination: {type: offset, limit: 5, parallel: false, stop: {total_records: count}}\n"
+        f"  issues:\n    url: {server.url}/v1/pages/{{repo}}\n    records: data\n"
+        "    params: {per_page: 10, dataset_size: 20}\n"
+        "    partitions: {type: parent, source: repos, value: id, path: repo}\n"
+        "    pagination: {type: page_number, stop: {total_records: total}}\n"
+    )
+    engine = Engine(config)
+    async with engine:
+        task = asyncio.create_task(engine.run(until_done=False))
+        stats = engine.telemetry.sources
+        await async_wait_for(lambda: stats["issues"].pages >= 2, what="the child under way")
+        engine.stop("repos")
+        await async_wait_for(
+            lambda: stats["repos"].status.finished and stats["issues"].status.finished,
+            what="parent and child stopped",
+        )
+        assert engine.steering.stopped == {"repos"}
+        assert engine.handover().left_out == {"repos", "issues"}
+        engine.request_stop()
+        await asyncio.wait_for(task, timeout=60)

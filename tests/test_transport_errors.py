@@ -28,6 +28,7 @@ from tui_connector.config import LoadedConfig
 from tui_connector.exchange import PageRequest
 from tui_connector.http.errors import FetchError
 from tui_connector.http.source import SourceHttp
+from tui_connector.http.transport import server_of
 from tui_connector.redact import Redactor
 from tui_connector.telemetry import AttemptOutcome, RunTelemetry
 
@@ -436,3 +437,17 @@ def test_a_headless_run_says_plainly_what_failed(
     output = result.stdout + result.stderr
     for misleading in ("timed out", "Timeout", "internal error", "Traceback"):
         assert misleading not in output, output
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("http://127.0.0.1:9/x", "127.0.0.1:9"),
+        ("http://api.example/x", "api.example:80"),
+        ("https://api.example/x", "api.example:443"),
+        ("http://[::1]:8080/x", "[::1]:8080"),
+        ("https://user:hunter2@api.example/x", "api.example:443"),
+    ],
+)
+def test_a_connect_error_names_the_server_and_never_a_password(url: str, named: str) -> None:
+    assert server_of(httpx.Request("GET", url)) == named

@@ -191,14 +191,15 @@ def handoff(
         from tui_connector.cli_control import start_detached
         from tui_connector.engine.steering import handover_path
 
-        result = engine.result()
-        steering = engine.steering
-        steering.done = set(result.done)
+        steering = engine.handover()
         if not set(engine.selected) - steering.left_out:
             click.echo("every source was done or stopped by hand: nothing left to run")
-            return result.exit_code
+            return engine.result().exit_code
         carried = handover_path(engine.state_path)
-        steering.write(carried)
+        try:
+            steering.write(carried)
+        except OSError as exc:
+            fail(f"cannot hand the run over: cannot write {carried}: {exc.strerror}")
         again = [arg for arg in argv if arg not in ("--full-refresh", "--exit-when-done")]
         code = start_detached(
             [*again, "--handover", str(carried)], engine.state_path, log_path, control
@@ -303,6 +304,9 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
         finally:
             await store.close()
 
+    # Before the rows: a run that ends while they are read leaves rows "running" that it
+    # finished, and must not read as interrupted.
+    run_held_state = run_in_progress(path)
     try:
         rows = asyncio.run(read())
     except StateError as exc:
@@ -319,7 +323,7 @@ def status(state: Path | None, config: str, as_json: bool, per_stream: bool) -> 
     live = live_lines(path)
     for line in live or ():
         click.echo(line)
-    if live is None and not run_in_progress(path):
+    if live is None and not run_held_state and not run_in_progress(path):
         rows = as_of_no_run(rows)
     if not rows:
         click.echo(f"{path}: no streams yet")

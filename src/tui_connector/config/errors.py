@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import functools
 import reprlib
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -101,15 +103,13 @@ _WRONG_VALUE_KINDS = frozenset(
 )
 
 
-def explain(error: dict[str, Any]) -> str:
-    """One pydantic error as a sentence for the user."""
+def explain(error: dict[str, Any], block: Mapping[str, Any] | None = None) -> str:
+    """One pydantic error as a sentence for the user; `block`: the mapping that holds the
+    erring key in the user's document, if known."""
     kind = error["type"]
     loc = error["loc"]
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), _config_keys(), n=1, cutoff=0.75)
-        if close:
-            return f"unknown key {loc[-1]!r}; did you mean {close[0]!r}?"
-        return f"unknown key {loc[-1]!r}; check the spelling (see the sources.yaml reference)"
+        return _unknown_key(str(loc[-1]), block or {})
     if kind == "missing":
         return f"required key {loc[-1]!r} is missing"
     if kind == "union_tag_invalid":
@@ -136,19 +136,54 @@ def explain(error: dict[str, Any]) -> str:
     return message
 
 
+def _unknown_key(key: str, block: Mapping[str, Any]) -> str:
+    """Why `key` is refused in `block`, with the key meant if one is close enough: among the
+    keys of the blocks that take the block's other keys (and its `type`), else among all."""
+    every_key = {k for keys, _ in _config_blocks() for k in keys}
+    others = {name for name in block if name != key and name in every_key}  # typos aside
+    kind = block.get("type")
+    blocks = [
+        keys
+        for keys, types in _config_blocks()
+        if others <= keys and (not isinstance(kind, str) or not types or kind in types)
+    ]
+    here = set().union(*blocks) if blocks else every_key
+    close = difflib.get_close_matches(key, sorted(here - {key}), n=1, cutoff=0.75)
+    if close:
+        return f"unknown key {key!r}; did you mean {close[0]!r}?"
+    if blocks and key in every_key:
+        return f"{key!r} is not a key of this block; it belongs in another (see the reference)"
+    return f"unknown key {key!r}; check the spelling (see the sources.yaml reference)"
+
+
 @functools.cache
-def _config_keys() -> tuple[str, ...]:
-    """Every key any part of sources.yaml takes: what a misspelt key is compared with."""
+def _config_blocks() -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    """Every kind of block sources.yaml has: the keys it takes, and the `type` values that
+    name it (none for a block without `type`)."""
     from tui_connector.config.fields import Strict
 
-    keys: set[str] = set()
-    models = [Strict]
+    blocks = []
+    models: list[type[Strict]] = [Strict]
     while models:
         model = models.pop()
         models.extend(model.__subclasses__())
-        for name, field in model.model_fields.items():
-            keys.add(field.alias or name)
-    return tuple(sorted(keys))
+        fields = model.model_fields
+        keys = frozenset(field.alias or name for name, field in fields.items())
+        kind = fields.get("type")
+        types = frozenset(typing.get_args(kind.annotation)) if kind is not None else frozenset()
+        if keys:
+            blocks.append((keys, frozenset(str(value) for value in types)))
+    return tuple(blocks)
+
+
+def _at(data: Any, loc: Loc) -> Mapping[str, Any] | None:
+    """The mapping at `loc` in the user's document, if that is one."""
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data if isinstance(data, Mapping) else None
 
 
 # The fields whose value is a union told apart by its `type` key.
@@ -187,5 +222,6 @@ def validation_messages(
         error = dict(details)
         loc = document_loc(error, data)
         place = locations.find(loc, key=error["type"] == "extra_forbidden")
-        messages.append(located(shown, place, loc, explain(error)))
+        block = _at(data, loc[:-1]) if error["type"] == "extra_forbidden" else None
+        messages.append(located(shown, place, loc, explain(error, block)))
     return sorted(set(messages), key=messages.index)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import time
 from collections.abc import Iterable
@@ -238,6 +239,19 @@ class Engine:
         except KeyError:
             raise ValueError(f"no source named {source!r} in this run") from None
 
+    def handover(self) -> Steering:
+        """The operator's settings for the run that takes this one over (`d`), once it has
+        stopped: what was set by hand, the sources done, and as stopped by hand also the
+        children of a source stopped by hand (they stopped with it)."""
+        stopped = set(self.steering.stopped)
+        unvisited = [self.runners[name] for name in stopped if name in self.runners]
+        while unvisited:
+            for child in unvisited.pop().children:
+                if child.name not in stopped:
+                    stopped.add(child.name)
+                    unvisited.append(child)
+        return dataclasses.replace(self.steering, stopped=stopped, done=set(self.result().done))
+
     def carry_over(self, steering: Steering) -> None:
         """Apply the operator's pauses and limits of the run this one takes over (`d`) once
         it starts; those of sources it does not run are ignored."""
@@ -289,21 +303,22 @@ class Engine:
         ):
             return False
         self._restart(runner, self._group)
-        self.steering.stopped.discard(source)
-        self.steering.paused.discard(source)  # a restarted source starts unpaused
         return True
 
     def _restart(self, runner: SourceRunner, group: asyncio.TaskGroup) -> None:
         runner.stats.pages = runner.stats.records = 0
         runner.start(group)
+        self.steering.stopped.discard(runner.name)
+        self.steering.paused.discard(runner.name)  # a restarted source starts unpaused
         for child in runner.children:
             if child.stats.status.finished:
                 self._restart(child, group)
 
     def set_concurrency(self, source: str, limit: int) -> None:
         """The operator's limit (an adaptive source switches to manual)."""
-        self._runner(source).set_concurrency(limit)
-        self.steering.concurrency[source] = limit
+        runner = self._runner(source)
+        runner.set_concurrency(limit)
+        self.steering.concurrency[source] = runner.limit.limit  # as clamped
 
     def set_auto(self, source: str) -> bool:
         """Hand a source's limit back to its adaptive controller; False if it has none."""
@@ -317,7 +332,7 @@ class Engine:
 
     def set_rate_limit(self, source: str, per_second: float | None) -> None:
         self._runner(source).http.set_rate_limit(per_second)
-        self.steering.rate_limits[source] = per_second
+        self.steering.rate_limits[source] = per_second or None  # 0: no limit
 
     def request_stop(self) -> None:
         """Graceful stop: no new requests; in-flight pages finish and commit."""

@@ -257,6 +257,7 @@ class SourceRunner:
                 status = self._verdict(await self._run_partitions())
                 if status is SourceStatus.DONE:
                     await self.run_services.sink.finish_source(self.name)
+                    self._warn_if_all_empty()
             except LakeError as exc:  # publishing what a `replace` staged
                 self.failures.exception(exc)
                 status = SourceStatus.FAILED
@@ -276,6 +277,17 @@ class SourceRunner:
             for child in self.children:
                 child.gate.wake()
             self.run_services.on_finished()
+
+    def _warn_if_all_empty(self) -> None:
+        """A partitioned source whose every request this run brought no records: one empty partition
+        is normal (a quiet day), all of them likely a wrong `records` path or param. (An
+        unpartitioned stream says so at its empty first page.)"""
+        stats = self.stats
+        if stats.partitioned and stats.requests and not stats.records and not self.spec.incremental:
+            stats.warnings.append(
+                f"none of the {stats.streams_total} partitions' pages had records: check "
+                "'records' and the request params"
+            )
 
     def _verdict(self, parent_status: SourceStatus | None) -> SourceStatus:
         stats = self.stats

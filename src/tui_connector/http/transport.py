@@ -266,7 +266,7 @@ def _from_the_system(
     said = os.strerror(cause.errno)
     said = said[:1].lower() + said[1:]  # "connection refused", "connection reset by peer"
     if cause.errno in _TIMEOUT_ERRNOS:
-        return httpx.ConnectTimeout(f"{said} ({_endpoint(request)})", request=request)
+        return httpx.ConnectTimeout(f"{said} ({server_of(request)})", request=request)
     if cause.errno == errno.EPIPE:
         return httpx.WriteError(
             f"the server closed the connection while the request was being sent ({said})",
@@ -276,11 +276,11 @@ def _from_the_system(
         isinstance(e, aiohttp.ClientConnectorError | httpx.ConnectError) for e in causes
     )
     if connecting:  # which server would not take the connection: the operator's first question
-        return httpx.ConnectError(f"{said} ({_endpoint(request)})", request=request)
+        return httpx.ConnectError(f"{said} ({server_of(request)})", request=request)
     return httpx.ReadError(said, request=request)
 
 
-def _endpoint(request: httpx.Request) -> str:
+def server_of(request: httpx.Request) -> str:
     """The host and port a request went to (never the URL's user or password)."""
     url = request.url
     port = url.port or {"https": 443, "http": 80}.get(url.scheme)

@@ -147,6 +147,8 @@ def run_in_progress(state_path: Path) -> bool:
     path = RunLock(state_path).path
     try:
         info = json.loads(path.read_text() or "null")
+    except PermissionError:
+        return True  # another user's run: cannot tell, so assume it runs
     except (OSError, ValueError):
         return False
     if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
