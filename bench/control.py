@@ -95,6 +95,9 @@ class ControlBench:
         client: subprocess.Popen[bytes] | None = None
         with tempfile.TemporaryDirectory(prefix="tui-bench-client-") as client_dir:
             received = Path(client_dir) / "client.json"
+            if attach and client_kind == "dashboard":
+                # Its probe for the run's facts comes and goes first: the run waits for this.
+                job["ready_file"] = str(Path(client_dir) / "attached")
 
             def prepare(scratch: Path) -> None:
                 nonlocal client
@@ -107,6 +110,7 @@ class ControlBench:
                             client_kind,
                             str(scratch / "state.db.sock"),
                             str(received),
+                            *([job["ready_file"]] if "ready_file" in job else []),
                         ],
                         stdin=subprocess.DEVNULL,
                     )
@@ -340,7 +344,8 @@ async def serve_run(job: dict[str, Any]) -> dict[str, Any]:
     await run.open()
     try:
         deadline = time.monotonic() + CLIENT_TIMEOUT
-        while server.clients < job["clients"]:
+        ready = Path(job["ready_file"]) if "ready_file" in job else None
+        while server.clients < job["clients"] or (ready is not None and not ready.exists()):
             if time.monotonic() > deadline:
                 raise TimeoutError("no client attached")
             await asyncio.sleep(0.005)
@@ -391,9 +396,9 @@ async def follow(path: Path) -> dict[str, Any]:
     }
 
 
-async def watch(path: Path) -> dict[str, Any]:
+async def watch(path: Path, ready: Path) -> dict[str, Any]:
     """`attach`'s dashboard on the run, its keys pressed and timed as run.py's workload 3
-    times them, until the run has ended."""
+    times them, until the run has ended. `ready` is made once the dashboard is attached."""
     from worker import DASHBOARD_SIZE, KeyPresser, RenderingDriver
 
     from tui_connector.control import ControlAddress, RemoteRun
@@ -410,6 +415,10 @@ async def watch(path: Path) -> dict[str, Any]:
         return sum(stats.records for stats in run.snapshot().sources.values())
 
     async with app.run_test(headless=False, size=DASHBOARD_SIZE, notifications=True):
+        # Welcomed on the dashboard's own connection (the probe's reader ended with it).
+        while run._reader_task is None or run._reader_task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        await asyncio.to_thread(ready.touch)
         while not records():  # noqa: ASYNC110 - keys once the run is under way
             await asyncio.sleep(0.01)
         pressing = asyncio.create_task(keys.run(list(run.facts.selected)))
@@ -434,7 +443,8 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no control socket at {socket}")
             time.sleep(0.005)
-        figures = asyncio.run(follow(socket) if sys.argv[1] == "client" else watch(socket))
+        attached = watch(socket, Path(sys.argv[4])) if sys.argv[1] == "dashboard" else None
+        figures = asyncio.run(attached or follow(socket))
         Path(sys.argv[3]).write_text(json.dumps(figures), encoding="utf-8")
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
