@@ -79,6 +79,28 @@ async def test_an_attached_client_sees_the_run_and_its_end(
     assert not path.exists()  # the endpoint is gone with the run
 
 
+async def test_the_picture_of_a_run_where_nothing_changes_is_there_at_once(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(latency_ms=20, records=2000, page_size=20)
+    config = write_config(slow_config(server.url, sources=1))
+    async with served_run(config) as (run, _task):
+        sources = run.snapshot().sources
+        await async_wait_for(lambda: "s0" in sources and sources["s0"].pages > 0)
+        run.pause("s0")
+        await async_wait_for(lambda: sources["s0"].status is SourceStatus.PAUSED)
+        remote = RemoteRun(ControlAddress(unix=socket_path(run.facts.state_path)))
+        await remote.open()
+        try:
+            await async_wait_for(lambda: "s0" in remote.snapshot().sources, what="a picture")
+            # The one update has come: `status` and `stop` must not wait for another, which a
+            # run where nothing changes never sends (they waited 30 s, then saw nothing).
+            await asyncio.wait_for(remote.pictured(), 10)
+        finally:
+            await remote.close()
+
+
 async def test_controls_reach_the_run(
     demo_server_factory: Callable[..., DemoServer],
     write_config: Callable[..., LoadedConfig],

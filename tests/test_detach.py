@@ -18,6 +18,7 @@ import pytest
 from terminal import Terminal
 from tui_connector.control import socket_path
 from tui_connector.demo.server import DemoServer
+from tui_connector.engine.steering import handover_path
 
 from helpers import cli, expected_ids, lake_ids, wait_for
 
@@ -130,6 +131,39 @@ def test_d_hands_the_run_to_the_background_where_it_outlives_the_terminal(
     finished = cli("status", "--config", str(config))
     assert "a run is in progress" not in finished.stdout
     assert finished.stdout.count("done") >= 2, finished.stdout
+
+
+def test_d_hands_the_run_over_as_the_operator_left_it(config: Path, server: DemoServer) -> None:
+    terminal = Terminal("run", str(config))
+    try:
+        wait_for(lambda: len(server.log()) > 20, what="pages fetched")
+        terminal.press("p")  # the selected source: alpha, the first row
+        terminal.wait_for_output("paused")
+        terminal.press("d")
+        terminal.wait_for_output("watch and steer it: tui-connector attach --state")
+        assert terminal.wait() == 0
+    finally:
+        terminal.kill()
+    found = re.search(r"running in the background \(pid (\d+)\)", terminal.output)
+    assert found, terminal.output[-2000:]
+    alpha_fetched = sum(1 for entry in server.log() if "/alpha" in entry.path)
+    with background(int(found[1])) as pid:
+        wait_for(lambda: socket_path(state_of(config)).exists(), what="the background run")
+        assert not handover_path(state_of(config)).exists()  # taken by the background run
+
+        def beta_done() -> bool:
+            return bool(re.search(r"beta +done", cli("status", "--config", str(config)).stdout))
+
+        wait_for(beta_done, timeout=300, what="beta done in the background")
+        live = cli("status", "--config", str(config)).stdout
+        assert re.search(r"alpha +paused", live), live
+        assert sum(1 for entry in server.log() if "/alpha" in entry.path) == alpha_fetched
+        stopped = cli("stop", "--config", str(config))
+        assert stopped.returncode == 0, stopped.stderr
+        wait_for(lambda: not alive(pid), what="the stopped run to exit")
+    resumed = cli("run", str(config), "--headless", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_exact(config, server)
 
 
 def test_run_detach_then_status_stop_and_attach_from_other_commands(

@@ -164,7 +164,7 @@ def stop(state: Path | None, config: str, control: str | None, token_file: Path 
     async def ask() -> tuple[str, int]:
         await run.open()
         try:
-            await asyncio.wait_for(run.updated(), 30)
+            await asyncio.wait_for(run.pictured(), 30)
             again = run.stop_requested_at is not None
             run.request_stop()
             grace = run.facts.stop_grace
@@ -216,7 +216,7 @@ def live_lines(state: Path) -> list[str] | None:
     async def picture() -> list[str]:
         await run.open()
         try:
-            await asyncio.wait_for(run.updated(), 30)
+            await asyncio.wait_for(run.pictured(), 30)
         finally:
             await run.close()
         now = time.monotonic()

@@ -216,12 +216,12 @@ class RemoteRun:
         if self._ended is None:
             self._ended = CONNECTION_LOST
 
-    async def updated(self) -> None:
-        """Wait for the next update (tests and `status` read a fresh picture this way)."""
+    async def pictured(self) -> None:
+        """Wait until an update since `open` has drawn the run's picture (at once if one has):
+        the first is whole, and a run where nothing changes sends no other."""
         updated = self._updated
         if updated is None:
             raise RuntimeError("open() the remote run first")
-        updated.clear()
         await updated.wait()
 
     async def run(self, *, until_done: bool = True) -> RunResult:
