@@ -43,6 +43,10 @@ from tui_connector.sinks.jsonl import encode_lines
 # short, a call a field, and on workload 2's 100-record pages the loop's extra cost ate the
 # writer thread's saving (CPU per run no lower, and higher for Delta); from 1000 records a
 # page, Parquet took 30 % less CPU and memory peaked 30-45 MB lower (bench/RESULTS.md).
+# Gathering a stream's shorter pages to build their columns at once did not pay either: on
+# workload 2 the loop's conversion from Python objects took 0.7-0.8 s a run against 0.2 s of
+# JSON lines, as much as the writer thread saved (process CPU the same for Parquet, higher for
+# Delta; measured in the engine, 2026-12-03).
 MIN_ROWS = 500
 INFERRED = frozenset({pa.int64(), pa.float64(), pa.string(), pa.bool_()})
 FLOAT = pa.float64()
