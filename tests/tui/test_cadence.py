@@ -115,3 +115,23 @@ async def test_a_control_refreshes_at_the_next_heartbeat_however_busy_the_loop(
         await pilot.press(app.keys["pause"])
         await async_wait_for(lambda: len(app.tick_seconds) > ticks, what="a tick after the key")
         assert cell(app, "a", "status").startswith("paus")
+
+
+async def test_moving_the_selection_refreshes_at_the_next_heartbeat_however_busy_the_loop(
+    demo_server_factory: Callable[..., DemoServer],
+    write_config: Callable[..., LoadedConfig],
+) -> None:
+    server = demo_server_factory(records=400, page_size=10, latency_ms=50)
+    config = write_config(sources_yaml(server.url, ["a", "b"]))
+    app = dashboard_on(config)
+    clocks = FakeClocks()  # frozen unless spent by hand: no refresh falls due by itself
+    app.cadence = clocks.cadence()
+    async with app.run_test(size=SIZE) as pilot:
+        await async_wait_for(lambda: "b" in app.telemetry.sources, what="the sources start")
+        await pilot.press(app.keys["filter-errors"])  # the errors pane follows the selection
+        settle(clocks, app.cadence, busy_share=1.0, cost=0.001)
+        clocks.spend(FASTEST_SECONDS, 1.0)
+        ticks = len(app.tick_seconds)
+        await pilot.press("down")
+        await async_wait_for(lambda: len(app.tick_seconds) > ticks, what="a tick after the key")
+        assert app.errors_table.border_title.startswith("Errors of b")

@@ -479,6 +479,12 @@ class Dashboard(RunEnding):
         if event.table is self.sources_table:
             self.finder.sort_by(event.column_key)
 
+    def on_row_table_row_highlighted(self, event: RowTable.RowHighlighted) -> None:
+        if event.table is self.sources_table:
+            # The panes that follow the selected source (the errors pane filtered to it) are
+            # the operator's to see at the next heartbeat, not at the busy loop's cadence.
+            self.refresh_soon()
+
     def on_row_table_row_selected(self, event: RowTable.RowSelected) -> None:
         if event.table is self.sources_table:
             self.show_detail(event.key)
