@@ -4,6 +4,7 @@ happens: in the demo server's request log and in the lake."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tui_connector.collector import YOUNG_GENERATION_THRESHOLD
 from tui_connector.control import ControlAddress, RemoteRun, socket_path
 from tui_connector.demo.server import DemoServer
 from tui_connector.tui.app import Dashboard
@@ -68,6 +70,9 @@ async def test_keys_of_an_attached_dashboard_reach_the_run_and_q_leaves_it_going
     async with app.run_test(size=SIZE) as pilot:
         await async_wait_for(lambda: app.facts.selected == ("alpha", "beta"), what="the facts")
         await async_wait_for(lambda: "running" in cell(app, "alpha", "status"), what="alpha")
+        # Settled for a long session as a run's own process is: what is alive now is frozen.
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == YOUNG_GENERATION_THRESHOLD
         assert app.sources_table.selected_source == "alpha"
         await pilot.press("p")
         await async_wait_for(lambda: cell(app, "alpha", "status") == "paused", what="paused")
@@ -82,6 +87,7 @@ async def test_keys_of_an_attached_dashboard_reach_the_run_and_q_leaves_it_going
         await pilot.press("q")
         await async_wait_for(lambda: app.return_value is not None, what="leaving")
     assert app.return_value == 0 and app.left
+    assert not gc.get_freeze_count()  # and restored on leaving
     assert process.poll() is None  # the run goes on without the dashboard
     assert process.wait(timeout=120) == 0
     for name in ("alpha", "beta"):

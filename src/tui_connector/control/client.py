@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from tui_connector.collector import CollectorTuning
 from tui_connector.control.address import AddressError, ControlAddress, connect
 from tui_connector.control.wire import (
     MAX_MESSAGE_BYTES,
@@ -79,6 +80,7 @@ class RemoteRun:
         self._descriptions: dict[str, SourceDescription] = {}
         self._mirror = TelemetryMirror(0.0)
         self._writer: asyncio.StreamWriter | None = None
+        self._collector = CollectorTuning()
         self._reader_task: asyncio.Task[None] | None = None
         self._ids: Iterator[int] = itertools.count(1)
         self._result: RunResult | None = None
@@ -169,6 +171,7 @@ class RemoteRun:
             writer.close()
             raise RunError(f"the run at {self.address} sent an unreadable welcome: {exc}") from None
         self._reader_task = asyncio.create_task(self._follow(reader))
+        self._collector.settle()  # a dashboard on it lives as long as the connection
 
     def _welcome(self, welcome: dict[str, Any]) -> None:
         self.pid = int(welcome["pid"])
@@ -242,6 +245,7 @@ class RemoteRun:
         )
 
     async def close(self) -> None:
+        self._collector.restore()
         task = self._reader_task
         if task is not None and not task.done():
             task.cancel()

@@ -9,9 +9,10 @@ controls the front ends use. It never imports Textual.
 - `failures`: how failures become errors the operator reads.
 """
 
+from tui_connector.collector import YOUNG_GENERATION_THRESHOLD
 from tui_connector.engine.failures import StreamFailed
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
-from tui_connector.engine.run import STOP_GRACE_S, YOUNG_GENERATION_THRESHOLD, Engine, RunResult
+from tui_connector.engine.run import STOP_GRACE_S, Engine, RunResult
 from tui_connector.engine.source import SourceRunner
 
 __all__ = [

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from tui_connector.collector import CollectorTuning
 from tui_connector.config import LoadedConfig, ParentPartitions
 from tui_connector.config.lake import is_object_store
 from tui_connector.engine.limits import LoopPacer, ResizableLimit
@@ -28,8 +28,6 @@ from tui_connector.telemetry import RunTelemetry, SourceStatus
 
 # How long a graceful stop lets the requests in flight finish and commit.
 STOP_GRACE_S = 10.0
-# The young generation's collection threshold during a run (Python's default: 700).
-YOUNG_GENERATION_THRESHOLD = 10_000
 
 
 def _lake_location(out: Path | str) -> str:
@@ -106,7 +104,7 @@ class Engine:
         self._stopping = False
         self._finished_before_stop = False
         self.stop_requested_at: float | None = None
-        self._thresholds = gc.get_threshold()  # so that `close` works on an engine never entered
+        self._collector = CollectorTuning()
 
     async def __aenter__(self) -> Engine:
         self.state.lock()
@@ -122,21 +120,7 @@ class Engine:
         except BaseException:  # e.g. a CA bundle that cannot be read: release the state
             await self.close(status="failed to start")
             raise
-        # What is alive now (modules, the config, the dashboard) lives as long as the run.
-        # Frozen, the collector's full passes stop scanning it again and again: decoding pages
-        # allocates fast enough that those passes cost about 7 % of a fast run's CPU. The young
-        # generations' garbage (loading the config) is collected first, so it is not kept; a
-        # full collection would cost 16-40 ms of every start, for the little garbage imports
-        # leave. `close` thaws it all again.
-        gc.collect(1)
-        gc.freeze()
-        # A run makes next to no cyclic garbage (see `http.body.release`), yet a young
-        # collection traces every object of the requests in flight (thousands with 100
-        # streams), alive again each time. Python starts one whenever 700 more containers
-        # were allocated than freed: in the bench's workload 1 (8 s), 126-278 ms of collecting
-        # headless and 309-506 ms with the dashboard; at 10,000, 2-3 ms and 58-97 ms.
-        self._thresholds = gc.get_threshold()
-        gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *self._thresholds[1:])
+        self._collector.settle()  # what is alive now lives as long as the run
         return self
 
     def _checkpoints_committed(self, source: str, at: float) -> None:
@@ -174,8 +158,7 @@ class Engine:
                         await runner.http.aclose()
                 await self.sink.aclose()
             finally:
-                gc.unfreeze()  # first: nothing that could fail keeps the process tuned
-                gc.set_threshold(*self._thresholds)
+                self._collector.restore()  # first: nothing that could fail keeps it tuned
                 self.state.unlock()
 
     # -- running ----------------------------------------------------------------------------
