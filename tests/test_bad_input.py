@@ -379,10 +379,18 @@ def test_the_valid_bases_are_valid() -> None:
             assert outcome(write(directory, dump(BASES[name]))) is None, name
 
 
-def test_mutated_configs_are_valid_or_located_errors() -> None:
+@pytest.mark.parametrize(
+    "examples",
+    [
+        pytest.param(EXAMPLES // 2, id="quick"),
+        # The slow set (CI runs it too) tries many more: the default run stays within minutes.
+        pytest.param(EXAMPLES * 2, id="thorough", marks=pytest.mark.slow),
+    ],
+)
+def test_mutated_configs_are_valid_or_located_errors(examples: int) -> None:
     outcomes: Counter[str] = Counter()
 
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(mutated())
     def check(case: tuple[Any, list[str]]) -> None:
         data, applied = case
