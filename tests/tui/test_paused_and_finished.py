@@ -47,12 +47,18 @@ async def test_a_paused_source_has_no_eta_and_its_stream_says_paused(
         await async_wait_for(lambda: isinstance(app.screen, SourceDetailScreen), what="detail")
         streams = app.screen.query_one("#streams", PartitionTable)
         await async_wait_for(lambda: streams.row_count == 1, what="its stream")
-        assert stream_status(streams) == "running"
+        await async_wait_for(lambda: stream_status(streams) == "running", what="it runs")
         await pilot.press("p")
         await async_wait_for(lambda: stats["slow"].status is SourceStatus.PAUSED, what="paused")
         await async_wait_for(lambda: stream_status(streams) == "paused", what="the stream paused")
-        figures = shown(app.screen.query_one("#detail-figures"))
-        assert "ETA" not in figures and "paused" in app.screen.query_one("#detail-title").content
+        # The figures follow at the screen's next refresh, which may come after the stream's.
+        await async_wait_for(
+            lambda: (
+                "ETA" not in shown(app.screen.query_one("#detail-figures"))
+                and "paused" in app.screen.query_one("#detail-title").content
+            ),
+            what="the ETA gone and the title saying paused",
+        )
         await pilot.press("escape")
         app.refresh_view()
         assert cell(app, "slow", "status") == "paused" and cell(app, "slow", "eta") == "—"
