@@ -248,7 +248,7 @@ async def test_retry_after_is_honoured(
     fault: str,
 ) -> None:
     server = demo_server_factory(
-        records=40, page_size=10, fault_rate=0.3, faults=(fault,), retry_after_s=1.0, seed=3
+        records=20, page_size=10, fault_rate=0.3, faults=(fault,), retry_after_s=1.0, seed=3
     )
     config = write_config(
         one_source(
@@ -259,7 +259,7 @@ async def test_retry_after_is_honoured(
     )
     result, engine = await run(config)
     assert result.done == ["items"]
-    assert lake_ids(config.out) == expected_ids("ra", 40)
+    assert lake_ids(config.out) == expected_ids("ra", 20)
     log = server.log()
     throttled = [entry for entry in log if entry.status == 429]
     assert throttled, "the seed should produce at least one 429"
