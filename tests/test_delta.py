@@ -164,6 +164,37 @@ def test_a_second_writer_is_refused_and_a_killed_runs_lock_taken_over(
     assert not lock.exists()
 
 
+def test_a_run_killed_in_a_tables_first_commit_leaves_data_files_the_next_run_clears(
+    api: EditableApi, write_config: Callable[..., LoadedConfig]
+) -> None:
+    """Killed while delta-rs wrote the first commit: its data file and an empty log, and our
+    own state's lock. Those files are no version's: the next run removes them and writes."""
+    api.put(1, "x", minute=1)
+    config = write_config(_config(api, "append"))
+    table = config.out / "items"
+    (table / "_delta_log").mkdir(parents=True)
+    orphan = table / "part-00000-aa4b7424-ba2e-4ef0-9a73-2a39d30b1081-c000.snappy.parquet"
+    orphan.write_bytes(b"PAR1 half written")
+    lock = config.out / "_tc_locks" / "items.json"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"owner": _owner(config), "pid": 1, "since": "then"}))
+    finished = _run_cli(config.path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert [row["id"] for row in _rows(table)] == [1]
+    assert not orphan.exists()
+
+    # Without a lock of our own the same files are someone else's: refused, left alone.
+    (config.path.parent / "other").mkdir()
+    other = write_config(_config(api, "append"), name="other/sources.yaml")
+    foreign = other.out / "items"
+    (foreign / "_delta_log").mkdir(parents=True)
+    (foreign / orphan.name).write_bytes(b"PAR1 someone else's")
+    refused = _run_cli(other.path)
+    assert refused.returncode != 0
+    assert f"{foreign} holds files but is not a Delta table" in refused.stdout
+    assert (foreign / orphan.name).exists()
+
+
 def _owner(config: LoadedConfig) -> str:
     from tui_connector.sinks.locks import run_owner
 

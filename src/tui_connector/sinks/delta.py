@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,12 +175,18 @@ class DeltaTableSink:
         return True
 
     def _check_is_delta(self, uri: str) -> None:
-        """A place that holds files but no Delta log is someone else's: refuse it."""
-        if self._holds_files(uri) and not self._exists(uri):
-            raise LakeError(
-                f"{uri} holds files but is not a Delta table (no _delta_log): format: "
-                "delta writes a table there; move those files, or set another `out:`"
-            )
+        """A place that holds files but no Delta log is someone else's: refuse it. Unless
+        a run of this state was killed in the table's first commit (its lock is ours to take
+        over) and left only that commit's data files, which no version names: remove them."""
+        if not self._holds_files(uri) or self._exists(uri):
+            return
+        if self._lock.taken_over and all(map(_uncommitted_data, self._paths(uri))):
+            self._remove_all(uri)
+            return
+        raise LakeError(
+            f"{uri} holds files but is not a Delta table (no _delta_log): format: "
+            "delta writes a table there; move those files, or set another `out:`"
+        )
 
     def _holds_files(self, uri: str) -> bool:
         if self.local:
@@ -191,6 +198,29 @@ class DeltaTableSink:
             return any(chunk for chunk in listing)
         except Exception as exc:
             raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
+
+    def _paths(self, uri: str) -> list[str]:
+        """Every file under `uri`, relative to it."""
+        if self.local:
+            root = Path(uri)
+            return [str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()]
+        import obstore
+
+        try:
+            store = open_store(uri, self.options or {})
+            return [meta["path"] for chunk in obstore.list(store) for meta in chunk]
+        except Exception as exc:
+            raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
+
+    def _remove_all(self, uri: str) -> None:
+        if self.local:
+            shutil.rmtree(uri, ignore_errors=True)
+            return
+        import obstore
+
+        paths = self._paths(uri)
+        if paths:
+            obstore.delete(open_store(uri, self.options or {}), paths)
 
     def _load(self, uri: str) -> DeltaTable | None:
         self._check_is_delta(uri)
@@ -514,3 +544,14 @@ def _last_per_key(rows: pa.Table, key: Sequence[str]) -> pa.Table:
     last = indexed.group_by(list(key), use_threads=False).aggregate([("__row", "max")])
     keep = pc.sort_indices(last["__row_max"])
     return rows.take(pc.take(last["__row_max"], keep))
+
+
+# A data file delta-rs writes (part-00000-<uuid>-c000.snappy.parquet, maybe under a partition
+# folder), or what is left of an uncommitted log (a temporary commit file, nothing else).
+_DELTA_DATA_FILE = re.compile(r"part-\d+-[0-9a-f-]+-c\d+(\.[a-z0-9]+)*\.parquet")
+
+
+def _uncommitted_data(path: str) -> bool:
+    if path.startswith("_delta_log/"):
+        return not path.endswith(".json") or "tmp" in path  # no commit: that was checked
+    return _DELTA_DATA_FILE.fullmatch(path.rsplit("/", 1)[-1]) is not None

@@ -36,6 +36,7 @@ class TableLock:
         self.owner = owner
         self.shown = f"{self.lake}/{LOCKS}/{self.name}"
         self.held = False
+        self.taken_over = False  # from a run of the same state that was killed
 
     def _content(self) -> bytes:
         return json.dumps(
@@ -57,6 +58,7 @@ class TableLock:
             )
         if held_by is not None:  # our own state's, left by a run that was killed
             self._overwrite()
+        self.taken_over = held_by is not None
         self.held = True
 
     def release(self) -> None:
