@@ -15,9 +15,10 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def counted(amount: int, noun: str) -> str:
-    """ "1 page", "1,200 pages": `noun` is singular and takes an s."""
-    return f"{amount:,} {noun}" + ("" if amount == 1 else "s")
+def counted(amount: int, noun: str, plural: str | None = None) -> str:
+    """ "1 page", "1,200 pages", "2 retries": `noun` is singular (an s makes the plural,
+    unless `plural` says otherwise)."""
+    return f"{amount:,} {noun if amount == 1 else plural or noun + 's'}"
 
 
 def shown_path(path: Path) -> str:

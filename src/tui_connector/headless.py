@@ -96,7 +96,7 @@ def format_line(snapshot: dict[str, Any], name_width: int) -> str:
         f"{lake_kind(snapshot['format'], snapshot['table_version'])}",
     ]
     if snapshot["retries"]:
-        parts.append(f"{snapshot['retries']:,} retr" + ("y" if snapshot["retries"] == 1 else "ies"))
+        parts.append(counted(snapshot["retries"], "retry", "retries"))
     if snapshot["errors"]:
         parts.append(counted(snapshot["errors"], "error"))
     if snapshot["backoff_s"]:

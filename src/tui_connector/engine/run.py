@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -233,7 +232,9 @@ class Engine:
                 if child.name not in stopped:
                     stopped.add(child.name)
                     unvisited.append(child)
-        return dataclasses.replace(self.steering, stopped=stopped, done=set(self.result().done))
+        return self.steering.model_copy(
+            update={"stopped": stopped, "done": set(self.result().done)}
+        )
 
     def carry_over(self, steering: Steering) -> None:
         """Apply the operator's pauses and limits of the run this one takes over (`d`) once

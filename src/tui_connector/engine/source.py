@@ -279,9 +279,9 @@ class SourceRunner:
             self.run_services.on_finished()
 
     def _warn_if_all_empty(self) -> None:
-        """A partitioned source whose every request this run brought no records: one empty partition
-        is normal (a quiet day), all of them likely a wrong `records` path or param. (An
-        unpartitioned stream says so at its empty first page.)"""
+        """Warn when no request of a partitioned source brought records this run: one empty
+        partition is normal (a quiet day), all of them likely a wrong `records` path or
+        param. (An unpartitioned stream says so at its empty first page.)"""
         stats = self.stats
         if stats.partitioned and stats.requests and not stats.records and not self.spec.incremental:
             stats.warnings.append(

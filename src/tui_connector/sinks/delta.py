@@ -213,14 +213,21 @@ class DeltaTableSink:
             raise LakeError(f"cannot read {uri}: {store_reason(exc)}") from None
 
     def _remove_all(self, uri: str) -> None:
+        """Remove every file under `uri`. The log goes first: a removal cut short leaves files
+        that are no table, never a table missing its files."""
         if self.local:
+            shutil.rmtree(Path(uri) / "_delta_log", ignore_errors=True)
             shutil.rmtree(uri, ignore_errors=True)
             return
         import obstore
 
         paths = self._paths(uri)
-        if paths:
-            obstore.delete(open_store(uri, self.options or {}), paths)
+        store = open_store(uri, self.options or {})
+        log = [path for path in paths if path.startswith("_delta_log/")]
+        rest = [path for path in paths if not path.startswith("_delta_log/")]
+        for doomed in (log, rest):
+            if doomed:
+                obstore.delete(store, doomed)
 
     def _load(self, uri: str) -> DeltaTable | None:
         self._check_is_delta(uri)
@@ -233,25 +240,10 @@ class DeltaTableSink:
 
     def _drop(self, uri: str) -> None:
         """Remove a staging table (a replace that starts over)."""
-        # The log goes first: a drop cut short leaves files that are no table, never a
-        # table missing its files.
+        self._remove_all(uri)
         if self.local:
-            shutil.rmtree(Path(uri) / "_delta_log", ignore_errors=True)
-            shutil.rmtree(uri, ignore_errors=True)
             with contextlib.suppress(OSError):  # the staging folder, once no table is in it
                 Path(uri).parent.rmdir()
-            return
-        import obstore
-
-        from tui_connector.sinks.storage import open_store
-
-        store = open_store(uri, self.options or {})
-        paths = [meta["path"] for chunk in obstore.list(store) for meta in chunk]
-        log = [path for path in paths if path.startswith("_delta_log/")]
-        rest = [path for path in paths if not path.startswith("_delta_log/")]
-        for doomed in (log, rest):
-            if doomed:
-                obstore.delete(store, doomed)
 
     # -- the port -----------------------------------------------------------------------------
 
