@@ -35,12 +35,20 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import TableNotFoundError
 
 from tui_connector import failpoints
 from tui_connector.sinks import LakeError, LakeInfo, StagedPage, StreamKey, lake_info
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
+from tui_connector.sinks.dictionaries import distinct_columns
 from tui_connector.sinks.jsonl import stage_lines
 from tui_connector.sinks.local import writer_threads
 from tui_connector.sinks.locks import TableLock
@@ -62,6 +70,17 @@ STAGING = "_tc_staging"
 def app_id(stream: StreamKey) -> str:
     """The transaction app id of a stream's batches in its source's table."""
     return f"tui-connector/{stream.partition}"
+
+
+def writer_properties(rows: pa.Table) -> WriterProperties:
+    """delta-rs's writer settings for a batch: its own (Snappy, dictionaries everywhere) but no
+    dictionary for columns of distinct values (see `dictionaries`)."""
+    plain = ColumnProperties(dictionary_enabled=False)
+    # Given properties, delta-rs writes uncompressed unless told: its default is named here.
+    return WriterProperties(
+        compression="SNAPPY",
+        column_properties=dict.fromkeys(distinct_columns(rows), plain) or None,
+    )
 
 
 def _quoted(text: str) -> str:
@@ -348,6 +367,7 @@ class DeltaTableSink:
                     source_alias="s",
                     target_alias="t",
                     merge_schema=True,
+                    writer_properties=writer_properties(rows),
                     commit_properties=properties,
                 )
                 .when_matched_update_all()
@@ -361,6 +381,7 @@ class DeltaTableSink:
                 mode="append",
                 schema_mode="merge",
                 storage_options=self.options if table is None else None,
+                writer_properties=writer_properties(rows),
                 commit_properties=properties,
             )
             if table is None:

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from tui_connector.sinks import LakeError, StagedPage, StreamKey
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
+from tui_connector.sinks.dictionaries import dictionary_columns
 from tui_connector.sinks.jsonl import stage_lines
 
 
@@ -47,7 +48,7 @@ class ParquetFormat:
         table = self.schema_of(stream.source).convert([page.payload for page in pages])
         sink = pa.BufferOutputStream()
         try:
-            pq.write_table(table, sink)
+            pq.write_table(table, sink, use_dictionary=dictionary_columns(table))
         except (pa.ArrowException, ValueError) as exc:
             raise LakeError(f"cannot encode a batch of {stream.source} as Parquet: {exc}") from None
         # Arrow's buffer as it is (files and object stores take any bytes-like chunk): a copy
