@@ -372,3 +372,45 @@ async def test_a_clean_up_that_deletes_nothing_still_sets_the_streams_version_ba
     table = deltalake.DeltaTable(str(tmp_path / "items"))
     assert table.transaction_version(app_id(stream)) == 0
     assert table.to_pyarrow_table().num_rows == 1
+
+
+async def test_the_last_batches_of_a_tables_streams_wait_for_no_commit_gap(
+    tmp_path: Path,
+) -> None:
+    """Batches wait up to the commit gap for other streams' to join their commit; once every
+    stream that wrote has sent its last batch for now, nothing more can join, and the commit
+    goes at once (a run's end waited out the gap before: up to half a second of nothing)."""
+    import asyncio
+
+    from tui_connector.sinks import StreamKey
+    from tui_connector.sinks.delta import DeltaTableSink
+
+    # The hang guard below is 10 s: a commit that waited for the gap fails the test (and
+    # closing the sink then waits the gap out).
+    gap = 60.0
+    sink = DeltaTableSink("items", str(tmp_path), {}, commit_gap=gap)
+    streams = [StreamKey("items", name) for name in ("a", "b")]
+    try:
+        # A first commit, so that the next ones are due only a gap later.
+        first = sink.stage([{"id": "first"}], streams[0])
+        assert await asyncio.wait_for(sink.write_batch(streams[0], 0, [first]), 10)
+        writes = [
+            asyncio.create_task(
+                sink.write_batch(stream, 1, [sink.stage([{"id": stream.partition}], stream)])
+            )
+            for stream in streams
+        ]
+        lasts = [
+            asyncio.create_task(
+                sink.write_batch(
+                    stream, 2, [sink.stage([{"id": f"{stream.partition}2"}], stream)], last=True
+                )
+            )
+            for stream in streams
+        ]
+        assert await asyncio.wait_for(asyncio.gather(*writes, *lasts), 10) == [True] * 4
+    finally:
+        await sink.aclose()
+    table = deltalake.DeltaTable(str(tmp_path / "items"))
+    ids = sorted(row["id"] for row in table.to_pyarrow_table(columns=["id"]).to_pylist())
+    assert ids == ["a", "a2", "b", "b2", "first"]

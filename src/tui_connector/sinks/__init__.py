@@ -96,10 +96,15 @@ class Sink(Protocol):
         position: int,
         pages: Sequence[StagedPage],
         abandoned: Callable[[], bool],
+        *,
+        last: bool = False,
     ) -> bool:
         """Make the pages durable as one batch at `position`; True if anything was written.
         `abandoned` says, before the batch becomes visible, that nobody will commit it: then
-        nothing may be left behind. Raises LakeError."""
+        nothing may be left behind. `last`: the stream writes nothing more for now (it ended, or its
+        source is pausing): a sink that gathers several streams' batches into one commit need
+        not wait for more of its.
+        Raises LakeError."""
         ...
 
     async def count_batches(

@@ -33,6 +33,7 @@ class Batch(Generic[Note]):
     notes: list[Note] = field(default_factory=list)  # one per page, in the order added
     size: int = 0
     records: int = 0
+    last: bool = False  # nothing follows it for now: the stream ends, or its source pauses
 
 
 class BatchWriter(Generic[Note]):
@@ -125,7 +126,10 @@ class BatchWriter(Generic[Note]):
             task.add_done_callback(self._written)
 
     async def drain(self) -> None:
-        """Write the open batch and wait until every batch is committed (or one failed)."""
+        """Write the open batch (the last for now: the stream ends, or its source pauses) and
+        wait until every batch is committed (or one failed)."""
+        if self._open is not None:
+            self._open.last = True
         self.close()
         while self._writing:
             await asyncio.wait(set(self._writing))
@@ -151,8 +155,13 @@ class BatchWriter(Generic[Note]):
             if self._failure is not None:
                 return
             try:
-                wrote = bool(batch.pages) and await self._sink.write_batch(
-                    self._stream, batch.position, batch.pages, lambda: self._abandoned
+                # A last batch without records still tells the sink that the stream ended.
+                wrote = bool(batch.pages or batch.last) and await self._sink.write_batch(
+                    self._stream,
+                    batch.position,
+                    batch.pages,
+                    lambda: self._abandoned,
+                    last=batch.last,
                 )
                 self._commit(batch, wrote)
             except Exception as exc:  # raised to the stream by its next add or drain

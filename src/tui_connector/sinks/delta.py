@@ -146,6 +146,8 @@ class DeltaTableSink:
         self._schema: TableSchema | None = None
         self._versions: dict[str, int] = {}  # the batches each stream has in the table
         self._queue: list[_Pending] = []
+        # Streams whose next batch may come soon: their last one for now has not (`last`).
+        self._writing: set[str] = set()
         self._committer: asyncio.Task[None] | None = None
         self._commit_gap = commit_gap
         self._last_commit = -math.inf  # when the last commit began (the loop's clock)
@@ -287,8 +289,15 @@ class DeltaTableSink:
         position: int,
         pages: Sequence[StagedPage],
         abandoned: Callable[[], bool] = lambda: False,
+        *,
+        last: bool = False,
     ) -> bool:
+        if last:
+            self._writing.discard(stream.partition)
+        else:
+            self._writing.add(stream.partition)
         if not any(page.records for page in pages):
+            self._queued.set()  # the committer may not have to wait for this stream anymore
             return False
         await self._open()
         loop = asyncio.get_running_loop()
@@ -317,10 +326,13 @@ class DeltaTableSink:
 
     async def _commit_queued(self) -> None:
         """Commit what waits, together, until nothing does; a commit starts no sooner than
-        the gap after the one before, unless `COMMIT_ROWS` rows wait."""
+        the gap after the one before, unless `COMMIT_ROWS` rows wait or no stream may add a
+        batch soon (at the end of a run, its streams' last batches wait for no gap)."""
         loop = asyncio.get_running_loop()
         while self._queue:
             while (wait := self._last_commit + self._commit_gap - loop.time()) > 0:
+                if not self._writing:
+                    break
                 if sum(pending.rows.num_rows for pending in self._queue) >= COMMIT_ROWS:
                     break
                 self._queued.clear()

@@ -101,9 +101,11 @@ class Lake:
         position: int,
         pages: Sequence[StagedPage],
         abandoned: Callable[[], bool],
+        *,
+        last: bool = False,
     ) -> bool:
         sink = self.sink_of(stream.source)
-        return await sink.write_batch(stream, position, pages, abandoned)
+        return await sink.write_batch(stream, position, pages, abandoned, last=last)
 
     async def count_batches(
         self, stream: StreamKey, below: int, also: frozenset[int] = frozenset()

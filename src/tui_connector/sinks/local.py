@@ -207,6 +207,8 @@ class LocalFileSink(StagesByFormat):
         position: int,
         pages: Sequence[StagedPage],
         abandoned: Callable[[], bool] = lambda: False,
+        *,
+        last: bool = False,  # each batch is its own file: nothing waits for the others
     ) -> bool:
         if not any(page.records for page in pages):
             return False  # a batch of pages without records writes no file

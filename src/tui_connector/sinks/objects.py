@@ -54,6 +54,8 @@ class ObjectFileSink(StagesByFormat):
         position: int,
         pages: Sequence[StagedPage],
         abandoned: Callable[[], bool] = lambda: False,
+        *,
+        last: bool = False,  # each batch is its own file: nothing waits for the others
     ) -> bool:
         if not any(page.records for page in pages):
             return False
