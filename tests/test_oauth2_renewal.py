@@ -149,3 +149,38 @@ async def test_a_refresh_cut_short_by_a_cancel_still_keeps_its_new_refresh_token
         assert (await client.send(second)).status_code == 200
     assert token_requests(server) == [200, 200]
     assert kept.read_text() == refresh_tokens_of(server)[-1] + "\n"
+
+
+async def test_a_source_paused_while_it_renews_a_shared_token_holds_no_other_source_back(
+    demo_server_factory: Factory, write_config: WriteConfig
+) -> None:
+    """The sources sharing a token wait for the one renewing it. If that source is paused
+    while its token request waits to be retried, the next attempt is another source's: the
+    others go on, and the paused one takes their token when it is resumed."""
+    from tui_connector.engine import Engine
+
+    server = demo_server_factory(records=40, fault_rate=1.0, faults=("503",), retry_after_s=0.5)
+    auth = oauth2(server)
+    config = write_config(
+        "defaults:\n  retry: {max_attempts: 20}\n" + by_cursor_twice(server.url, auth)
+    )
+    async with Engine(config) as engine:
+        run = asyncio.create_task(engine.run())
+        sources = engine.telemetry.sources
+        await async_wait_for(
+            lambda: any(stats.backoff_until is not None for stats in sources.values()),
+            what="a token request waiting to be retried",
+        )
+        renewing = next(name for name, stats in sources.items() if stats.backoff_until)
+        other = ({"ledger", "accounts"} - {renewing}).pop()
+        engine.pause(renewing)
+        server.update_knobs(fault_rate=0.0)
+        await async_wait_for(lambda: sources[other].status == "done", what=f"{other} done")
+        assert sources[renewing].records_this_run == 0
+        engine.resume(renewing)
+        result = await asyncio.wait_for(run, timeout=30)
+    assert sorted(result.done) == ["accounts", "ledger"] and result.failed == []
+    for dataset in ("ledger", "accounts"):
+        assert lake_ids(config.out, dataset) == expected_ids(dataset, 40)
+    # One token served both: the paused source took the one obtained while it waited.
+    assert token_requests(server).count(200) == 1, token_requests(server)

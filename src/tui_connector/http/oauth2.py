@@ -8,7 +8,10 @@ revokes the one a refresh used, so two holders of one refresh token refreshing a
 refuse each other. However many sources, streams and parallel pages need a token, a single
 token request is in flight: the others wait for its answer, and take any token obtained after
 they began to wait. The request is sent by a source that needs it, through its own client,
-slots and report (`token_endpoint`); every source sharing the token is told it arrived.
+slots and report (`token_endpoint`); every source sharing the token is told it arrived. A
+source that cannot send its next attempt (paused, or waiting for a slot) holds nobody back:
+another that waits sends one, and each attempt first looks whether a renewal ended since its
+request began (then it takes that token, or that failure, and sends nothing).
 Every token obtained joins the redactor the moment it arrives. A rotated refresh token is
 kept before anything else is made of the answer, and written to `refresh_token_file`
 (atomically, mode 0600) when that is set; else the operator is told once that the configured
@@ -29,7 +32,9 @@ the candidate) because what a source needs is the part such a client leaves out:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,7 +96,11 @@ class OAuth2Tokens:
         # takes whatever the next one brought.
         self.renewals = 0
         self._last_failure: TokenError | None = None
-        self._renewing = asyncio.Lock()
+        self._wire = asyncio.Lock()  # held by the token request on the wire
+        # Tasks sending token requests, and how many of them wait for a slot to send in.
+        self._renewing = 0
+        self._waiting_for_slot = 0
+        self._changed = asyncio.Event()  # replaced by a new one each time it is set
         self._refresh_token: str | None = None  # read when first needed (it may be in a file)
         self._told_stale = False
         self._reports: list[HttpReport] = []  # of the sources sharing the token
@@ -128,32 +137,85 @@ class OAuth2Tokens:
     ) -> _Token:
         """A token obtained after `seen` renewals ended: the one another task obtained while
         this one waited, or a new one, asked for through `endpoint`. Those waiting for a
-        renewal that fails get its failure, without a request of their own."""
-        async with self._renewing:
+        renewal that fails get its failure, without a request of their own; unless every
+        task renewing waits for a slot (a paused source's): then this one sends."""
+        while True:
             if self.renewals != seen:
                 if self._last_failure is not None:
                     raise self._last_failure
                 if self.token is not None:
                     return self.token
-            try:
-                token = await self._obtain(endpoint, slot, interrupt)
-            except TokenError as exc:
-                self._last_failure = exc
-                self.renewals += 1
-                raise
-            self.token, self._last_failure = token, None
-            self.renewals += 1
-            return token
+            if self._renewing > self._waiting_for_slot:
+                changed = self._changed
+                await changed.wait()
+                continue
+            obtained = await self._obtain(seen, endpoint, slot, interrupt)
+            if obtained is not None:
+                return obtained
 
     async def _obtain(
-        self, endpoint: TokenEndpoint, slot: AttemptSlot | None, interrupt: asyncio.Event | None
-    ) -> _Token:
-        await self.settle()  # a refresh cut short may still bring the refresh token to use
-        answer = await endpoint.request(await self._form(endpoint), slot, interrupt)
-        token = _Token(answer.access_token, renewal_time(answer))
-        for report in self._reports:
-            report.token_obtained(answer.lifetime)
+        self,
+        seen: int,
+        endpoint: TokenEndpoint,
+        slot: AttemptSlot | None,
+        interrupt: asyncio.Event | None,
+    ) -> _Token | None:
+        """A new token asked for through `endpoint`; None if a renewal (another task's)
+        ended first."""
+        turn = _Turn(self, seen, endpoint)
+        self._renewing += 1
+        try:
+            answer = await endpoint.request(turn, self._telling(slot), interrupt)
+        except _RenewedMeanwhile:
+            return None
+        except TokenError as exc:
+            if not turn.held:  # the failure came before a turn: wait for one still on the wire
+                await turn.retake()
+            try:
+                if self.renewals == seen:
+                    self._last_failure = exc
+                    self.renewals += 1
+            finally:
+                turn.give_back()
+            return None
+        finally:
+            self._renewing -= 1
+            self._tell_waiters()
+        try:
+            token = _Token(answer.access_token, renewal_time(answer))
+            for report in self._reports:
+                report.token_obtained(answer.lifetime)
+            self.token, self._last_failure = token, None
+            self.renewals += 1
+        finally:
+            turn.give_back()
         return token
+
+    def _telling(self, slot: AttemptSlot | None) -> AttemptSlot | None:
+        """`slot`, counted among those waited for while it is (see `renew`)."""
+        if slot is None:
+            return None
+        taken_slot = slot
+
+        @contextlib.asynccontextmanager
+        async def counted() -> AsyncIterator[None]:
+            self._waiting_for_slot += 1
+            self._tell_waiters()
+            waiting = True
+            try:
+                async with taken_slot():
+                    self._waiting_for_slot -= 1
+                    waiting = False
+                    yield
+            finally:
+                if waiting:
+                    self._waiting_for_slot -= 1
+
+        return counted
+
+    def _tell_waiters(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def _form(self, endpoint: TokenEndpoint) -> dict[str, str]:
         auth = self.auth
@@ -220,6 +282,40 @@ class OAuth2Tokens:
             self._told_stale = True
             for report in self._reports:
                 report.warned(self._redact(message))
+
+
+class _RenewedMeanwhile(Exception):
+    """A renewal ended while a token request waited for its turn: nothing to send."""
+
+
+class _Turn:
+    """One token request's turn on the wire (`token_endpoint.Turn`)."""
+
+    __slots__ = ("_endpoint", "_seen", "_tokens", "held")
+
+    def __init__(self, tokens: OAuth2Tokens, seen: int, endpoint: TokenEndpoint) -> None:
+        self._tokens, self._seen, self._endpoint = tokens, seen, endpoint
+        self.held = False
+
+    async def retake(self) -> None:
+        await self._tokens._wire.acquire()
+        self.held = True
+
+    async def take(self) -> dict[str, str]:
+        await self.retake()
+        tokens = self._tokens
+        try:
+            if tokens.renewals != self._seen:
+                raise _RenewedMeanwhile
+            await tokens.settle()  # a refresh cut short may still bring the refresh token
+            return await tokens._form(self._endpoint)
+        except BaseException:
+            self.give_back()
+            raise
+
+    def give_back(self) -> None:
+        self.held = False
+        self._tokens._wire.release()
 
 
 class SourceTokens:

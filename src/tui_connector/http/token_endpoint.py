@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -53,6 +53,21 @@ _ERROR_HINTS = {
 }
 
 RefreshTokenKeeper = Callable[[str], Awaitable[None]]
+
+
+class Turn(Protocol):
+    """A token request's turn on the wire, among every source that shares the token: one
+    attempt at a time is sent, with the form of that moment."""
+
+    async def take(self) -> dict[str, str]:
+        """Wait for the attempt on the wire to end, then the form to send. Raises what makes
+        this request needless (a renewal ended meanwhile), or a TokenError."""
+        ...
+
+    def give_back(self) -> None:
+        """The attempt ended: the next may go. (An attempt that obtained a token, or failed for
+        good, is given back by whoever takes its outcome in, after it has.)"""
+        ...
 
 
 @dataclass(frozen=True)
@@ -110,33 +125,41 @@ class TokenEndpoint:
         self._timeouts = client.timeout.as_dict()
 
     async def request(
-        self, form: dict[str, str], slot: AttemptSlot | None, interrupt: asyncio.Event | None
+        self, turn: Turn, slot: AttemptSlot | None, interrupt: asyncio.Event | None
     ) -> TokenAnswer:
-        """A token for the form `form`, retried as the policy says. Raises TokenError.
+        """A token, retried as the policy says: the answer of the attempt whose `turn` is still
+        taken (the caller gives it back). Raises TokenError.
 
         Each attempt holds a `slot` (not held by the caller, or the two could wait for each
-        other), so a paused source sends none and a stopped one none more; `interrupt` cuts
-        a backoff short."""
+        other), so a paused source sends none and a stopped one none more, then takes its
+        `turn`; `interrupt` cuts a backoff short."""
         try:
-            return await self._retries.run(interrupt, self._attempt, form, slot)
+            return await self._retries.run(interrupt, self._attempt, turn, slot)
         except TokenError as exc:
             exc.retryable = False  # retried here already: the page's attempt must not
             raise
 
-    async def _attempt(
-        self, attempt: int, form: dict[str, str], slot: AttemptSlot | None
-    ) -> TokenAnswer:
-        request = httpx.Request(
-            "POST",
-            self._url,
-            data=form,
-            headers=self._headers,
-            extensions={"timeout": self._timeouts},
-        )
+    async def _attempt(self, attempt: int, turn: Turn, slot: AttemptSlot | None) -> TokenAnswer:
         async with slot() if slot else contextlib.nullcontext():
-            if self._keep_refresh_token is None:
-                return await self._answer(request, attempt)
-            return await self._shelter(self._answer(request, attempt))
+            form = await turn.take()
+            try:
+                request = httpx.Request(
+                    "POST",
+                    self._url,
+                    data=form,
+                    headers=self._headers,
+                    extensions={"timeout": self._timeouts},
+                )
+                if self._keep_refresh_token is None:
+                    return await self._answer(request, attempt)
+                return await self._shelter(self._answer(request, attempt))
+            except TokenError as exc:
+                if exc.retryable and attempt < self._policy.max_attempts:
+                    turn.give_back()
+                raise
+            except BaseException:
+                turn.give_back()
+                raise
 
     async def _shelter(self, work: Coroutine[Any, Any, TokenAnswer]) -> TokenAnswer:
         """`work` carried to its end even if the caller is cancelled (a stop, a sibling's
