@@ -150,9 +150,14 @@ class _AttemptSlot:
     def __init__(self, gate: SourceGate) -> None:
         self._gate = gate
 
+    @property
+    def held_back(self) -> bool:
+        """Entering now waits for the resume."""
+        return self._gate.paused and not self._gate.stop_requested
+
     async def __aenter__(self) -> None:
         gate = self._gate
-        if gate.paused and not gate.stop_requested:
+        if self.held_back:
             # A retry is a new request: a paused source does not send it until resumed.
             gate.busy -= 1
             gate.on_quiet()

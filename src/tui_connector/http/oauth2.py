@@ -45,7 +45,7 @@ from tui_connector.config import Auth, OAuth2Auth, RetryPolicy, scalar_text
 from tui_connector.http.errors import FetchError, TokenError
 from tui_connector.http.report import HttpReport
 from tui_connector.http.secret_file import read_secret_file, write_secret_file
-from tui_connector.http.token_endpoint import TokenAnswer, TokenEndpoint
+from tui_connector.http.token_endpoint import EnteredSlot, TokenAnswer, TokenEndpoint
 from tui_connector.redact import Redactor
 
 if TYPE_CHECKING:
@@ -97,9 +97,9 @@ class OAuth2Tokens:
         self.renewals = 0
         self._last_failure: TokenError | None = None
         self._wire = asyncio.Lock()  # held by the token request on the wire
-        # Tasks sending token requests, and how many of them wait for a slot to send in.
+        # Tasks asking for a token, and how many of them wait for their source's resume.
         self._renewing = 0
-        self._waiting_for_slot = 0
+        self._held_back = 0
         self._changed = asyncio.Event()  # replaced by a new one each time it is set
         self._refresh_token: str | None = None  # read when first needed (it may be in a file)
         self._told_stale = False
@@ -138,78 +138,77 @@ class OAuth2Tokens:
         """A token obtained after `seen` renewals ended: the one another task obtained while
         this one waited, or a new one, asked for through `endpoint`. Those waiting for a
         renewal that fails get its failure, without a request of their own; unless every
-        task renewing waits for a slot (a paused source's): then this one sends."""
+        task renewing waits for its source to be resumed: then this one sends."""
         while True:
             if self.renewals != seen:
                 if self._last_failure is not None:
                     raise self._last_failure
                 if self.token is not None:
                     return self.token
-            if self._renewing > self._waiting_for_slot:
+            if self._renewing > self._held_back:
                 changed = self._changed
                 await changed.wait()
                 continue
-            obtained = await self._obtain(seen, endpoint, slot, interrupt)
-            if obtained is not None:
-                return obtained
+            await self._ask(seen, endpoint, slot, interrupt)
 
-    async def _obtain(
+    async def _ask(
         self,
         seen: int,
         endpoint: TokenEndpoint,
         slot: AttemptSlot | None,
         interrupt: asyncio.Event | None,
-    ) -> _Token | None:
-        """A new token asked for through `endpoint`; None if a renewal (another task's)
-        ended first."""
-        turn = _Turn(self, seen, endpoint)
+    ) -> None:
+        """Ask `endpoint` for a token, unless a renewal (another task's) ends first; the
+        outcome is the renewal's (`renewals`, `token`, `_last_failure`)."""
         self._renewing += 1
         try:
-            answer = await endpoint.request(turn, self._telling(slot), interrupt)
+            await endpoint.request(_Turn(self, seen, endpoint), self._counted(slot), interrupt)
         except _RenewedMeanwhile:
-            return None
+            pass
         except TokenError as exc:
-            if not turn.held:  # the failure came before a turn: wait for one still on the wire
-                await turn.retake()
-            try:
+            # Failed before its turn (its form could not be made): the renewal's outcome all
+            # the same, told once no attempt is on the wire.
+            async with self._wire:
                 if self.renewals == seen:
-                    self._last_failure = exc
-                    self.renewals += 1
-            finally:
-                turn.give_back()
-            return None
+                    self._failed(exc)
         finally:
             self._renewing -= 1
             self._tell_waiters()
-        try:
-            token = _Token(answer.access_token, renewal_time(answer))
-            for report in self._reports:
-                report.token_obtained(answer.lifetime)
-            self.token, self._last_failure = token, None
-            self.renewals += 1
-        finally:
-            turn.give_back()
-        return token
 
-    def _telling(self, slot: AttemptSlot | None) -> AttemptSlot | None:
-        """`slot`, counted among those waited for while it is (see `renew`)."""
+    def _obtained(self, answer: TokenAnswer) -> None:
+        self.token = _Token(answer.access_token, renewal_time(answer))
+        self._last_failure = None
+        self.renewals += 1
+        for report in self._reports:
+            report.token_obtained(answer.lifetime)
+
+    def _failed(self, error: TokenError) -> None:
+        self._last_failure = error
+        self.renewals += 1
+
+    def _counted(self, slot: AttemptSlot | None) -> EnteredSlot | None:
+        """`slot`, with the renewing tasks held back by a paused source counted (see
+        `renew`): the others then need not wait for them."""
         if slot is None:
             return None
-        taken_slot = slot
+        source_slot = slot
 
         @contextlib.asynccontextmanager
         async def counted() -> AsyncIterator[None]:
-            self._waiting_for_slot += 1
-            self._tell_waiters()
-            waiting = True
+            entered = source_slot()
+            held_back = entered.held_back
+            if held_back:
+                self._held_back += 1
+                self._tell_waiters()
             try:
-                async with taken_slot():
-                    self._waiting_for_slot -= 1
-                    waiting = False
+                async with entered:
+                    if held_back:
+                        self._held_back -= 1
+                        held_back = False
                     yield
             finally:
-                if waiting:
-                    self._waiting_for_slot -= 1
+                if held_back:
+                    self._held_back -= 1
 
         return counted
 
@@ -291,30 +290,36 @@ class _RenewedMeanwhile(Exception):
 class _Turn:
     """One token request's turn on the wire (`token_endpoint.Turn`)."""
 
-    __slots__ = ("_endpoint", "_seen", "_tokens", "held")
+    __slots__ = ("_endpoint", "_seen", "_tokens")
 
     def __init__(self, tokens: OAuth2Tokens, seen: int, endpoint: TokenEndpoint) -> None:
         self._tokens, self._seen, self._endpoint = tokens, seen, endpoint
-        self.held = False
-
-    async def retake(self) -> None:
-        await self._tokens._wire.acquire()
-        self.held = True
 
     async def take(self) -> dict[str, str]:
-        await self.retake()
         tokens = self._tokens
+        await tokens._wire.acquire()
         try:
             if tokens.renewals != self._seen:
                 raise _RenewedMeanwhile
             await tokens.settle()  # a refresh cut short may still bring the refresh token
             return await tokens._form(self._endpoint)
         except BaseException:
-            self.give_back()
+            tokens._wire.release()
             raise
 
+    def obtained(self, answer: TokenAnswer) -> None:
+        try:
+            self._tokens._obtained(answer)
+        finally:
+            self.give_back()
+
+    def failed(self, error: TokenError) -> None:
+        try:
+            self._tokens._failed(error)
+        finally:
+            self.give_back()
+
     def give_back(self) -> None:
-        self.held = False
         self._tokens._wire.release()
 
 

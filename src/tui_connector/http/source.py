@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -23,7 +23,21 @@ from tui_connector.http.report import HttpReport
 from tui_connector.http.retry import Retries, status_error
 from tui_connector.redact import Redactor
 
-AttemptSlot = Callable[[], AbstractAsyncContextManager[None]]
+
+class Slot(Protocol):
+    """What one attempt holds while its request is out (the engine's concurrency slots)."""
+
+    @property
+    def held_back(self) -> bool:
+        """Entering it now waits until the source is resumed."""
+        ...
+
+    async def __aenter__(self) -> None: ...
+
+    async def __aexit__(self, exc_type: Any, *exc_info: Any) -> None: ...
+
+
+AttemptSlot = Callable[[], Slot]
 
 
 class SourceHttp:

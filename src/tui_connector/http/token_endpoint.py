@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -30,9 +30,6 @@ from tui_connector.http.hold import SourceHold
 from tui_connector.http.report import HttpReport
 from tui_connector.http.retry import Retries, status_error
 from tui_connector.redact import Redactor
-
-if TYPE_CHECKING:
-    from tui_connector.http.source import AttemptSlot
 
 # The most a token endpoint's answer may hold: a few tokens and their metadata.
 _ANSWER_LIMIT = 1024 * 1024
@@ -53,6 +50,8 @@ _ERROR_HINTS = {
 }
 
 RefreshTokenKeeper = Callable[[str], Awaitable[None]]
+# An attempt's slot as the token request enters it (`source.AttemptSlot`, maybe wrapped).
+EnteredSlot = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 
 class Turn(Protocol):
@@ -61,12 +60,21 @@ class Turn(Protocol):
 
     async def take(self) -> dict[str, str]:
         """Wait for the attempt on the wire to end, then the form to send. Raises what makes
-        this request needless (a renewal ended meanwhile), or a TokenError."""
+        this request needless (a renewal ended meanwhile), or a TokenError (the turn is not
+        taken then)."""
+        ...
+
+    def obtained(self, answer: TokenAnswer) -> None:
+        """The attempt obtained a token: it is taken in, then the turn given back."""
+        ...
+
+    def failed(self, error: TokenError) -> None:
+        """The attempt failed for good (it is not retried): that is the renewal's outcome,
+        then the turn is given back."""
         ...
 
     def give_back(self) -> None:
-        """The attempt ended: the next may go. (An attempt that obtained a token, or failed for
-        good, is given back by whoever takes its outcome in, after it has.)"""
+        """The attempt ended otherwise (it will be retried, or was cut short)."""
         ...
 
 
@@ -125,10 +133,10 @@ class TokenEndpoint:
         self._timeouts = client.timeout.as_dict()
 
     async def request(
-        self, turn: Turn, slot: AttemptSlot | None, interrupt: asyncio.Event | None
+        self, turn: Turn, slot: EnteredSlot | None, interrupt: asyncio.Event | None
     ) -> TokenAnswer:
-        """A token, retried as the policy says: the answer of the attempt whose `turn` is still
-        taken (the caller gives it back). Raises TokenError.
+        """A token, retried as the policy says; each attempt's outcome told to its `turn`.
+        Raises TokenError.
 
         Each attempt holds a `slot` (not held by the caller, or the two could wait for each
         other), so a paused source sends none and a stopped one none more, then takes its
@@ -139,7 +147,7 @@ class TokenEndpoint:
             exc.retryable = False  # retried here already: the page's attempt must not
             raise
 
-    async def _attempt(self, attempt: int, turn: Turn, slot: AttemptSlot | None) -> TokenAnswer:
+    async def _attempt(self, attempt: int, turn: Turn, slot: EnteredSlot | None) -> TokenAnswer:
         async with slot() if slot else contextlib.nullcontext():
             form = await turn.take()
             try:
@@ -151,15 +159,21 @@ class TokenEndpoint:
                     extensions={"timeout": self._timeouts},
                 )
                 if self._keep_refresh_token is None:
-                    return await self._answer(request, attempt)
-                return await self._shelter(self._answer(request, attempt))
+                    answer = await self._answer(request, attempt)
+                else:
+                    answer = await self._shelter(self._answer(request, attempt))
             except TokenError as exc:
                 if exc.retryable and attempt < self._policy.max_attempts:
                     turn.give_back()
+                else:
+                    turn.failed(exc)
                 raise
             except BaseException:
                 turn.give_back()
                 raise
+            # Taken in here, before the slot is left (leaving it may wait, and be cancelled).
+            turn.obtained(answer)
+            return answer
 
     async def _shelter(self, work: Coroutine[Any, Any, TokenAnswer]) -> TokenAnswer:
         """`work` carried to its end even if the caller is cancelled (a stop, a sibling's
