@@ -414,3 +414,40 @@ async def test_the_last_batches_of_a_tables_streams_wait_for_no_commit_gap(
     table = deltalake.DeltaTable(str(tmp_path / "items"))
     ids = sorted(row["id"] for row in table.to_pyarrow_table(columns=["id"]).to_pylist())
     assert ids == ["a", "a2", "b", "b2", "first"]
+
+
+async def test_a_stream_whose_last_batch_closed_before_its_drain_holds_no_commit_back(
+    tmp_path: Path,
+) -> None:
+    """A stream whose last page filled its batch has no batch open when it drains: the
+    drain still tells the table that nothing follows, so the others' last batches commit at
+    once, not a gap later."""
+    import asyncio
+
+    from tui_connector.sinks import StreamKey
+    from tui_connector.sinks.batching import BatchWriter
+    from tui_connector.sinks.delta import DeltaTableSink
+
+    sink = DeltaTableSink("items", str(tmp_path), {}, commit_gap=60.0)  # the guard: 10 s
+    a, b = StreamKey("items", "a"), StreamKey("items", "b")
+    commits: list[int] = []
+    try:
+        assert await asyncio.wait_for(sink.write_batch(a, 0, [sink.stage([{"id": "0"}], a)]), 10)
+        closed_by_size = BatchWriter(
+            sink, a, lambda batch, wrote: commits.append(wrote), max_seconds=60, max_bytes=1
+        )
+        closed_by_drain = BatchWriter(
+            sink, b, lambda batch, wrote: commits.append(wrote), max_seconds=60
+        )
+        closed_by_size.put(1, [{"id": "a"}], None)  # full at once: sent before the drain
+        closed_by_drain.put(1, [{"id": "b"}], None)
+        await asyncio.wait_for(asyncio.gather(closed_by_size.drain(), closed_by_drain.drain()), 10)
+    finally:
+        await sink.aclose()
+    assert commits == [True, True]  # each page's batch once; the empty last one commits none
+    table = deltalake.DeltaTable(str(tmp_path / "items"))
+    assert sorted(row["id"] for row in table.to_pyarrow_table(columns=["id"]).to_pylist()) == [
+        "0",
+        "a",
+        "b",
+    ]

@@ -103,7 +103,7 @@ class Sink(Protocol):
         `abandoned` says, before the batch becomes visible, that nobody will commit it: then
         nothing may be left behind. `last`: the stream writes nothing more for now (it ended, or its
         source is pausing): a sink that gathers several streams' batches into one commit need
-        not wait for more of its.
+        not wait for more of its. Called with no pages, it only says that.
         Raises LakeError."""
         ...
 

@@ -33,7 +33,6 @@ class Batch(Generic[Note]):
     notes: list[Note] = field(default_factory=list)  # one per page, in the order added
     size: int = 0
     records: int = 0
-    last: bool = False  # nothing follows it for now: the stream ends, or its source pauses
 
 
 class BatchWriter(Generic[Note]):
@@ -68,6 +67,9 @@ class BatchWriter(Generic[Note]):
         self._timer: asyncio.TimerHandle | None = None
         self._writing: set[asyncio.Task[None]] = set()
         self._order = asyncio.Lock()  # FIFO: batches commit in the order they were closed
+        # Draining: nothing follows the batches not yet written (the stream ends, or its
+        # source pauses); the sink is told with each (`write_batch(last=True)`).
+        self._draining = False
         self._failure: Exception | None = None
         self._abandoned = False
 
@@ -126,13 +128,18 @@ class BatchWriter(Generic[Note]):
             task.add_done_callback(self._written)
 
     async def drain(self) -> None:
-        """Write the open batch (the last for now: the stream ends, or its source pauses) and
-        wait until every batch is committed (or one failed)."""
-        if self._open is not None:
-            self._open.last = True
-        self.close()
-        while self._writing:
-            await asyncio.wait(set(self._writing))
+        """Write the open batch and wait until every batch is committed (or one failed). Nothing
+        follows for now (the stream ends, or its source pauses): the sink is told at once, as a
+        batch of the stream it already holds may be waiting to be joined by others."""
+        self._draining = True
+        try:
+            self.close()
+            if self._failure is None and not self._abandoned:
+                await self._sink.write_batch(self._stream, 0, (), lambda: True, last=True)
+            while self._writing:
+                await asyncio.wait(set(self._writing))
+        finally:
+            self._draining = False
         if self._failure is not None:
             raise self._failure
 
@@ -155,13 +162,12 @@ class BatchWriter(Generic[Note]):
             if self._failure is not None:
                 return
             try:
-                # A last batch without records still tells the sink that the stream ended.
-                wrote = bool(batch.pages or batch.last) and await self._sink.write_batch(
+                wrote = bool(batch.pages) and await self._sink.write_batch(
                     self._stream,
                     batch.position,
                     batch.pages,
                     lambda: self._abandoned,
-                    last=batch.last,
+                    last=self._draining,
                 )
                 self._commit(batch, wrote)
             except Exception as exc:  # raised to the stream by its next add or drain

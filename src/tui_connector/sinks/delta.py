@@ -292,12 +292,12 @@ class DeltaTableSink:
         *,
         last: bool = False,
     ) -> bool:
-        if last:
-            self._writing.discard(stream.partition)
-        else:
+        if not last:
             self._writing.add(stream.partition)
         if not any(page.records for page in pages):
-            self._queued.set()  # the committer may not have to wait for this stream anymore
+            if last:
+                self._writing.discard(stream.partition)
+                self._queued.set()  # the committer may not have to wait for this stream
             return False
         await self._open()
         loop = asyncio.get_running_loop()
@@ -305,6 +305,8 @@ class DeltaTableSink:
         version = self._versions.get(stream.partition, 0) + 1
         pending = _Pending(stream, version, rows, abandoned)
         self._queue.append(pending)
+        if last:  # only now: a commit that went before would have gone without this batch
+            self._writing.discard(stream.partition)
         self._queued.set()
         if self._committer is None or self._committer.done():
             self._committer = loop.create_task(self._commit_queued())
