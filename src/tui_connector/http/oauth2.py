@@ -9,9 +9,9 @@ refuse each other. However many sources, streams and parallel pages need a token
 token request is in flight: the others wait for its answer, and take any token obtained after
 they began to wait. The request is sent by a source that needs it, through its own client,
 slots and report (`token_endpoint`); every source sharing the token is told it arrived. A
-source that cannot send its next attempt (paused, or waiting for a slot) holds nobody back:
-another that waits sends one, and each attempt first looks whether a renewal ended since its
-request began (then it takes that token, or that failure, and sends nothing).
+source that cannot send its next attempt because it is paused holds nobody back: another that
+waits sends one, and each attempt first looks whether a renewal ended since its request began
+(then it takes that token, or that failure, and sends nothing).
 Every token obtained joins the redactor the moment it arrives. A rotated refresh token is
 kept before anything else is made of the answer, and written to `refresh_token_file`
 (atomically, mode 0600) when that is set; else the operator is told once that the configured

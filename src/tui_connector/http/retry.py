@@ -155,6 +155,10 @@ class Retries:
             multiplier=max(policy.backoff_base, 0.001), max=policy.backoff_max
         )
 
+    def tries_again(self, failure: FetchError, attempt: int) -> bool:
+        """Whether attempt number `attempt`, failed with `failure`, is followed by another."""
+        return failure.retryable and attempt < self.policy.max_attempts
+
     async def run(
         self,
         interrupt: asyncio.Event | None,
@@ -169,7 +173,7 @@ class Retries:
         try:
             return await attempt(1, *args)
         except FetchError as exc:
-            if not exc.retryable or self.policy.max_attempts == 1:
+            if not self.tries_again(exc, 1):
                 raise
             first_failure = exc
         return await self.after(first_failure, interrupt, attempt, *args)

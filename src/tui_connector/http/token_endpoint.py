@@ -163,7 +163,7 @@ class TokenEndpoint:
                 else:
                     answer = await self._shelter(self._answer(request, attempt))
             except TokenError as exc:
-                if exc.retryable and attempt < self._policy.max_attempts:
+                if self._retries.tries_again(exc, attempt):
                     turn.give_back()
                 else:
                     turn.failed(exc)

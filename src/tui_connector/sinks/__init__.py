@@ -101,10 +101,10 @@ class Sink(Protocol):
     ) -> bool:
         """Make the pages durable as one batch at `position`; True if anything was written.
         `abandoned` says, before the batch becomes visible, that nobody will commit it: then
-        nothing may be left behind. `last`: the stream writes nothing more for now (it ended, or its
-        source is pausing): a sink that gathers several streams' batches into one commit need
-        not wait for more of its. Called with no pages, it only says that.
-        Raises LakeError."""
+        nothing may be left behind. `last`: the stream writes nothing more for now (it ended,
+        or its source is pausing), so a sink that gathers several streams' batches into one
+        commit need not wait for more of its; called with no pages, it only says that. Raises
+        LakeError."""
         ...
 
     async def count_batches(
