@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from tui_connector.sinks import arrow_schema
 from tui_connector.sinks.arrow_schema import TableSchema, to_records
 from tui_connector.sinks.jsonl import encode_lines
 
@@ -307,6 +308,111 @@ def test_threads_converting_batches_of_one_table_agree_on_one_schema() -> None:
         assert to_records(tables[index]) == batch
     assert schema.json_columns == {"v"}
     assert len(schema.take_news()) == 1
+
+
+class CountedReads:
+    """The JSON reader's readings of whole batches (a page's own sample is not counted)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.explicit: list[list[str]] = []
+        read = arrow_schema._read
+
+        def counted(data: pa.Buffer, explicit: pa.Schema, new_fields: str) -> pa.Table:
+            self.explicit.append(explicit.names)
+            return read(data, explicit, new_fields)
+
+        monkeypatch.setattr(arrow_schema, "_read", counted)
+
+
+def test_a_tables_first_batch_with_dates_is_read_once_and_keeps_their_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reader takes ISO strings for timestamps: the first page's sample says which fields
+    are dates, so the whole batch is read once with them as text (not read again)."""
+    pages = [
+        [{"id": n, "at": f"2024-01-0{n % 9 + 1}T10:00:00Z", "day": "2024-02-01"} for n in range(3)],
+        [{"id": 9, "at": "2024-03-01T00:00:00.123456+02:00", "day": "2024-02-02", "x": 1}],
+    ]
+    reads = CountedReads(monkeypatch)
+    schema = TableSchema()
+    table = convert(schema, *pages)
+    assert reads.explicit == [[], ["at", "day"]]  # the first page's sample, then the batch
+    assert types(table) == {"id": "int64", "at": "string", "day": "string", "x": "int64"}
+    assert to_records(table) == [record for page in pages for record in page]
+    # A date first seen past the first page still keeps its text (the batch read again).
+    later = [[{"id": 10}], [{"id": 11, "seen": "2024-04-01T00:00:00Z"}]]
+    reads.explicit.clear()
+    table = convert(schema, *later)
+    assert len(reads.explicit) == 2 and types(table)["seen"] == "string"
+    assert to_records(table)[1] == {"id": 11, "seen": "2024-04-01T00:00:00Z"}
+
+
+def _race(
+    monkeypatch: pytest.MonkeyPatch, first: list[Any], meanwhile: list[Any]
+) -> tuple[pa.Table, list[str], TableSchema]:
+    """Convert the batch `first`, while its reading is held until `meanwhile` (another batch
+    of the table, in another thread) has changed the schema; `first`'s table, the explicit
+    fields of each of its readings, and the schema."""
+    schema = TableSchema()
+    parse = arrow_schema._parse
+    held, released = threading.Event(), threading.Event()
+    readings: list[list[str]] = []
+
+    def parse_held(chunks: Any, explicit: pa.Schema) -> Any:
+        if threading.current_thread().name == "first":
+            readings.append(explicit.names)
+            result = parse(chunks, explicit)
+            held.set()
+            assert released.wait(10)
+            return result
+        return parse(chunks, explicit)
+
+    monkeypatch.setattr(arrow_schema, "_parse", parse_held)
+    tables: dict[str, pa.Table] = {}
+    thread = threading.Thread(
+        target=lambda: tables.update(first=convert(schema, first)), name="first"
+    )
+    thread.start()
+    assert held.wait(10)
+    convert(schema, meanwhile)
+    released.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    return tables["first"], readings, schema
+
+
+def test_a_batch_whose_schema_another_changed_meanwhile_alike_is_not_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = [{"id": 1, "name": "a", "at": "2024-01-01T00:00:00Z"}, {"id": 2, "name": "b"}]
+    meanwhile = [{"id": 3, "name": "c", "at": "2024-01-02T00:00:00Z", "more": True}]
+    table, readings, schema = _race(monkeypatch, first, meanwhile)
+    assert readings == [[]]  # read once: what the other batch decided agrees with it
+    assert to_records(table) == first
+    assert types(schema.schema) == {"id": "int64", "name": "string", "at": "string", "more": "bool"}
+
+
+def test_a_batch_whose_schema_another_changed_meanwhile_otherwise_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other batch made `v` a float64 column: the held one's ints go into it, read again
+    with that schema."""
+    first = [{"id": 1, "v": 2, "t": "x"}, {"id": 2, "v": 3, "t": "y"}]
+    meanwhile = [{"id": 3, "v": 4.5, "t": "z"}]
+    table, readings, _ = _race(monkeypatch, first, meanwhile)
+    assert readings == [[], ["id", "v", "t"]]
+    assert types(table)["v"] == "double" and table["v"].to_pylist() == [2.0, 3.0]
+    assert to_records(table) == first
+
+
+def test_a_batch_whose_field_another_made_json_text_meanwhile_stores_it_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = [{"id": 1, "t": "x"}, {"id": 2, "t": "y"}]
+    meanwhile = [{"id": 3, "t": "z"}, {"id": 4, "t": {"o": 1}}]
+    table, readings, schema = _race(monkeypatch, first, meanwhile)
+    assert readings == [[]] and schema.json_columns == {"t"}
+    assert table["t__json"].to_pylist() == ['"x"', '"y"'] and to_records(table) == first
 
 
 DRIFT = [

@@ -33,7 +33,11 @@ columns of the table's typed fields (`column_pages`, built from the decoded reco
 loop: the fastest way). JSON lines go to pyarrow's JSON reader (C++, without the GIL) with the
 schema so far as its explicit schema; a batch the reader cannot take (a type change, a
 non-object record, an int that would round in a float64 column, a field stored as JSON text) is
-converted from Python objects.
+converted from Python objects. The reader is most of a batch's cost, so a batch is read once
+where it can be: a table's first batch with the dates of its first page as text (the reader
+would read them as timestamps, and the batch again), and a batch whose schema another batch
+changed while it was read is read again only if the two disagree (a source's first batches are
+read at the same time).
 """
 
 from __future__ import annotations
@@ -219,7 +223,10 @@ def _parse(
     grown (None: the reader cannot take this batch)."""
     data = _joined(chunks)
     try:
-        table = _read(data, explicit, "infer")
+        reading = explicit
+        if not len(explicit) and len(chunks) > 1 and chunks[0]:
+            reading = _dates_as_text(chunks[0])
+        table = _read(data, reading, "infer")
         changed, reread = {}, False
         for field in table.schema:
             index = explicit.get_field_index(field.name)
@@ -236,6 +243,31 @@ def _parse(
         return None
     arrays = (array for column in table.columns for array in column.chunks)
     return None if _may_have_rounded(chunks, arrays) else (table, changed)
+
+
+def _dates_as_text(lines: bytes) -> pa.Schema:
+    """The fields of `lines` that the JSON reader infers as timestamps, as this module stores
+    them: an explicit schema that spares a table's first batch a second reading (each page's
+    fields are most of the next one's)."""
+    fields = {}
+    for field in _read(pa.py_buffer(lines), pa.schema([]), "infer").schema:
+        kind, dated = _clean(field.type)
+        if dated and kind is not None:
+            fields[field.name] = kind
+    return pa.schema(list(fields.items()))
+
+
+def _agrees(table: pa.Table, explicit: pa.Schema) -> bool:
+    """Whether each column of `table` that `explicit` has is of its type there."""
+    for field in explicit:
+        index = table.schema.get_field_index(field.name)
+        if index >= 0 and table.schema.field(index).type != field.type:
+            return False
+    return True
+
+
+def _holds_keys(chunks: Sequence[bytes], keys: Sequence[bytes]) -> bool:
+    return any(key in chunk for chunk in chunks for key in keys)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -427,7 +459,7 @@ class TableSchema:
         while any(chunks):
             with self._lock:
                 version, (_, explicit, as_json) = self._version, self._schemas()
-            if any(key in chunk for chunk in chunks for key in as_json):
+            if _holds_keys(chunks, as_json):
                 break  # a field stored as JSON text, which the reader would read typed
             parsed = _parse(chunks, explicit)
             if parsed is None:
@@ -435,7 +467,16 @@ class TableSchema:
             table, changed = parsed
             with self._lock:
                 if version != self._version:
-                    continue  # another batch changed the schema meanwhile: read again with it
+                    # Another batch changed the schema meanwhile (a source's first batches are
+                    # read at once): this reading stands if it agrees, else read again with it.
+                    _, explicit, as_json = self._schemas()
+                    if not _agrees(table, explicit) or _holds_keys(chunks, as_json):
+                        continue
+                    changed = {
+                        name: kind
+                        for name, kind in changed.items()
+                        if explicit.get_field_index(name) < 0 or explicit.field(name).type != kind
+                    }
                 if not self._grow(changed):
                     break
                 schema = self._schemas()[0]
