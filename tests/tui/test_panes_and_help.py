@@ -9,13 +9,14 @@ from textual.binding import Binding
 from textual.command import CommandList, CommandPalette
 from textual.content import Content
 from textual.geometry import Size
+from textual.widget import Widget
 
 from tui_connector.config import LoadedConfig
 from tui_connector.demo.server import DemoServer
 from tui_connector.engine import Engine
 from tui_connector.in_process import InProcessRun
 from tui_connector.tui.app import Dashboard
-from tui_connector.tui.screens import HelpScreen, KeyList
+from tui_connector.tui.screens import HelpScreen, KeyList, SourceDetailScreen
 from tui_connector.tui.widgets import (
     IN_FLIGHT_SHRINK_AFTER_SECONDS,
     MAX_IN_FLIGHT_SHOWN,
@@ -223,6 +224,28 @@ async def test_help_lists_every_key(
         assert {"enter", "escape", "ctrl+p"} <= keys
         await pilot.press("escape")
         await async_wait_for(lambda: not isinstance(app.screen, HelpScreen), what="closed")
+
+
+async def test_toasts_cover_neither_the_help_nor_a_sources_detail_and_come_back_after(
+    demo: DemoServer, write_config: Callable[..., LoadedConfig]
+) -> None:
+    config = write_config(sources_yaml(demo.url, ["any"]))
+    app = dashboard_on(config)
+
+    def toasts(shown: bool) -> list[Widget]:
+        """The current screen's toasts that are (or are not) on the screen."""
+        return [toast for toast in app.screen.query("Toast") if bool(toast.region) is shown]
+
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        app.notify("a note that lasts", timeout=600)
+        await async_wait_for(lambda: bool(toasts(shown=True)), what="the toast on the dashboard")
+        for key, kind in (("question_mark", HelpScreen), ("enter", SourceDetailScreen)):
+            await pilot.press(key)
+            await async_wait_for(lambda k=kind: isinstance(app.screen, k), what=kind.__name__)
+            await async_wait_for(lambda: bool(toasts(shown=False)), what="the toast, hidden")
+            assert toasts(shown=True) == []
+            await pilot.press("escape")
+            await async_wait_for(lambda: bool(toasts(shown=True)), what="the toast back")
 
 
 async def test_the_help_and_the_footer_are_not_rebuilt_each_time_the_help_opens(
