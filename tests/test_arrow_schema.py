@@ -348,11 +348,11 @@ def test_a_tables_first_batch_with_dates_is_read_once_and_keeps_their_text(
 
 
 def _race(
-    monkeypatch: pytest.MonkeyPatch, first: list[Any], meanwhile: list[Any]
-) -> tuple[pa.Table, list[str], TableSchema]:
-    """Convert the batch `first`, while its reading is held until `meanwhile` (another batch
-    of the table, in another thread) has changed the schema; `first`'s table, the explicit
-    fields of each of its readings, and the schema."""
+    monkeypatch: pytest.MonkeyPatch, first: list[list[Any]], meanwhile: list[list[Any]]
+) -> tuple[pa.Table, list[list[str]], TableSchema]:
+    """Convert the batch of pages `first`, while its reading is held until `meanwhile`
+    (another batch of the table, in another thread) has changed the schema; `first`'s table,
+    the explicit fields of each of its readings, and the schema."""
     schema = TableSchema()
     parse = arrow_schema._parse
     held, released = threading.Event(), threading.Event()
@@ -361,34 +361,42 @@ def _race(
     def parse_held(chunks: Any, explicit: pa.Schema) -> Any:
         if threading.current_thread().name == "first":
             readings.append(explicit.names)
-            result = parse(chunks, explicit)
-            held.set()
-            assert released.wait(10)
-            return result
+            try:
+                return parse(chunks, explicit)
+            finally:
+                held.set()
+                assert released.wait(10)
         return parse(chunks, explicit)
 
     monkeypatch.setattr(arrow_schema, "_parse", parse_held)
-    tables: dict[str, pa.Table] = {}
-    thread = threading.Thread(
-        target=lambda: tables.update(first=convert(schema, first)), name="first"
-    )
+    outcome: dict[str, pa.Table | Exception] = {}
+
+    def convert_first() -> None:
+        try:
+            outcome["first"] = convert(schema, *first)
+        except Exception as exc:  # raised below, in the test's thread
+            outcome["first"] = exc
+
+    thread = threading.Thread(target=convert_first, name="first")
     thread.start()
     assert held.wait(10)
-    convert(schema, meanwhile)
+    convert(schema, *meanwhile)
     released.set()
     thread.join(10)
     assert not thread.is_alive()
-    return tables["first"], readings, schema
+    if isinstance(outcome["first"], Exception):
+        raise outcome["first"]
+    return outcome["first"], readings, schema
 
 
 def test_a_batch_whose_schema_another_changed_meanwhile_alike_is_not_read_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    first = [{"id": 1, "name": "a", "at": "2024-01-01T00:00:00Z"}, {"id": 2, "name": "b"}]
+    first = [[{"id": 1, "name": "a", "at": "2024-01-01T00:00:00Z"}], [{"id": 2, "name": "b"}]]
     meanwhile = [{"id": 3, "name": "c", "at": "2024-01-02T00:00:00Z", "more": True}]
-    table, readings, schema = _race(monkeypatch, first, meanwhile)
+    table, readings, schema = _race(monkeypatch, first, [meanwhile])
     assert readings == [[]]  # read once: what the other batch decided agrees with it
-    assert to_records(table) == first
+    assert to_records(table) == [record for page in first for record in page]
     assert types(schema.schema) == {"id": "int64", "name": "string", "at": "string", "more": "bool"}
 
 
@@ -399,7 +407,7 @@ def test_a_batch_whose_schema_another_changed_meanwhile_otherwise_is_read_again(
     with that schema."""
     first = [{"id": 1, "v": 2, "t": "x"}, {"id": 2, "v": 3, "t": "y"}]
     meanwhile = [{"id": 3, "v": 4.5, "t": "z"}]
-    table, readings, _ = _race(monkeypatch, first, meanwhile)
+    table, readings, _ = _race(monkeypatch, [first], [meanwhile])
     assert readings == [[], ["id", "v", "t"]]
     assert types(table)["v"] == "double" and table["v"].to_pylist() == [2.0, 3.0]
     assert to_records(table) == first
@@ -410,9 +418,66 @@ def test_a_batch_whose_field_another_made_json_text_meanwhile_stores_it_so(
 ) -> None:
     first = [{"id": 1, "t": "x"}, {"id": 2, "t": "y"}]
     meanwhile = [{"id": 3, "t": "z"}, {"id": 4, "t": {"o": 1}}]
-    table, readings, schema = _race(monkeypatch, first, meanwhile)
+    table, readings, schema = _race(monkeypatch, [first], [meanwhile])
     assert readings == [[]] and schema.json_columns == {"t"}
     assert table["t__json"].to_pylist() == ['"x"', '"y"'] and to_records(table) == first
+
+
+@pytest.mark.parametrize(
+    ("value", "typed"),
+    [([], [1]), ({}, {"a": 1}), ({"n": None}, {"a": 1}), ([{"n": None}], ["x"])],
+    ids=["empty-list", "empty-object", "null-leaf", "list-of-null-leaves"],
+)
+def test_a_batch_raced_by_one_that_typed_a_field_it_holds_no_value_of_yet_keeps_it(
+    monkeypatch: pytest.MonkeyPatch, value: Any, typed: Any
+) -> None:
+    """Read a second time (for a new date), a batch has no column for a field with no value
+    yet: another batch typing that field meanwhile must not make its values vanish."""
+    first = [[{"id": 1, "f": value}], [{"id": 2, "at": "2024-01-01"}]]
+    table, readings, _ = _race(monkeypatch, first, [[{"id": 3, "f": typed}]])
+    assert len(readings) == 2  # read again with the schema the other batch left
+    expected = TableSchema()
+    convert(expected, [{"id": 3, "f": typed}])
+    assert to_records(table) == to_records(convert(expected, *first))
+
+
+def test_a_list_whose_first_element_is_null_reads_back_in_every_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The JSON reader infers such a list as an array Arrow's own checks refuse."""
+    alone = [{"id": 1, "n": [None, 1], "o": {"m": [None, "x"]}}]
+    assert to_records(convert(TableSchema(), alone)) == alone
+    dated = [[{"at": "2024-01-02T10:00:00Z", "n": [None, 1]}], [{"id": 1}]]
+    assert to_records(convert(TableSchema(), *dated)) == [
+        record for page in dated for record in page
+    ]
+    table, _, _ = _race(monkeypatch, [[{"id": 1, "n": [None, 1]}]], [[{"id": 3, "n": [2]}]])
+    assert to_records(table) == [{"id": 1, "n": [None, 1]}]
+
+
+def test_a_null_record_is_no_object_for_the_json_reader() -> None:
+    """pyarrow's reader crashes the process on a batch whose first line is `null`. (A record
+    that is no object is `{"value": record}`, and a null value reads as absent.)"""
+    records = [None, {"a": 1}, 7]
+    assert to_records(convert(TableSchema(), records)) == [{}, {"a": 1}, {"value": 7}]
+
+
+def test_dates_inside_an_object_of_a_first_batch_fix_no_other_leaf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only top-level dates are taken from the first page: fixing an object's type from it
+    would make its int leaf refuse the next page's floats (and the batch take the slow path)."""
+    slow: list[bytes] = []
+    convert_slowly = TableSchema._convert_slowly
+    monkeypatch.setattr(
+        TableSchema,
+        "_convert_slowly",
+        lambda self, data: slow.append(data) or convert_slowly(self, data),
+    )
+    pages = [[{"s": {"at": "2024-01-01T00:00:00Z", "v": 1}}], [{"s": {"v": 1.5}}]]
+    table = convert(TableSchema(), *pages)
+    assert slow == [] and types(table) == {"s": "struct<at: string, v: double>"}
+    assert to_records(table) == [{"s": {"at": "2024-01-01T00:00:00Z", "v": 1}}, {"s": {"v": 1.5}}]
 
 
 DRIFT = [

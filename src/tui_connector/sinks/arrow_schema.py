@@ -218,9 +218,12 @@ def _read(data: pa.Buffer, explicit: pa.Schema, new_fields: str) -> pa.Table:
 
 def _parse(
     chunks: Sequence[bytes], explicit: pa.Schema
-) -> tuple[pa.Table, dict[str, pa.DataType]] | None:
-    """The batch as the JSON reader reads it, and the types of its columns that are new or have
-    grown (None: the reader cannot take this batch)."""
+) -> tuple[pa.Table, dict[str, pa.DataType], bool] | None:
+    """The batch as the JSON reader reads it, the types of its columns that are new or have
+    grown, and whether it has a column for every field of the batch (a second reading leaves
+    out the fields that hold no value yet). None: the reader cannot take this batch."""
+    if not _objects_only(chunks):
+        return None  # the reader refuses other records, and a null one crashes it (pyarrow 26)
     data = _joined(chunks)
     try:
         reading = explicit
@@ -228,12 +231,14 @@ def _parse(
             reading = _dates_as_text(chunks[0])
         table = _read(data, reading, "infer")
         changed, reread = {}, False
-        for field in table.schema:
+        for field, column in zip(table.schema, table.columns, strict=True):
             index = explicit.get_field_index(field.name)
             stored = explicit.field(index).type if index >= 0 else None
             if field.type != stored:
                 kind, field_reread = _clean(field.type)
-                reread |= field_reread
+                # A list the reader inferred from a first element that is null is an array
+                # Arrow's own checks refuse (pyarrow 26): read such a column again, typed.
+                reread |= field_reread or (pa.types.is_nested(field.type) and not _valid(column))
                 if kind is not None and kind != stored:
                     changed[field.name] = kind
         if reread:
@@ -242,19 +247,32 @@ def _parse(
     except (pa.ArrowInvalid, _Misfit):
         return None
     arrays = (array for column in table.columns for array in column.chunks)
-    return None if _may_have_rounded(chunks, arrays) else (table, changed)
+    return None if _may_have_rounded(chunks, arrays) else (table, changed, not reread)
+
+
+def _objects_only(chunks: Sequence[bytes]) -> bool:
+    """Whether every line of the chunks is an object (each chunk is whole lines, each ending in
+    a newline; no JSON text holds a raw newline)."""
+    return all(
+        chunk.count(b"\n") == chunk.startswith(b"{") + chunk.count(b"\n{") for chunk in chunks
+    )
+
+
+def _valid(column: pa.ChunkedArray) -> bool:
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _dates_as_text(lines: bytes) -> pa.Schema:
-    """The fields of `lines` that the JSON reader infers as timestamps, as this module stores
-    them: an explicit schema that spares a table's first batch a second reading (each page's
-    fields are most of the next one's)."""
-    fields = {}
-    for field in _read(pa.py_buffer(lines), pa.schema([]), "infer").schema:
-        kind, dated = _clean(field.type)
-        if dated and kind is not None:
-            fields[field.name] = kind
-    return pa.schema(list(fields.items()))
+    """The top-level fields of `lines` that the JSON reader infers as timestamps, as text: an
+    explicit schema that spares a table's first batch a second reading (each page's fields are
+    most of the next one's). Dates inside objects and arrays are left to that second reading:
+    fixing a nested type from one page would fix its other leaves too."""
+    read = _read(pa.py_buffer(lines), pa.schema([]), "infer").schema
+    return pa.schema([(f.name, pa.string()) for f in read if pa.types.is_timestamp(f.type)])
 
 
 def _agrees(table: pa.Table, explicit: pa.Schema) -> bool:
@@ -464,13 +482,15 @@ class TableSchema:
             parsed = _parse(chunks, explicit)
             if parsed is None:
                 break
-            table, changed = parsed
+            table, changed, whole = parsed
             with self._lock:
                 if version != self._version:
                     # Another batch changed the schema meanwhile (a source's first batches are
-                    # read at once): this reading stands if it agrees, else read again with it.
+                    # read at once): this reading stands if it has every field of the batch and
+                    # agrees with the new schema, else read again with it.
                     _, explicit, as_json = self._schemas()
-                    if not _agrees(table, explicit) or _holds_keys(chunks, as_json):
+                    agrees = whole and _agrees(table, explicit)
+                    if not agrees or _holds_keys(chunks, as_json):
                         continue
                     changed = {
                         name: kind
