@@ -460,6 +460,8 @@ def test_a_null_record_is_no_object_for_the_json_reader() -> None:
     that is no object is `{"value": record}`, and a null value reads as absent.)"""
     records = [None, {"a": 1}, 7]
     assert to_records(convert(TableSchema(), records)) == [{}, {"a": 1}, {"value": 7}]
+    # Lines not ended by a newline are not vouched for either.
+    assert to_records(TableSchema().convert([b'{"a": 1}\nnull'])) == [{"a": 1}, {}]
 
 
 def test_dates_inside_an_object_of_a_first_batch_fix_no_other_leaf(

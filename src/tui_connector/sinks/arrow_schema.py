@@ -252,9 +252,15 @@ def _parse(
 
 def _objects_only(chunks: Sequence[bytes]) -> bool:
     """Whether every line of the chunks is an object (each chunk is whole lines, each ending in
-    a newline; no JSON text holds a raw newline)."""
+    a newline; no JSON text holds a raw newline). A chunk that does not end in one is not
+    taken as such."""
     return all(
-        chunk.count(b"\n") == chunk.startswith(b"{") + chunk.count(b"\n{") for chunk in chunks
+        not chunk
+        or (
+            chunk.endswith(b"\n")
+            and chunk.count(b"\n") == chunk.startswith(b"{") + chunk.count(b"\n{")
+        )
+        for chunk in chunks
     )
 
 
