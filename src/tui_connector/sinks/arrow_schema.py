@@ -55,6 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from tui_connector.sinks import StagedPage
+from tui_connector.sinks.arrow_types import EXACT_IN_FLOAT, Misfit, clean, fit
 from tui_connector.sinks.column_pages import (
     FLOAT,
     MIN_ROWS,
@@ -71,101 +72,8 @@ SINK_PREFIX = "_tc_"
 JSON_SUFFIX = "__json"
 ESCAPED_PREFIX = "__json_"
 
-_EXACT_IN_FLOAT = 2**53
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# Delta reads a table's schema with a nesting limit: 41 structs in structs, 30 lists of structs.
-_MAX_DEPTH = 32
 # Long runs of digits are looked for through bytes.translate: 20 times faster than a regex.
 _DIGITS_AS_NINES = bytes(57 if 48 <= byte <= 57 else 32 for byte in range(256))
-_TOO_DEEP = f"objects and arrays nested more than {_MAX_DEPTH} deep"
-_JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string"}
-_JSON_KINDS.update({dict: "object", list: "array"})
-
-
-class _Misfit(Exception):
-    """Values no one type holds without loss; the message says why."""
-
-
-def _struct(children: dict[str, pa.DataType]) -> pa.DataType:
-    seen: dict[str, str] = {}
-    for name in children:
-        other = seen.setdefault(name.casefold(), name)
-        if other != name:  # Delta refuses such a struct
-            raise _Misfit(f"keys {other!r} and {name!r} differ only in case")
-    if "" in children:  # DuckDB would read it as "element1"
-        raise _Misfit("an empty key")
-    return pa.struct(list(children.items()))
-
-
-def _fit(values: list[Any], into: pa.DataType | None, depth: int = 0) -> pa.DataType | None:
-    """The type to store one field's values in: `into` (the column's type so far; None: none
-    yet) where it holds them, widened where that loses nothing (an int into a float64 column, a
-    struct gaining fields); None while no value is known. Works column by column rather than
-    value by value, so a batch builds few types."""
-    kinds = {type(value) for value in values if value is not None}
-    if not kinds:
-        return into
-    wide = False  # ints a float64 column would round
-    if kinds <= {int, float}:
-        ints = [value for value in values if type(value) is int] or [0]
-        low, high = min(ints), max(ints)
-        if low < _INT64_MIN or high > _INT64_MAX:
-            raise _Misfit("an int beyond int64")
-        kind = pa.float64() if float in kinds or into == pa.float64() else pa.int64()
-        wide = kind == pa.float64() and max(-low, high) > _EXACT_IN_FLOAT
-    elif len(kinds) > 1:
-        raise _Misfit("mixed " + " and ".join(sorted({_JSON_KINDS[kind] for kind in kinds})))
-    elif depth == _MAX_DEPTH and kinds & {dict, list}:
-        raise _Misfit(_TOO_DEEP)
-    elif dict in kinds:
-        if into is not None and not pa.types.is_struct(into):
-            raise _Misfit(f"{into} -> object")
-        children: dict[str, list[Any]] = {}
-        for value in values:
-            for key, child in (value or {}).items():
-                children.setdefault(key, []).append(child)
-        fields = {} if into is None else {field.name: field.type for field in into}
-        for key, child_values in children.items():
-            child = _fit(child_values, fields.get(key), depth + 1)
-            if child is not None:
-                fields[key] = child
-        return _struct(fields) if fields else None
-    elif list in kinds:
-        if into is not None and not pa.types.is_list(into):
-            raise _Misfit(f"{into} -> array")
-        items = [item for value in values for item in value or ()]
-        item = _fit(items, None if into is None else into.value_type, depth + 1)
-        return None if item is None else pa.list_(item)
-    else:
-        kind = pa.bool_() if bool in kinds else pa.string()
-    if into is not None and kind != into:
-        raise _Misfit(f"{into} -> {kind}")
-    if wide:
-        raise _Misfit("double -> an int beyond 2^53" if into else "floats and ints beyond 2^53")
-    return kind
-
-
-def _clean(kind: pa.DataType, depth: int = 0) -> tuple[pa.DataType | None, bool]:
-    """What the JSON reader inferred, as this module stores it (None: nothing to store yet), and
-    whether it had read strings as timestamps."""
-    if depth > _MAX_DEPTH:
-        raise _Misfit(_TOO_DEEP)
-    if pa.types.is_timestamp(kind):
-        return pa.string(), True
-    if pa.types.is_null(kind):
-        return None, False
-    if pa.types.is_struct(kind):
-        children, reread = {}, False
-        for field in kind:
-            child, child_reread = _clean(field.type, depth + 1)
-            reread |= child_reread
-            if child is not None:
-                children[field.name] = child
-        return (_struct(children) if children else None), reread
-    if pa.types.is_list(kind):
-        item, reread = _clean(kind.value_type, depth + 1)
-        return (None if item is None else pa.list_(item)), reread
-    return kind, False
 
 
 def _digit_run(chunks: Iterable[bytes], length: int) -> bool:
@@ -188,7 +96,7 @@ def _float_beyond_exact(arrays: Iterable[pa.Array]) -> bool:
         kind = array.type
         if pa.types.is_floating(kind):
             bounds = pc.min_max(array).as_py()
-            if max(-(bounds["min"] or 0), bounds["max"] or 0) >= _EXACT_IN_FLOAT:
+            if max(-(bounds["min"] or 0), bounds["max"] or 0) >= EXACT_IN_FLOAT:
                 return True
         elif pa.types.is_struct(kind):
             if _float_beyond_exact(array.field(index) for index in range(kind.num_fields)):
@@ -235,7 +143,7 @@ def _parse(
             index = explicit.get_field_index(field.name)
             stored = explicit.field(index).type if index >= 0 else None
             if field.type != stored:
-                kind, field_reread = _clean(field.type)
+                kind, field_reread = clean(field.type)
                 # A list the reader inferred from a first element that is null is an array
                 # Arrow's own checks refuse (pyarrow 26): read such a column again, typed.
                 reread |= field_reread or (pa.types.is_nested(field.type) and not _valid(column))
@@ -244,7 +152,7 @@ def _parse(
         if reread:
             kinds = {field.name: field.type for field in explicit} | changed
             table = _read(data, pa.schema(list(kinds.items())), "ignore")
-    except (pa.ArrowInvalid, _Misfit):
+    except (pa.ArrowInvalid, Misfit):
         return None
     arrays = (array for column in table.columns for array in column.chunks)
     return None if _may_have_rounded(chunks, arrays) else (table, changed, not reread)
@@ -562,11 +470,11 @@ class TableSchema:
         while True:
             with self._lock:
                 version, typed = self._version, dict(self._typed)
-            kinds: dict[str, pa.DataType | _Misfit | None] = {}
+            kinds: dict[str, pa.DataType | Misfit | None] = {}
             for name, column in values.items():
                 try:
-                    kinds[name] = _fit(column, typed.get(name))
-                except _Misfit as misfit:
+                    kinds[name] = fit(column, typed.get(name))
+                except Misfit as misfit:
                     kinds[name] = misfit
             with self._lock:
                 if version != self._version:
@@ -576,16 +484,16 @@ class TableSchema:
                 json_field = {column: name for name, column in self._json.items()}
                 return self._schemas()[0], dict(self._typed), json_field
 
-    def _evolve(self, name: str, kind: pa.DataType | _Misfit | None) -> None:
+    def _evolve(self, name: str, kind: pa.DataType | Misfit | None) -> None:
         if name in self._json or kind is None:
             return
-        if isinstance(kind, _Misfit) and name in self._typed:
+        if isinstance(kind, Misfit) and name in self._typed:
             self._fall_back(name, f"column {name!r} changed type ({kind})")
         elif not self._free(name) and name not in self._typed:
             other = self._claimed.get(name.casefold())
             why = f"differs only in case from {other!r}" if other else "has a reserved name"
             self._fall_back(name, f"field {name!r} {why}")
-        elif isinstance(kind, _Misfit):
+        elif isinstance(kind, Misfit):
             self._claimed[name.casefold()] = name
             self._fall_back(name, f"field {name!r} holds {kind}")
         elif kind != self._typed.get(name):
